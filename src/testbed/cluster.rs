@@ -1,0 +1,264 @@
+//! One cluster of the test bed: its PKI, kube-apiserver, controller manager and scheduler.
+
+use std::{
+    path::{Path, PathBuf},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use base64::{Engine, engine::general_purpose::STANDARD};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use super::{
+    ClusterConfig, Process, READY_TIMEOUT, TestbedConfig, TestbedError,
+    pki::{self, ClusterPki},
+    process,
+};
+
+/// A running cluster. Its processes sit behind a mutex so that a shared test bed can stop
+/// and restart them (an unreachable remote cluster) through a shared reference.
+pub struct Cluster {
+    name: String,
+    dir: PathBuf,
+    port: u16,
+    kubeconfig: PathBuf,
+    processes: Mutex<Vec<Process>>,
+}
+
+impl Cluster {
+    pub(super) fn start_apiserver(
+        config: &TestbedConfig,
+        c: &ClusterConfig,
+        etcd_url: &str,
+    ) -> Result<Self, TestbedError> {
+        let dir = config.root.join(&c.name);
+        let pki_dir = dir.join("pki");
+        let pki = ClusterPki::generate(&c.name)?;
+        pki.write(&pki_dir)?;
+        let port = process::free_port()?;
+        let kubeconfig = dir.join("kubeconfig");
+        write_kubeconfig(&kubeconfig, &c.name, port, &pki)?;
+
+        let p = |f: &str| pki_dir.join(f).display().to_string();
+        let args = vec![
+            format!("--etcd-servers={etcd_url}"),
+            // One etcd, one key prefix per cluster: isolated clusters at a third of the cost.
+            format!("--etcd-prefix=/{}", c.name),
+            "--bind-address=127.0.0.1".into(),
+            format!("--secure-port={port}"),
+            "--advertise-address=127.0.0.1".into(),
+            // No kubernetes Service endpoints to maintain on loopback.
+            "--endpoint-reconciler-type=none".into(),
+            format!("--tls-cert-file={}", p(pki::SERVING_CERT)),
+            format!("--tls-private-key-file={}", p(pki::SERVING_KEY)),
+            format!("--client-ca-file={}", p(pki::CA_CERT)),
+            "--authorization-mode=RBAC".into(),
+            format!("--service-account-issuer=https://127.0.0.1:{port}"),
+            format!("--service-account-key-file={}", p(pki::SA_PUB)),
+            format!("--service-account-signing-key-file={}", p(pki::SA_KEY)),
+            "--service-cluster-ip-range=10.0.0.0/24".into(),
+            "--allow-privileged=true".into(),
+            // Both webhook plugins are on by default. ServiceAccount admission would wait
+            // for a token controller the test bed does not run; TaintNodesByCondition
+            // would taint every new Node not-ready until a node lifecycle controller
+            // (which needs kubelet heartbeats) lifts it, so no test pod could schedule.
+            "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition".into(),
+            "--profiling=false".into(),
+            format!("--cert-dir={}", pki_dir.display()),
+        ];
+        let log = config
+            .root
+            .join(format!("logs/{}-kube-apiserver.log", c.name));
+        let apiserver = Process::spawn(
+            &format!("{} kube-apiserver", c.name),
+            &config.binaries.join("kube-apiserver"),
+            &args,
+            &log,
+            config.lifetime,
+        )?;
+        Ok(Self {
+            name: c.name.clone(),
+            dir,
+            port,
+            kubeconfig,
+            processes: Mutex::new(vec![apiserver]),
+        })
+    }
+
+    /// Starts the controller manager (and scheduler) once the API server answers.
+    pub(super) fn start_controllers(
+        &self,
+        config: &TestbedConfig,
+        scheduler: bool,
+    ) -> Result<(), TestbedError> {
+        let kubeconfig = format!("--kubeconfig={}", self.kubeconfig.display());
+        let mut started = vec![Process::spawn(
+            &format!("{} kube-controller-manager", self.name),
+            &config.binaries.join("kube-controller-manager"),
+            &[
+                kubeconfig.clone(),
+                "--leader-elect=false".into(),
+                // namespace and garbagecollector finish namespace deletion; the
+                // workload controllers let a demo use Deployments. No node lifecycle
+                // controller: the test bed's Node objects have no kubelet behind them.
+                "--controllers=namespace,garbagecollector,deployment,replicaset".into(),
+                // No health port: several clusters would fight over the default one.
+                "--secure-port=0".into(),
+                "--profiling=false".into(),
+            ],
+            &config
+                .root
+                .join(format!("logs/{}-kube-controller-manager.log", self.name)),
+            config.lifetime,
+        )?];
+        if scheduler {
+            started.push(Process::spawn(
+                &format!("{} kube-scheduler", self.name),
+                &config.binaries.join("kube-scheduler"),
+                &[
+                    kubeconfig,
+                    "--leader-elect=false".into(),
+                    "--secure-port=0".into(),
+                    "--profiling=false".into(),
+                ],
+                &config
+                    .root
+                    .join(format!("logs/{}-kube-scheduler.log", self.name)),
+                config.lifetime,
+            )?);
+        }
+        self.lock().extend(started);
+        Ok(())
+    }
+
+    /// Polls `/readyz` with the admin client until the API server is ready.
+    pub(super) async fn wait_ready(&self) -> Result<(), TestbedError> {
+        let began = Instant::now();
+        let deadline = began + READY_TIMEOUT;
+        let mut last_error = String::from("not polled yet");
+        while Instant::now() < deadline {
+            if let Some(status) = self.lock().first_mut().and_then(Process::exited) {
+                last_error = format!("kube-apiserver exited ({status})");
+                break;
+            }
+            match self.readyz().await {
+                Ok(()) => {
+                    tracing::info!(
+                        cluster = %self.name,
+                        seconds = began.elapsed().as_secs_f32(),
+                        "kube-apiserver ready"
+                    );
+                    return Ok(());
+                }
+                Err(e) => last_error = e,
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let log = self.logs().into_iter().next().unwrap_or_default();
+        Err(TestbedError::NotReady {
+            component: format!("{} kube-apiserver", self.name),
+            timeout: READY_TIMEOUT,
+            last_error,
+            tail: process::tail(&log, 30),
+            log: log.display().to_string(),
+        })
+    }
+
+    async fn readyz(&self) -> Result<(), String> {
+        let client = self.client().await.map_err(|e| e.to_string())?;
+        let request = http::Request::get("/readyz")
+            .body(Vec::new())
+            .map_err(|e| e.to_string())?;
+        let body = client
+            .request_text(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        if body.trim() == "ok" {
+            Ok(())
+        } else {
+            Err(body)
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn server(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    /// A kubeconfig with the admin credentials embedded, usable by kubectl as it is.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// The cluster's own directory (PKI, kubeconfig).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// A new admin client. Build one per test: a client is tied to the Tokio runtime it
+    /// was created on, and each `#[tokio::test]` has its own.
+    pub async fn client(&self) -> Result<kube::Client, TestbedError> {
+        let err = |message: String| TestbedError::Client {
+            cluster: self.name.clone(),
+            message,
+        };
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).map_err(|e| err(e.to_string()))?;
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| err(e.to_string()))?;
+        kube::Client::try_from(config).map_err(|e| err(e.to_string()))
+    }
+
+    pub(super) fn pids(&self) -> Vec<u32> {
+        self.lock().iter().map(Process::pid).collect()
+    }
+
+    pub(super) fn logs(&self) -> Vec<PathBuf> {
+        self.lock().iter().map(|p| p.log().to_owned()).collect()
+    }
+
+    pub(super) fn release(self) {
+        if let Ok(processes) = self.processes.into_inner() {
+            processes.into_iter().for_each(|p| {
+                p.release();
+            });
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Process>> {
+        // A panic while holding this lock leaves plain data behind; keep using it.
+        self.processes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+fn write_kubeconfig(
+    path: &Path,
+    name: &str,
+    port: u16,
+    pki: &ClusterPki,
+) -> Result<(), TestbedError> {
+    // JSON is YAML, so kubectl and kube-rs read this without a YAML serializer here.
+    let kubeconfig = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": name, "cluster": {
+            "server": format!("https://127.0.0.1:{port}"),
+            "certificate-authority-data": STANDARD.encode(&pki.ca_cert),
+        }}],
+        "users": [{"name": format!("{name}-admin"), "user": {
+            "client-certificate-data": STANDARD.encode(&pki.admin_cert),
+            "client-key-data": STANDARD.encode(&pki.admin_key),
+        }}],
+        "contexts": [{"name": name, "context": {"cluster": name, "user": format!("{name}-admin")}}],
+        "current-context": name,
+    });
+    let text = serde_json::to_string_pretty(&kubeconfig).unwrap_or_default();
+    std::fs::write(path, text).map_err(|e| TestbedError::io(path, e))
+}

@@ -1,0 +1,119 @@
+//! The certificates and keys of one test cluster: its own CA, the API server's serving
+//! certificate, an admin client certificate in `system:masters`, and the service-account
+//! signing key. Each cluster has its own CA, as separate real clusters would.
+
+use std::{fs, path::Path};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+
+use super::TestbedError;
+
+/// PEM files written by [`ClusterPki::write`], relative to the cluster's `pki/` directory.
+pub const CA_CERT: &str = "ca.crt";
+pub const SERVING_CERT: &str = "apiserver.crt";
+pub const SERVING_KEY: &str = "apiserver.key";
+pub const ADMIN_CERT: &str = "admin.crt";
+pub const ADMIN_KEY: &str = "admin.key";
+pub const SA_KEY: &str = "sa.key";
+pub const SA_PUB: &str = "sa.pub";
+
+/// PEM-encoded material for one cluster.
+pub struct ClusterPki {
+    pub ca_cert: String,
+    pub serving_cert: String,
+    pub serving_key: String,
+    pub admin_cert: String,
+    pub admin_key: String,
+    pub sa_key: String,
+    pub sa_pub: String,
+}
+
+impl ClusterPki {
+    pub fn generate(cluster: &str) -> Result<Self, TestbedError> {
+        let ca_key = KeyPair::generate()?;
+        let mut ca = CertificateParams::default();
+        ca.distinguished_name = name(&format!("{cluster}-ca"), None);
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca.self_signed(&ca_key)?;
+        let issuer = Issuer::new(ca, ca_key);
+
+        let serving_key = KeyPair::generate()?;
+        let mut serving = CertificateParams::default();
+        serving.distinguished_name = name("kube-apiserver", None);
+        serving.subject_alt_names = vec![
+            SanType::IpAddress([127, 0, 0, 1].into()),
+            SanType::IpAddress([10, 0, 0, 1].into()),
+            SanType::DnsName("localhost".try_into()?),
+            SanType::DnsName("kubernetes.default.svc".try_into()?),
+        ];
+        serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let serving_cert = serving.signed_by(&serving_key, &issuer)?;
+
+        let admin_key = KeyPair::generate()?;
+        let mut admin = CertificateParams::default();
+        // system:masters bypasses RBAC: the harness and the person at dev-cluster are admins.
+        admin.distinguished_name = name("testbed-admin", Some("system:masters"));
+        admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let admin_cert = admin.signed_by(&admin_key, &issuer)?;
+
+        let sa = KeyPair::generate()?;
+        Ok(Self {
+            ca_cert: ca_cert.pem(),
+            serving_cert: serving_cert.pem(),
+            serving_key: serving_key.serialize_pem(),
+            admin_cert: admin_cert.pem(),
+            admin_key: admin_key.serialize_pem(),
+            sa_key: sa.serialize_pem(),
+            sa_pub: sa.public_key_pem(),
+        })
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<(), TestbedError> {
+        fs::create_dir_all(dir).map_err(|e| TestbedError::io(dir, e))?;
+        for (file, pem) in [
+            (CA_CERT, &self.ca_cert),
+            (SERVING_CERT, &self.serving_cert),
+            (SERVING_KEY, &self.serving_key),
+            (ADMIN_CERT, &self.admin_cert),
+            (ADMIN_KEY, &self.admin_key),
+            (SA_KEY, &self.sa_key),
+            (SA_PUB, &self.sa_pub),
+        ] {
+            let path = dir.join(file);
+            fs::write(&path, pem).map_err(|e| TestbedError::io(&path, e))?;
+        }
+        Ok(())
+    }
+}
+
+fn name(common_name: &str, organization: Option<&str>) -> DistinguishedName {
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    if let Some(o) = organization {
+        dn.push(DnType::OrganizationName, o);
+    }
+    dn
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generates_distinct_pem_material() {
+        let a = ClusterPki::generate("cluster-1").unwrap();
+        let b = ClusterPki::generate("cluster-2").unwrap();
+        assert!(a.ca_cert.starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(a.admin_key.contains("PRIVATE KEY"));
+        assert!(a.sa_pub.contains("PUBLIC KEY"));
+        assert_ne!(a.ca_cert, b.ca_cert, "each cluster has its own CA");
+    }
+}
