@@ -2,5 +2,15 @@
 //! API: see README.md and docs/.
 #![forbid(unsafe_code)]
 
+pub mod admission;
+pub mod api;
+pub mod cache;
+pub mod certs;
+pub mod cli;
+pub mod metrics;
+pub mod run;
+pub mod selector;
+pub mod server;
 pub mod testbed;
 pub mod tls;
+pub mod webhooks;

@@ -1,13 +1,72 @@
 #![forbid(unsafe_code)]
 
-use clap::Parser;
+use std::{net::IpAddr, path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use namespace_offloading::{cli, run};
 
 /// Namespace offloading for multi-cluster Kubernetes (Liqo's offloading.liqo.io API).
 #[derive(Parser)]
 #[command(version, about)]
-struct Cli {}
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let Cli {} = Cli::parse();
+#[derive(Subcommand)]
+enum Command {
+    /// Run the manager: admission webhooks and their caches.
+    Run(Box<run::RunArgs>),
+    /// Print the NamespaceOffloading CRD as YAML (committed as manifests/crd.yaml).
+    Crd,
+    /// Print the webhook configurations as YAML, for a manager behind a Service.
+    WebhookConfig {
+        /// The Service, as NAMESPACE/NAME[:PORT].
+        #[arg(long, default_value = "liqo/namespace-offloading:443")]
+        service: String,
+    },
+    /// Write a CA and a serving certificate it signs (ca.crt, ca.key, tls.crt, tls.key).
+    Certs {
+        /// Directory to write into (created if missing).
+        #[arg(long, default_value = "certs/generated")]
+        out: PathBuf,
+        /// The webhook Service, as NAMESPACE/NAME: its DNS names go into the certificate.
+        #[arg(long, default_value = "liqo/namespace-offloading")]
+        service: String,
+        /// More DNS names.
+        #[arg(long)]
+        dns_name: Vec<String>,
+        /// IP addresses (e.g. 127.0.0.1 for a manager outside the cluster).
+        #[arg(long)]
+        ip: Vec<IpAddr>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
     namespace_offloading::tls::install_crypto_provider();
+    let result = match cli.command {
+        Command::Run(args) => {
+            cli::init_tracing();
+            match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt.block_on(run::run(*args)).map_err(|e| e.to_string()),
+                Err(e) => Err(format!("cannot start the async runtime: {e}")),
+            }
+        }
+        Command::Crd => cli::print_crd(),
+        Command::WebhookConfig { service } => cli::print_webhook_config(&service),
+        Command::Certs {
+            out,
+            service,
+            dns_name,
+            ip,
+        } => cli::write_certs(&out, &service, &dns_name, &ip),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

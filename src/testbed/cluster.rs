@@ -154,7 +154,11 @@ impl Cluster {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
-        let log = self.logs().into_iter().next().unwrap_or_default();
+        let log = self
+            .lock()
+            .first()
+            .map(|p| p.log().to_owned())
+            .unwrap_or_default();
         Err(TestbedError::NotReady {
             component: format!("{} kube-apiserver", self.name),
             timeout: READY_TIMEOUT,
@@ -216,10 +220,6 @@ impl Cluster {
 
     pub(super) fn pids(&self) -> Vec<u32> {
         self.lock().iter().map(Process::pid).collect()
-    }
-
-    pub(super) fn logs(&self) -> Vec<PathBuf> {
-        self.lock().iter().map(|p| p.log().to_owned()).collect()
     }
 
     pub(super) fn release(self) {

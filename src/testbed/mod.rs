@@ -225,11 +225,18 @@ impl Testbed {
         pids
     }
 
-    /// The last lines of every component's log, for a failing test's report.
+    /// Where component logs go; tests may add their own processes' logs here.
+    pub fn log_dir(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    /// The last lines of every log in [`Testbed::log_dir`], for a failing test's report.
     pub fn log_tails(&self, lines: usize) -> String {
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(self.log_dir())
+            .map(|dir| dir.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        logs.sort();
         let mut out = String::new();
-        let mut logs = vec![self.root.join("logs/etcd.log")];
-        logs.extend(self.clusters.iter().flat_map(Cluster::logs));
         for log in logs {
             out.push_str(&format!(
                 "--- last {lines} lines of {}:\n{}\n",

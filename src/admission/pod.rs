@@ -1,0 +1,484 @@
+//! Pod placement: the node affinity and toleration a namespace's offloading strategy
+//! imposes on its pods, merged with the pod's own constraints.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Toleration};
+use serde_json::Value;
+
+use crate::{
+    api::{
+        NOT_ALLOWED_TAINT, NamespaceOffloadingSpec, PodOffloadingStrategy, TYPE_LABEL,
+        VIRTUAL_NODE, offloading::virtual_node_requirement,
+    },
+    selector,
+};
+
+/// `liqo.io/type NotIn (virtual-node)`: any node that is not a remote cluster.
+fn not_virtual_node() -> NodeSelectorRequirement {
+    NodeSelectorRequirement {
+        operator: "NotIn".into(),
+        ..virtual_node_requirement()
+    }
+}
+
+/// Tolerates the taint that keeps ordinary pods off virtual nodes.
+pub fn virtual_node_toleration() -> Toleration {
+    Toleration {
+        key: Some(NOT_ALLOWED_TAINT.into()),
+        operator: Some("Exists".into()),
+        effect: Some("NoExecute".into()),
+        ..Toleration::default()
+    }
+}
+
+fn term(expressions: Vec<NodeSelectorRequirement>) -> NodeSelectorTerm {
+    NodeSelectorTerm {
+        match_expressions: Some(expressions),
+        match_fields: None,
+    }
+}
+
+/// The required node-affinity terms a strategy imposes (ORed).
+pub fn imposed_terms(spec: &NamespaceOffloadingSpec) -> Vec<NodeSelectorTerm> {
+    let selected = &spec.cluster_selector.node_selector_terms;
+    match spec.pod_offloading_strategy {
+        // Only the selected clusters' virtual nodes.
+        PodOffloadingStrategy::Remote => selected
+            .iter()
+            .map(|t| conjunction(t, &term(vec![virtual_node_requirement()])))
+            .collect(),
+        // The selected clusters, or any node that is not a virtual node.
+        PodOffloadingStrategy::LocalAndRemote => {
+            let mut terms = selected.clone();
+            terms.push(term(vec![not_virtual_node()]));
+            dedup(terms)
+        }
+        // Beyond Liqo, which relied on the taint alone: a pod tolerating everything would
+        // otherwise escape to a virtual node.
+        PodOffloadingStrategy::Local => vec![term(vec![not_virtual_node()])],
+    }
+}
+
+/// Both terms at once: requirements concatenated, each kept once.
+fn conjunction(a: &NodeSelectorTerm, b: &NodeSelectorTerm) -> NodeSelectorTerm {
+    fn join(
+        a: &Option<Vec<NodeSelectorRequirement>>,
+        b: &Option<Vec<NodeSelectorRequirement>>,
+    ) -> Option<Vec<NodeSelectorRequirement>> {
+        let mut out: Vec<NodeSelectorRequirement> = a.clone().unwrap_or_default();
+        for r in b.iter().flatten() {
+            if !out.contains(r) {
+                out.push(r.clone());
+            }
+        }
+        (!out.is_empty()).then_some(out)
+    }
+    NodeSelectorTerm {
+        match_expressions: join(&a.match_expressions, &b.match_expressions),
+        match_fields: join(&a.match_fields, &b.match_fields),
+    }
+}
+
+/// Whether every requirement of `inner` is already in `outer` (so `outer` implies `inner`).
+fn implies(outer: &NodeSelectorTerm, inner: &NodeSelectorTerm) -> bool {
+    let subset = |o: &Option<Vec<NodeSelectorRequirement>>,
+                  i: &Option<Vec<NodeSelectorRequirement>>| {
+        i.iter()
+            .flatten()
+            .all(|r| o.iter().flatten().any(|x| x == r))
+    };
+    subset(&outer.match_expressions, &inner.match_expressions)
+        && subset(&outer.match_fields, &inner.match_fields)
+}
+
+fn dedup(terms: Vec<NodeSelectorTerm>) -> Vec<NodeSelectorTerm> {
+    let mut out: Vec<NodeSelectorTerm> = Vec::with_capacity(terms.len());
+    for t in terms {
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    out
+}
+
+/// The pod's own terms P1..Pn ANDed with the imposed I1..Im: every Pi ∧ Ij. A Pi that
+/// already implies some Ij is kept as it is (Pi ∧ (I1 ∨ … ∨ Im) = Pi then), which is what
+/// makes admitting the same pod twice change nothing.
+pub fn merge_terms(
+    pod_terms: &[NodeSelectorTerm],
+    imposed: &[NodeSelectorTerm],
+) -> Vec<NodeSelectorTerm> {
+    if pod_terms.is_empty() {
+        return imposed.to_vec();
+    }
+    let mut out = Vec::new();
+    for p in pod_terms {
+        if imposed.iter().any(|i| implies(p, i)) {
+            out.push(p.clone());
+        } else {
+            out.extend(imposed.iter().map(|i| conjunction(p, i)));
+        }
+    }
+    dedup(out)
+}
+
+/// The pod as it must be stored: `pod` is the whole object as JSON. Only
+/// `spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution` and
+/// `spec.tolerations` change; nodeSelector, preferred terms and pod (anti-)affinity are
+/// left alone.
+pub fn mutate(pod: &Value, spec: &NamespaceOffloadingSpec) -> Result<Value, String> {
+    let mut out = pod.clone();
+    let pod_spec = out
+        .get_mut("spec")
+        .and_then(Value::as_object_mut)
+        .ok_or("the pod has no spec")?;
+
+    let required = pod_spec
+        .get("affinity")
+        .and_then(|a| a.get("nodeAffinity"))
+        .and_then(|a| a.get("requiredDuringSchedulingIgnoredDuringExecution"))
+        .and_then(|r| r.get("nodeSelectorTerms"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let own: Vec<NodeSelectorTerm> = if required.is_null() {
+        Vec::new()
+    } else {
+        serde_json::from_value(required).map_err(|e| {
+            format!("cannot read spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution: {e}")
+        })?
+    };
+    let merged = merge_terms(&own, &imposed_terms(spec));
+    let merged = serde_json::to_value(merged).map_err(|e| e.to_string())?;
+    let node_affinity = object_at(pod_spec, &["affinity", "nodeAffinity"])?;
+    let required = node_affinity
+        .entry("requiredDuringSchedulingIgnoredDuringExecution")
+        .or_insert_with(|| Value::Object(Default::default()));
+    match required.as_object_mut() {
+        Some(r) => {
+            r.insert("nodeSelectorTerms".into(), merged);
+        }
+        None => *required = serde_json::json!({ "nodeSelectorTerms": merged }),
+    }
+
+    if spec.pod_offloading_strategy != PodOffloadingStrategy::Local {
+        let toleration =
+            serde_json::to_value(virtual_node_toleration()).map_err(|e| e.to_string())?;
+        let tolerations = pod_spec
+            .entry("tolerations")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if tolerations.is_null() {
+            *tolerations = Value::Array(Vec::new());
+        }
+        let list = tolerations
+            .as_array_mut()
+            .ok_or("spec.tolerations is not a list")?;
+        if !list.contains(&toleration) {
+            list.push(toleration);
+        }
+    }
+    Ok(out)
+}
+
+/// The object at `path` below `root`, created (or replacing a null) where missing.
+fn object_at<'a>(
+    root: &'a mut serde_json::Map<String, Value>,
+    path: &[&str],
+) -> Result<&'a mut serde_json::Map<String, Value>, String> {
+    let mut current = root;
+    for (i, key) in path.iter().enumerate() {
+        let slot = current
+            .entry(*key)
+            .or_insert_with(|| Value::Object(Default::default()));
+        if slot.is_null() {
+            *slot = Value::Object(Default::default());
+        }
+        current = slot
+            .as_object_mut()
+            .ok_or_else(|| format!("spec.{} is not an object", path[..=i].join(".")))?;
+    }
+    Ok(current)
+}
+
+/// What the pod webhook knows of a node, from its watch cache.
+#[derive(Clone, Debug, Default)]
+pub struct NodeInfo {
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A pod bound in advance (`spec.nodeName`) skips the scheduler, so the affinity cannot
+/// protect it: check the node against the strategy and selector here instead.
+pub fn check_preset_node(
+    spec: &NamespaceOffloadingSpec,
+    node_name: &str,
+    node: Option<&NodeInfo>,
+) -> Result<(), String> {
+    let Some(node) = node else {
+        return Err(format!(
+            "spec.nodeName names node {node_name:?}, which does not exist: the offloading strategy cannot be checked; remove spec.nodeName and let the scheduler place the pod"
+        ));
+    };
+    let is_virtual = node.labels.get(TYPE_LABEL).map(String::as_str) == Some(VIRTUAL_NODE);
+    let selected = selector::matches(&spec.cluster_selector, node_name, &node.labels);
+    let strategy = spec.pod_offloading_strategy;
+    let violation = match strategy {
+        PodOffloadingStrategy::Local if is_virtual => Some(
+            "is a virtual node (a remote cluster), but pods of this namespace must run locally",
+        ),
+        PodOffloadingStrategy::Remote if !is_virtual => {
+            Some("is a local node, but pods of this namespace must run in a remote cluster")
+        }
+        PodOffloadingStrategy::Remote | PodOffloadingStrategy::LocalAndRemote
+            if is_virtual && !selected =>
+        {
+            Some("is a virtual node of a remote cluster that the clusterSelector does not select")
+        }
+        _ => None,
+    };
+    match violation {
+        Some(why) => Err(format!(
+            "spec.nodeName: node {node_name:?} {why} (podOffloadingStrategy {strategy:?}); remove spec.nodeName or choose an allowed node"
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::{NamespaceMappingStrategy, offloading::default_cluster_selector};
+
+    fn spec(strategy: PodOffloadingStrategy, selector: Option<Value>) -> NamespaceOffloadingSpec {
+        NamespaceOffloadingSpec {
+            namespace_mapping_strategy: NamespaceMappingStrategy::DefaultName,
+            pod_offloading_strategy: strategy,
+            cluster_selector: selector
+                .map(|s| serde_json::from_value(s).unwrap())
+                .unwrap_or_else(default_cluster_selector),
+        }
+    }
+
+    /// Applies the JSON patch the webhook would return, as the API server does.
+    fn admit(pod: &Value, spec: &NamespaceOffloadingSpec) -> Value {
+        let mutated = mutate(pod, spec).unwrap();
+        let patch = json_patch::diff(pod, &mutated);
+        let mut patched = pod.clone();
+        json_patch::patch(&mut patched, &patch).unwrap();
+        assert_eq!(patched, mutated);
+        patched
+    }
+
+    fn pod(spec: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "web", "namespace": "test-namespace"}, "spec": spec})
+    }
+
+    fn container() -> Value {
+        json!([{"name": "app", "image": "nginx"}])
+    }
+
+    fn required(p: &Value) -> &Value {
+        &p["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    }
+
+    const VN: &str = "virtual-node";
+
+    #[test]
+    fn local_and_remote_default_matches_the_contract_example() {
+        let out = admit(
+            &pod(json!({"containers": container()})),
+            &spec(PodOffloadingStrategy::LocalAndRemote, None),
+        );
+        assert_eq!(
+            required(&out),
+            &json!([
+                {"matchExpressions": [{"key": "liqo.io/type", "operator": "In", "values": [VN]}]},
+                {"matchExpressions": [{"key": "liqo.io/type", "operator": "NotIn", "values": [VN]}]},
+            ])
+        );
+        assert_eq!(
+            out["spec"]["tolerations"],
+            json!([{"key": NOT_ALLOWED_TAINT, "operator": "Exists", "effect": "NoExecute"}])
+        );
+    }
+
+    #[test]
+    fn remote_appends_the_virtual_node_requirement_to_each_selected_term() {
+        let selector = json!({"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "region", "operator": "In", "values": ["eu"]}]},
+            {"matchExpressions": [{"key": "provider", "operator": "In", "values": ["azure"]}],
+             "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["liqo-c2"]}]},
+        ]});
+        let out = admit(
+            &pod(json!({"containers": container()})),
+            &spec(PodOffloadingStrategy::Remote, Some(selector)),
+        );
+        assert_eq!(
+            required(&out),
+            &json!([
+                {"matchExpressions": [
+                    {"key": "region", "operator": "In", "values": ["eu"]},
+                    {"key": "liqo.io/type", "operator": "In", "values": [VN]}]},
+                {"matchExpressions": [
+                    {"key": "provider", "operator": "In", "values": ["azure"]},
+                    {"key": "liqo.io/type", "operator": "In", "values": [VN]}],
+                 "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["liqo-c2"]}]},
+            ])
+        );
+        assert_eq!(out["spec"]["tolerations"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn remote_with_default_selector_does_not_repeat_the_requirement() {
+        let out = admit(
+            &pod(json!({"containers": container()})),
+            &spec(PodOffloadingStrategy::Remote, None),
+        );
+        assert_eq!(
+            required(&out),
+            &json!([{"matchExpressions": [{"key": "liqo.io/type", "operator": "In", "values": [VN]}]}])
+        );
+    }
+
+    #[test]
+    fn local_keeps_pods_off_virtual_nodes_without_toleration() {
+        let p = pod(json!({
+            "containers": container(),
+            // A broad toleration would let it onto tainted virtual nodes: the affinity stops it.
+            "tolerations": [{"operator": "Exists"}],
+        }));
+        let out = admit(&p, &spec(PodOffloadingStrategy::Local, None));
+        assert_eq!(
+            required(&out),
+            &json!([{"matchExpressions": [{"key": "liqo.io/type", "operator": "NotIn", "values": [VN]}]}])
+        );
+        assert_eq!(out["spec"]["tolerations"], json!([{"operator": "Exists"}]));
+    }
+
+    #[test]
+    fn own_terms_are_crossed_with_imposed_ones_and_the_rest_left_alone() {
+        let p = pod(json!({
+            "containers": container(),
+            "nodeSelector": {"disk": "ssd"},
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]},
+                        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]},
+                    ]},
+                    "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "preference":
+                        {"matchExpressions": [{"key": "gpu", "operator": "Exists"}]}}],
+                },
+                "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                    {"topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": "web"}}}]},
+            },
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "x", "effect": "NoSchedule"}],
+        }));
+        let out = admit(&p, &spec(PodOffloadingStrategy::LocalAndRemote, None));
+        let zone = json!({"key": "zone", "operator": "In", "values": ["a"]});
+        let name = json!({"key": "metadata.name", "operator": "In", "values": ["n1"]});
+        let vn = json!({"key": "liqo.io/type", "operator": "In", "values": [VN]});
+        let not_vn = json!({"key": "liqo.io/type", "operator": "NotIn", "values": [VN]});
+        assert_eq!(
+            required(&out),
+            &json!([
+                {"matchExpressions": [zone, vn]},
+                {"matchExpressions": [zone, not_vn]},
+                {"matchExpressions": [vn], "matchFields": [name]},
+                {"matchExpressions": [not_vn], "matchFields": [name]},
+            ])
+        );
+        assert_eq!(out["spec"]["nodeSelector"], p["spec"]["nodeSelector"]);
+        assert_eq!(
+            out["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"],
+            p["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        );
+        assert_eq!(
+            out["spec"]["affinity"]["podAntiAffinity"],
+            p["spec"]["affinity"]["podAntiAffinity"]
+        );
+        assert_eq!(out["spec"]["tolerations"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn admitting_the_same_pod_twice_changes_nothing_more() {
+        let selector = json!({"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "region", "operator": "In", "values": ["eu"]}]},
+            {"matchExpressions": [{"key": "region", "operator": "In", "values": ["us"]}]},
+        ]});
+        for strategy in [
+            PodOffloadingStrategy::Local,
+            PodOffloadingStrategy::Remote,
+            PodOffloadingStrategy::LocalAndRemote,
+        ] {
+            let s = spec(strategy, Some(selector.clone()));
+            let p = pod(
+                json!({"containers": container(), "affinity": {"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}}}),
+            );
+            let once = admit(&p, &s);
+            let twice = mutate(&once, &s).unwrap();
+            assert!(
+                json_patch::diff(&once, &twice).0.is_empty(),
+                "{strategy:?}: second admission changed {once} into {twice}"
+            );
+        }
+    }
+
+    #[test]
+    fn null_and_missing_parents_are_created() {
+        let p = pod(json!({"containers": container(), "affinity": null, "tolerations": null}));
+        let out = admit(&p, &spec(PodOffloadingStrategy::Remote, None));
+        assert_eq!(required(&out).as_array().unwrap().len(), 1);
+        assert_eq!(out["spec"]["tolerations"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn unreadable_affinity_is_an_error_not_a_panic() {
+        let p = pod(
+            json!({"containers": container(), "affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": "eu"}}}}),
+        );
+        let err = mutate(&p, &spec(PodOffloadingStrategy::Remote, None)).unwrap_err();
+        assert!(
+            err.contains("requiredDuringSchedulingIgnoredDuringExecution"),
+            "{err}"
+        );
+        assert!(
+            mutate(
+                &json!({"kind": "Pod"}),
+                &spec(PodOffloadingStrategy::Local, None)
+            )
+            .is_err()
+        );
+        let bad_tolerations = pod(json!({"containers": container(), "tolerations": {"a": 1}}));
+        assert!(mutate(&bad_tolerations, &spec(PodOffloadingStrategy::Remote, None)).is_err());
+    }
+
+    #[test]
+    fn preset_node_name_is_checked_against_strategy_and_selector() {
+        let virtual_eu = NodeInfo {
+            labels: [("liqo.io/type", VN), ("region", "eu")]
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .into(),
+        };
+        let local = NodeInfo::default();
+        let eu = Some(json!({"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "region", "operator": "In", "values": ["eu"]}]}]}));
+        let us = Some(json!({"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "region", "operator": "In", "values": ["us"]}]}]}));
+        use PodOffloadingStrategy::*;
+        assert!(check_preset_node(&spec(Local, None), "local", Some(&local)).is_ok());
+        assert!(check_preset_node(&spec(Local, None), "vn", Some(&virtual_eu)).is_err());
+        assert!(check_preset_node(&spec(Remote, eu.clone()), "vn", Some(&virtual_eu)).is_ok());
+        assert!(check_preset_node(&spec(Remote, us.clone()), "vn", Some(&virtual_eu)).is_err());
+        let err = check_preset_node(&spec(Remote, eu), "local", Some(&local)).unwrap_err();
+        assert!(err.contains("must run in a remote cluster"), "{err}");
+        assert!(check_preset_node(&spec(LocalAndRemote, us), "vn", Some(&virtual_eu)).is_err());
+        assert!(check_preset_node(&spec(LocalAndRemote, None), "local", Some(&local)).is_ok());
+        assert!(check_preset_node(&spec(LocalAndRemote, None), "ghost", None).is_err());
+    }
+}

@@ -1,0 +1,152 @@
+//! The subcommands around `run`: printing the CRD and webhook configurations, writing
+//! certificates.
+
+use std::{net::IpAddr, path::Path};
+
+use kube::CustomResourceExt;
+
+use crate::{
+    api::NamespaceOffloading,
+    certs,
+    webhooks::{self, Target},
+};
+
+/// Structured logs to stderr; `RUST_LOG` overrides the default level.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,kube=warn,kube_client=warn".into());
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        .init();
+}
+
+fn yaml<T: serde::Serialize>(value: &T) -> Result<String, String> {
+    serde_saphyr::to_string(value).map_err(|e| format!("cannot write YAML: {e}"))
+}
+
+/// The CRD manifest, as committed in `manifests/crd.yaml`.
+pub fn crd_yaml() -> Result<String, String> {
+    yaml(&NamespaceOffloading::crd())
+}
+
+pub fn print_crd() -> Result<(), String> {
+    print!("{}", crd_yaml()?);
+    Ok(())
+}
+
+/// Parses NAMESPACE/NAME[:PORT] (port 443 by default).
+pub fn parse_service(spec: &str) -> Result<Target, String> {
+    let bad = || format!("invalid service {spec:?}: use NAMESPACE/NAME or NAMESPACE/NAME:PORT");
+    let (namespace, rest) = spec.split_once('/').ok_or_else(bad)?;
+    let (name, port) = match rest.split_once(':') {
+        Some((name, port)) => (name, port.parse().map_err(|_| bad())?),
+        None => (rest, 443),
+    };
+    if namespace.is_empty() || name.is_empty() {
+        return Err(bad());
+    }
+    Ok(Target::Service {
+        namespace: namespace.into(),
+        name: name.into(),
+        port,
+    })
+}
+
+/// Both webhook configurations as a two-document YAML stream, as in
+/// `manifests/webhooks.yaml`.
+pub fn webhook_config_yaml(service: &str) -> Result<String, String> {
+    let (mutating, validating) = webhooks::configurations(&parse_service(service)?, None);
+    let mut m = serde_json::to_value(mutating).map_err(|e| e.to_string())?;
+    let mut v = serde_json::to_value(validating).map_err(|e| e.to_string())?;
+    m["apiVersion"] = "admissionregistration.k8s.io/v1".into();
+    m["kind"] = "MutatingWebhookConfiguration".into();
+    v["apiVersion"] = "admissionregistration.k8s.io/v1".into();
+    v["kind"] = "ValidatingWebhookConfiguration".into();
+    Ok(format!("{}---\n{}", yaml(&m)?, yaml(&v)?))
+}
+
+pub fn print_webhook_config(service: &str) -> Result<(), String> {
+    print!("{}", webhook_config_yaml(service)?);
+    Ok(())
+}
+
+pub fn write_certs(
+    out: &Path,
+    service: &str,
+    dns: &[String],
+    ips: &[IpAddr],
+) -> Result<(), String> {
+    let mut names = match parse_service(service)? {
+        Target::Service {
+            namespace, name, ..
+        } => certs::service_dns_names(&namespace, &name),
+        Target::Url(_) => Vec::new(),
+    };
+    names.extend(dns.iter().cloned());
+    let ca = certs::generate_ca(certs::CA_VALIDITY).map_err(|e| e.to_string())?;
+    let serving = certs::issue_serving(&ca, &names, ips, certs::SERVING_VALIDITY)
+        .map_err(|e| e.to_string())?;
+    certs::write_files(out, &ca, &serving).map_err(|e| e.to_string())?;
+    eprintln!(
+        "wrote ca.crt, ca.key, tls.crt, tls.key to {} (serving certificate for {}{}; valid until {})",
+        out.display(),
+        names.join(", "),
+        ips.iter().map(|ip| format!(", {ip}")).collect::<String>(),
+        serving.not_after.date()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn committed_manifests_match_the_generated_ones() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let committed = std::fs::read_to_string(root.join("manifests/crd.yaml")).unwrap();
+        assert!(
+            committed == crd_yaml().unwrap(),
+            "manifests/crd.yaml is stale: run `cargo run -- crd > manifests/crd.yaml`"
+        );
+        let committed = std::fs::read_to_string(root.join("manifests/webhooks.yaml")).unwrap();
+        assert!(
+            committed == webhook_config_yaml("liqo/namespace-offloading:443").unwrap(),
+            "manifests/webhooks.yaml is stale: run `cargo run -- webhook-config > manifests/webhooks.yaml`"
+        );
+    }
+
+    #[test]
+    fn service_specs_are_parsed_with_clear_errors() {
+        assert!(matches!(
+            parse_service("liqo/nso:8443").unwrap(),
+            Target::Service { port: 8443, .. }
+        ));
+        assert!(matches!(
+            parse_service("liqo/nso").unwrap(),
+            Target::Service { port: 443, .. }
+        ));
+        for bad in ["nso", "/nso", "liqo/", "liqo/nso:http"] {
+            assert!(
+                parse_service(bad).unwrap_err().contains("NAMESPACE/NAME"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn certs_are_written_for_the_service() {
+        let dir = tempfile::tempdir().unwrap();
+        write_certs(dir.path(), "liqo/nso", &[], &["127.0.0.1".parse().unwrap()]).unwrap();
+        for f in ["ca.crt", "ca.key", "tls.crt", "tls.key"] {
+            assert!(dir.path().join(f).is_file(), "{f}");
+        }
+        crate::tls::install_crypto_provider();
+        crate::server::tls::FileCerts::new(
+            &dir.path().join("tls.crt"),
+            &dir.path().join("tls.key"),
+        )
+        .unwrap();
+    }
+}

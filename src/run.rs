@@ -1,0 +1,296 @@
+//! `namespace-offloading run`: the webhook server with its watch caches, certificates and
+//! webhook registration, until SIGTERM or Ctrl-C.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{Api, Client};
+use rustls::server::ResolvesServerCert;
+use tokio::sync::watch;
+
+use crate::{
+    cache::Caches,
+    certs::{
+        self,
+        managed::{self, ManagedConfig},
+    },
+    metrics::Metrics,
+    server::{self, AppState, tls},
+    webhooks::{self, Target},
+};
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// This cluster's ID (DefaultName suffix, ownership of remote namespaces). Default: the
+    /// UID of the kube-system namespace, which is stable and needs no set-up.
+    #[arg(long, env = "NSO_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// The namespace the manager runs in (holds the self-managed certificate Secret).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "liqo")]
+    pub namespace: String,
+    /// Kubeconfig to use; default: $KUBECONFIG, ~/.kube/config, or the in-cluster account.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Address of the HTTPS webhook server.
+    #[arg(long, default_value = "0.0.0.0:9443")]
+    pub webhook_listen: SocketAddr,
+    /// Address of the plain-HTTP admin server (/live, /ready, /metrics).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub admin_listen: SocketAddr,
+    /// Serving certificate (PEM); re-read when it changes. Without it, certificates are
+    /// self-managed in a Secret.
+    #[arg(long, requires = "tls_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key of --tls-cert-file (PEM).
+    #[arg(long, requires = "tls_cert_file")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA bundle (PEM) to register with the webhooks when certificates come from files.
+    #[arg(long, requires = "tls_cert_file")]
+    pub ca_bundle_file: Option<PathBuf>,
+    /// Secret holding self-managed certificates.
+    #[arg(long, default_value = "namespace-offloading-webhook-tls")]
+    pub cert_secret: String,
+    /// Register the webhooks with this base URL (e.g. https://127.0.0.1:9443, for a
+    /// manager running outside the cluster).
+    #[arg(long, conflicts_with = "webhook_service")]
+    pub webhook_url: Option<String>,
+    /// Register the webhooks with this Service, as NAMESPACE/NAME[:PORT] (port 443).
+    #[arg(long)]
+    pub webhook_service: Option<String>,
+    /// Extra DNS names for the self-managed serving certificate.
+    #[arg(long)]
+    pub cert_dns_name: Vec<String>,
+    /// Extra IP addresses for the self-managed serving certificate.
+    #[arg(long)]
+    pub cert_ip: Vec<IpAddr>,
+    /// How long in-flight requests may take to finish on shutdown.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot connect to Kubernetes: {0}")]
+    Client(String),
+    #[error(
+        "cannot read the kube-system namespace for the default cluster ID ({0}); pass --cluster-id"
+    )]
+    ClusterId(#[source] kube::Error),
+    #[error("invalid --webhook-service {0:?}: use NAMESPACE/NAME or NAMESPACE/NAME:PORT")]
+    Service(String),
+    #[error("invalid --webhook-url {0:?}: use https://HOST[:PORT]")]
+    Url(String),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    #[error("cannot read --ca-bundle-file {path}: {source}")]
+    CaBundle {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Managed(#[from] managed::ManagedError),
+    #[error("cannot register the webhook configurations: {0}")]
+    Register(#[source] kube::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+impl RunArgs {
+    fn target(&self) -> Result<Option<Target>, RunError> {
+        if let Some(url) = &self.webhook_url {
+            if !url.starts_with("https://") {
+                return Err(RunError::Url(url.clone()));
+            }
+            return Ok(Some(Target::Url(url.clone())));
+        }
+        match &self.webhook_service {
+            Some(spec) => crate::cli::parse_service(spec)
+                .map(Some)
+                .map_err(|_| RunError::Service(spec.clone())),
+            None => Ok(None),
+        }
+    }
+
+    /// The names the self-managed serving certificate covers.
+    fn cert_names(&self, target: Option<&Target>) -> (Vec<String>, Vec<IpAddr>) {
+        let mut dns = self.cert_dns_name.clone();
+        let mut ips = self.cert_ip.clone();
+        match target {
+            Some(Target::Service {
+                namespace, name, ..
+            }) => dns.extend(certs::service_dns_names(namespace, name)),
+            Some(Target::Url(url)) => {
+                let host = url
+                    .trim_start_matches("https://")
+                    .split(['/', ':'])
+                    .next()
+                    .unwrap_or_default();
+                match host.parse::<IpAddr>() {
+                    Ok(ip) => ips.push(ip),
+                    Err(_) if !host.is_empty() => dns.push(host.to_owned()),
+                    Err(_) => {}
+                }
+            }
+            None => dns.extend(certs::service_dns_names(
+                &self.namespace,
+                "namespace-offloading",
+            )),
+        }
+        if dns.is_empty() {
+            dns.push("namespace-offloading".into());
+        }
+        dns.dedup();
+        (dns, ips)
+    }
+}
+
+async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, RunError> {
+    let err = |e: &dyn std::fmt::Display| RunError::Client(e.to_string());
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| err(&e))?;
+            kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                .await
+                .map_err(|e| err(&e))?
+        }
+        None => kube::Config::infer().await.map_err(|e| err(&e))?,
+    };
+    Client::try_from(config).map_err(|e| err(&e))
+}
+
+/// The local cluster ID: the flag, or the kube-system namespace's UID.
+pub async fn cluster_id(client: &Client, flag: Option<&str>) -> Result<String, RunError> {
+    if let Some(id) = flag {
+        return Ok(id.to_owned());
+    }
+    let ns = Api::<Namespace>::all(client.clone())
+        .get("kube-system")
+        .await
+        .map_err(RunError::ClusterId)?;
+    Ok(ns.metadata.uid.unwrap_or_default())
+}
+
+pub async fn run(args: RunArgs) -> Result<(), RunError> {
+    let target = args.target()?;
+    let client = client(args.kubeconfig.as_ref()).await?;
+    let local_cluster_id = cluster_id(&client, args.cluster_id.as_deref()).await?;
+    tracing::info!(cluster_id = %local_cluster_id, "starting");
+
+    let metrics = Arc::new(Metrics::new());
+    let caches = Caches::start(&client);
+    let ready = Arc::new(AtomicBool::new(false));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let resolver: Arc<dyn ResolvesServerCert> = match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let files = Arc::new(tls::FileCerts::new(cert, key)?);
+            if let Some(target) = &target {
+                let bundle = match &args.ca_bundle_file {
+                    Some(path) => Some(std::fs::read_to_string(path).map_err(|source| {
+                        RunError::CaBundle {
+                            path: path.clone(),
+                            source,
+                        }
+                    })?),
+                    None => None,
+                };
+                webhooks::register(&client, target, bundle.as_deref())
+                    .await
+                    .map_err(RunError::Register)?;
+            }
+            files
+        }
+        _ => {
+            let (dns_names, ips) = args.cert_names(target.as_ref());
+            let config = ManagedConfig {
+                namespace: args.namespace.clone(),
+                secret: args.cert_secret.clone(),
+                dns_names,
+                ips,
+            };
+            let register_client = client.clone();
+            let register_target = target.clone();
+            let (resolver, _renewal) = managed::start(client.clone(), config, move |ca| {
+                let client = register_client.clone();
+                let target = register_target.clone();
+                async move {
+                    if let Some(target) = target
+                        && let Err(e) = webhooks::register(&client, &target, Some(&ca)).await
+                    {
+                        tracing::error!(error = %e, "cannot register the webhook configurations");
+                    }
+                }
+            })
+            .await?;
+            resolver
+        }
+    };
+
+    let state = Arc::new(AppState {
+        lookup: Arc::new(caches.clone()),
+        local_cluster_id,
+        metrics: metrics.clone(),
+    });
+    let webhook_listener = server::bind(args.webhook_listen).await?;
+    let admin_listener = server::bind(args.admin_listen).await?;
+    tracing::info!(
+        webhook = %webhook_listener.local_addr()?,
+        admin = %admin_listener.local_addr()?,
+        "listening"
+    );
+    let admin = tokio::spawn(server::serve_admin(
+        admin_listener,
+        server::admin_router(ready.clone(), metrics),
+        stop_rx.clone(),
+    ));
+    let ready_flag = ready.clone();
+    tokio::spawn(async move {
+        caches.wait_until_ready().await;
+        ready_flag.store(true, Ordering::Relaxed);
+        tracing::info!("caches synced; ready");
+    });
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        ready.store(false, Ordering::Relaxed);
+        let _ = stop_tx.send(true);
+        // A second signal aborts without waiting for in-flight requests.
+        shutdown_signal().await;
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    server::serve_tls(
+        webhook_listener,
+        server::webhook_router(state),
+        tls::server_config(resolver),
+        stop_rx,
+        args.shutdown_grace,
+    )
+    .await;
+    let _ = admin.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -1,0 +1,496 @@
+//! The HTTPS webhook server (axum on rustls) and the plain-HTTP admin server (probes,
+//! metrics).
+
+pub mod tls;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{DefaultBodyLimit, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::{
+    admission::{self, Lookup, Webhook},
+    metrics::Metrics,
+};
+
+/// AdmissionReviews carry the object and, on UPDATE, the old one; the API server caps a
+/// request at 3 MiB, so 8 MiB leaves room without letting a client exhaust memory.
+pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// The API server gives up on a webhook after its `timeoutSeconds` (5 s): so do we.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections that send no complete request header within this are closed (idle scanners).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TLS handshake that takes longer than this is abandoned.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the webhook handlers share.
+pub struct AppState {
+    pub lookup: Arc<dyn Lookup>,
+    pub local_cluster_id: String,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The webhook routes, with the body limit and request timeout applied.
+pub fn webhook_router(state: Arc<AppState>) -> Router {
+    let mut router = Router::new();
+    for webhook in Webhook::ALL {
+        router = router.route(
+            webhook.path(),
+            post(move |state: State<Arc<AppState>>, body: Bytes| answer(webhook, state, body)),
+        );
+    }
+    router
+        .layer(axum::middleware::from_fn(timeout))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn timeout(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => (StatusCode::REQUEST_TIMEOUT, "request timed out\n").into_response(),
+    }
+}
+
+async fn answer(webhook: Webhook, State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+    let started = Instant::now();
+    let outcome = admission::review(
+        webhook,
+        &body,
+        state.lookup.as_ref(),
+        &state.local_cluster_id,
+    );
+    let seconds = started.elapsed().as_secs_f64();
+    match outcome {
+        Ok((review, verdict)) => {
+            state
+                .metrics
+                .review(webhook.label(), verdict.label(), seconds);
+            if let Some(response) = &review.response {
+                tracing::debug!(
+                    webhook = webhook.label(),
+                    uid = %response.uid,
+                    result = verdict.label(),
+                    "admission review answered"
+                );
+            }
+            axum::Json(review).into_response()
+        }
+        Err(bad) => {
+            state.metrics.review(webhook.label(), "invalid", seconds);
+            tracing::warn!(webhook = webhook.label(), error = %bad, "malformed admission review");
+            (StatusCode::BAD_REQUEST, format!("{bad}\n")).into_response()
+        }
+    }
+}
+
+/// `/live` (always 200 while the process serves), `/ready` (200 once the caches synced,
+/// 503 before and during shutdown) and `/metrics`.
+pub fn admin_router(ready: Arc<AtomicBool>, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/live", get(|| async { "ok\n" }))
+        .route(
+            "/ready",
+            get(move || {
+                let ready = ready.load(Ordering::Relaxed);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ok\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.encode();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        )
+}
+
+/// Serves `router` over TLS on `listener` until `shutdown` turns true, then lets in-flight
+/// requests finish for up to `grace`.
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    tls: Arc<rustls::ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let acceptor = TlsAcceptor::from(tls);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30));
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: pause rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let builder = builder.clone();
+        let service = TowerToHyperService::new(router.clone());
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(connection).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!("webhook server draining connections");
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("webhook server stopped"),
+        _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "connections still open after the grace period; closing"),
+    }
+}
+
+/// Serves the admin router on plain HTTP until `shutdown` turns true.
+pub async fn serve_admin(
+    listener: TcpListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let result = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "admin server failed");
+    }
+}
+
+/// Binds a TCP listener with a message naming the address on failure.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use axum::body::Body;
+    use http::Request;
+    use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
+    use serde_json::json;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::{
+        admission::NodeInfo,
+        api::NamespaceOffloading,
+        certs::{self, CA_VALIDITY, SERVING_VALIDITY},
+    };
+
+    struct NoCaches;
+    impl Lookup for NoCaches {
+        fn offloading(&self, _: &str) -> Option<Arc<NamespaceOffloading>> {
+            None
+        }
+        fn node(&self, _: &str) -> Option<NodeInfo> {
+            None
+        }
+    }
+
+    fn router() -> (Router, Arc<Metrics>) {
+        let metrics = Arc::new(Metrics::new());
+        let state = Arc::new(AppState {
+            lookup: Arc::new(NoCaches),
+            local_cluster_id: "id".into(),
+            metrics: metrics.clone(),
+        });
+        (webhook_router(state), metrics)
+    }
+
+    async fn post(router: Router, path: &str, body: Vec<u8>) -> (StatusCode, String) {
+        let response = router
+            .oneshot(
+                Request::post(path)
+                    .header("content-type", "application/json")
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    fn review(uid: &str) -> Vec<u8> {
+        serde_json::to_vec(&json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": uid,
+                "kind": {"group": "offloading.liqo.io", "version": "v1alpha1", "kind": "NamespaceOffloading"},
+                "resource": {"group": "offloading.liqo.io", "version": "v1alpha1", "resource": "namespaceoffloadings"},
+                "name": "offloading", "namespace": "ns", "operation": "CREATE", "userInfo": {},
+                "object": {"apiVersion": "offloading.liqo.io/v1alpha1", "kind": "NamespaceOffloading",
+                           "metadata": {"name": "offloading", "namespace": "ns"}, "spec": {}},
+            },
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn routes_answer_reviews_and_count_them() {
+        let (router, metrics) = router();
+        let (status, body) = post(
+            router.clone(),
+            "/mutate/namespace-offloading",
+            review("abc"),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        let out: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(out["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(out["response"]["uid"], "abc");
+        assert_eq!(out["response"]["allowed"], true);
+        let (status, _) = post(router, "/validate/namespace-offloading", review("def")).await;
+        assert_eq!(status, StatusCode::OK);
+        let text = metrics.encode();
+        assert!(
+            text.contains("webhook=\"namespace-offloading-defaults\",result=\"patched\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("webhook=\"namespace-offloading-validation\",result=\"allowed\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_and_oversized_bodies_are_rejected() {
+        let (router, metrics) = router();
+        let (status, body) = post(router.clone(), "/mutate/pod", b"{not json".to_vec()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(
+            body.contains("cannot parse the body as an AdmissionReview"),
+            "{body}"
+        );
+        let (status, _) = post(
+            router.clone(),
+            "/mutate/pod",
+            vec![b' '; MAX_BODY_BYTES + 1],
+        )
+        .await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+        let (status, _) = post(router, "/nowhere", review("x")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(
+            metrics
+                .encode()
+                .contains("webhook=\"pod\",result=\"invalid\"} 1")
+        );
+    }
+
+    #[tokio::test]
+    async fn admin_routes_report_liveness_readiness_and_metrics() {
+        let ready = Arc::new(AtomicBool::new(false));
+        let admin = admin_router(ready.clone(), Arc::new(Metrics::new()));
+        let get = |path: &'static str| {
+            let admin = admin.clone();
+            async move {
+                admin
+                    .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        };
+        assert_eq!(get("/live").await, StatusCode::OK);
+        assert_eq!(get("/ready").await, StatusCode::SERVICE_UNAVAILABLE);
+        ready.store(true, Ordering::Relaxed);
+        assert_eq!(get("/ready").await, StatusCode::OK);
+        assert_eq!(get("/metrics").await, StatusCode::OK);
+    }
+
+    fn write_pair(dir: &Path) -> String {
+        let ca = certs::generate_ca(CA_VALIDITY).unwrap();
+        let serving =
+            certs::issue_serving(&ca, &["localhost".into()], &[], SERVING_VALIDITY).unwrap();
+        certs::write_files(dir, &ca, &serving).unwrap();
+        ca.cert_pem
+    }
+
+    /// The leaf certificate the server presents to a new connection.
+    async fn served_certificate(port: u16, roots: &[String]) -> Vec<u8> {
+        let mut store = rustls::RootCertStore::empty();
+        for pem in roots {
+            store
+                .add(CertificateDer::from_pem_slice(pem.as_bytes()).unwrap())
+                .unwrap();
+        }
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    }
+
+    fn leaf_der(dir: &Path) -> Vec<u8> {
+        CertificateDer::from_pem_file(dir.join("tls.crt"))
+            .unwrap()
+            .to_vec()
+    }
+
+    async fn start(
+        router: Router,
+        resolver: Arc<dyn rustls::server::ResolvesServerCert>,
+    ) -> (u16, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+        crate::tls::install_crypto_provider();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(serve_tls(
+            listener,
+            router,
+            tls::server_config(resolver),
+            stop_rx,
+            Duration::from_secs(5),
+        ));
+        (port, stop, task)
+    }
+
+    #[tokio::test]
+    async fn replaced_certificate_files_are_served_to_new_connections() {
+        crate::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let first_ca = write_pair(dir.path());
+        let first = leaf_der(dir.path());
+        let files =
+            tls::FileCerts::new(&dir.path().join("tls.crt"), &dir.path().join("tls.key")).unwrap();
+        let (port, stop, task) = start(router().0, Arc::new(files)).await;
+        assert_eq!(served_certificate(port, std::slice::from_ref(&first_ca)).await, first);
+
+        // Rotate as cert-manager would: a new key and certificate (here from a new CA).
+        // The files' modification times (nanosecond resolution) tell the server to re-read.
+        std::thread::sleep(Duration::from_millis(20));
+        let second_ca = write_pair(dir.path());
+        let second = leaf_der(dir.path());
+        assert_ne!(first, second);
+        assert_eq!(
+            served_certificate(port, &[first_ca, second_ca]).await,
+            second
+        );
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
+        crate::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = write_pair(dir.path());
+        let files =
+            tls::FileCerts::new(&dir.path().join("tls.crt"), &dir.path().join("tls.key")).unwrap();
+        let slow = Router::new().route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                "done"
+            }),
+        );
+        let (port, stop, task) = start(slow, Arc::new(files)).await;
+
+        let mut store = rustls::RootCertStore::empty();
+        store
+            .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+            .unwrap();
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(store)
+            .with_no_client_auth();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut tls = connector
+            .connect(ServerName::try_from("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        tls.write_all(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.send(true).unwrap();
+        let mut response = String::new();
+        tls.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        assert!(response.ends_with("done"), "{response}");
+        task.await.unwrap();
+        assert!(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,239 @@
+//! Our Mutating- and ValidatingWebhookConfiguration, declared here so the committed
+//! manifests and the ones `run` registers come from one place.
+
+use k8s_openapi::{
+    ByteString,
+    api::admissionregistration::v1::{
+        MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
+        ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
+    },
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
+};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+
+use crate::{admission::Webhook, api::SCHEDULING_ENABLED_LABEL};
+
+/// The name of both configurations.
+pub const CONFIGURATION_NAME: &str = "namespace-offloading";
+/// Field manager for everything this binary applies.
+pub const FIELD_MANAGER: &str = "namespace-offloading";
+
+/// How the API server reaches the webhook server.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A base URL such as `https://127.0.0.1:9443` (a server outside the cluster).
+    Url(String),
+    /// A Service in the cluster, on the given port.
+    Service {
+        namespace: String,
+        name: String,
+        port: i32,
+    },
+}
+
+impl Target {
+    fn client_config(&self, webhook: Webhook, ca_bundle: Option<&str>) -> WebhookClientConfig {
+        let ca_bundle = ca_bundle.map(|pem| ByteString(pem.as_bytes().to_vec()));
+        match self {
+            Target::Url(base) => WebhookClientConfig {
+                url: Some(format!("{}{}", base.trim_end_matches('/'), webhook.path())),
+                ca_bundle,
+                service: None,
+            },
+            Target::Service {
+                namespace,
+                name,
+                port,
+            } => WebhookClientConfig {
+                service: Some(ServiceReference {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    path: Some(webhook.path().into()),
+                    port: Some(*port),
+                }),
+                ca_bundle,
+                url: None,
+            },
+        }
+    }
+}
+
+fn rule(group: &str, version: &str, resource: &str, operations: &[&str]) -> RuleWithOperations {
+    RuleWithOperations {
+        api_groups: Some(vec![group.into()]),
+        api_versions: Some(vec![version.into()]),
+        resources: Some(vec![resource.into()]),
+        operations: Some(operations.iter().map(|o| (*o).to_owned()).collect()),
+        scope: Some("Namespaced".into()),
+    }
+}
+
+fn metadata() -> ObjectMeta {
+    ObjectMeta {
+        name: Some(CONFIGURATION_NAME.into()),
+        labels: Some(
+            [(
+                "app.kubernetes.io/name".into(),
+                "namespace-offloading".into(),
+            )]
+            .into(),
+        ),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Both configurations, with the CA bundle when one is known.
+pub fn configurations(
+    target: &Target,
+    ca_bundle: Option<&str>,
+) -> (MutatingWebhookConfiguration, ValidatingWebhookConfiguration) {
+    let offloading_rule = || {
+        vec![rule(
+            "offloading.liqo.io",
+            "v1alpha1",
+            "namespaceoffloadings",
+            &["CREATE", "UPDATE"],
+        )]
+    };
+    let common = |webhook: Webhook| MutatingWebhook {
+        client_config: target.client_config(webhook, ca_bundle),
+        // Only the review format this server speaks.
+        admission_review_versions: vec!["v1".into()],
+        // Decisions read only watch caches: nothing outside the request changes.
+        side_effects: "None".into(),
+        // Well under the API server's 10 s default, as answers come from memory.
+        timeout_seconds: Some(5),
+        // Fail closed: a pod admitted without its constraints could run where the namespace
+        // forbids, and a NamespaceOffloading without validation could be one that cannot work.
+        failure_policy: Some("Fail".into()),
+        match_policy: Some("Equivalent".into()),
+        ..MutatingWebhook::default()
+    };
+    let mutating = MutatingWebhookConfiguration {
+        metadata: metadata(),
+        webhooks: Some(vec![
+            MutatingWebhook {
+                name: "pod.offloading.liqo.io".into(),
+                rules: Some(vec![rule("", "v1", "pods", &["CREATE"])]),
+                // Only namespaces where offloading is active: the controller sets this label,
+                // so every other pod in the cluster never waits on this webhook.
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some([(SCHEDULING_ENABLED_LABEL.into(), "true".into())].into()),
+                    match_expressions: None,
+                }),
+                // Our merge is idempotent: run again if a later webhook changed the pod, so
+                // its affinity cannot undo the strategy.
+                reinvocation_policy: Some("IfNeeded".into()),
+                ..common(Webhook::Pod)
+            },
+            MutatingWebhook {
+                name: "defaults.namespaceoffloading.offloading.liqo.io".into(),
+                rules: Some(offloading_rule()),
+                reinvocation_policy: Some("Never".into()),
+                ..common(Webhook::OffloadingDefaults)
+            },
+        ]),
+    };
+    let m = common(Webhook::OffloadingValidation);
+    let validating = ValidatingWebhookConfiguration {
+        metadata: metadata(),
+        webhooks: Some(vec![ValidatingWebhook {
+            name: "validate.namespaceoffloading.offloading.liqo.io".into(),
+            rules: Some(offloading_rule()),
+            client_config: m.client_config,
+            admission_review_versions: m.admission_review_versions,
+            side_effects: m.side_effects,
+            timeout_seconds: m.timeout_seconds,
+            failure_policy: m.failure_policy,
+            match_policy: m.match_policy,
+            ..ValidatingWebhook::default()
+        }]),
+    };
+    (mutating, validating)
+}
+
+/// Creates or updates both configurations (server-side apply, our field manager).
+pub async fn register(
+    client: &Client,
+    target: &Target,
+    ca_bundle: Option<&str>,
+) -> Result<(), kube::Error> {
+    let (mutating, validating) = configurations(target, ca_bundle);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mut mutating = serde_json::to_value(mutating).map_err(kube::Error::SerdeError)?;
+    mutating["apiVersion"] = "admissionregistration.k8s.io/v1".into();
+    mutating["kind"] = "MutatingWebhookConfiguration".into();
+    let mut validating = serde_json::to_value(validating).map_err(kube::Error::SerdeError)?;
+    validating["apiVersion"] = "admissionregistration.k8s.io/v1".into();
+    validating["kind"] = "ValidatingWebhookConfiguration".into();
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .patch(CONFIGURATION_NAME, &params, &Patch::Apply(mutating))
+        .await?;
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .patch(CONFIGURATION_NAME, &params, &Patch::Apply(validating))
+        .await?;
+    tracing::info!(?target, "webhook configurations registered");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pod_webhook_is_scoped_to_offloaded_namespaces_and_fails_closed() {
+        let (m, v) = configurations(&Target::Url("https://127.0.0.1:9443/".into()), Some("PEM"));
+        let pod = &m.webhooks.as_ref().unwrap()[0];
+        assert_eq!(
+            pod.client_config.url.as_deref(),
+            Some("https://127.0.0.1:9443/mutate/pod")
+        );
+        assert_eq!(pod.client_config.ca_bundle.as_ref().unwrap().0, b"PEM");
+        assert_eq!(
+            pod.namespace_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()[SCHEDULING_ENABLED_LABEL],
+            "true"
+        );
+        assert_eq!(pod.failure_policy.as_deref(), Some("Fail"));
+        assert_eq!(pod.timeout_seconds, Some(5));
+        assert_eq!(
+            pod.rules.as_ref().unwrap()[0].operations.as_ref().unwrap(),
+            &["CREATE"]
+        );
+        let validate = &v.webhooks.as_ref().unwrap()[0];
+        assert_eq!(
+            validate.rules.as_ref().unwrap()[0]
+                .operations
+                .as_ref()
+                .unwrap(),
+            &["CREATE", "UPDATE"]
+        );
+    }
+
+    #[test]
+    fn service_target_names_the_path() {
+        let target = Target::Service {
+            namespace: "liqo".into(),
+            name: "namespace-offloading".into(),
+            port: 443,
+        };
+        let (_, v) = configurations(&target, None);
+        let service = v.webhooks.unwrap()[0]
+            .client_config
+            .service
+            .clone()
+            .unwrap();
+        assert_eq!(
+            service.path.as_deref(),
+            Some("/validate/namespace-offloading")
+        );
+        assert_eq!(service.port, Some(443));
+    }
+}

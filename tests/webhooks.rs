@@ -1,0 +1,512 @@
+//! The admission webhooks against a real control plane: the API server calls the manager
+//! over TLS (self-managed certificates, registered caBundle), applies its patches, and the
+//! real scheduler honours the injected affinity. Cluster 2 has the CRD but no webhooks, to
+//! show what the CRD alone enforces.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::{
+    path::Path,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::{
+    admissionregistration::v1::MutatingWebhookConfiguration,
+    core::v1::{Namespace, Node, Pod, Secret},
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, PostParams},
+};
+use namespace_offloading::testbed::{Lifetime, Process, Testbed, process::free_port};
+use serde_json::{Value, json};
+use support::{eventually, http_get, kubectl, unique};
+use tokio::sync::OnceCell;
+
+struct Manager {
+    admin_port: u16,
+    _process: Mutex<Process>,
+}
+
+async fn with_webhooks<F, Fut>(body: F)
+where
+    F: FnOnce(&'static Testbed, &'static Manager) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    static MANAGER: OnceCell<Result<Manager, String>> = OnceCell::const_new();
+    support::with_testbed("webhooks", 2, 1, |tb| async move {
+        let manager = MANAGER.get_or_init(|| start_manager(tb)).await;
+        match manager {
+            Ok(m) => body(tb, m).await,
+            Err(e) => panic!("cannot start the manager: {e}"),
+        }
+    })
+    .await;
+}
+
+async fn start_manager(tb: &'static Testbed) -> Result<Manager, String> {
+    let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/crd.yaml");
+    for cluster in tb.clusters() {
+        let (ok, _, err) = kubectl(
+            cluster.kubeconfig(),
+            &["apply", "-f", crd.to_str().unwrap()],
+            None,
+        );
+        if !ok {
+            return Err(format!("kubectl apply of manifests/crd.yaml failed: {err}"));
+        }
+        let (ok, _, err) = kubectl(
+            cluster.kubeconfig(),
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/namespaceoffloadings.offloading.liqo.io",
+            ],
+            None,
+        );
+        if !ok {
+            return Err(format!("CRD not established: {err}"));
+        }
+    }
+    let one = tb.cluster(1);
+    kubectl(
+        one.kubeconfig(),
+        &["create", "namespace", "nso-system"],
+        None,
+    );
+    let webhook_port = free_port().map_err(|e| e.to_string())?;
+    let admin_port = free_port().map_err(|e| e.to_string())?;
+    let args: Vec<String> = [
+        "run".to_owned(),
+        format!("--kubeconfig={}", one.kubeconfig().display()),
+        "--namespace=nso-system".into(),
+        format!("--webhook-listen=127.0.0.1:{webhook_port}"),
+        format!("--admin-listen=127.0.0.1:{admin_port}"),
+        format!("--webhook-url=https://127.0.0.1:{webhook_port}"),
+    ]
+    .into();
+    let mut process = Process::spawn(
+        "manager",
+        Path::new(env!("CARGO_BIN_EXE_namespace-offloading")),
+        &args,
+        &tb.log_dir().join("manager.log"),
+        Lifetime::Attached,
+    )
+    .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        if let Some(status) = process.exited() {
+            return Err(format!(
+                "the manager exited ({status}); see {}",
+                process.log().display()
+            ));
+        }
+        if matches!(http_get(admin_port, "/ready"), Ok((200, _))) {
+            eprintln!("manager ready in {:.1} s", started.elapsed().as_secs_f32());
+            return Ok(Manager {
+                admin_port,
+                _process: Mutex::new(process),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err("the manager did not become ready within 60 s".into())
+}
+
+async fn namespace(client: &Client, name: &str, offloaded: bool) {
+    let labels = if offloaded {
+        json!({"liqo.io/scheduling-enabled": "true"})
+    } else {
+        json!({})
+    };
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
+fn offloading_yaml(namespace: &str, name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: offloading.liqo.io/v1alpha1\nkind: NamespaceOffloading\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n{spec}"
+    )
+}
+
+/// `kubectl apply` of a manifest that must be rejected, returning the error text.
+fn rejected(kubeconfig: &Path, manifest: &str) -> String {
+    let (ok, out, err) = kubectl(kubeconfig, &["apply", "-f", "-"], Some(manifest));
+    assert!(!ok, "expected a rejection, but kubectl said: {out}");
+    err
+}
+
+#[tokio::test]
+async fn invalid_namespace_offloadings_are_rejected_with_their_message() {
+    with_webhooks(|tb, _| async move {
+        let kc = tb.cluster(1).kubeconfig();
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("invalid");
+        namespace(&client, &ns, false).await;
+        let cases = [
+            ("custom", "  podOffloadingStrategy: Local\n", "must be named \"offloading\""),
+            (
+                "offloading",
+                "  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - key: region\n        operator: Near\n        values: [eu]\n",
+                "unsupported operator \"Near\"",
+            ),
+            (
+                "offloading",
+                "  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - key: cpus\n        operator: Gt\n        values: [many]\n",
+                "operator Gt takes exactly one integer value",
+            ),
+            (
+                "offloading",
+                "  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - key: -region\n        operator: Exists\n",
+                "invalid label key \"-region\"",
+            ),
+            // Outside the enum: the CRD schema answers before our validating webhook.
+            ("offloading", "  podOffloadingStrategy: Anywhere\n", "Unsupported value: \"Anywhere\""),
+        ];
+        for (name, spec, expected) in cases {
+            let err = rejected(kc, &offloading_yaml(&ns, name, spec));
+            assert!(err.contains(expected), "{name}/{spec}: expected {expected:?} in {err}");
+        }
+
+        // A namespace name too long for DefaultName's `<name>-<cluster-id>` suffix.
+        let long = format!("long-{}", "x".repeat(22)); // 27 characters
+        namespace(&client, &long, false).await;
+        let err = rejected(kc, &offloading_yaml(&long, "offloading", "  podOffloadingStrategy: Local\n"));
+        assert!(err.contains("at most 26 characters"), "{err}");
+        assert!(err.contains("has 27"), "{err}");
+        let same_name = offloading_yaml(&long, "offloading", "  namespaceMappingStrategy: EnforceSameName\n");
+        let (ok, _, err) = kubectl(kc, &["apply", "-f", "-"], Some(&same_name));
+        assert!(ok, "EnforceSameName keeps the name: {err}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stored_objects_show_the_defaults() {
+    with_webhooks(|tb, _| async move {
+        let kc = tb.cluster(1).kubeconfig();
+        let client = tb.cluster(1).client().await.unwrap();
+        for (i, spec) in ["  {}\n", "  clusterSelector:\n    nodeSelectorTerms: []\n"]
+            .iter()
+            .enumerate()
+        {
+            let ns = unique(&format!("defaults{i}"));
+            namespace(&client, &ns, false).await;
+            let (ok, _, err) = kubectl(
+                kc,
+                &["apply", "-f", "-"],
+                Some(&offloading_yaml(&ns, "offloading", spec)),
+            );
+            assert!(ok, "{err}");
+            let (_, out, _) = kubectl(
+                kc,
+                &["get", "nsof", "offloading", "-n", &ns, "-o", "json"],
+                None,
+            );
+            let stored: Value = serde_json::from_str(&out).unwrap();
+            assert_eq!(stored["spec"]["namespaceMappingStrategy"], "DefaultName");
+            assert_eq!(stored["spec"]["podOffloadingStrategy"], "LocalAndRemote");
+            assert_eq!(
+                stored["spec"]["clusterSelector"],
+                json!({"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "liqo.io/type", "operator": "In", "values": ["virtual-node"]}]}]}),
+                "spec {spec:?}"
+            );
+            let (_, table, _) = kubectl(kc, &["get", "nso", "-n", &ns], None);
+            assert!(
+                table.contains("NAMESPACEMAPPINGSTRATEGY") && table.contains("LocalAndRemote"),
+                "{table}"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn spec_changes_are_rejected_and_metadata_changes_pass() {
+    with_webhooks(|tb, _| async move {
+        let kc = tb.cluster(1).kubeconfig();
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("immutable");
+        namespace(&client, &ns, false).await;
+        let (ok, _, err) = kubectl(
+            kc,
+            &["apply", "-f", "-"],
+            Some(&offloading_yaml(
+                &ns,
+                "offloading",
+                "  podOffloadingStrategy: Local\n",
+            )),
+        );
+        assert!(ok, "{err}");
+        let err = rejected(
+            kc,
+            &offloading_yaml(&ns, "offloading", "  podOffloadingStrategy: Remote\n"),
+        );
+        assert!(
+            err.contains("delete the NamespaceOffloading and create it again"),
+            "{err}"
+        );
+        // Re-applying the same manifest (defaults omitted) and labelling are fine.
+        let (ok, _, err) = kubectl(
+            kc,
+            &["apply", "-f", "-"],
+            Some(&offloading_yaml(
+                &ns,
+                "offloading",
+                "  podOffloadingStrategy: Local\n",
+            )),
+        );
+        assert!(ok, "{err}");
+        let (ok, _, err) = kubectl(
+            kc,
+            &["label", "nsof", "offloading", "-n", &ns, "team=web"],
+            None,
+        );
+        assert!(ok, "{err}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_crd_alone_defaults_and_keeps_spec_immutable() {
+    with_webhooks(|tb, _| async move {
+        // Cluster 2 has no webhooks: what holds here holds with the webhook down.
+        let kc = tb.cluster(2).kubeconfig();
+        let client = tb.cluster(2).client().await.unwrap();
+        let ns = unique("cel");
+        namespace(&client, &ns, false).await;
+        let (ok, _, err) = kubectl(kc, &["apply", "-f", "-"], Some(&offloading_yaml(&ns, "offloading", "  podOffloadingStrategy: Local\n")));
+        assert!(ok, "{err}");
+        let (_, out, _) = kubectl(kc, &["get", "nsof", "offloading", "-n", &ns, "-o", "json"], None);
+        let stored: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(stored["spec"]["namespaceMappingStrategy"], "DefaultName");
+        assert_eq!(stored["spec"]["clusterSelector"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"][0], "virtual-node");
+        let (ok, _, err) = kubectl(
+            kc,
+            &["patch", "nsof", "offloading", "-n", &ns, "--type=merge", "-p", r#"{"spec":{"podOffloadingStrategy":"Remote"}}"#],
+            None,
+        );
+        assert!(!ok);
+        assert!(err.contains("spec is immutable"), "{err}");
+    })
+    .await;
+}
+
+/// Creates the namespace's NamespaceOffloading and waits until the manager's cache has it,
+/// seen as a probe pod being mutated.
+async fn offload(tb: &Testbed, client: &Client, ns: &str, spec: &str) {
+    let kc = tb.cluster(1).kubeconfig();
+    namespace(client, ns, true).await;
+    let (ok, _, err) = kubectl(
+        kc,
+        &["apply", "-f", "-"],
+        Some(&offloading_yaml(ns, "offloading", spec)),
+    );
+    assert!(ok, "{err}");
+    let pods = Api::<Pod>::namespaced(client.clone(), ns);
+    let mut n = 0;
+    eventually(
+        "the manager's cache to see the NamespaceOffloading",
+        Duration::from_secs(20),
+        || {
+            n += 1;
+            let pods = pods.clone();
+            let name = format!("probe-{n}");
+            async move {
+                let created = pods
+                    .create(&PostParams::default(), &pod(&name, json!({})))
+                    .await
+                    .unwrap();
+                let _ = pods
+                    .delete(&name, &DeleteParams::default().grace_period(0))
+                    .await;
+                created.spec.unwrap().affinity.is_some().then_some(())
+            }
+        },
+    )
+    .await;
+}
+
+fn pod(name: &str, extra_spec: Value) -> Pod {
+    let mut spec = json!({"containers": [{"name": "app", "image": "registry.invalid/app:1"}]});
+    for (k, v) in extra_spec.as_object().unwrap() {
+        spec[k] = v.clone();
+    }
+    serde_json::from_value(json!({"metadata": {"name": name}, "spec": spec})).unwrap()
+}
+
+#[tokio::test]
+async fn pods_in_offloaded_namespaces_get_affinity_and_toleration() {
+    with_webhooks(|tb, manager| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("offloaded");
+        offload(tb, &client, &ns, "  {}\n").await;
+        let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+        let stored = pods.create(&PostParams::default(), &pod("web", json!({}))).await.unwrap();
+        let stored = serde_json::to_value(stored.spec.unwrap()).unwrap();
+        assert_eq!(
+            stored["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"],
+            json!([
+                {"matchExpressions": [{"key": "liqo.io/type", "operator": "In", "values": ["virtual-node"]}]},
+                {"matchExpressions": [{"key": "liqo.io/type", "operator": "NotIn", "values": ["virtual-node"]}]},
+            ])
+        );
+        let tolerations = stored["tolerations"].as_array().unwrap();
+        assert_eq!(
+            tolerations.iter().filter(|t| t["key"] == "virtual-node.liqo.io/not-allowed").count(),
+            1,
+            "{tolerations:?}"
+        );
+
+        // A namespace without the scheduling label is not touched at all.
+        let plain = unique("plain");
+        namespace(&client, &plain, false).await;
+        let stored = Api::<Pod>::namespaced(client.clone(), &plain)
+            .create(&PostParams::default(), &pod("web", json!({})))
+            .await
+            .unwrap();
+        assert!(stored.spec.unwrap().affinity.is_none());
+
+        // The API server really called us, and metrics say so.
+        let (_, metrics) = http_get(manager.admin_port, "/metrics").unwrap();
+        assert!(metrics.contains("namespace_offloading_admission_requests_total{webhook=\"pod\",result=\"patched\"}"), "{metrics}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn preset_node_name_breaking_the_strategy_is_denied() {
+    with_webhooks(|tb, _| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        let local = unique("bound-local");
+        create_node(&client, &local, json!({}), false).await;
+        let ns = unique("remote-only");
+        offload(tb, &client, &ns, "  podOffloadingStrategy: Remote\n").await;
+        let err = Api::<Pod>::namespaced(client.clone(), &ns)
+            .create(
+                &PostParams::default(),
+                &pod("pinned", json!({"nodeName": local})),
+            )
+            .await
+            .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("must run in a remote cluster"),
+            "{message}"
+        );
+    })
+    .await;
+}
+
+async fn create_node(client: &Client, name: &str, labels: Value, is_virtual: bool) {
+    let mut labels = labels;
+    let mut taints = json!([]);
+    if is_virtual {
+        labels["liqo.io/type"] = "virtual-node".into();
+        taints = json!([{"key": "virtual-node.liqo.io/not-allowed", "value": "true", "effect": "NoExecute"}]);
+    }
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"taints": taints},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Test"}],
+            "allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"},
+            "capacity": {"cpu": "8", "memory": "16Gi", "pods": "110"},
+        },
+    }))
+    .unwrap();
+    Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .unwrap();
+}
+
+async fn bound_node(pods: &Api<Pod>, name: &str) -> String {
+    eventually(
+        &format!("pod {name} to be scheduled"),
+        Duration::from_secs(60),
+        || async { pods.get(name).await.unwrap().spec.and_then(|s| s.node_name) },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn the_scheduler_honours_each_strategy() {
+    with_webhooks(|tb, _| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        // One local node and two virtual nodes standing for clusters in two regions. The
+        // region values are unique so other tests' nodes cannot match.
+        let id = unique("r");
+        let local = format!("local-{id}");
+        let (eu, us) = (format!("vn-eu-{id}"), format!("vn-us-{id}"));
+        create_node(&client, &local, json!({}), false).await;
+        create_node(&client, &eu, json!({"region": format!("eu-{id}")}), true).await;
+        create_node(&client, &us, json!({"region": format!("us-{id}")}), true).await;
+        let eu_selector = format!(
+            "  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - key: region\n        operator: In\n        values: [eu-{id}]\n"
+        );
+
+        let remote = unique("sched-remote");
+        offload(tb, &client, &remote, &format!("  podOffloadingStrategy: Remote\n{eu_selector}")).await;
+        let pods = Api::<Pod>::namespaced(client.clone(), &remote);
+        pods.create(&PostParams::default(), &pod("web", json!({}))).await.unwrap();
+        assert_eq!(bound_node(&pods, "web").await, eu, "Remote lands on the selected virtual node");
+
+        // The pod's own affinity asks for a local node: it conflicts with Remote and waits.
+        let own = json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+            {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "liqo.io/type", "operator": "NotIn", "values": ["virtual-node"]}]}]}}}});
+        pods.create(&PostParams::default(), &pod("conflicted", own)).await.unwrap();
+        let reason = eventually("the conflicting pod to be reported unschedulable", Duration::from_secs(60), || async {
+            let status = pods.get("conflicted").await.unwrap().status?;
+            status.conditions?.into_iter().find(|c| c.type_ == "PodScheduled" && c.status == "False")?.reason
+        })
+        .await;
+        assert_eq!(reason, "Unschedulable");
+        assert!(pods.get("conflicted").await.unwrap().spec.unwrap().node_name.is_none());
+
+        let local_ns = unique("sched-local");
+        offload(tb, &client, &local_ns, "  podOffloadingStrategy: Local\n").await;
+        let pods = Api::<Pod>::namespaced(client.clone(), &local_ns);
+        // Even tolerating every taint, a Local pod never lands on a virtual node.
+        pods.create(&PostParams::default(), &pod("web", json!({"tolerations": [{"operator": "Exists"}]})))
+            .await
+            .unwrap();
+        let node = bound_node(&pods, "web").await;
+        assert!(!node.starts_with("vn-"), "Local pod landed on virtual node {node}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn self_managed_certificates_are_stored_and_registered() {
+    with_webhooks(|tb, _| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        let secret = Api::<Secret>::namespaced(client.clone(), "nso-system")
+            .get("namespace-offloading-webhook-tls")
+            .await
+            .unwrap();
+        let ca = secret.data.unwrap()["ca.crt"].0.clone();
+        let config = Api::<MutatingWebhookConfiguration>::all(client)
+            .get("namespace-offloading")
+            .await
+            .unwrap();
+        for webhook in config.webhooks.unwrap() {
+            assert_eq!(
+                webhook.client_config.ca_bundle.unwrap().0,
+                ca,
+                "{}",
+                webhook.name
+            );
+        }
+    })
+    .await;
+}
