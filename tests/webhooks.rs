@@ -510,3 +510,84 @@ async fn self_managed_certificates_are_stored_and_registered() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn file_certificates_serve_and_sigterm_stops_cleanly() {
+    with_webhooks(|tb, _| async move {
+        // A second manager, on certificates written by `namespace-offloading certs`, not
+        // registered (the first one owns the webhook configurations).
+        let bin = Path::new(env!("CARGO_BIN_EXE_namespace-offloading"));
+        let dir = tb.root().join(unique("file-certs"));
+        let out = std::process::Command::new(bin)
+            .args(["certs", "--out", dir.to_str().unwrap(), "--ip", "127.0.0.1"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (webhook_port, admin_port) = (free_port().unwrap(), free_port().unwrap());
+        let args: Vec<String> = vec![
+            "run".into(),
+            format!("--kubeconfig={}", tb.cluster(1).kubeconfig().display()),
+            format!("--tls-cert-file={}", dir.join("tls.crt").display()),
+            format!("--tls-key-file={}", dir.join("tls.key").display()),
+            format!("--webhook-listen=127.0.0.1:{webhook_port}"),
+            format!("--admin-listen=127.0.0.1:{admin_port}"),
+        ];
+        let mut process = Process::spawn(
+            "file-manager",
+            bin,
+            &args,
+            &tb.log_dir().join("file-manager.log"),
+            Lifetime::Attached,
+        )
+        .unwrap();
+        eventually(
+            "the second manager to be ready",
+            Duration::from_secs(30),
+            || async { matches!(http_get(admin_port, "/ready"), Ok((200, _))).then_some(()) },
+        )
+        .await;
+        // It serves the certificate from the files, signed by their CA.
+        let ca_file = dir.join("ca.crt");
+        let curl = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--cacert",
+                ca_file.to_str().unwrap(),
+                "-X",
+                "POST",
+                "--data",
+                "{}",
+            ])
+            .arg(format!("https://127.0.0.1:{webhook_port}/mutate/pod"))
+            .output()
+            .expect("curl is installed");
+        let body = String::from_utf8_lossy(&curl.stdout);
+        assert!(
+            body.contains("cannot parse the body as an AdmissionReview"),
+            "{body} {}",
+            String::from_utf8_lossy(&curl.stderr)
+        );
+
+        let started = Instant::now();
+        std::process::Command::new("kill")
+            .args(["-TERM", &process.pid().to_string()])
+            .status()
+            .unwrap();
+        let status = eventually(
+            "the manager to exit on SIGTERM",
+            Duration::from_secs(15),
+            || {
+                let exited = process.exited();
+                async move { exited }
+            },
+        )
+        .await;
+        assert_eq!(status, "exit status: 0");
+        assert!(started.elapsed() < Duration::from_secs(12));
+    })
+    .await;
+}

@@ -429,7 +429,10 @@ mod tests {
         let files =
             tls::FileCerts::new(&dir.path().join("tls.crt"), &dir.path().join("tls.key")).unwrap();
         let (port, stop, task) = start(router().0, Arc::new(files)).await;
-        assert_eq!(served_certificate(port, std::slice::from_ref(&first_ca)).await, first);
+        assert_eq!(
+            served_certificate(port, std::slice::from_ref(&first_ca)).await,
+            first
+        );
 
         // Rotate as cert-manager would: a new key and certificate (here from a new CA).
         // The files' modification times (nanosecond resolution) tell the server to re-read.
