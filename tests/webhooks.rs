@@ -591,3 +591,50 @@ async fn file_certificates_serve_and_sigterm_stops_cleanly() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn self_managed_certificates_are_renewed_before_expiry_keeping_the_ca() {
+    use namespace_offloading::certs::managed::ManagedConfig;
+    with_webhooks(|tb, _| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        let config = ManagedConfig {
+            namespace: "nso-system".into(),
+            secret: unique("renewal"),
+            dns_names: vec!["namespace-offloading.nso-system.svc".into()],
+            ips: vec![],
+        };
+        let first = config.ensure(&client).await.unwrap();
+        // A second replica starting later reads the same material.
+        let again = config.ensure(&client).await.unwrap();
+        assert_eq!(again.serving.cert_pem, first.serving.cert_pem);
+
+        // Pretend the serving certificate has expired: it is re-issued by the same CA.
+        let secrets = Api::<Secret>::namespaced(client.clone(), "nso-system");
+        let patch = json!({"metadata": {"annotations": {
+            "offloading.liqo.io/serving-not-after": "2026-01-01T00:00:00Z"}}});
+        secrets
+            .patch(
+                &config.secret,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .unwrap();
+        let renewed = config.ensure(&client).await.unwrap();
+        assert_ne!(renewed.serving.cert_pem, first.serving.cert_pem);
+        assert_eq!(
+            renewed.ca.cert_pem, first.ca.cert_pem,
+            "the caBundle stays valid"
+        );
+
+        // New names (another Service) also re-issue.
+        let renamed = ManagedConfig {
+            dns_names: vec!["other.nso-system.svc".into()],
+            ..config.clone()
+        };
+        let reissued = renamed.ensure(&client).await.unwrap();
+        assert_ne!(reissued.serving.cert_pem, renewed.serving.cert_pem);
+        assert_eq!(reissued.ca.cert_pem, first.ca.cert_pem);
+    })
+    .await;
+}
