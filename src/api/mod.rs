@@ -1,11 +1,13 @@
 //! The user-facing API, key for key Liqo's `offloading.liqo.io/v1alpha1`.
 
 pub mod offloading;
+pub mod remote_cluster;
 
 pub use offloading::{
     NamespaceMappingStrategy, NamespaceOffloading, NamespaceOffloadingSpec,
     NamespaceOffloadingStatus, OffloadingPhase, PodOffloadingStrategy, RemoteNamespaceCondition,
 };
+pub use remote_cluster::{RemoteCluster, RemoteClusterSpec, RemoteClusterStatus};
 
 /// The only NamespaceOffloading name with any effect: one configuration per namespace.
 pub const OFFLOADING_NAME: &str = "offloading";

@@ -1,0 +1,161 @@
+//! This cluster's identity: its ID and the labels chosen at installation
+//! (`--cluster-labels region=eu,provider=azure`), published in a ConfigMap that peers read
+//! to label the virtual node standing for this cluster.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::{
+    Api, Client,
+    api::{ObjectMeta, Patch, PatchParams},
+};
+
+use crate::selector::validate_label_key;
+
+/// The ConfigMap, in the manager's namespace.
+pub const CONFIGMAP: &str = "namespace-offloading-identity";
+const ID_KEY: &str = "clusterID";
+const LABELS_KEY: &str = "clusterLabels";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    pub cluster_id: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Parses `k=v,k2=v2` (empty: no labels), checking Kubernetes label syntax.
+pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+    let mut labels = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .ok_or_else(|| format!("cluster label {pair:?} has no '=': use key=value"))?;
+        validate_label_key(key).map_err(|e| format!("cluster label key {key:?}: {e}"))?;
+        validate_label_value(value).map_err(|e| format!("cluster label {key}={value:?}: {e}"))?;
+        if labels.insert(key.to_owned(), value.to_owned()).is_some() {
+            return Err(format!("cluster label {key:?} is given twice"));
+        }
+    }
+    Ok(labels)
+}
+
+/// A label value: at most 63 characters, empty or alphanumeric at both ends with `-`, `_`
+/// and `.` inside.
+pub fn validate_label_value(value: &str) -> Result<(), String> {
+    let b = value.as_bytes();
+    if b.len() > 63 {
+        return Err("a label value has at most 63 characters".into());
+    }
+    let ok = b.is_empty()
+        || (b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+            && b.iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')));
+    if ok {
+        Ok(())
+    } else {
+        Err("must be alphanumeric at both ends with only '-', '_' or '.' inside".into())
+    }
+}
+
+impl Identity {
+    pub fn to_configmap(&self, namespace: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(CONFIGMAP.into()),
+                namespace: Some(namespace.into()),
+                labels: Some(BTreeMap::from([(
+                    "app.kubernetes.io/name".to_owned(),
+                    "namespace-offloading".to_owned(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([
+                (ID_KEY.to_owned(), self.cluster_id.clone()),
+                (
+                    LABELS_KEY.to_owned(),
+                    serde_json::to_string(&self.labels).unwrap_or_default(),
+                ),
+            ])),
+            ..ConfigMap::default()
+        }
+    }
+
+    /// The identity a ConfigMap publishes, if it is readable.
+    pub fn from_configmap(cm: &ConfigMap) -> Result<Self, String> {
+        let data = cm
+            .data
+            .as_ref()
+            .ok_or("the identity ConfigMap has no data")?;
+        let cluster_id = data
+            .get(ID_KEY)
+            .filter(|id| !id.is_empty())
+            .ok_or("the identity ConfigMap has no clusterID")?
+            .clone();
+        let labels = match data.get(LABELS_KEY) {
+            Some(json) if !json.is_empty() => serde_json::from_str(json).map_err(|e| {
+                format!("the identity ConfigMap's clusterLabels is not a JSON map: {e}")
+            })?,
+            _ => BTreeMap::new(),
+        };
+        Ok(Self { cluster_id, labels })
+    }
+
+    /// Creates or updates the ConfigMap (server-side apply).
+    pub async fn publish(&self, client: &Client, namespace: &str) -> Result<(), kube::Error> {
+        let mut cm =
+            serde_json::to_value(self.to_configmap(namespace)).map_err(kube::Error::SerdeError)?;
+        cm["apiVersion"] = "v1".into();
+        cm["kind"] = "ConfigMap".into();
+        Api::<ConfigMap>::namespaced(client.clone(), namespace)
+            .patch(
+                CONFIGMAP,
+                &PatchParams::apply(crate::webhooks::FIELD_MANAGER).force(),
+                &Patch::Apply(cm),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Reads a cluster's published identity; `None` when it publishes none.
+    pub async fn read(client: &Client, namespace: &str) -> Result<Option<Self>, String> {
+        match Api::<ConfigMap>::namespaced(client.clone(), namespace)
+            .get_opt(CONFIGMAP)
+            .await
+        {
+            Ok(Some(cm)) => Self::from_configmap(&cm).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_parse_with_clear_errors() {
+        let labels = parse_labels("region=eu, provider=azure").unwrap();
+        assert_eq!(labels["region"], "eu");
+        assert_eq!(labels["provider"], "azure");
+        assert!(parse_labels("").unwrap().is_empty());
+        assert!(parse_labels("liqo.io/tier=").unwrap()["liqo.io/tier"].is_empty());
+        assert!(parse_labels("region").unwrap_err().contains("no '='"));
+        assert!(parse_labels("-x=1").unwrap_err().contains("key"));
+        assert!(parse_labels("x=a b").unwrap_err().contains("alphanumeric"));
+        assert!(parse_labels("x=1,x=2").unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn identity_round_trips_through_its_configmap() {
+        let id = Identity {
+            cluster_id: "5c1c0a4e-0000-4000-8000-000000000001".into(),
+            labels: parse_labels("region=eu,provider=azure").unwrap(),
+        };
+        let cm = id.to_configmap("liqo");
+        assert_eq!(Identity::from_configmap(&cm).unwrap(), id);
+        let empty = ConfigMap::default();
+        assert!(Identity::from_configmap(&empty).is_err());
+    }
+}
