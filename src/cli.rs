@@ -25,9 +25,13 @@ fn yaml<T: serde::Serialize>(value: &T) -> Result<String, String> {
     serde_saphyr::to_string(value).map_err(|e| format!("cannot write YAML: {e}"))
 }
 
-/// The CRD manifest, as committed in `manifests/crd.yaml`.
+/// The CRD manifests, as committed in `manifests/crd.yaml`.
 pub fn crd_yaml() -> Result<String, String> {
-    yaml(&NamespaceOffloading::crd())
+    Ok(format!(
+        "{}---\n{}",
+        yaml(&NamespaceOffloading::crd())?,
+        yaml(&crate::api::RemoteCluster::crd())?
+    ))
 }
 
 pub fn print_crd() -> Result<(), String> {

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod controller;
 pub mod identity;
 pub mod metrics;
+pub mod peer;
 pub mod run;
 pub mod selector;
 pub mod server;

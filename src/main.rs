@@ -3,7 +3,7 @@
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use namespace_offloading::{cli, run};
+use namespace_offloading::{cli, peer, run};
 
 /// Namespace offloading for multi-cluster Kubernetes (Liqo's offloading.liqo.io API).
 #[derive(Parser)]
@@ -17,7 +17,19 @@ struct Cli {
 enum Command {
     /// Run the manager: admission webhooks and their caches.
     Run(Box<run::RunArgs>),
-    /// Print the NamespaceOffloading CRD as YAML (committed as manifests/crd.yaml).
+    /// Peer with a remote cluster: store its kubeconfig and create a RemoteCluster.
+    Peer(Box<peer::PeerArgs>),
+    /// Remove a peering (the RemoteCluster and its credentials Secret).
+    Unpeer {
+        name: String,
+        /// Namespace of the credentials Secret.
+        #[arg(long, default_value = "liqo")]
+        namespace: String,
+        /// Kubeconfig of the local cluster; default: $KUBECONFIG or ~/.kube/config.
+        #[arg(long)]
+        local_kubeconfig: Option<PathBuf>,
+    },
+    /// Print the CRDs as YAML (committed as manifests/crd.yaml).
     Crd,
     /// Print the webhook configurations as YAML, for a manager behind a Service.
     WebhookConfig {
@@ -42,17 +54,26 @@ enum Command {
     },
 }
 
+fn block_on<F: Future<Output = Result<(), String>>>(f: F) -> Result<(), String> {
+    tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?
+        .block_on(f)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     namespace_offloading::tls::install_crypto_provider();
     let result = match cli.command {
         Command::Run(args) => {
             cli::init_tracing();
-            match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt.block_on(run::run(*args)).map_err(|e| e.to_string()),
-                Err(e) => Err(format!("cannot start the async runtime: {e}")),
-            }
+            block_on(async { run::run(*args).await.map_err(|e| e.to_string()) })
         }
+        Command::Peer(args) => block_on(peer::peer(*args)),
+        Command::Unpeer {
+            name,
+            namespace,
+            local_kubeconfig,
+        } => block_on(peer::unpeer(&name, &namespace, local_kubeconfig.as_deref())),
         Command::Crd => cli::print_crd(),
         Command::WebhookConfig { service } => cli::print_webhook_config(&service),
         Command::Certs {

@@ -16,12 +16,16 @@ use kube::{Api, Client};
 use rustls::server::ResolvesServerCert;
 use tokio::sync::watch;
 
+use futures::FutureExt;
+
 use crate::{
     cache::Caches,
     certs::{
         self,
         managed::{self, ManagedConfig},
     },
+    controller,
+    identity::Identity,
     metrics::Metrics,
     server::{self, AppState, tls},
     webhooks::{self, Target},
@@ -71,9 +75,22 @@ pub struct RunArgs {
     /// Extra IP addresses for the self-managed serving certificate.
     #[arg(long)]
     pub cert_ip: Vec<IpAddr>,
+    /// This cluster's labels, published for peers: key=value,key=value.
+    #[arg(long, default_value = "", value_parser = parse_cluster_labels)]
+    pub cluster_labels: std::collections::BTreeMap<String, String>,
+    /// Serve the webhooks only: no controllers (no peering, no remote namespaces).
+    #[arg(long)]
+    pub webhooks_only: bool,
+    /// This replica's name, in events and leases.
+    #[arg(long, env = "POD_NAME")]
+    pub instance: Option<String>,
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
+}
+
+fn parse_cluster_labels(text: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    crate::identity::parse_labels(text)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +204,15 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
 
     let metrics = Arc::new(Metrics::new());
     let caches = Caches::start(&client);
+    let identity = Identity {
+        cluster_id: local_cluster_id.clone(),
+        labels: args.cluster_labels.clone(),
+    };
+    tokio::spawn(publish_identity(
+        client.clone(),
+        identity,
+        args.namespace.clone(),
+    ));
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -252,6 +278,24 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         server::admin_router(ready.clone(), metrics),
         stop_rx.clone(),
     ));
+    if !args.webhooks_only {
+        let instance = args
+            .instance
+            .clone()
+            .unwrap_or_else(|| format!("namespace-offloading-{}", std::process::id()));
+        let mut stop = stop_rx.clone();
+        let shutdown = async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }
+        .boxed()
+        .shared();
+        tokio::spawn(controller::run(
+            client.clone(),
+            state.local_cluster_id.clone(),
+            instance,
+            shutdown,
+        ));
+    }
     let ready_flag = ready.clone();
     tokio::spawn(async move {
         caches.wait_until_ready().await;
@@ -278,6 +322,25 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     .await;
     let _ = admin.await;
     Ok(())
+}
+
+/// Publishes this cluster's identity for peers, retrying until it succeeds (the namespace
+/// may be created after the manager starts).
+async fn publish_identity(client: Client, identity: Identity, namespace: String) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        match identity.publish(&client, &namespace).await {
+            Ok(()) => {
+                tracing::info!(%namespace, labels = ?identity.labels, "cluster identity published");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%namespace, error = %e, "cannot publish the cluster identity ConfigMap; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(60));
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

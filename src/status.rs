@@ -254,7 +254,12 @@ mod tests {
 
         let ready = ready_condition(OffloadingPhase::Ready, Some(1), &[], &earlier);
         assert_eq!(ready.status, "True");
-        let still = ready_condition(OffloadingPhase::Ready, Some(2), std::slice::from_ref(&ready), &now());
+        let still = ready_condition(
+            OffloadingPhase::Ready,
+            Some(2),
+            std::slice::from_ref(&ready),
+            &now(),
+        );
         assert_eq!(still.last_transition_time, earlier);
         assert_eq!(still.observed_generation, Some(2));
         let not = ready_condition(OffloadingPhase::SomeFailed, Some(2), &[still], &now());

@@ -535,6 +535,7 @@ async fn file_certificates_serve_and_sigterm_stops_cleanly() {
             format!("--tls-key-file={}", dir.join("tls.key").display()),
             format!("--webhook-listen=127.0.0.1:{webhook_port}"),
             format!("--admin-listen=127.0.0.1:{admin_port}"),
+            "--webhooks-only".into(),
         ];
         let mut process = Process::spawn(
             "file-manager",

@@ -1,7 +1,127 @@
-//! The offloading controller (work in progress, see issue 4): pure building blocks first.
-//! `remote_namespace` decides what a remote namespace must look like and whether an
-//! existing one is ours; `virtual_node` builds the Node that stands for a remote cluster.
+//! The controllers embedded in the manager: peering (RemoteCluster → virtual node and a
+//! connected client), offloading (NamespaceOffloading → remote namespaces and status), and
+//! quick offloading (the `liqo.io/enabled` label). Pure building blocks live in their own
+//! modules: `remote_namespace`, `virtual_node`, `quantity`, and `crate::status`.
 
+pub mod offloading;
+pub mod peering;
+pub mod peers;
 pub mod quantity;
+pub mod quick;
 pub mod remote_namespace;
 pub mod virtual_node;
+
+use std::{collections::HashMap, sync::Arc};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node};
+use kube::{
+    Api, Client, ResourceExt,
+    runtime::{
+        Controller, WatchStreamExt,
+        events::{Recorder, Reporter},
+        reflector::{self, ObjectRef, reflector},
+        watcher,
+    },
+};
+
+use crate::api::{NamespaceOffloading, OFFLOADING_NAME, RemoteCluster, TYPE_LABEL, VIRTUAL_NODE};
+
+pub fn is_not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+/// Runs the three controllers until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    local_cluster_id: String,
+    holder: String,
+    shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    let reporter = Reporter {
+        controller: "namespace-offloading".into(),
+        instance: Some(holder.clone()),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let (peers, woken) = peers::Peers::new(&local_cluster_id);
+
+    let peering = Controller::new(
+        Api::<RemoteCluster>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .graceful_shutdown_on(shutdown.clone())
+    .run(
+        peering::reconcile,
+        peering::error_policy,
+        Arc::new(peering::Context {
+            client: client.clone(),
+            peers: peers.clone(),
+            recorder: recorder.clone(),
+            holder,
+        }),
+    )
+    .for_each(|_| async {});
+
+    // Virtual nodes: read by the reconciler, and any change wakes every NamespaceOffloading.
+    let virtual_nodes = watcher::Config::default().labels(&format!("{TYPE_LABEL}={VIRTUAL_NODE}"));
+    let (nodes, writer) = reflector::store();
+    let node_cache = reflector(
+        writer,
+        watcher(Api::<Node>::all(client.clone()), virtual_nodes.clone()).default_backoff(),
+    )
+    .for_each(|_| async {});
+    let controller = Controller::new(
+        Api::<NamespaceOffloading>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let all = controller.store();
+    let offloading = controller
+        .watches(Api::<Node>::all(client.clone()), virtual_nodes, move |_| {
+            all.state()
+                .iter()
+                .map(|o| ObjectRef::from(&**o))
+                .collect::<Vec<_>>()
+        })
+        .watches(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+            |ns| Some(ObjectRef::new(OFFLOADING_NAME).within(&ns.name_any())),
+        )
+        .reconcile_on(woken)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            offloading::reconcile,
+            offloading::error_policy,
+            Arc::new(offloading::Context {
+                client: client.clone(),
+                peers,
+                recorder: recorder.clone(),
+                local_cluster_id,
+                nodes,
+                failures: std::sync::Mutex::new(HashMap::new()),
+            }),
+        )
+        .for_each(|_| async {});
+
+    let quick = Controller::new(
+        Api::<Namespace>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<NamespaceOffloading>::all(client.clone()),
+        watcher::Config::default(),
+        |nso| nso.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)),
+    )
+    .graceful_shutdown_on(shutdown)
+    .run(
+        quick::reconcile,
+        quick::error_policy,
+        Arc::new(quick::Context { client, recorder }),
+    )
+    .for_each(|_| async {});
+
+    tokio::select! {
+        _ = futures::future::join3(peering, offloading, quick) => {}
+        _ = node_cache => {}
+    }
+}

@@ -22,11 +22,13 @@ pub struct Cluster {
     dir: PathBuf,
     port: u16,
     kubeconfig: PathBuf,
+    /// How the API server was started, to start it again after [`Cluster::stop_apiserver`].
+    apiserver: (PathBuf, Vec<String>, PathBuf, super::Lifetime),
     processes: Mutex<Vec<Process>>,
 }
 
 impl Cluster {
-    pub(super) fn start_apiserver(
+    pub(super) fn start(
         config: &TestbedConfig,
         c: &ClusterConfig,
         etcd_url: &str,
@@ -69,9 +71,10 @@ impl Cluster {
         let log = config
             .root
             .join(format!("logs/{}-kube-apiserver.log", c.name));
+        let binary = config.binaries.join("kube-apiserver");
         let apiserver = Process::spawn(
             &format!("{} kube-apiserver", c.name),
-            &config.binaries.join("kube-apiserver"),
+            &binary,
             &args,
             &log,
             config.lifetime,
@@ -81,6 +84,7 @@ impl Cluster {
             dir,
             port,
             kubeconfig,
+            apiserver: (binary, args, log, config.lifetime),
             processes: Mutex::new(vec![apiserver]),
         })
     }
@@ -182,6 +186,29 @@ impl Cluster {
         } else {
             Err(body)
         }
+    }
+
+    /// Stops the API server (the cluster becomes unreachable; its data stays in etcd).
+    pub fn stop_apiserver(&self) {
+        if let Some(apiserver) = self.lock().first_mut() {
+            apiserver.stop();
+        }
+    }
+
+    /// Starts the API server again on the same port and waits until it is ready.
+    pub async fn restart_apiserver(&self) -> Result<(), TestbedError> {
+        let (binary, args, log, lifetime) = &self.apiserver;
+        let apiserver = Process::spawn(
+            &format!("{} kube-apiserver", self.name),
+            binary,
+            args,
+            log,
+            *lifetime,
+        )?;
+        if let Some(slot) = self.lock().first_mut() {
+            *slot = apiserver;
+        }
+        self.wait_ready().await
     }
 
     pub fn name(&self) -> &str {

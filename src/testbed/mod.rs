@@ -171,7 +171,7 @@ impl Testbed {
 
         let mut clusters = Vec::new();
         for c in &config.clusters {
-            clusters.push(Cluster::start_apiserver(&config, c, &etcd_url)?);
+            clusters.push(Cluster::start(&config, c, &etcd_url)?);
         }
         let ready = futures::future::join_all(clusters.iter().map(Cluster::wait_ready)).await;
         ready.into_iter().collect::<Result<Vec<_>, _>>()?;

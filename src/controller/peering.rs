@@ -1,0 +1,432 @@
+//! RemoteCluster reconciliation: connect with the kubeconfig in the referenced Secret, read
+//! the remote's published identity, keep the virtual node and its Lease, report
+//! `Connected`. Requeued every few seconds: that is the heartbeat, and how label changes on
+//! the remote reach the virtual node.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use k8s_openapi::{
+    api::{
+        coordination::v1::Lease,
+        core::v1::{Node, Secret},
+    },
+    apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, Time},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams},
+    config::{KubeConfigOptions, Kubeconfig},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder},
+        finalizer::{Event as Finalizer, finalizer},
+    },
+};
+
+use super::{peers::Peers, quantity, virtual_node};
+use crate::{
+    api::{RemoteCluster, RemoteClusterStatus, remote_cluster::virtual_node_name},
+    identity::Identity,
+    webhooks::FIELD_MANAGER,
+};
+
+pub const FINALIZER: &str = "offloading.liqo.io/peering";
+/// How often a peering is re-checked (and the node Lease renewed).
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+/// How long one call to a remote API server may take.
+pub const REMOTE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Context {
+    pub client: Client,
+    pub peers: Peers,
+    pub recorder: Recorder,
+    pub holder: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PeeringError {
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+pub async fn reconcile(rc: Arc<RemoteCluster>, ctx: Arc<Context>) -> Result<Action, PeeringError> {
+    let api = Api::<RemoteCluster>::all(ctx.client.clone());
+    finalizer(&api, FINALIZER, rc, |event| async {
+        match event {
+            Finalizer::Apply(rc) => apply(&rc, &ctx).await,
+            Finalizer::Cleanup(rc) => cleanup(&rc, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| PeeringError::Finalizer(e.to_string()))
+}
+
+pub fn error_policy(_: Arc<RemoteCluster>, error: &PeeringError, _: Arc<Context>) -> Action {
+    tracing::warn!(%error, "peering reconcile failed");
+    Action::requeue(HEARTBEAT)
+}
+
+/// What connecting found out.
+struct Contact {
+    cluster_id: Option<String>,
+    labels: BTreeMap<String, String>,
+    reachable: Result<(), (String, String)>,
+}
+
+async fn remote_client(
+    ctx: &Context,
+    rc: &RemoteCluster,
+) -> Result<(Client, String), (String, String)> {
+    let r = &rc.spec.kubeconfig_secret;
+    let key = r.key.as_deref().unwrap_or("kubeconfig");
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), &r.namespace)
+        .get_opt(&r.name)
+        .await
+        .map_err(|e| {
+            (
+                "SecretUnreadable".to_owned(),
+                format!("cannot read Secret {}/{}: {e}", r.namespace, r.name),
+            )
+        })?
+        .ok_or_else(|| {
+            (
+                "SecretNotFound".to_owned(),
+                format!("Secret {}/{} does not exist", r.namespace, r.name),
+            )
+        })?;
+    let version = secret.resource_version().unwrap_or_default();
+    let name = rc.name_any();
+    if let Some((_, peer)) = ctx.peers.by_remote_cluster(&name)
+        && peer.credentials_version == version
+    {
+        return Ok((peer.client, version));
+    }
+    let bad = |m: String| ("InvalidKubeconfig".to_owned(), m);
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .ok_or_else(|| {
+            bad(format!(
+                "Secret {}/{} has no key {key:?}",
+                r.namespace, r.name
+            ))
+        })?;
+    let text = String::from_utf8(bytes.0.clone())
+        .map_err(|_| bad("the kubeconfig is not UTF-8".into()))?;
+    let kubeconfig = Kubeconfig::from_yaml(&text)
+        .map_err(|e| bad(format!("cannot parse the kubeconfig: {e}")))?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| bad(format!("unusable kubeconfig: {e}")))?;
+    config.connect_timeout = Some(REMOTE_TIMEOUT);
+    let client =
+        Client::try_from(config).map_err(|e| bad(format!("cannot build a client: {e}")))?;
+    Ok((client, version))
+}
+
+async fn contact(client: &Client, rc: &RemoteCluster) -> Contact {
+    let namespace = rc.spec.identity_namespace.as_deref().unwrap_or("liqo");
+    let published = tokio::time::timeout(REMOTE_TIMEOUT, Identity::read(client, namespace)).await;
+    let (published, reachable) = match published {
+        Ok(Ok(identity)) => (identity, Ok(())),
+        Ok(Err(e)) => (
+            None,
+            Err((
+                "Unreachable".to_owned(),
+                format!("the remote API server did not answer: {e}"),
+            )),
+        ),
+        Err(_) => (
+            None,
+            Err((
+                "Unreachable".to_owned(),
+                format!("the remote API server did not answer within {REMOTE_TIMEOUT:?}"),
+            )),
+        ),
+    };
+    Contact {
+        cluster_id: rc
+            .spec
+            .cluster_id
+            .clone()
+            .or_else(|| published.as_ref().map(|i| i.cluster_id.clone())),
+        labels: rc
+            .spec
+            .cluster_labels
+            .clone()
+            .or_else(|| published.map(|i| i.labels))
+            .unwrap_or_default(),
+        reachable,
+    }
+}
+
+async fn allocatable(
+    client: &Client,
+    rc: &RemoteCluster,
+) -> BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity> {
+    if let Some(resources) = &rc.spec.resources {
+        return resources.clone();
+    }
+    let nodes = tokio::time::timeout(
+        REMOTE_TIMEOUT,
+        Api::<Node>::all(client.clone()).list(&Default::default()),
+    )
+    .await;
+    let Ok(Ok(nodes)) = nodes else {
+        return BTreeMap::new();
+    };
+    let ready: Vec<_> = nodes
+        .items
+        .iter()
+        .filter(|n| {
+            let ready = n
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            // Virtual nodes of the remote's own peerings are not its capacity.
+            let is_virtual = n.labels().get(crate::api::TYPE_LABEL).map(String::as_str)
+                == Some(crate::api::VIRTUAL_NODE);
+            ready && !is_virtual
+        })
+        .filter_map(|n| n.status.as_ref()?.allocatable.as_ref())
+        .collect();
+    quantity::sum(ready)
+}
+
+async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError> {
+    let name = rc.name_any();
+    let now = Time(Timestamp::now());
+    let previous = rc.status.clone().unwrap_or_default();
+    let (connected, cluster_id, labels) = match remote_client(ctx, rc).await {
+        Err(problem) => (
+            Err(problem),
+            previous.cluster_id.clone(),
+            previous.cluster_labels.clone(),
+        ),
+        Ok((client, version)) => {
+            let contact = contact(&client, rc).await;
+            match (&contact.cluster_id, &contact.reachable) {
+                (Some(id), Ok(())) => {
+                    if ctx
+                        .peers
+                        .get(id)
+                        .is_none_or(|p| p.credentials_version != version)
+                    {
+                        ctx.peers.insert(id, &name, &version, client.clone());
+                    }
+                    let allocatable = allocatable(&client, rc).await;
+                    apply_virtual_node(ctx, id, &contact.labels, &allocatable, true).await?;
+                    (Ok(()), Some(id.clone()), contact.labels)
+                }
+                (None, Ok(())) => (
+                    Err((
+                        "NoClusterID".to_owned(),
+                        "the remote publishes no identity ConfigMap and spec.clusterID is not set"
+                            .to_owned(),
+                    )),
+                    None,
+                    contact.labels,
+                ),
+                (id, Err(problem)) => {
+                    let id = id.clone().or(previous.cluster_id.clone());
+                    if let Some(id) = &id {
+                        // Keep the node, marked not ready: pods stay, nothing new lands.
+                        let labels = if contact.labels.is_empty() {
+                            previous.cluster_labels.clone()
+                        } else {
+                            contact.labels.clone()
+                        };
+                        mark_unreachable(ctx, id, &labels).await?;
+                    }
+                    (Err(problem.clone()), id, previous.cluster_labels.clone())
+                }
+            }
+        }
+    };
+    let condition = connected_condition(&connected, &previous.conditions, &now);
+    let was = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Connected")
+        .map(|c| c.status.clone());
+    if was.as_deref() != Some(condition.status.as_str()) {
+        let (type_, reason) = if connected.is_ok() {
+            (EventType::Normal, "Connected")
+        } else {
+            (EventType::Warning, "Disconnected")
+        };
+        publish(ctx, rc, type_, reason, &condition.message).await;
+    }
+    let status = RemoteClusterStatus {
+        cluster_id: cluster_id.clone(),
+        cluster_labels: labels,
+        virtual_node: cluster_id.as_deref().map(virtual_node_name),
+        conditions: vec![condition],
+    };
+    if Some(&status) != rc.status.as_ref() {
+        let patch = serde_json::json!({
+            "apiVersion": "offloading.liqo.io/v1alpha1", "kind": "RemoteCluster",
+            "status": status,
+        });
+        Api::<RemoteCluster>::all(ctx.client.clone())
+            .patch_status(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(patch),
+            )
+            .await?;
+    }
+    Ok(Action::requeue(HEARTBEAT))
+}
+
+fn connected_condition(
+    connected: &Result<(), (String, String)>,
+    previous: &[Condition],
+    now: &Time,
+) -> Condition {
+    let (status, reason, message) = match connected {
+        Ok(()) => (
+            "True",
+            "Connected".to_owned(),
+            "the remote API server answers with these credentials".to_owned(),
+        ),
+        Err((reason, message)) => ("False", reason.clone(), message.clone()),
+    };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == "Connected" && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: "Connected".into(),
+        status: status.into(),
+        reason,
+        message,
+        observed_generation: None,
+        last_transition_time,
+    }
+}
+
+async fn apply_virtual_node(
+    ctx: &Context,
+    cluster_id: &str,
+    labels: &BTreeMap<String, String>,
+    allocatable: &BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>,
+    reachable: bool,
+) -> Result<(), kube::Error> {
+    let nodes = Api::<Node>::all(ctx.client.clone());
+    let name = virtual_node_name(cluster_id);
+    let existing = nodes.get_opt(&name).await?;
+    let now = Time(Timestamp::now());
+    let mut node = virtual_node::node(cluster_id, labels, allocatable, reachable, &now);
+    // Keep the condition's times while its status holds, so an unchanged node is not
+    // rewritten every heartbeat (every write would wake every NamespaceOffloading).
+    if let Some(old) = existing
+        .as_ref()
+        .and_then(|n| n.status.as_ref())
+        .and_then(|s| s.conditions.as_ref())
+        && let Some(new) = node.status.as_mut().and_then(|s| s.conditions.as_mut())
+    {
+        for c in new.iter_mut() {
+            if let Some(o) = old
+                .iter()
+                .find(|o| o.type_ == c.type_ && o.status == c.status)
+            {
+                c.last_heartbeat_time = o.last_heartbeat_time.clone();
+                c.last_transition_time = o.last_transition_time.clone();
+            }
+        }
+    }
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let status = node.status.take();
+    let mut body = serde_json::to_value(&node).map_err(kube::Error::SerdeError)?;
+    body["apiVersion"] = "v1".into();
+    body["kind"] = "Node".into();
+    nodes.patch(&name, &params, &Patch::Apply(body)).await?;
+    let status = serde_json::json!({"apiVersion": "v1", "kind": "Node", "status": status});
+    nodes
+        .patch_status(&name, &params, &Patch::Apply(status))
+        .await?;
+    if reachable {
+        let lease = virtual_node::lease(cluster_id, &ctx.holder, &MicroTime(Timestamp::now()));
+        let mut body = serde_json::to_value(&lease).map_err(kube::Error::SerdeError)?;
+        body["apiVersion"] = "coordination.k8s.io/v1".into();
+        body["kind"] = "Lease".into();
+        Api::<Lease>::namespaced(ctx.client.clone(), virtual_node::LEASE_NAMESPACE)
+            .patch(&name, &params, &Patch::Apply(body))
+            .await?;
+    }
+    Ok(())
+}
+
+async fn mark_unreachable(
+    ctx: &Context,
+    cluster_id: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<(), kube::Error> {
+    let nodes = Api::<Node>::all(ctx.client.clone());
+    let name = virtual_node_name(cluster_id);
+    let Some(existing) = nodes.get_opt(&name).await? else {
+        return Ok(());
+    };
+    let allocatable = existing
+        .status
+        .as_ref()
+        .and_then(|s| s.allocatable.clone())
+        .unwrap_or_default();
+    apply_virtual_node(ctx, cluster_id, labels, &allocatable, false).await
+}
+
+async fn cleanup(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError> {
+    let name = rc.name_any();
+    let mut ids = ctx.peers.remove_remote_cluster(&name);
+    if let Some(id) = rc.status.as_ref().and_then(|s| s.cluster_id.clone()) {
+        ids.push(id);
+    }
+    for id in ids {
+        let node = virtual_node_name(&id);
+        for result in [
+            Api::<Node>::all(ctx.client.clone())
+                .delete(&node, &DeleteParams::default())
+                .await
+                .map(|_| ()),
+            Api::<Lease>::namespaced(ctx.client.clone(), virtual_node::LEASE_NAMESPACE)
+                .delete(&node, &DeleteParams::default())
+                .await
+                .map(|_| ()),
+        ] {
+            match result {
+                Err(e) if !super::is_not_found(&e) => return Err(e.into()),
+                _ => {}
+            }
+        }
+    }
+    publish(
+        ctx,
+        rc,
+        EventType::Normal,
+        "Unpeered",
+        "peering removed; virtual node deleted",
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+async fn publish(ctx: &Context, rc: &RemoteCluster, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.chars().take(1000).collect()),
+        action: "Peering".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &rc.object_ref(&())).await {
+        tracing::debug!(error = %e, "cannot publish event");
+    }
+}

@@ -1,0 +1,119 @@
+//! Quick offloading: `liqo.io/enabled=true` on a namespace creates the default
+//! NamespaceOffloading (marked as label-created); removing the label deletes only such an
+//! object. A user's own `offloading` is never touched; an event says why the label changed
+//! nothing.
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, ObjectMeta, PostParams},
+    runtime::{
+        controller::Action,
+        events::{Event, EventType, Recorder},
+    },
+};
+
+use crate::api::{
+    ENABLED_LABEL, NamespaceOffloading, NamespaceOffloadingSpec, OFFLOADING_NAME,
+    offloading::default_cluster_selector,
+};
+
+/// Marks a NamespaceOffloading created by the label (value `liqo.io/enabled`).
+pub const CREATED_BY_ANNOTATION: &str = "offloading.liqo.io/created-by";
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("kubernetes: {0}")]
+pub struct QuickError(#[from] kube::Error);
+
+fn label_created(nso: &NamespaceOffloading) -> bool {
+    nso.annotations()
+        .get(CREATED_BY_ANNOTATION)
+        .map(String::as_str)
+        == Some(ENABLED_LABEL)
+}
+
+pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, QuickError> {
+    if ns.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let name = ns.name_any();
+    let enabled = ns.labels().get(ENABLED_LABEL).map(String::as_str) == Some("true");
+    let api = Api::<NamespaceOffloading>::namespaced(ctx.client.clone(), &name);
+    let existing = api.get_opt(OFFLOADING_NAME).await?;
+    match (enabled, existing) {
+        (true, None) => {
+            let mut nso = NamespaceOffloading::new(
+                OFFLOADING_NAME,
+                NamespaceOffloadingSpec {
+                    namespace_mapping_strategy: Default::default(),
+                    pod_offloading_strategy: Default::default(),
+                    cluster_selector: default_cluster_selector(),
+                },
+            );
+            nso.metadata = ObjectMeta {
+                name: Some(OFFLOADING_NAME.into()),
+                namespace: Some(name.clone()),
+                annotations: Some(
+                    [(CREATED_BY_ANNOTATION.to_owned(), ENABLED_LABEL.to_owned())].into(),
+                ),
+                ..ObjectMeta::default()
+            };
+            match api.create(&PostParams::default(), &nso).await {
+                Ok(_) => {
+                    publish(
+                        &ctx,
+                        &ns,
+                        EventType::Normal,
+                        "OffloadingEnabled",
+                        "default NamespaceOffloading created by the liqo.io/enabled label",
+                    )
+                    .await;
+                }
+                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        (true, Some(nso)) if !label_created(&nso) => {
+            publish(
+                &ctx,
+                &ns,
+                EventType::Normal,
+                "OffloadingAlreadyConfigured",
+                "the liqo.io/enabled label changes nothing: this namespace has its own NamespaceOffloading \"offloading\"",
+            )
+            .await;
+        }
+        (false, Some(nso)) if label_created(&nso) && nso.metadata.deletion_timestamp.is_none() => {
+            api.delete(OFFLOADING_NAME, &DeleteParams::default())
+                .await?;
+            publish(&ctx, &ns, EventType::Normal, "OffloadingDisabled", "the liqo.io/enabled label was removed: the default NamespaceOffloading is being deleted").await;
+        }
+        _ => {}
+    }
+    Ok(Action::await_change())
+}
+
+pub fn error_policy(ns: Arc<Namespace>, error: &QuickError, _: Arc<Context>) -> Action {
+    tracing::warn!(namespace = %ns.name_any(), %error, "quick offloading reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn publish(ctx: &Context, ns: &Namespace, type_: EventType, reason: &str, note: &str) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: "QuickOffloading".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &ns.object_ref(&())).await {
+        tracing::debug!(error = %e, "cannot publish event");
+    }
+}

@@ -1,0 +1,212 @@
+//! `peer NAME --kubeconfig FILE` and `unpeer NAME`: create or remove a RemoteCluster and
+//! the Secret holding its credentials, after checking that the remote answers.
+
+use std::{collections::BTreeMap, path::Path, time::Duration};
+
+use k8s_openapi::{ByteString, api::core::v1::Secret, apimachinery::pkg::api::resource::Quantity};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams},
+    config::{KubeConfigOptions, Kubeconfig},
+};
+
+use crate::{
+    api::{RemoteCluster, RemoteClusterSpec, remote_cluster::SecretKeyRef},
+    identity::Identity,
+    webhooks::FIELD_MANAGER,
+};
+
+#[derive(Debug, clap::Args)]
+pub struct PeerArgs {
+    /// Name of the RemoteCluster to create.
+    pub name: String,
+    /// Kubeconfig for the remote cluster (stored in a Secret, embedded certificates and all).
+    #[arg(long)]
+    pub kubeconfig: std::path::PathBuf,
+    /// Kubeconfig of the local cluster; default: $KUBECONFIG or ~/.kube/config.
+    #[arg(long)]
+    pub local_kubeconfig: Option<std::path::PathBuf>,
+    /// Namespace for the credentials Secret (the manager's namespace).
+    #[arg(long, default_value = "liqo")]
+    pub namespace: String,
+    /// Where the remote publishes its identity.
+    #[arg(long, default_value = "liqo")]
+    pub identity_namespace: String,
+    /// The remote's cluster ID, when it publishes none.
+    #[arg(long)]
+    pub cluster_id: Option<String>,
+    /// The remote's cluster labels (key=value,...), overriding what it publishes.
+    #[arg(long, value_parser = crate::identity::parse_labels)]
+    pub cluster_labels: Option<BTreeMap<String, String>>,
+    /// Resources the virtual node offers (cpu=8,memory=16Gi,pods=110); default: the
+    /// remote's Ready nodes' total.
+    #[arg(long, value_parser = parse_resources)]
+    pub resources: Option<BTreeMap<String, Quantity>>,
+}
+
+fn parse_resources(text: &str) -> Result<BTreeMap<String, Quantity>, String> {
+    text.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("resource {pair:?} has no '=': use name=quantity"))?;
+            crate::controller::quantity::parse(v).ok_or_else(|| {
+                format!("resource {k}: {v:?} is not a quantity (e.g. 8, 500m, 16Gi)")
+            })?;
+            Ok((k.trim().to_owned(), Quantity(v.trim().to_owned())))
+        })
+        .collect()
+}
+
+pub fn secret_name(remote_cluster: &str) -> String {
+    format!("remote-{remote_cluster}-kubeconfig")
+}
+
+async fn client_from(path: Option<&Path>) -> Result<Client, String> {
+    let config = match path {
+        Some(p) => {
+            let kc = Kubeconfig::read_from(p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("unusable kubeconfig {}: {e}", p.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| format!("no local kubeconfig: {e}"))?,
+    };
+    Client::try_from(config).map_err(|e| e.to_string())
+}
+
+pub async fn peer(args: PeerArgs) -> Result<(), String> {
+    let text = std::fs::read_to_string(&args.kubeconfig)
+        .map_err(|e| format!("cannot read {}: {e}", args.kubeconfig.display()))?;
+    let remote = client_from(Some(&args.kubeconfig)).await?;
+    let version = tokio::time::timeout(Duration::from_secs(10), remote.apiserver_version())
+        .await
+        .map_err(|_| "the remote cluster did not answer within 10 s".to_owned())?
+        .map_err(|e| {
+            format!(
+                "cannot reach the remote cluster with {}: {e}",
+                args.kubeconfig.display()
+            )
+        })?;
+    let identity = Identity::read(&remote, &args.identity_namespace)
+        .await
+        .ok()
+        .flatten();
+    let cluster_id = args
+        .cluster_id
+        .clone()
+        .or_else(|| identity.as_ref().map(|i| i.cluster_id.clone()))
+        .ok_or_else(|| {
+            format!(
+                "the remote publishes no identity in namespace {}: run the manager there, or pass --cluster-id",
+                args.identity_namespace
+            )
+        })?;
+
+    let local = client_from(args.local_kubeconfig.as_deref()).await?;
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(secret_name(&args.name)),
+            namespace: Some(args.namespace.clone()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            "kubeconfig".to_owned(),
+            ByteString(text.into_bytes()),
+        )])),
+        ..Secret::default()
+    };
+    let mut body = serde_json::to_value(&secret).map_err(|e| e.to_string())?;
+    body["apiVersion"] = "v1".into();
+    body["kind"] = "Secret".into();
+    Api::<Secret>::namespaced(local.clone(), &args.namespace)
+        .patch(&secret_name(&args.name), &params, &Patch::Apply(body))
+        .await
+        .map_err(|e| {
+            format!(
+                "cannot store the credentials Secret in namespace {}: {e}",
+                args.namespace
+            )
+        })?;
+    let rc = RemoteCluster::new(
+        &args.name,
+        RemoteClusterSpec {
+            kubeconfig_secret: SecretKeyRef {
+                namespace: args.namespace.clone(),
+                name: secret_name(&args.name),
+                key: None,
+            },
+            cluster_id: args.cluster_id.clone(),
+            cluster_labels: args.cluster_labels.clone(),
+            identity_namespace: Some(args.identity_namespace.clone()),
+            resources: args.resources.clone(),
+        },
+    );
+    let mut body = serde_json::to_value(&rc).map_err(|e| e.to_string())?;
+    body["apiVersion"] = "offloading.liqo.io/v1alpha1".into();
+    body["kind"] = "RemoteCluster".into();
+    Api::<RemoteCluster>::all(local)
+        .patch(&args.name, &params, &Patch::Apply(body))
+        .await
+        .map_err(|e| format!("cannot create RemoteCluster {}: {e}", args.name))?;
+    let labels = args
+        .cluster_labels
+        .clone()
+        .or(identity.map(|i| i.labels))
+        .unwrap_or_default();
+    eprintln!(
+        "peered with {} (Kubernetes {}, cluster ID {cluster_id}, labels {labels:?}); virtual node liqo-{cluster_id} follows",
+        args.name, version.git_version
+    );
+    Ok(())
+}
+
+pub async fn unpeer(
+    name: &str,
+    namespace: &str,
+    local_kubeconfig: Option<&Path>,
+) -> Result<(), String> {
+    let local = client_from(local_kubeconfig).await?;
+    let rc = Api::<RemoteCluster>::all(local.clone());
+    match rc.delete(name, &DeleteParams::default()).await {
+        Ok(_) => {}
+        Err(e) if crate::controller::is_not_found(&e) => {
+            return Err(format!("no RemoteCluster {name}"));
+        }
+        Err(e) => return Err(format!("cannot delete RemoteCluster {name}: {e}")),
+    }
+    match Api::<Secret>::namespaced(local, namespace)
+        .delete(&secret_name(name), &DeleteParams::default())
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if crate::controller::is_not_found(&e) => {}
+        Err(e) => return Err(format!("cannot delete the credentials Secret: {e}")),
+    }
+    eprintln!(
+        "unpeered {name}: its virtual node is removed, and namespaces offloaded there count as gone"
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resources_parse_with_clear_errors() {
+        let r = parse_resources("cpu=8,memory=16Gi,pods=110").unwrap();
+        assert_eq!(r["memory"].0, "16Gi");
+        assert!(parse_resources("cpu").unwrap_err().contains("no '='"));
+        assert!(
+            parse_resources("cpu=lots")
+                .unwrap_err()
+                .contains("not a quantity")
+        );
+    }
+}

@@ -1,0 +1,594 @@
+//! The offloading controller against the seed's reference topology: three real clusters,
+//! each running the manager with its own cluster labels; cluster 1 peered with clusters 2
+//! and 3 through `namespace-offloading peer`. Tests change shared peering state, so they
+//! take turns (`SERIAL`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+};
+use namespace_offloading::{
+    api::NamespaceOffloading,
+    testbed::{Lifetime, Process, Testbed, process::free_port},
+};
+use serde_json::{Value, json};
+use support::{eventually, http_get, kubectl, unique};
+use tokio::sync::OnceCell;
+
+/// Cluster labels chosen at installation, as in the seed's reference topology.
+const LABELS: [&str; 3] = ["", "region=eu,provider=azure", "region=us,provider=aws"];
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Topology {
+    /// Cluster IDs (kube-system UIDs) of clusters 1, 2, 3.
+    ids: Vec<String>,
+    _managers: Mutex<Vec<Process>>,
+}
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn with_topology<F, Fut>(body: F)
+where
+    F: FnOnce(&'static Testbed, &'static Topology) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    static TOPOLOGY: OnceCell<Result<Topology, String>> = OnceCell::const_new();
+    support::with_testbed("controller", 3, 0, |tb| async move {
+        let topology = TOPOLOGY.get_or_init(|| set_up(tb)).await;
+        let _turn = SERIAL.lock().await;
+        match topology {
+            Ok(t) => body(tb, t).await,
+            Err(e) => panic!("cannot set up the topology: {e}"),
+        }
+    })
+    .await;
+}
+
+fn bin() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_namespace-offloading"))
+}
+
+fn peer(tb: &Testbed, n: usize) -> Result<(), String> {
+    let out = std::process::Command::new(bin())
+        .args([
+            "peer",
+            &format!("cluster-{n}"),
+            "--namespace",
+            "liqo",
+            "--resources",
+            "cpu=8,memory=16Gi,pods=110",
+        ])
+        .arg("--kubeconfig")
+        .arg(tb.cluster(n).kubeconfig())
+        .arg("--local-kubeconfig")
+        .arg(tb.cluster(1).kubeconfig())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "peer cluster-{n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+fn unpeer(tb: &Testbed, n: usize) {
+    let out = std::process::Command::new(bin())
+        .args([
+            "unpeer",
+            &format!("cluster-{n}"),
+            "--namespace",
+            "liqo",
+            "--local-kubeconfig",
+        ])
+        .arg(tb.cluster(1).kubeconfig())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn set_up(tb: &'static Testbed) -> Result<Topology, String> {
+    let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/crd.yaml");
+    let mut managers = Vec::new();
+    let mut ids = Vec::new();
+    let mut admin_ports = Vec::new();
+    for (i, cluster) in tb.clusters().iter().enumerate() {
+        let kc = cluster.kubeconfig();
+        let (ok, _, err) = kubectl(kc, &["apply", "-f", crd.to_str().unwrap()], None);
+        if !ok {
+            return Err(format!("CRDs: {err}"));
+        }
+        kubectl(kc, &["create", "namespace", "liqo"], None);
+        kubectl(
+            kc,
+            &[
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/remoteclusters.offloading.liqo.io",
+                "crd/namespaceoffloadings.offloading.liqo.io",
+            ],
+            None,
+        );
+        let client = cluster.client().await.map_err(|e| e.to_string())?;
+        let ks = Api::<Namespace>::all(client)
+            .get("kube-system")
+            .await
+            .map_err(|e| e.to_string())?;
+        ids.push(ks.metadata.uid.unwrap());
+        let (webhook_port, admin_port) = (free_port().unwrap(), free_port().unwrap());
+        let mut args = vec![
+            "run".to_owned(),
+            format!("--kubeconfig={}", kc.display()),
+            "--namespace=liqo".into(),
+            format!("--webhook-listen=127.0.0.1:{webhook_port}"),
+            format!("--admin-listen=127.0.0.1:{admin_port}"),
+            format!("--cluster-labels={}", LABELS[i]),
+            format!("--instance=manager-{}", cluster.name()),
+        ];
+        if i == 0 {
+            // Only cluster 1 offloads here: its webhooks are registered.
+            args.push(format!("--webhook-url=https://127.0.0.1:{webhook_port}"));
+        }
+        managers.push(
+            Process::spawn(
+                &format!("{} manager", cluster.name()),
+                bin(),
+                &args,
+                &tb.log_dir().join(format!("{}-manager.log", cluster.name())),
+                Lifetime::Attached,
+            )
+            .map_err(|e| e.to_string())?,
+        );
+        admin_ports.push(admin_port);
+    }
+    let started = Instant::now();
+    for port in admin_ports {
+        while !matches!(http_get(port, "/ready"), Ok((200, _))) {
+            if started.elapsed() > WAIT {
+                return Err("managers not ready within 60 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    // Each remote publishes its identity; then cluster 1 peers with both.
+    for n in [2, 3] {
+        let client = tb.cluster(n).client().await.map_err(|e| e.to_string())?;
+        let cms = Api::<ConfigMap>::namespaced(client, "liqo");
+        eventually("the identity ConfigMap", WAIT, || async {
+            cms.get_opt("namespace-offloading-identity")
+                .await
+                .ok()
+                .flatten()
+                .map(|_| ())
+        })
+        .await;
+        peer(tb, n)?;
+    }
+    let one = tb.cluster(1).client().await.map_err(|e| e.to_string())?;
+    for n in [2, 3] {
+        virtual_node(&one, &ids[n - 1]).await;
+    }
+    eprintln!("topology ready in {:.1} s", started.elapsed().as_secs_f32());
+    Ok(Topology {
+        ids,
+        _managers: Mutex::new(managers),
+    })
+}
+
+/// Waits for the virtual node of a cluster to be Ready; returns its labels.
+async fn virtual_node(client: &Client, id: &str) -> BTreeMap<String, String> {
+    let nodes = Api::<Node>::all(client.clone());
+    let name = format!("liqo-{id}");
+    eventually(
+        &format!("virtual node {name} to be Ready"),
+        WAIT,
+        || async {
+            let node = nodes.get_opt(&name).await.ok().flatten()?;
+            let ready = node
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            ready.then(|| node.metadata.labels.unwrap_or_default())
+        },
+    )
+    .await
+}
+
+async fn create_namespace(client: &Client, name: &str, labels: Value) {
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}})).unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .unwrap();
+}
+
+fn apply_offloading(tb: &Testbed, namespace: &str, spec: &str) {
+    let manifest = format!(
+        "apiVersion: offloading.liqo.io/v1alpha1\nkind: NamespaceOffloading\nmetadata:\n  name: offloading\n  namespace: {namespace}\nspec:\n{spec}"
+    );
+    let (ok, _, err) = kubectl(
+        tb.cluster(1).kubeconfig(),
+        &["apply", "-f", "-"],
+        Some(&manifest),
+    );
+    assert!(ok, "{err}");
+}
+
+/// Waits for the phase and returns the status.
+async fn phase(client: &Client, namespace: &str, wanted: &str) -> Value {
+    let api = Api::<NamespaceOffloading>::namespaced(client.clone(), namespace);
+    eventually(&format!("phase {wanted} in {namespace}"), WAIT, || async {
+        let nso = api.get_opt("offloading").await.ok().flatten()?;
+        let status = serde_json::to_value(nso.status?).ok()?;
+        (status["offloadingPhase"] == wanted).then_some(status)
+    })
+    .await
+}
+
+fn condition<'a>(status: &'a Value, id: &str, type_: &str) -> Option<&'a Value> {
+    status["remoteNamespacesConditions"][id]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+}
+
+async fn remote_namespace(tb: &Testbed, n: usize, name: &str) -> Option<Namespace> {
+    let client = tb.cluster(n).client().await.unwrap();
+    Api::<Namespace>::all(client).get_opt(name).await.unwrap()
+}
+
+async fn gone(tb: &Testbed, n: usize, name: &str) {
+    let client = tb.cluster(n).client().await.unwrap();
+    let api = Api::<Namespace>::all(client);
+    eventually(
+        &format!("namespace {name} to be gone from cluster-{n}"),
+        WAIT,
+        || async { api.get_opt(name).await.unwrap().is_none().then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn default_configuration_by_label_then_label_removal() {
+    with_topology(|tb, t| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("lbl");
+        create_namespace(&client, &ns, json!({"liqo.io/enabled": "true"})).await;
+        let status = phase(&client, &ns, "Ready").await;
+        let remote = format!("{ns}-{}", t.ids[0]);
+        assert_eq!(status["remoteNamespaceName"], remote.as_str());
+        for n in [2, 3] {
+            let c = condition(&status, &t.ids[n - 1], "Ready").unwrap();
+            assert_eq!(c["status"], "True", "{status}");
+            assert!(condition(&status, &t.ids[n - 1], "OffloadingRequired").is_none());
+            let created = remote_namespace(tb, n, &remote)
+                .await
+                .expect("remote namespace exists");
+            assert_eq!(
+                created.metadata.annotations.unwrap()["liqo.io/remote-namespace"],
+                t.ids[0]
+            );
+        }
+        assert_eq!(status["conditions"][0]["type"], "Ready");
+        assert_eq!(status["conditions"][0]["status"], "True");
+        let (_, wide, _) = kubectl(
+            tb.cluster(1).kubeconfig(),
+            &[
+                "get",
+                "namespaceoffloading",
+                "offloading",
+                "-n",
+                &ns,
+                "-o",
+                "wide",
+            ],
+            None,
+        );
+        for column in ["DefaultName", "LocalAndRemote", "Ready", remote.as_str()] {
+            assert!(wide.contains(column), "{column} missing from:\n{wide}");
+        }
+        let local = Api::<Namespace>::all(client.clone())
+            .get(&ns)
+            .await
+            .unwrap();
+        assert_eq!(
+            local.metadata.labels.unwrap()["liqo.io/scheduling-enabled"],
+            "true"
+        );
+        let (ok, _, err) = kubectl(
+            tb.cluster(1).kubeconfig(),
+            &[
+                "wait",
+                "--for=condition=Ready",
+                "nsof/offloading",
+                "-n",
+                &ns,
+                "--timeout=10s",
+            ],
+            None,
+        );
+        assert!(ok, "{err}");
+
+        // Termination by removing the label.
+        let patch = json!({"metadata": {"labels": {"liqo.io/enabled": null}}});
+        Api::<Namespace>::all(client.clone())
+            .patch(&ns, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        let nsos = Api::<NamespaceOffloading>::namespaced(client.clone(), &ns);
+        eventually(
+            "the label-created NamespaceOffloading to be gone",
+            WAIT,
+            || async {
+                nsos.get_opt("offloading")
+                    .await
+                    .unwrap()
+                    .is_none()
+                    .then_some(())
+            },
+        )
+        .await;
+        for n in [2, 3] {
+            gone(tb, n, &remote).await;
+        }
+        let local = Api::<Namespace>::all(client).get(&ns).await.unwrap();
+        assert!(
+            !local
+                .metadata
+                .labels
+                .unwrap_or_default()
+                .contains_key("liqo.io/scheduling-enabled")
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn custom_configuration_selects_only_cluster_2_then_deletion() {
+    with_topology(|tb, t| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("custom");
+        create_namespace(&client, &ns, json!({})).await;
+        apply_offloading(tb, &ns, "  namespaceMappingStrategy: EnforceSameName\n  podOffloadingStrategy: LocalAndRemote\n  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - key: region\n        operator: In\n        values: [eu]\n      - key: provider\n        operator: In\n        values: [azure]\n");
+        let status = phase(&client, &ns, "Ready").await;
+        assert_eq!(status["remoteNamespaceName"], ns.as_str());
+        assert_eq!(condition(&status, &t.ids[1], "Ready").unwrap()["status"], "True");
+        assert_eq!(condition(&status, &t.ids[2], "OffloadingRequired").unwrap()["status"], "False");
+        assert!(remote_namespace(tb, 2, &ns).await.is_some());
+        assert!(remote_namespace(tb, 3, &ns).await.is_none());
+
+        // Termination by deleting the object: remote namespace and finalizer gone.
+        let nsos = Api::<NamespaceOffloading>::namespaced(client.clone(), &ns);
+        nsos.delete("offloading", &DeleteParams::default()).await.unwrap();
+        gone(tb, 2, &ns).await;
+        eventually("the NamespaceOffloading to be gone", WAIT, || async {
+            nsos.get_opt("offloading").await.unwrap().is_none().then_some(())
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_selector_matching_nothing_gives_no_cluster_selected() {
+    with_topology(|tb, t| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("none");
+        create_namespace(&client, &ns, json!({})).await;
+        apply_offloading(tb, &ns, "  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - key: region\n        operator: In\n        values: [mars]\n");
+        let status = phase(&client, &ns, "NoClusterSelected").await;
+        for id in &t.ids[1..] {
+            assert_eq!(condition(&status, id, "OffloadingRequired").unwrap()["status"], "False");
+        }
+        assert_eq!(status["conditions"][0]["status"], "False");
+        Api::<Namespace>::all(client).delete(&ns, &DeleteParams::default()).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_conflicting_namespace_is_reported_and_never_touched() {
+    with_topology(|tb, t| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("clash");
+        // Someone else's namespace of the same name in cluster 3, with data in it.
+        let three = tb.cluster(3).client().await.unwrap();
+        create_namespace(&three, &ns, json!({})).await;
+        let cm: ConfigMap =
+            serde_json::from_value(json!({"metadata": {"name": "precious"}, "data": {"k": "v"}}))
+                .unwrap();
+        Api::<ConfigMap>::namespaced(three.clone(), &ns)
+            .create(&PostParams::default(), &cm)
+            .await
+            .unwrap();
+
+        create_namespace(&client, &ns, json!({})).await;
+        apply_offloading(tb, &ns, "  namespaceMappingStrategy: EnforceSameName\n");
+        let status = phase(&client, &ns, "SomeFailed").await;
+        let c = condition(&status, &t.ids[2], "Ready").unwrap();
+        assert_eq!(
+            (c["status"].as_str(), c["reason"].as_str()),
+            (Some("False"), Some("AlreadyExists")),
+            "{status}"
+        );
+        assert!(c["message"].as_str().unwrap().contains("left untouched"));
+        assert_eq!(
+            condition(&status, &t.ids[1], "Ready").unwrap()["status"],
+            "True"
+        );
+
+        // Termination by deleting the local namespace.
+        Api::<Namespace>::all(client.clone())
+            .delete(&ns, &DeleteParams::default())
+            .await
+            .unwrap();
+        gone(tb, 1, &ns).await;
+        gone(tb, 2, &ns).await;
+        let kept = remote_namespace(tb, 3, &ns)
+            .await
+            .expect("the other namespace is still there");
+        assert!(kept.metadata.deletion_timestamp.is_none());
+        let data = Api::<ConfigMap>::namespaced(three, &ns)
+            .get("precious")
+            .await
+            .unwrap();
+        assert_eq!(data.data.unwrap()["k"], "v");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_remote_namespace_deleted_by_hand_is_recreated() {
+    with_topology(|tb, t| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("heal");
+        create_namespace(&client, &ns, json!({"liqo.io/enabled": "true"})).await;
+        phase(&client, &ns, "Ready").await;
+        let remote = format!("{ns}-{}", t.ids[0]);
+        let two = Api::<Namespace>::all(tb.cluster(2).client().await.unwrap());
+        let before = two.get(&remote).await.unwrap().metadata.uid;
+        two.delete(&remote, &DeleteParams::default()).await.unwrap();
+        eventually("the remote namespace to be recreated", WAIT, || async {
+            let now = two.get_opt(&remote).await.unwrap()?;
+            (now.metadata.uid != before && now.metadata.deletion_timestamp.is_none()).then_some(())
+        })
+        .await;
+        phase(&client, &ns, "Ready").await;
+        Api::<Namespace>::all(client)
+            .delete(&ns, &DeleteParams::default())
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_new_peering_gets_its_remote_namespace_without_any_action() {
+    with_topology(|tb, t| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        unpeer(tb, 3);
+        let nodes = Api::<Node>::all(client.clone());
+        let node = format!("liqo-{}", t.ids[2]);
+        eventually("cluster 3's virtual node to go", WAIT, || async {
+            nodes.get_opt(&node).await.unwrap().is_none().then_some(())
+        })
+        .await;
+
+        let ns = unique("late");
+        create_namespace(&client, &ns, json!({"liqo.io/enabled": "true"})).await;
+        let status = phase(&client, &ns, "Ready").await;
+        assert!(
+            status["remoteNamespacesConditions"]
+                .get(&t.ids[2])
+                .is_none(),
+            "unpeered cluster listed: {status}"
+        );
+        let remote = format!("{ns}-{}", t.ids[0]);
+        assert!(remote_namespace(tb, 3, &remote).await.is_none());
+
+        peer(tb, 3).unwrap();
+        virtual_node(&client, &t.ids[2]).await;
+        let api = Api::<NamespaceOffloading>::namespaced(client.clone(), &ns);
+        eventually("cluster 3 to be Ready in the status", WAIT, || async {
+            let status = serde_json::to_value(api.get("offloading").await.unwrap().status?).ok()?;
+            (condition(&status, &t.ids[2], "Ready")?["status"] == "True").then_some(())
+        })
+        .await;
+        assert!(remote_namespace(tb, 3, &remote).await.is_some());
+        Api::<Namespace>::all(client)
+            .delete(&ns, &DeleteParams::default())
+            .await
+            .unwrap();
+        gone(tb, 3, &remote).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_cluster_turns_not_ready_and_recovers_by_itself() {
+    with_topology(|tb, t| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("outage");
+        create_namespace(&client, &ns, json!({"liqo.io/enabled": "true"})).await;
+        phase(&client, &ns, "Ready").await;
+        let api = Api::<NamespaceOffloading>::namespaced(client.clone(), &ns);
+
+        tb.cluster(3).stop_apiserver();
+        let reason = eventually(
+            "cluster 3 to be reported not ready",
+            Duration::from_secs(90),
+            || async {
+                let status =
+                    serde_json::to_value(api.get("offloading").await.unwrap().status?).ok()?;
+                let c = condition(&status, &t.ids[2], "Ready")?;
+                (c["status"] == "False")
+                    .then(|| c["reason"].as_str().unwrap_or_default().to_owned())
+            },
+        )
+        .await;
+        assert_eq!(reason, "Unreachable");
+        // Cluster 2 is unaffected.
+        let status = phase(&client, &ns, "SomeFailed").await;
+        assert_eq!(
+            condition(&status, &t.ids[1], "Ready").unwrap()["status"],
+            "True"
+        );
+
+        tb.cluster(3).restart_apiserver().await.unwrap();
+        phase(&client, &ns, "Ready").await;
+        Api::<Namespace>::all(client)
+            .delete(&ns, &DeleteParams::default())
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn virtual_nodes_carry_each_cluster_labels_and_peering_status() {
+    with_topology(|tb, t| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        let two = virtual_node(&client, &t.ids[1]).await;
+        assert_eq!(two["region"], "eu");
+        assert_eq!(two["provider"], "azure");
+        assert_eq!(two["liqo.io/type"], "virtual-node");
+        assert_eq!(two["liqo.io/remote-cluster-id"], t.ids[1]);
+        let three = virtual_node(&client, &t.ids[2]).await;
+        assert_eq!(three["region"], "us");
+        let node = Api::<Node>::all(client.clone())
+            .get(&format!("liqo-{}", t.ids[1]))
+            .await
+            .unwrap();
+        let taint = &node.spec.unwrap().taints.unwrap()[0];
+        assert_eq!(taint.key, "virtual-node.liqo.io/not-allowed");
+        assert_eq!(node.status.unwrap().allocatable.unwrap()["cpu"].0, "8");
+        let (_, table, _) = kubectl(tb.cluster(1).kubeconfig(), &["get", "remoteclusters"], None);
+        assert!(
+            table.contains(&t.ids[1]) && table.contains("True"),
+            "{table}"
+        );
+    })
+    .await;
+}
