@@ -119,6 +119,8 @@ pub enum RunError {
     Register(#[source] kube::Error),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    #[error("the metrics registry is unusable")]
+    Metrics,
 }
 
 impl RunArgs {
@@ -275,7 +277,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     );
     let admin = tokio::spawn(server::serve_admin(
         admin_listener,
-        server::admin_router(ready.clone(), metrics),
+        server::admin_router(ready.clone(), metrics.clone()),
         stop_rx.clone(),
     ));
     if !args.webhooks_only {
@@ -289,10 +291,14 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         }
         .boxed()
         .shared();
+        let controller_metrics = metrics
+            .with_registry(controller::metrics::ControllerMetrics::register)
+            .ok_or(RunError::Metrics)?;
         tokio::spawn(controller::run(
             client.clone(),
             state.local_cluster_id.clone(),
             instance,
+            controller_metrics,
             shutdown,
         ));
     }

@@ -33,6 +33,8 @@ const WAIT: Duration = Duration::from_secs(60);
 struct Topology {
     /// Cluster IDs (kube-system UIDs) of clusters 1, 2, 3.
     ids: Vec<String>,
+    /// Admin (metrics) ports of the managers of clusters 1, 2, 3.
+    admin_ports: Vec<u16>,
     _managers: Mutex<Vec<Process>>,
 }
 
@@ -160,7 +162,7 @@ async fn set_up(tb: &'static Testbed) -> Result<Topology, String> {
         admin_ports.push(admin_port);
     }
     let started = Instant::now();
-    for port in admin_ports {
+    for &port in &admin_ports {
         while !matches!(http_get(port, "/ready"), Ok((200, _))) {
             if started.elapsed() > WAIT {
                 return Err("managers not ready within 60 s".into());
@@ -189,6 +191,7 @@ async fn set_up(tb: &'static Testbed) -> Result<Topology, String> {
     eprintln!("topology ready in {:.1} s", started.elapsed().as_secs_f32());
     Ok(Topology {
         ids,
+        admin_ports,
         _managers: Mutex::new(managers),
     })
 }
@@ -589,6 +592,102 @@ async fn virtual_nodes_carry_each_cluster_labels_and_peering_status() {
             table.contains(&t.ids[1]) && table.contains("True"),
             "{table}"
         );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn label_changes_on_a_remote_reach_its_virtual_node() {
+    with_topology(|tb, t| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        let two = Api::<ConfigMap>::namespaced(tb.cluster(2).client().await.unwrap(), "liqo");
+        let set = |labels: &str| json!({"data": {"clusterLabels": labels}});
+        two.patch(
+            "namespace-offloading-identity",
+            &PatchParams::default(),
+            &Patch::Merge(&set(r#"{"region":"eu","provider":"azure","tier":"gold"}"#)),
+        )
+        .await
+        .unwrap();
+        let nodes = Api::<Node>::all(client.clone());
+        let name = format!("liqo-{}", t.ids[1]);
+        eventually("the new label on the virtual node", WAIT, || async {
+            let labels = nodes.get(&name).await.unwrap().metadata.labels?;
+            (labels.get("tier").map(String::as_str) == Some("gold")).then_some(())
+        })
+        .await;
+        two.patch(
+            "namespace-offloading-identity",
+            &PatchParams::default(),
+            &Patch::Merge(&set(r#"{"region":"eu","provider":"azure"}"#)),
+        )
+        .await
+        .unwrap();
+        eventually("the label to be removed again", WAIT, || async {
+            let labels = nodes.get(&name).await.unwrap().metadata.labels?;
+            (!labels.contains_key("tier")).then_some(())
+        })
+        .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_label_never_touches_a_users_own_configuration() {
+    with_topology(|tb, _| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("own");
+        create_namespace(&client, &ns, json!({})).await;
+        apply_offloading(tb, &ns, "  podOffloadingStrategy: Local\n");
+        let namespaces = Api::<Namespace>::all(client.clone());
+        let label = |on: bool| json!({"metadata": {"labels": {"liqo.io/enabled": if on { Some("true") } else { None }}}});
+        namespaces.patch(&ns, &PatchParams::default(), &Patch::Merge(&label(true))).await.unwrap();
+        let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), "default");
+        eventually("an event saying the label changes nothing", WAIT, || async {
+            let list = events.list(&Default::default()).await.unwrap();
+            list.items
+                .iter()
+                .any(|e| e.reason.as_deref() == Some("OffloadingAlreadyConfigured")
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(ns.as_str()))
+                .then_some(())
+        })
+        .await;
+        namespaces.patch(&ns, &PatchParams::default(), &Patch::Merge(&label(false))).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let nso = Api::<NamespaceOffloading>::namespaced(client.clone(), &ns).get("offloading").await.unwrap();
+        assert!(nso.metadata.deletion_timestamp.is_none(), "the user's object must survive label removal");
+        assert!(!nso.metadata.annotations.unwrap_or_default().contains_key("offloading.liqo.io/created-by"));
+        assert_eq!(serde_json::to_value(&nso.spec).unwrap()["podOffloadingStrategy"], "Local");
+        namespaces.delete(&ns, &DeleteParams::default()).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn controller_metrics_report_peerings_and_remote_namespaces() {
+    with_topology(|tb, t| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("metrics");
+        create_namespace(&client, &ns, json!({"liqo.io/enabled": "true"})).await;
+        phase(&client, &ns, "Ready").await;
+        let (status, text) = http_get(t.admin_ports[0], "/metrics").unwrap();
+        assert_eq!(status, 200);
+        for expected in [
+            "namespace_offloading_peering_connected{remote_cluster=\"cluster-2\"} 1".to_owned(),
+            format!(
+                "namespace_offloading_remote_namespaces{{cluster_id=\"{}\",state=\"ready\"}}",
+                t.ids[1]
+            ),
+            "namespace_offloading_reconciles_total{controller=\"offloading\"}".to_owned(),
+            "namespace_offloading_reconcile_duration_seconds_count{controller=\"peering\"}"
+                .to_owned(),
+        ] {
+            assert!(text.contains(&expected), "{expected} missing from:\n{text}");
+        }
+        Api::<Namespace>::all(client)
+            .delete(&ns, &DeleteParams::default())
+            .await
+            .unwrap();
     })
     .await;
 }

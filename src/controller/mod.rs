@@ -3,6 +3,7 @@
 //! quick offloading (the `liqo.io/enabled` label). Pure building blocks live in their own
 //! modules: `remote_namespace`, `virtual_node`, `quantity`, and `crate::status`.
 
+pub mod metrics;
 pub mod offloading;
 pub mod peering;
 pub mod peers;
@@ -36,6 +37,7 @@ pub async fn run(
     client: Client,
     local_cluster_id: String,
     holder: String,
+    metrics: Arc<metrics::ControllerMetrics>,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
     let reporter = Reporter {
@@ -58,6 +60,7 @@ pub async fn run(
             peers: peers.clone(),
             recorder: recorder.clone(),
             holder,
+            metrics: metrics.clone(),
         }),
     )
     .for_each(|_| async {});
@@ -99,6 +102,7 @@ pub async fn run(
                 local_cluster_id,
                 nodes,
                 failures: std::sync::Mutex::new(HashMap::new()),
+                metrics: metrics.clone(),
             }),
         )
         .for_each(|_| async {});
@@ -116,7 +120,11 @@ pub async fn run(
     .run(
         quick::reconcile,
         quick::error_policy,
-        Arc::new(quick::Context { client, recorder }),
+        Arc::new(quick::Context {
+            client,
+            recorder,
+            metrics,
+        }),
     )
     .for_each(|_| async {});
 

@@ -59,6 +59,7 @@ pub struct Context {
     pub nodes: Store<Node>,
     /// Consecutive failures per (namespace, cluster), for per-cluster backoff.
     pub failures: Mutex<HashMap<(String, String), u32>>,
+    pub metrics: Arc<super::metrics::ControllerMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +81,7 @@ pub async fn reconcile(
     if nso.name_any() != OFFLOADING_NAME {
         return Ok(Action::await_change());
     }
+    let _timer = ctx.metrics.reconcile("offloading");
     let namespace = nso.namespace().unwrap_or_default();
     let api = Api::<NamespaceOffloading>::namespaced(ctx.client.clone(), &namespace);
     finalizer(&api, FINALIZER, nso, |event| async {
@@ -95,7 +97,7 @@ pub async fn reconcile(
 pub fn error_policy(
     nso: Arc<NamespaceOffloading>,
     error: &OffloadingError,
-    _: Arc<Context>,
+    ctx: Arc<Context>,
 ) -> Action {
     if let OffloadingError::Finalizer(e) = error {
         match &**e {
@@ -109,6 +111,12 @@ pub fn error_policy(
             _ => {}
         }
     }
+    let reason = match error {
+        OffloadingError::Kube(_) => "kubernetes",
+        OffloadingError::Waiting(_) => "waiting",
+        OffloadingError::Finalizer(_) => "finalizer",
+    };
+    ctx.metrics.error("offloading", reason);
     tracing::warn!(namespace = nso.namespace().unwrap_or_default(), %error, "offloading reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }
@@ -239,6 +247,7 @@ async fn apply(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Offlo
     .into_iter()
     .collect();
 
+    ctx.metrics.remote_namespaces(&namespace, &states);
     set_scheduling_label(ctx, &namespace, true).await?;
     let phase = status::phase(false, !problems.is_empty(), &states);
     write_status(nso, ctx, &remote_name, phase, &states).await?;
@@ -451,6 +460,7 @@ async fn cleanup(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Off
         .collect();
 
     let states: BTreeMap<String, ClusterState> = remaining.iter().cloned().collect();
+    ctx.metrics.remote_namespaces(&namespace, &states);
     write_status(
         nso,
         ctx,

@@ -42,6 +42,7 @@ pub struct Context {
     pub peers: Peers,
     pub recorder: Recorder,
     pub holder: String,
+    pub metrics: Arc<super::metrics::ControllerMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,7 @@ pub enum PeeringError {
 }
 
 pub async fn reconcile(rc: Arc<RemoteCluster>, ctx: Arc<Context>) -> Result<Action, PeeringError> {
+    let _timer = ctx.metrics.reconcile("peering");
     let api = Api::<RemoteCluster>::all(ctx.client.clone());
     finalizer(&api, FINALIZER, rc, |event| async {
         match event {
@@ -64,8 +66,13 @@ pub async fn reconcile(rc: Arc<RemoteCluster>, ctx: Arc<Context>) -> Result<Acti
     .map_err(|e| PeeringError::Finalizer(e.to_string()))
 }
 
-pub fn error_policy(_: Arc<RemoteCluster>, error: &PeeringError, _: Arc<Context>) -> Action {
-    tracing::warn!(%error, "peering reconcile failed");
+pub fn error_policy(rc: Arc<RemoteCluster>, error: &PeeringError, ctx: Arc<Context>) -> Action {
+    let reason = match error {
+        PeeringError::Kube(_) => "kubernetes",
+        PeeringError::Finalizer(_) => "finalizer",
+    };
+    ctx.metrics.error("peering", reason);
+    tracing::warn!(remote_cluster = %rc.name_any(), %error, "peering reconcile failed");
     Action::requeue(HEARTBEAT)
 }
 
@@ -249,6 +256,7 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
             }
         }
     };
+    ctx.metrics.peering(&name, Some(connected.is_ok()));
     let condition = connected_condition(&connected, &previous.conditions, &now);
     let was = previous
         .conditions

@@ -26,6 +26,7 @@ pub const CREATED_BY_ANNOTATION: &str = "offloading.liqo.io/created-by";
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
+    pub metrics: Arc<super::metrics::ControllerMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,7 @@ fn label_created(nso: &NamespaceOffloading) -> bool {
 }
 
 pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, QuickError> {
+    let _timer = ctx.metrics.reconcile("quick-offloading");
     if ns.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -100,7 +102,8 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
     Ok(Action::await_change())
 }
 
-pub fn error_policy(ns: Arc<Namespace>, error: &QuickError, _: Arc<Context>) -> Action {
+pub fn error_policy(ns: Arc<Namespace>, error: &QuickError, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error("quick-offloading", "kubernetes");
     tracing::warn!(namespace = %ns.name_any(), %error, "quick offloading reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }
