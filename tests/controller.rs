@@ -691,3 +691,43 @@ async fn controller_metrics_report_peerings_and_remote_namespaces() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_invalid_selector_that_bypassed_the_webhook_is_annotated_and_reported() {
+    with_topology(|tb, _| async move {
+        let kc = tb.cluster(1).kubeconfig();
+        let client = tb.cluster(1).client().await.unwrap();
+        // Take the validating webhook away for a moment (tests here take turns), as if
+        // it were down or bypassed.
+        let (ok, saved, err) = kubectl(kc, &["get", "validatingwebhookconfiguration", "namespace-offloading", "-o", "json"], None);
+        assert!(ok, "{err}");
+        let mut saved: Value = serde_json::from_str(&saved).unwrap();
+        for key in ["resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"] {
+            saved["metadata"].as_object_mut().unwrap().remove(key);
+        }
+        kubectl(kc, &["delete", "validatingwebhookconfiguration", "namespace-offloading"], None);
+        let ns = unique("badsel");
+        create_namespace(&client, &ns, json!({})).await;
+        apply_offloading(tb, &ns, "  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - key: region\n        operator: Near\n        values: [eu]\n");
+        let (ok, _, err) = kubectl(kc, &["create", "-f", "-"], Some(&saved.to_string()));
+        assert!(ok, "restoring the webhook: {err}");
+
+        let status = phase(&client, &ns, "NoClusterSelected").await;
+        assert_eq!(status["conditions"][0]["status"], "False");
+        let api = Api::<NamespaceOffloading>::namespaced(client.clone(), &ns);
+        let annotation = eventually("the selector-error annotation", WAIT, || async {
+            api.get("offloading").await.unwrap().metadata.annotations?.get("offloading.liqo.io/selector-error").cloned()
+        })
+        .await;
+        assert!(annotation.contains("unsupported operator \"Near\""), "{annotation}");
+        let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns);
+        let warning = eventually("a Warning event", WAIT, || async {
+            let list = events.list(&Default::default()).await.unwrap();
+            list.items.into_iter().find(|e| e.reason.as_deref() == Some("InvalidClusterSelector"))
+        })
+        .await;
+        assert_eq!(warning.type_.as_deref(), Some("Warning"));
+        Api::<Namespace>::all(client).delete(&ns, &DeleteParams::default()).await.unwrap();
+    })
+    .await;
+}
