@@ -61,12 +61,8 @@ pub fn parse_service(spec: &str) -> Result<Target, String> {
 /// `manifests/webhooks.yaml`.
 pub fn webhook_config_yaml(service: &str) -> Result<String, String> {
     let (mutating, validating) = webhooks::configurations(&parse_service(service)?, None);
-    let mut m = serde_json::to_value(mutating).map_err(|e| e.to_string())?;
-    let mut v = serde_json::to_value(validating).map_err(|e| e.to_string())?;
-    m["apiVersion"] = "admissionregistration.k8s.io/v1".into();
-    m["kind"] = "MutatingWebhookConfiguration".into();
-    v["apiVersion"] = "admissionregistration.k8s.io/v1".into();
-    v["kind"] = "ValidatingWebhookConfiguration".into();
+    let m = serde_json::to_value(mutating).map_err(|e| e.to_string())?;
+    let v = serde_json::to_value(validating).map_err(|e| e.to_string())?;
     Ok(format!("{}---\n{}", yaml(&m)?, yaml(&v)?))
 }
 

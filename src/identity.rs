@@ -103,10 +103,8 @@ impl Identity {
 
     /// Creates or updates the ConfigMap (server-side apply).
     pub async fn publish(&self, client: &Client, namespace: &str) -> Result<(), kube::Error> {
-        let mut cm =
+        let cm =
             serde_json::to_value(self.to_configmap(namespace)).map_err(kube::Error::SerdeError)?;
-        cm["apiVersion"] = "v1".into();
-        cm["kind"] = "ConfigMap".into();
         Api::<ConfigMap>::namespaced(client.clone(), namespace)
             .patch(
                 CONFIGMAP,

@@ -121,9 +121,7 @@ pub async fn peer(args: PeerArgs) -> Result<(), String> {
         )])),
         ..Secret::default()
     };
-    let mut body = serde_json::to_value(&secret).map_err(|e| e.to_string())?;
-    body["apiVersion"] = "v1".into();
-    body["kind"] = "Secret".into();
+    let body = serde_json::to_value(&secret).map_err(|e| e.to_string())?;
     Api::<Secret>::namespaced(local.clone(), &args.namespace)
         .patch(&secret_name(&args.name), &params, &Patch::Apply(body))
         .await
@@ -147,9 +145,7 @@ pub async fn peer(args: PeerArgs) -> Result<(), String> {
             resources: args.resources.clone(),
         },
     );
-    let mut body = serde_json::to_value(&rc).map_err(|e| e.to_string())?;
-    body["apiVersion"] = "offloading.liqo.io/v1alpha1".into();
-    body["kind"] = "RemoteCluster".into();
+    let body = serde_json::to_value(&rc).map_err(|e| e.to_string())?;
     Api::<RemoteCluster>::all(local)
         .patch(&args.name, &params, &Patch::Apply(body))
         .await

@@ -163,12 +163,8 @@ pub async fn register(
 ) -> Result<(), kube::Error> {
     let (mutating, validating) = configurations(target, ca_bundle);
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let mut mutating = serde_json::to_value(mutating).map_err(kube::Error::SerdeError)?;
-    mutating["apiVersion"] = "admissionregistration.k8s.io/v1".into();
-    mutating["kind"] = "MutatingWebhookConfiguration".into();
-    let mut validating = serde_json::to_value(validating).map_err(kube::Error::SerdeError)?;
-    validating["apiVersion"] = "admissionregistration.k8s.io/v1".into();
-    validating["kind"] = "ValidatingWebhookConfiguration".into();
+    let mutating = serde_json::to_value(mutating).map_err(kube::Error::SerdeError)?;
+    let validating = serde_json::to_value(validating).map_err(kube::Error::SerdeError)?;
     Api::<MutatingWebhookConfiguration>::all(client.clone())
         .patch(CONFIGURATION_NAME, &params, &Patch::Apply(mutating))
         .await?;

@@ -20,7 +20,7 @@ use kube::{
 };
 use namespace_offloading::{
     api::NamespaceOffloading,
-    testbed::{Lifetime, Process, Testbed, process::free_port},
+    testbed::{Process, Testbed},
 };
 use serde_json::{Value, json};
 use support::{eventually, http_get, kubectl, unique};
@@ -107,68 +107,34 @@ fn unpeer(tb: &Testbed, n: usize) {
 }
 
 async fn set_up(tb: &'static Testbed) -> Result<Topology, String> {
-    let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/crd.yaml");
+    let started = Instant::now();
     let mut managers = Vec::new();
     let mut ids = Vec::new();
     let mut admin_ports = Vec::new();
     for (i, cluster) in tb.clusters().iter().enumerate() {
         let kc = cluster.kubeconfig();
-        let (ok, _, err) = kubectl(kc, &["apply", "-f", crd.to_str().unwrap()], None);
-        if !ok {
-            return Err(format!("CRDs: {err}"));
-        }
+        support::install_crds(kc)?;
         kubectl(kc, &["create", "namespace", "liqo"], None);
-        kubectl(
-            kc,
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd/remoteclusters.offloading.liqo.io",
-                "crd/namespaceoffloadings.offloading.liqo.io",
-            ],
-            None,
-        );
         let client = cluster.client().await.map_err(|e| e.to_string())?;
         let ks = Api::<Namespace>::all(client)
             .get("kube-system")
             .await
             .map_err(|e| e.to_string())?;
         ids.push(ks.metadata.uid.unwrap());
-        let (webhook_port, admin_port) = (free_port().unwrap(), free_port().unwrap());
-        let mut args = vec![
-            "run".to_owned(),
-            format!("--kubeconfig={}", kc.display()),
-            "--namespace=liqo".into(),
-            format!("--webhook-listen=127.0.0.1:{webhook_port}"),
-            format!("--admin-listen=127.0.0.1:{admin_port}"),
-            format!("--cluster-labels={}", LABELS[i]),
-            format!("--instance=manager-{}", cluster.name()),
-        ];
-        if i == 0 {
-            // Only cluster 1 offloads here: its webhooks are registered.
-            args.push(format!("--webhook-url=https://127.0.0.1:{webhook_port}"));
-        }
-        managers.push(
-            Process::spawn(
-                &format!("{} manager", cluster.name()),
-                bin(),
-                &args,
-                &tb.log_dir().join(format!("{}-manager.log", cluster.name())),
-                Lifetime::Attached,
-            )
-            .map_err(|e| e.to_string())?,
-        );
-        admin_ports.push(admin_port);
-    }
-    let started = Instant::now();
-    for &port in &admin_ports {
-        while !matches!(http_get(port, "/ready"), Ok((200, _))) {
-            if started.elapsed() > WAIT {
-                return Err("managers not ready within 60 s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        // Only cluster 1 offloads here: only its webhooks are registered.
+        let manager = support::start_manager(
+            tb,
+            &format!("{}-manager", cluster.name()),
+            kc,
+            i == 0,
+            &[
+                "--namespace=liqo".into(),
+                format!("--cluster-labels={}", LABELS[i]),
+            ],
+        )
+        .await?;
+        admin_ports.push(manager.admin_port);
+        managers.push(manager.process);
     }
     // Each remote publishes its identity; then cluster 1 peers with both.
     for n in [2, 3] {

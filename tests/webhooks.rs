@@ -20,7 +20,7 @@ use kube::{
     Api, Client,
     api::{DeleteParams, PostParams},
 };
-use namespace_offloading::testbed::{Lifetime, Process, Testbed, process::free_port};
+use namespace_offloading::testbed::{Process, Testbed};
 use serde_json::{Value, json};
 use support::{eventually, http_get, kubectl, unique};
 use tokio::sync::OnceCell;
@@ -47,29 +47,8 @@ where
 }
 
 async fn start_manager(tb: &'static Testbed) -> Result<Manager, String> {
-    let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/crd.yaml");
     for cluster in tb.clusters() {
-        let (ok, _, err) = kubectl(
-            cluster.kubeconfig(),
-            &["apply", "-f", crd.to_str().unwrap()],
-            None,
-        );
-        if !ok {
-            return Err(format!("kubectl apply of manifests/crd.yaml failed: {err}"));
-        }
-        let (ok, _, err) = kubectl(
-            cluster.kubeconfig(),
-            &[
-                "wait",
-                "--for=condition=Established",
-                "--timeout=60s",
-                "crd/namespaceoffloadings.offloading.liqo.io",
-            ],
-            None,
-        );
-        if !ok {
-            return Err(format!("CRD not established: {err}"));
-        }
+        support::install_crds(cluster.kubeconfig())?;
     }
     let one = tb.cluster(1);
     kubectl(
@@ -77,43 +56,18 @@ async fn start_manager(tb: &'static Testbed) -> Result<Manager, String> {
         &["create", "namespace", "nso-system"],
         None,
     );
-    let webhook_port = free_port().map_err(|e| e.to_string())?;
-    let admin_port = free_port().map_err(|e| e.to_string())?;
-    let args: Vec<String> = [
-        "run".to_owned(),
-        format!("--kubeconfig={}", one.kubeconfig().display()),
-        "--namespace=nso-system".into(),
-        format!("--webhook-listen=127.0.0.1:{webhook_port}"),
-        format!("--admin-listen=127.0.0.1:{admin_port}"),
-        format!("--webhook-url=https://127.0.0.1:{webhook_port}"),
-    ]
-    .into();
-    let mut process = Process::spawn(
+    let manager = support::start_manager(
+        tb,
         "manager",
-        Path::new(env!("CARGO_BIN_EXE_namespace-offloading")),
-        &args,
-        &tb.log_dir().join("manager.log"),
-        Lifetime::Attached,
+        one.kubeconfig(),
+        true,
+        &["--namespace=nso-system".into()],
     )
-    .map_err(|e| e.to_string())?;
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(60) {
-        if let Some(status) = process.exited() {
-            return Err(format!(
-                "the manager exited ({status}); see {}",
-                process.log().display()
-            ));
-        }
-        if matches!(http_get(admin_port, "/ready"), Ok((200, _))) {
-            eprintln!("manager ready in {:.1} s", started.elapsed().as_secs_f32());
-            return Ok(Manager {
-                admin_port,
-                _process: Mutex::new(process),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err("the manager did not become ready within 60 s".into())
+    .await?;
+    Ok(Manager {
+        admin_port: manager.admin_port,
+        _process: Mutex::new(manager.process),
+    })
 }
 
 async fn namespace(client: &Client, name: &str, offloaded: bool) {
@@ -527,30 +481,20 @@ async fn file_certificates_serve_and_sigterm_stops_cleanly() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let (webhook_port, admin_port) = (free_port().unwrap(), free_port().unwrap());
-        let args: Vec<String> = vec![
-            "run".into(),
-            format!("--kubeconfig={}", tb.cluster(1).kubeconfig().display()),
-            format!("--tls-cert-file={}", dir.join("tls.crt").display()),
-            format!("--tls-key-file={}", dir.join("tls.key").display()),
-            format!("--webhook-listen=127.0.0.1:{webhook_port}"),
-            format!("--admin-listen=127.0.0.1:{admin_port}"),
-            "--webhooks-only".into(),
-        ];
-        let mut process = Process::spawn(
+        let manager = support::start_manager(
+            tb,
             "file-manager",
-            bin,
-            &args,
-            &tb.log_dir().join("file-manager.log"),
-            Lifetime::Attached,
+            tb.cluster(1).kubeconfig(),
+            false,
+            &[
+                format!("--tls-cert-file={}", dir.join("tls.crt").display()),
+                format!("--tls-key-file={}", dir.join("tls.key").display()),
+                "--webhooks-only".into(),
+            ],
         )
+        .await
         .unwrap();
-        eventually(
-            "the second manager to be ready",
-            Duration::from_secs(30),
-            || async { matches!(http_get(admin_port, "/ready"), Ok((200, _))).then_some(()) },
-        )
-        .await;
+        let (webhook_port, mut process) = (manager.webhook_port, manager.process);
         // It serves the certificate from the files, signed by their CA.
         let ca_file = dir.join("ca.crt");
         let curl = std::process::Command::new("curl")

@@ -28,6 +28,28 @@ use kube::{
 
 use crate::api::{NamespaceOffloading, OFFLOADING_NAME, RemoteCluster, TYPE_LABEL, VIRTUAL_NODE};
 
+/// Publishes an event about `object`. Events are for people: a failure is logged, never fatal.
+pub async fn publish<K: kube::Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    object: &K,
+    type_: kube::runtime::events::EventType,
+    reason: &str,
+    note: &str,
+    action: &str,
+) {
+    let event = kube::runtime::events::Event {
+        type_,
+        // The API's limits: 128 characters for the reason, 1 kB for the note.
+        reason: reason.chars().take(128).collect(),
+        note: Some(note.chars().take(1000).collect()),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::debug!(error = %e, "cannot publish event");
+    }
+}
+
 pub fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }

@@ -15,11 +15,11 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Client, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
     runtime::{
         controller::Action,
-        events::{Event, EventType, Recorder},
+        events::{EventType, Recorder},
         finalizer::{self, Event as Finalizer, finalizer},
         reflector::Store,
     },
@@ -499,14 +499,5 @@ async fn publish(
     reason: &str,
     note: &str,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.chars().take(128).collect(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Offloading".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &nso.object_ref(&())).await {
-        tracing::debug!(error = %e, "cannot publish event");
-    }
+    super::publish(&ctx.recorder, nso, type_, reason, note, "Offloading").await;
 }

@@ -14,12 +14,12 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Client, ResourceExt,
     api::{DeleteParams, Patch, PatchParams},
     config::{KubeConfigOptions, Kubeconfig},
     runtime::{
         controller::Action,
-        events::{Event, EventType, Recorder},
+        events::{EventType, Recorder},
         finalizer::{Event as Finalizer, finalizer},
     },
 };
@@ -353,9 +353,7 @@ async fn apply_virtual_node(
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let status = node.status.take();
-    let mut body = serde_json::to_value(&node).map_err(kube::Error::SerdeError)?;
-    body["apiVersion"] = "v1".into();
-    body["kind"] = "Node".into();
+    let body = serde_json::to_value(&node).map_err(kube::Error::SerdeError)?;
     nodes.patch(&name, &params, &Patch::Apply(body)).await?;
     let status = serde_json::json!({"apiVersion": "v1", "kind": "Node", "status": status});
     nodes
@@ -363,9 +361,7 @@ async fn apply_virtual_node(
         .await?;
     if reachable {
         let lease = virtual_node::lease(cluster_id, &ctx.holder, &MicroTime(Timestamp::now()));
-        let mut body = serde_json::to_value(&lease).map_err(kube::Error::SerdeError)?;
-        body["apiVersion"] = "coordination.k8s.io/v1".into();
-        body["kind"] = "Lease".into();
+        let body = serde_json::to_value(&lease).map_err(kube::Error::SerdeError)?;
         Api::<Lease>::namespaced(ctx.client.clone(), virtual_node::LEASE_NAMESPACE)
             .patch(&name, &params, &Patch::Apply(body))
             .await?;
@@ -427,14 +423,5 @@ async fn cleanup(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringErr
 }
 
 async fn publish(ctx: &Context, rc: &RemoteCluster, type_: EventType, reason: &str, note: &str) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.chars().take(1000).collect()),
-        action: "Peering".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &rc.object_ref(&())).await {
-        tracing::debug!(error = %e, "cannot publish event");
-    }
+    super::publish(&ctx.recorder, rc, type_, reason, note, "Peering").await;
 }

@@ -7,11 +7,11 @@ use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Client, ResourceExt,
     api::{DeleteParams, ObjectMeta, PostParams},
     runtime::{
         controller::Action,
-        events::{Event, EventType, Recorder},
+        events::{EventType, Recorder},
     },
 };
 
@@ -109,14 +109,5 @@ pub fn error_policy(ns: Arc<Namespace>, error: &QuickError, ctx: Arc<Context>) -
 }
 
 async fn publish(ctx: &Context, ns: &Namespace, type_: EventType, reason: &str, note: &str) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note.into()),
-        action: "QuickOffloading".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &ns.object_ref(&())).await {
-        tracing::debug!(error = %e, "cannot publish event");
-    }
+    super::publish(&ctx.recorder, ns, type_, reason, note, "QuickOffloading").await;
 }

@@ -5,6 +5,7 @@
 use std::{future::Future, path::Path, time::Duration};
 
 use namespace_offloading::testbed::{self, Testbed, TestbedConfig};
+
 use tokio::sync::OnceCell;
 
 /// Starts (once) `clusters` clusters, the first `schedulers` of them with a scheduler, and
@@ -121,4 +122,92 @@ pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// Applies `manifests/crd.yaml` to a cluster and waits until the CRDs are established.
+pub fn install_crds(kubeconfig: &Path) -> Result<(), String> {
+    let crd = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests/crd.yaml");
+    let (ok, _, err) = kubectl(
+        kubeconfig,
+        &["apply", "-f", &crd.display().to_string()],
+        None,
+    );
+    if !ok {
+        return Err(format!("kubectl apply of manifests/crd.yaml failed: {err}"));
+    }
+    let (ok, _, err) = kubectl(
+        kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/namespaceoffloadings.offloading.liqo.io",
+            "crd/remoteclusters.offloading.liqo.io",
+        ],
+        None,
+    );
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("CRDs not established: {err}"))
+    }
+}
+
+/// A `namespace-offloading run` process started by a test.
+pub struct Manager {
+    pub process: namespace_offloading::testbed::Process,
+    pub webhook_port: u16,
+    pub admin_port: u16,
+}
+
+/// Starts the manager against `kubeconfig` on free loopback ports (registering its webhooks
+/// at its own address when `register`), with `extra` flags, and waits until it is ready.
+/// Its log goes to the test bed's log directory as `<name>.log`.
+pub async fn start_manager(
+    tb: &Testbed,
+    name: &str,
+    kubeconfig: &Path,
+    register: bool,
+    extra: &[String],
+) -> Result<Manager, String> {
+    use namespace_offloading::testbed::{Lifetime, Process, process::free_port};
+    let webhook_port = free_port().map_err(|e| e.to_string())?;
+    let admin_port = free_port().map_err(|e| e.to_string())?;
+    let mut args = vec![
+        "run".to_owned(),
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--webhook-listen=127.0.0.1:{webhook_port}"),
+        format!("--admin-listen=127.0.0.1:{admin_port}"),
+        format!("--instance={name}"),
+    ];
+    if register {
+        args.push(format!("--webhook-url=https://127.0.0.1:{webhook_port}"));
+    }
+    args.extend(extra.iter().cloned());
+    let mut process = Process::spawn(
+        name,
+        Path::new(env!("CARGO_BIN_EXE_namespace-offloading")),
+        &args,
+        &tb.log_dir().join(format!("{name}.log")),
+        Lifetime::Attached,
+    )
+    .map_err(|e| e.to_string())?;
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        if let Some(status) = process.exited() {
+            return Err(format!(
+                "{name} exited ({status}); see {}",
+                process.log().display()
+            ));
+        }
+        if matches!(http_get(admin_port, "/ready"), Ok((200, _))) {
+            return Ok(Manager {
+                process,
+                webhook_port,
+                admin_port,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(format!("{name} did not become ready within 60 s"))
 }
