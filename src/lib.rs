@@ -9,6 +9,7 @@ pub mod certs;
 pub mod cli;
 pub mod controller;
 pub mod identity;
+pub mod leader;
 pub mod metrics;
 pub mod peer;
 pub mod run;

@@ -26,6 +26,7 @@ use crate::{
     },
     controller,
     identity::Identity,
+    leader,
     metrics::Metrics,
     server::{self, AppState, tls},
     webhooks::{self, Target},
@@ -121,6 +122,8 @@ pub enum RunError {
     Io(#[from] std::io::Error),
     #[error("the metrics registry is unusable")]
     Metrics,
+    #[error("leadership lost; exiting so that a restart rejoins the election")]
+    LeadershipLost,
 }
 
 impl RunArgs {
@@ -217,6 +220,8 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     ));
     let ready = Arc::new(AtomicBool::new(false));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let stop_tx = Arc::new(stop_tx);
+    let lost = Arc::new(AtomicBool::new(false));
 
     let resolver: Arc<dyn ResolvesServerCert> = match (&args.tls_cert_file, &args.tls_key_file) {
         (Some(cert), Some(key)) => {
@@ -280,6 +285,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         server::admin_router(ready.clone(), metrics.clone()),
         stop_rx.clone(),
     ));
+    let mut election_done = None;
     if !args.webhooks_only {
         let instance = args
             .instance
@@ -294,13 +300,35 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         let controller_metrics = metrics
             .with_registry(controller::metrics::ControllerMetrics::register)
             .ok_or(RunError::Metrics)?;
-        tokio::spawn(controller::run(
+        // Every replica serves the webhooks; only the Lease holder reconciles.
+        let (leader_tx, mut leader_rx) = watch::channel(false);
+        let election = tokio::spawn(leader::run(
+            client.clone(),
+            args.namespace.clone(),
+            instance.clone(),
+            leader_tx,
+            stop_rx.clone(),
+        ));
+        let (lost_flag, stop) = (lost.clone(), stop_tx.clone());
+        election_done = Some(tokio::spawn(async move {
+            if let Ok(Err(e)) = election.await {
+                tracing::error!(error = %e, "leadership lost: stopping so that only one replica reconciles");
+                lost_flag.store(true, Ordering::Relaxed);
+                let _ = stop.send(true);
+            }
+        }));
+        let controllers = controller::run(
             client.clone(),
             state.local_cluster_id.clone(),
             instance,
             controller_metrics,
             shutdown,
-        ));
+        );
+        tokio::spawn(async move {
+            if leader_rx.wait_for(|l| *l).await.is_ok() {
+                controllers.await;
+            }
+        });
     }
     let ready_flag = ready.clone();
     tokio::spawn(async move {
@@ -327,6 +355,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     )
     .await;
     let _ = admin.await;
+    // Let the election release the Lease, so a standby takes over without waiting it out.
+    if let Some(done) = election_done {
+        let _ = tokio::time::timeout(Duration::from_secs(5), done).await;
+    }
+    if lost.load(Ordering::Relaxed) {
+        return Err(RunError::LeadershipLost);
+    }
     Ok(())
 }
 

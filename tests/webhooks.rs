@@ -583,3 +583,81 @@ async fn self_managed_certificates_are_renewed_before_expiry_keeping_the_ca() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    with_webhooks(|tb, _| async move {
+        let kc = tb.cluster(1).kubeconfig();
+        let ns = unique("election");
+        kubectl(kc, &["create", "namespace", &ns], None);
+        let flags = [format!("--namespace={ns}")];
+        let first = support::start_manager(tb, "replica-a", kc, false, &flags)
+            .await
+            .unwrap();
+        let leases = Api::<Lease>::namespaced(tb.cluster(1).client().await.unwrap(), &ns);
+        let holder = || async {
+            leases
+                .get_opt("namespace-offloading-leader")
+                .await
+                .unwrap()
+                .and_then(|l| l.spec?.holder_identity)
+        };
+        eventually("replica-a to lead", WAIT_LEADER, || async {
+            (holder().await.as_deref() == Some("replica-a")).then_some(())
+        })
+        .await;
+        let second = support::start_manager(tb, "replica-b", kc, false, &flags)
+            .await
+            .unwrap();
+        // Both serve the webhooks (ready), only the leader reconciles.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let reconciles = |port| {
+            http_get(port, "/metrics")
+                .unwrap()
+                .1
+                .contains("namespace_offloading_reconciles_total{")
+        };
+        assert!(reconciles(first.admin_port), "the leader reconciles");
+        assert!(
+            !reconciles(second.admin_port),
+            "the standby must not reconcile"
+        );
+        assert_eq!(holder().await.as_deref(), Some("replica-a"));
+
+        // The leader dies without releasing: the standby waits the Lease out, then leads.
+        let mut first = first;
+        let started = Instant::now();
+        first.process.stop();
+        eventually("replica-b to take over", WAIT_LEADER, || async {
+            (holder().await.as_deref() == Some("replica-b")).then_some(())
+        })
+        .await;
+        eprintln!("takeover after {:.1} s", started.elapsed().as_secs_f32());
+        eventually("replica-b to reconcile", WAIT_LEADER, || async {
+            reconciles(second.admin_port).then_some(())
+        })
+        .await;
+
+        // A clean stop releases the Lease at once.
+        let mut second = second;
+        std::process::Command::new("kill")
+            .args(["-TERM", &second.process.pid().to_string()])
+            .status()
+            .unwrap();
+        eventually(
+            "the Lease to be released",
+            Duration::from_secs(15),
+            || async { holder().await.is_none().then_some(()) },
+        )
+        .await;
+        eventually("replica-b to exit", Duration::from_secs(15), || {
+            let exited = second.process.exited();
+            async move { exited }
+        })
+        .await;
+    })
+    .await;
+}
+
+const WAIT_LEADER: Duration = Duration::from_secs(45);
