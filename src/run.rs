@@ -77,7 +77,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub cert_ip: Vec<IpAddr>,
     /// This cluster's labels, published for peers: key=value,key=value.
-    #[arg(long, default_value = "", value_parser = parse_cluster_labels)]
+    #[arg(long, env = "NSO_CLUSTER_LABELS", default_value = "", value_parser = parse_cluster_labels)]
     pub cluster_labels: std::collections::BTreeMap<String, String>,
     /// Serve the webhooks only: no controllers (no peering, no remote namespaces).
     #[arg(long)]

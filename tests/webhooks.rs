@@ -1,7 +1,7 @@
 //! The admission webhooks against a real control plane: the API server calls the manager
 //! over TLS (self-managed certificates, registered caBundle), applies its patches, and the
 //! real scheduler honours the injected affinity. Cluster 2 has the CRD but no webhooks, to
-//! show what the CRD alone enforces.
+//! show what the CRD alone enforces; cluster 3 checks the deployment manifests and RBAC.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -36,7 +36,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     static MANAGER: OnceCell<Result<Manager, String>> = OnceCell::const_new();
-    support::with_testbed("webhooks", 2, 1, |tb| async move {
+    support::with_testbed("webhooks", 3, 1, |tb| async move {
         let manager = MANAGER.get_or_init(|| start_manager(tb)).await;
         match manager {
             Ok(m) => body(tb, m).await,
@@ -661,3 +661,197 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
 }
 
 const WAIT_LEADER: Duration = Duration::from_secs(45);
+
+/// Cluster 3's two tests both install into namespace liqo: one at a time.
+static CLUSTER_3: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn manifests() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests")
+}
+
+#[tokio::test]
+async fn deployment_manifests_pass_a_server_side_dry_run() {
+    with_webhooks(|tb, _| async move {
+        let _turn = CLUSTER_3.lock().await;
+        let kc = tb.cluster(3).kubeconfig();
+        kubectl(kc, &["create", "namespace", "liqo"], None);
+        let dir = manifests();
+        let (ok, out, err) = kubectl(
+            kc,
+            &["apply", "--dry-run=server", "-k", dir.to_str().unwrap()],
+            None,
+        );
+        assert!(ok, "{err}");
+        for object in [
+            "deployment.apps/namespace-offloading",
+            "poddisruptionbudget.policy/namespace-offloading",
+            "clusterrole.rbac.authorization.k8s.io/namespace-offloading",
+            "mutatingwebhookconfiguration.admissionregistration.k8s.io/namespace-offloading",
+            "customresourcedefinition.apiextensions.k8s.io/remoteclusters.offloading.liqo.io",
+        ] {
+            assert!(out.contains(object), "{object} missing from:\n{out}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_manager_works_with_only_its_service_account_permissions() {
+    with_webhooks(|tb, _| async move {
+        let _turn = CLUSTER_3.lock().await;
+        let admin = tb.cluster(3).kubeconfig();
+        let dir = manifests();
+        for file in ["namespace.yaml", "rbac.yaml"] {
+            let (ok, _, err) = kubectl(
+                admin,
+                &["apply", "-f", dir.join(file).to_str().unwrap()],
+                None,
+            );
+            assert!(ok, "{file}: {err}");
+        }
+        let (ok, token, err) = kubectl(
+            admin,
+            &[
+                "create",
+                "token",
+                "namespace-offloading",
+                "-n",
+                "liqo",
+                "--duration=1h",
+            ],
+            None,
+        );
+        assert!(ok, "{err}");
+        // The admin kubeconfig with the ServiceAccount's token instead of the admin certificate.
+        let mut kubeconfig: Value =
+            serde_json::from_str(&std::fs::read_to_string(admin).unwrap()).unwrap();
+        kubeconfig["users"][0]["user"] = json!({"token": token.trim()});
+        let sa_kubeconfig = tb.root().join("cluster-3-serviceaccount.kubeconfig");
+        std::fs::write(&sa_kubeconfig, kubeconfig.to_string()).unwrap();
+        let (_, whoami, _) = kubectl(
+            &sa_kubeconfig,
+            &[
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo.username}",
+            ],
+            None,
+        );
+        assert_eq!(whoami, "system:serviceaccount:liqo:namespace-offloading");
+
+        let manager = support::start_manager(
+            tb,
+            "rbac-manager",
+            &sa_kubeconfig,
+            true,
+            &[
+                "--namespace=liqo".into(),
+                "--cluster-labels=region=test".into(),
+            ],
+        )
+        .await
+        .unwrap();
+
+        // Peer (an admin's action) with cluster 2, which publishes no identity.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_namespace-offloading"))
+            .args([
+                "peer",
+                "rbac-peer",
+                "--namespace",
+                "liqo",
+                "--cluster-id",
+                "rbac-peer-id",
+            ])
+            .args([
+                "--cluster-labels",
+                "region=eu",
+                "--resources",
+                "cpu=4,pods=10",
+            ])
+            .arg("--kubeconfig")
+            .arg(tb.cluster(2).kubeconfig())
+            .arg("--local-kubeconfig")
+            .arg(admin)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let client = tb.cluster(3).client().await.unwrap();
+        let nodes = Api::<Node>::all(client.clone());
+        eventually("the virtual node", WAIT_LEADER, || async {
+            nodes
+                .get_opt("liqo-rbac-peer-id")
+                .await
+                .unwrap()
+                .map(|_| ())
+        })
+        .await;
+        let ns = unique("rbac");
+        let namespace: Namespace = serde_json::from_value(
+            json!({"metadata": {"name": ns, "labels": {"liqo.io/enabled": "true"}}}),
+        )
+        .unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+        let nsos =
+            Api::<namespace_offloading::api::NamespaceOffloading>::namespaced(client.clone(), &ns);
+        let remote = eventually("phase Ready", WAIT_LEADER, || async {
+            let status = nsos.get_opt("offloading").await.unwrap()?.status?;
+            (status.offloading_phase == Some(namespace_offloading::api::OffloadingPhase::Ready))
+                .then_some(status.remote_namespace_name?)
+        })
+        .await;
+        let two = Api::<Namespace>::all(tb.cluster(2).client().await.unwrap());
+        assert!(
+            two.get_opt(&remote).await.unwrap().is_some(),
+            "remote namespace {remote} in cluster 2"
+        );
+        // The webhooks it registered under its own permissions answer.
+        let stored = eventually("a pod to be mutated", WAIT_LEADER, || {
+            let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+            async move {
+                let name = unique("p");
+                let created = pods
+                    .create(&PostParams::default(), &pod(&name, json!({})))
+                    .await
+                    .ok()?;
+                created.spec?.affinity
+            }
+        })
+        .await;
+        assert!(stored.node_affinity.is_some());
+
+        Api::<Namespace>::all(client)
+            .delete(&ns, &DeleteParams::default())
+            .await
+            .unwrap();
+        eventually("the remote namespace to go", WAIT_LEADER, || async {
+            two.get_opt(&remote).await.unwrap().is_none().then_some(())
+        })
+        .await;
+        let log_path = manager.process.log().to_owned();
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        // Its webhooks would point at a stopped server (failing closed): take them away.
+        drop(manager);
+        for kind in [
+            "mutatingwebhookconfiguration",
+            "validatingwebhookconfiguration",
+        ] {
+            let (ok, _, err) = kubectl(admin, &["delete", kind, "namespace-offloading"], None);
+            assert!(ok, "{err}");
+        }
+        assert!(
+            !log.to_lowercase().contains("forbidden"),
+            "permission errors in {}",
+            log_path.display()
+        );
+    })
+    .await;
+}
