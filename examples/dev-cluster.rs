@@ -100,7 +100,12 @@ async fn up(dir: &Path, clusters: usize, schedulers: usize) -> Result<(), String
     let mut config = TestbedConfig::new(dir.to_owned(), binaries, clusters, schedulers);
     config.lifetime = Lifetime::Detached;
     eprintln!("dev-cluster: starting {clusters} clusters...");
-    let testbed = Testbed::start(config).await.map_err(|e| e.to_string())?;
+    // Ctrl-C while starting drops the half-started test bed, which stops its processes
+    // (they are detached only once everything is up).
+    let testbed = tokio::select! {
+        started = Testbed::start(config) => started.map_err(|e| e.to_string())?,
+        _ = tokio::signal::ctrl_c() => return Err("interrupted; stopped what was started".into()),
+    };
     eprintln!(
         "dev-cluster: ready in {:.1} s",
         testbed.started_in().as_secs_f32()
