@@ -351,10 +351,24 @@ async fn write_status(
                 .get(id)
                 .map(Vec::as_slice)
                 .unwrap_or_default();
-            (
-                id.clone(),
-                status::cluster_conditions(state, remote_name, before, &now),
-            )
+            let after = status::cluster_conditions(state, remote_name, before, &now);
+            let changed = |c: &crate::api::RemoteNamespaceCondition| {
+                !before
+                    .iter()
+                    .any(|b| b.type_ == c.type_ && b.status == c.status && b.reason == c.reason)
+            };
+            for c in after.iter().filter(|c| changed(c)) {
+                tracing::info!(
+                    namespace = nso.namespace().unwrap_or_default(),
+                    cluster_id = %id,
+                    condition = %c.type_,
+                    status = %c.status,
+                    reason = c.reason.as_deref().unwrap_or_default(),
+                    message = c.message.as_deref().unwrap_or_default(),
+                    "remote namespace condition changed"
+                );
+            }
+            (id.clone(), after)
         })
         .collect();
     let generation = nso.metadata.generation;
@@ -408,6 +422,11 @@ async fn write_status(
         } else {
             format!("offloading phase is now {phase:?}; {}", failures.join("; "))
         };
+        tracing::info!(
+            namespace = nso.namespace().unwrap_or_default(),
+            ?phase,
+            "offloading phase changed"
+        );
         publish(ctx, nso, type_, &format!("{phase:?}"), &note).await;
     }
     Ok(())

@@ -264,6 +264,14 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
         .find(|c| c.type_ == "Connected")
         .map(|c| c.status.clone());
     if was.as_deref() != Some(condition.status.as_str()) {
+        tracing::info!(
+            remote_cluster = %name,
+            cluster_id = cluster_id.as_deref().unwrap_or_default(),
+            connected = %condition.status,
+            reason = %condition.reason,
+            message = %condition.message,
+            "peering connection changed"
+        );
         let (type_, reason) = if connected.is_ok() {
             (EventType::Normal, "Connected")
         } else {
