@@ -374,8 +374,11 @@ mod tests {
         ca.cert_pem
     }
 
-    /// The leaf certificate the server presents to a new connection.
-    async fn served_certificate(port: u16, roots: &[String]) -> Vec<u8> {
+    /// A TLS connection to the test server, trusting `roots`.
+    async fn tls_connect(
+        port: u16,
+        roots: &[String],
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
         let mut store = rustls::RootCertStore::empty();
         for pem in roots {
             store
@@ -389,10 +392,15 @@ mod tests {
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap();
-        let tls = connector
+        connector
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// The leaf certificate the server presents to a new connection.
+    async fn served_certificate(port: u16, roots: &[String]) -> Vec<u8> {
+        let tls = tls_connect(port, roots).await;
         tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
     }
 
@@ -464,21 +472,7 @@ mod tests {
         );
         let (port, stop, task) = start(slow, Arc::new(files)).await;
 
-        let mut store = rustls::RootCertStore::empty();
-        store
-            .add(CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
-            .unwrap();
-        let config = rustls::ClientConfig::builder()
-            .with_root_certificates(store)
-            .with_no_client_auth();
-        let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .unwrap();
-        let mut tls = connector
-            .connect(ServerName::try_from("localhost").unwrap(), tcp)
-            .await
-            .unwrap();
+        let mut tls = tls_connect(port, std::slice::from_ref(&ca)).await;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         tls.write_all(b"GET /slow HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .await
