@@ -228,6 +228,14 @@ async fn remote_namespace(tb: &Testbed, n: usize, name: &str) -> Option<Namespac
     Api::<Namespace>::all(client).get_opt(name).await.unwrap()
 }
 
+/// Ends a test's offloading the third way (deleting the local namespace), which also cleans up.
+async fn delete_namespace(client: &Client, name: &str) {
+    Api::<Namespace>::all(client.clone())
+        .delete(name, &DeleteParams::default())
+        .await
+        .unwrap();
+}
+
 async fn gone(tb: &Testbed, n: usize, name: &str) {
     let client = tb.cluster(n).client().await.unwrap();
     let api = Api::<Namespace>::all(client);
@@ -372,7 +380,7 @@ async fn a_selector_matching_nothing_gives_no_cluster_selected() {
             assert_eq!(condition(&status, id, "OffloadingRequired").unwrap()["status"], "False");
         }
         assert_eq!(status["conditions"][0]["status"], "False");
-        Api::<Namespace>::all(client).delete(&ns, &DeleteParams::default()).await.unwrap();
+        delete_namespace(&client, &ns).await;
     })
     .await;
 }
@@ -445,10 +453,7 @@ async fn a_remote_namespace_deleted_by_hand_is_recreated() {
         })
         .await;
         phase(&client, &ns, "Ready").await;
-        Api::<Namespace>::all(client)
-            .delete(&ns, &DeleteParams::default())
-            .await
-            .unwrap();
+        delete_namespace(&client, &ns).await;
     })
     .await;
 }
@@ -486,10 +491,7 @@ async fn a_new_peering_gets_its_remote_namespace_without_any_action() {
         })
         .await;
         assert!(remote_namespace(tb, 3, &remote).await.is_some());
-        Api::<Namespace>::all(client)
-            .delete(&ns, &DeleteParams::default())
-            .await
-            .unwrap();
+        delete_namespace(&client, &ns).await;
         gone(tb, 3, &remote).await;
     })
     .await;
@@ -527,10 +529,7 @@ async fn an_unreachable_cluster_turns_not_ready_and_recovers_by_itself() {
 
         tb.cluster(3).restart_apiserver().await.unwrap();
         phase(&client, &ns, "Ready").await;
-        Api::<Namespace>::all(client)
-            .delete(&ns, &DeleteParams::default())
-            .await
-            .unwrap();
+        delete_namespace(&client, &ns).await;
     })
     .await;
 }
@@ -650,10 +649,7 @@ async fn controller_metrics_report_peerings_and_remote_namespaces() {
         ] {
             assert!(text.contains(&expected), "{expected} missing from:\n{text}");
         }
-        Api::<Namespace>::all(client)
-            .delete(&ns, &DeleteParams::default())
-            .await
-            .unwrap();
+        delete_namespace(&client, &ns).await;
     })
     .await;
 }
@@ -693,7 +689,7 @@ async fn an_invalid_selector_that_bypassed_the_webhook_is_annotated_and_reported
         })
         .await;
         assert_eq!(warning.type_.as_deref(), Some("Warning"));
-        Api::<Namespace>::all(client).delete(&ns, &DeleteParams::default()).await.unwrap();
+        delete_namespace(&client, &ns).await;
     })
     .await;
 }

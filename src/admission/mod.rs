@@ -372,26 +372,29 @@ mod tests {
             "u3",
             json!({"nodeName": "local-1", "containers": [{"name": "web", "image": "nginx"}]}),
         );
-        let (out, verdict) = answer(Webhook::Pod, &body, &lookup);
-        assert_eq!(verdict, Verdict::Denied);
-        assert_eq!(out["response"]["uid"], "u3");
-        assert_eq!(out["response"]["allowed"], false);
-        let message = out["response"]["status"]["message"].as_str().unwrap();
+        let message = denial(answer(Webhook::Pod, &body, &lookup), "u3");
         assert!(
             message.contains("must run in a remote cluster"),
             "{message}"
         );
     }
 
+    /// Checks that an answer is a denial echoing `uid` and returns its message.
+    fn denial((out, verdict): (Value, Verdict), uid: &str) -> String {
+        assert_eq!(verdict, Verdict::Denied);
+        assert_eq!(out["response"]["uid"], uid);
+        assert_eq!(out["response"]["allowed"], false);
+        out["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     #[test]
     fn unreadable_object_is_denied_with_the_uid() {
         let mut body = pod_review("admission.k8s.io/v1", "u4", json!({}));
         body["request"]["object"] = json!("not an object");
-        let (out, verdict) = answer(Webhook::Pod, &body, &Fixed::default());
-        assert_eq!(verdict, Verdict::Denied);
-        assert_eq!(out["response"]["uid"], "u4");
-        assert_eq!(out["response"]["allowed"], false);
-        let message = out["response"]["status"]["message"].as_str().unwrap();
+        let message = denial(answer(Webhook::Pod, &body, &Fixed::default()), "u4");
         assert!(
             message.starts_with("cannot decode the admission request"),
             "{message}"

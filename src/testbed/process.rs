@@ -218,6 +218,18 @@ pub fn tail(path: &Path, lines: usize) -> String {
 mod tests {
     use super::*;
 
+    /// A `sleep 30` started the given way, logging into `dir`.
+    fn sleeper(dir: &Path, lifetime: Lifetime) -> Process {
+        Process::spawn(
+            "sleep",
+            Path::new("/bin/sleep"),
+            &["30".into()],
+            &dir.join("sleep.log"),
+            lifetime,
+        )
+        .unwrap()
+    }
+
     #[test]
     fn tail_returns_last_lines() {
         let dir = tempfile::tempdir().unwrap();
@@ -231,15 +243,7 @@ mod tests {
     #[test]
     fn attached_process_is_stopped_on_drop() {
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("sleep.log");
-        let p = Process::spawn(
-            "sleep",
-            Path::new("/bin/sleep"),
-            &["30".into()],
-            &log,
-            Lifetime::Attached,
-        )
-        .unwrap();
+        let p = sleeper(dir.path(), Lifetime::Attached);
         let pid = p.pid();
         assert!(alive(pid));
         drop(p);
@@ -249,19 +253,10 @@ mod tests {
     #[test]
     fn attached_process_survives_the_test_thread_that_started_it() {
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("sleep.log");
-        let p = thread::spawn(move || {
-            Process::spawn(
-                "sleep",
-                Path::new("/bin/sleep"),
-                &["30".into()],
-                &log,
-                Lifetime::Attached,
-            )
-            .unwrap()
-        })
-        .join()
-        .unwrap();
+        let path = dir.path().to_owned();
+        let p = thread::spawn(move || sleeper(&path, Lifetime::Attached))
+            .join()
+            .unwrap();
         // The starting thread is gone; the death signal is tied to the spawner thread.
         thread::sleep(Duration::from_millis(200));
         assert!(alive(p.pid()));
@@ -270,16 +265,7 @@ mod tests {
     #[test]
     fn detached_group_is_killed_by_pid() {
         let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("sleep.log");
-        let p = Process::spawn(
-            "sleep",
-            Path::new("/bin/sleep"),
-            &["30".into()],
-            &log,
-            Lifetime::Detached,
-        )
-        .unwrap();
-        let mut child_handle = p;
+        let mut child_handle = sleeper(dir.path(), Lifetime::Detached);
         let pid = child_handle.pid();
         // Reap in the background so the killed process does not linger as a zombie.
         let waiter = thread::spawn(move || {
