@@ -374,20 +374,30 @@ mod tests {
         ca.cert_pem
     }
 
+    type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
     /// A TLS connection to the test server, trusting `roots`.
-    async fn tls_connect(
+    async fn tls_connect(port: u16, roots: &[String]) -> TlsStream {
+        tls_connect_with(port, roots, rustls::DEFAULT_VERSIONS, &[]).await
+    }
+
+    /// A TLS connection offering only `versions` and the ALPN protocols `alpn`.
+    async fn tls_connect_with(
         port: u16,
         roots: &[String],
-    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        alpn: &[&[u8]],
+    ) -> TlsStream {
         let mut store = rustls::RootCertStore::empty();
         for pem in roots {
             store
                 .add(CertificateDer::from_pem_slice(pem.as_bytes()).unwrap())
                 .unwrap();
         }
-        let config = rustls::ClientConfig::builder()
+        let mut config = rustls::ClientConfig::builder_with_protocol_versions(versions)
             .with_root_certificates(store)
             .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
         let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
@@ -452,6 +462,72 @@ mod tests {
             served_certificate(port, &[first_ca, second_ca]).await,
             second
         );
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+
+    /// POSTs a review over an established connection, with HTTP/2 or HTTP/1.1.
+    async fn post_review(tls: TlsStream, http2: bool, uid: &str) -> (http::Version, String) {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let request = Request::post("https://localhost/mutate/namespace-offloading")
+            .header("content-type", "application/json")
+            .body(Body::from(review(uid)))
+            .unwrap();
+        let response = if http2 {
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            sender.send_request(request).await.unwrap()
+        } else {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            sender.send_request(request).await.unwrap()
+        };
+        assert_eq!(response.status(), StatusCode::OK);
+        let version = response.version();
+        let body = axum::body::to_bytes(Body::new(response.into_body()), usize::MAX)
+            .await
+            .unwrap();
+        (version, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn http2_and_http1_are_served_over_tls_1_3_and_1_2() {
+        use rustls::{ProtocolVersion, version};
+        crate::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = write_pair(dir.path());
+        let files =
+            tls::FileCerts::new(&dir.path().join("tls.crt"), &dir.path().join("tls.key")).unwrap();
+        let (port, stop, task) = start(router().0, Arc::new(files)).await;
+        let roots = std::slice::from_ref(&ca);
+
+        // The API server offers h2 first: ALPN must pick it and the review be answered over it.
+        let tls = tls_connect_with(port, roots, &[&version::TLS13], &[b"h2", b"http/1.1"]).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        assert_eq!(
+            tls.get_ref().1.protocol_version(),
+            Some(ProtocolVersion::TLSv1_3)
+        );
+        let (version, body) = post_review(tls, true, "over-h2").await;
+        assert_eq!(version, http::Version::HTTP_2);
+        assert!(body.contains(r#""uid":"over-h2""#), "{body}");
+
+        // An older client: TLS 1.2 and HTTP/1.1 only.
+        let tls = tls_connect_with(port, roots, &[&version::TLS12], &[b"http/1.1"]).await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+        assert_eq!(
+            tls.get_ref().1.protocol_version(),
+            Some(ProtocolVersion::TLSv1_2)
+        );
+        let (version, body) = post_review(tls, false, "over-h1").await;
+        assert_eq!(version, http::Version::HTTP_11);
+        assert!(body.contains(r#""uid":"over-h1""#), "{body}");
+
         stop.send(true).unwrap();
         task.await.unwrap();
     }
