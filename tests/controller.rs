@@ -29,6 +29,8 @@ use tokio::sync::OnceCell;
 /// Cluster labels chosen at installation, as in the seed's reference topology.
 const LABELS: [&str; 3] = ["", "region=eu,provider=azure", "region=us,provider=aws"];
 const WAIT: Duration = Duration::from_secs(60);
+/// How soon a watched change must arrive: under half the 10 s peering heartbeat.
+const EVENT: Duration = Duration::from_secs(4);
 
 struct Topology {
     /// Cluster IDs (kube-system UIDs) of clusters 1, 2, 3.
@@ -576,11 +578,15 @@ async fn label_changes_on_a_remote_reach_its_virtual_node() {
         .unwrap();
         let nodes = Api::<Node>::all(client.clone());
         let name = format!("liqo-{}", t.ids[1]);
-        eventually("the new label on the virtual node", WAIT, || async {
+        // The identity ConfigMap is watched: the change arrives well before the next 10 s
+        // heartbeat would bring it (a poll would miss this bound about half the time, twice).
+        let started = std::time::Instant::now();
+        eventually("the new label on the virtual node", EVENT, || async {
             let labels = nodes.get(&name).await.unwrap().metadata.labels?;
             (labels.get("tier").map(String::as_str) == Some("gold")).then_some(())
         })
         .await;
+        eprintln!("label added after {:.1} s", started.elapsed().as_secs_f32());
         two.patch(
             "namespace-offloading-identity",
             &PatchParams::default(),
@@ -588,11 +594,16 @@ async fn label_changes_on_a_remote_reach_its_virtual_node() {
         )
         .await
         .unwrap();
-        eventually("the label to be removed again", WAIT, || async {
+        let started = std::time::Instant::now();
+        eventually("the label to be removed again", EVENT, || async {
             let labels = nodes.get(&name).await.unwrap().metadata.labels?;
             (!labels.contains_key("tier")).then_some(())
         })
         .await;
+        eprintln!(
+            "label removed after {:.1} s",
+            started.elapsed().as_secs_f32()
+        );
     })
     .await;
 }

@@ -73,6 +73,7 @@ pub async fn run(
         Api::<RemoteCluster>::all(client.clone()),
         watcher::Config::default(),
     )
+    .reconcile_on(woken.remote_clusters)
     .graceful_shutdown_on(shutdown.clone())
     .run(
         peering::reconcile,
@@ -112,7 +113,7 @@ pub async fn run(
             watcher::Config::default(),
             |ns| Some(ObjectRef::new(OFFLOADING_NAME).within(&ns.name_any())),
         )
-        .reconcile_on(woken)
+        .reconcile_on(woken.offloadings)
         .graceful_shutdown_on(shutdown.clone())
         .run(
             offloading::reconcile,

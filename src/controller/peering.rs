@@ -1,7 +1,7 @@
 //! RemoteCluster reconciliation: connect with the kubeconfig in the referenced Secret, read
 //! the remote's published identity, keep the virtual node and its Lease, report
-//! `Connected`. Requeued every few seconds: that is the heartbeat, and how label changes on
-//! the remote reach the virtual node.
+//! `Connected`. Requeued every few seconds: that is the heartbeat (node Lease, reachability).
+//! Label changes on the remote arrive sooner, through a watch on its identity ConfigMap.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -136,9 +136,17 @@ async fn remote_client(
     Ok((client, version))
 }
 
+/// Where the remote publishes its identity.
+fn identity_namespace(rc: &RemoteCluster) -> &str {
+    rc.spec.identity_namespace.as_deref().unwrap_or("liqo")
+}
+
 async fn contact(client: &Client, rc: &RemoteCluster) -> Contact {
-    let namespace = rc.spec.identity_namespace.as_deref().unwrap_or("liqo");
-    let published = tokio::time::timeout(REMOTE_TIMEOUT, Identity::read(client, namespace)).await;
+    let published = tokio::time::timeout(
+        REMOTE_TIMEOUT,
+        Identity::read(client, identity_namespace(rc)),
+    )
+    .await;
     let (published, reachable) = match published {
         Ok(Ok(identity)) => (identity, Ok(())),
         Ok(Err(e)) => (
@@ -210,22 +218,24 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
     let name = rc.name_any();
     let now = Time(Timestamp::now());
     let previous = rc.status.clone().unwrap_or_default();
-    let (connected, cluster_id, labels) = match remote_client(ctx, rc).await {
-        Err(problem) => (
-            Err(problem),
-            previous.cluster_id.clone(),
-            previous.cluster_labels.clone(),
-        ),
-        Ok((client, version)) => {
-            let contact = contact(&client, rc).await;
-            match (&contact.cluster_id, &contact.reachable) {
+    let (connected, cluster_id, labels) =
+        match remote_client(ctx, rc).await {
+            Err(problem) => (
+                Err(problem),
+                previous.cluster_id.clone(),
+                previous.cluster_labels.clone(),
+            ),
+            Ok((client, version)) => {
+                let contact = contact(&client, rc).await;
+                match (&contact.cluster_id, &contact.reachable) {
                 (Some(id), Ok(())) => {
                     if ctx
                         .peers
                         .get(id)
                         .is_none_or(|p| p.credentials_version != version)
                     {
-                        ctx.peers.insert(id, &name, &version, client.clone());
+                        ctx.peers
+                            .insert(id, &name, identity_namespace(rc), &version, client.clone());
                     }
                     let allocatable = allocatable(&client, rc).await;
                     apply_virtual_node(ctx, id, &contact.labels, &allocatable, true).await?;
@@ -254,8 +264,8 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
                     (Err(problem.clone()), id, previous.cluster_labels.clone())
                 }
             }
-        }
-    };
+            }
+        };
     ctx.metrics.peering(&name, Some(connected.is_ok()));
     let condition = connected_condition(&connected, &previous.conditions, &now);
     let was = previous

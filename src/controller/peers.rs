@@ -1,6 +1,8 @@
-//! The connected remote clusters, by cluster ID: a client for each, and a watch on the
-//! remote namespaces we created there, whose events wake the NamespaceOffloading they
-//! belong to (a remote namespace deleted by someone else is recreated within seconds).
+//! The connected remote clusters, by cluster ID: a client for each and two watches through
+//! it. The remote namespaces we created there wake the NamespaceOffloading they belong to
+//! (a remote namespace deleted by someone else is recreated within seconds); the remote's
+//! identity ConfigMap wakes its RemoteCluster (new cluster labels reach the virtual node
+//! within seconds, not at the next heartbeat).
 
 use std::{
     collections::BTreeMap,
@@ -8,7 +10,7 @@ use std::{
 };
 
 use futures::{StreamExt, channel::mpsc};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::{
     Api, Client,
     runtime::{WatchStreamExt, reflector::ObjectRef, watcher},
@@ -16,7 +18,10 @@ use kube::{
 use tokio::task::JoinHandle;
 
 use super::remote_namespace::{ORIGIN_CLUSTER_LABEL, ORIGIN_NAMESPACE_LABEL};
-use crate::api::{NamespaceOffloading, OFFLOADING_NAME};
+use crate::{
+    api::{NamespaceOffloading, OFFLOADING_NAME, RemoteCluster},
+    identity,
+};
 
 /// A connected remote cluster.
 #[derive(Clone)]
@@ -26,15 +31,24 @@ pub struct Peer {
     /// Which Secret version the client was built from (rebuilt when it changes).
     pub credentials_version: String,
     pub client: Client,
-    _watch: Arc<AbortOnDrop>,
+    _watches: Arc<AbortOnDrop>,
 }
 
-struct AbortOnDrop(JoinHandle<()>);
+/// The peer's watch tasks, stopped when the last copy of the peer goes.
+struct AbortOnDrop(Vec<JoinHandle<()>>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.0.abort();
+        for task in &self.0 {
+            task.abort();
+        }
     }
+}
+
+/// What the remote clusters' watches ask to reconcile.
+pub struct Woken {
+    pub offloadings: mpsc::UnboundedReceiver<ObjectRef<NamespaceOffloading>>,
+    pub remote_clusters: mpsc::UnboundedReceiver<ObjectRef<RemoteCluster>>,
 }
 
 #[derive(Clone)]
@@ -42,22 +56,24 @@ pub struct Peers {
     peers: Arc<RwLock<BTreeMap<String, Peer>>>,
     local_cluster_id: String,
     wake: mpsc::UnboundedSender<ObjectRef<NamespaceOffloading>>,
+    wake_peering: mpsc::UnboundedSender<ObjectRef<RemoteCluster>>,
 }
 
 impl Peers {
-    /// The registry, and the stream of NamespaceOffloadings to reconcile because something
-    /// changed in a remote cluster.
-    pub fn new(
-        local_cluster_id: &str,
-    ) -> (
-        Self,
-        mpsc::UnboundedReceiver<ObjectRef<NamespaceOffloading>>,
-    ) {
-        let (wake, woken) = mpsc::unbounded();
+    /// The registry, and the streams of objects to reconcile because something changed in
+    /// a remote cluster.
+    pub fn new(local_cluster_id: &str) -> (Self, Woken) {
+        let (wake, offloadings) = mpsc::unbounded();
+        let (wake_peering, remote_clusters) = mpsc::unbounded();
         let peers = Self {
             peers: Arc::default(),
             local_cluster_id: local_cluster_id.to_owned(),
             wake,
+            wake_peering,
+        };
+        let woken = Woken {
+            offloadings,
+            remote_clusters,
         };
         (peers, woken)
     }
@@ -73,14 +89,36 @@ impl Peers {
             .unwrap_or_default()
     }
 
-    /// Registers (or replaces) a peer and starts watching its remote namespaces.
-    pub fn insert(&self, cluster_id: &str, remote_cluster: &str, version: &str, client: Client) {
-        let api = Api::<Namespace>::all(client.clone());
+    /// Registers (or replaces) a peer and starts watching its remote namespaces and its
+    /// identity ConfigMap (in `identity_namespace`).
+    pub fn insert(
+        &self,
+        cluster_id: &str,
+        remote_cluster: &str,
+        identity_namespace: &str,
+        version: &str,
+        client: Client,
+    ) {
+        let namespaces = self.watch_remote_namespaces(cluster_id, client.clone());
+        let identity = self.watch_identity(cluster_id, remote_cluster, identity_namespace, &client);
+        let peer = Peer {
+            remote_cluster: remote_cluster.to_owned(),
+            credentials_version: version.to_owned(),
+            client,
+            _watches: Arc::new(AbortOnDrop(vec![namespaces, identity])),
+        };
+        if let Ok(mut peers) = self.peers.write() {
+            peers.insert(cluster_id.to_owned(), peer);
+        }
+    }
+
+    fn watch_remote_namespaces(&self, cluster_id: &str, client: Client) -> JoinHandle<()> {
+        let api = Api::<Namespace>::all(client);
         let config = watcher::Config::default()
             .labels(&format!("{ORIGIN_CLUSTER_LABEL}={}", self.local_cluster_id));
         let wake = self.wake.clone();
         let id = cluster_id.to_owned();
-        let task = tokio::spawn(async move {
+        tokio::spawn(async move {
             let mut events =
                 std::pin::pin!(watcher(api, config).default_backoff().touched_objects());
             while let Some(event) = events.next().await {
@@ -101,16 +139,38 @@ impl Peers {
                     }
                 }
             }
-        });
-        let peer = Peer {
-            remote_cluster: remote_cluster.to_owned(),
-            credentials_version: version.to_owned(),
-            client,
-            _watch: Arc::new(AbortOnDrop(task)),
-        };
-        if let Ok(mut peers) = self.peers.write() {
-            peers.insert(cluster_id.to_owned(), peer);
-        }
+        })
+    }
+
+    fn watch_identity(
+        &self,
+        cluster_id: &str,
+        remote_cluster: &str,
+        namespace: &str,
+        client: &Client,
+    ) -> JoinHandle<()> {
+        let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
+        let config =
+            watcher::Config::default().fields(&format!("metadata.name={}", identity::CONFIGMAP));
+        let wake = self.wake_peering.clone();
+        let target = ObjectRef::<RemoteCluster>::new(remote_cluster);
+        let id = cluster_id.to_owned();
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(watcher(api, config).default_backoff());
+            while let Some(event) = events.next().await {
+                match event {
+                    // The initial listing is what the reconcile that registered us just read;
+                    // wake only for what happens after it (and after a re-list).
+                    Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                    Ok(_) => {
+                        let _ = wake.unbounded_send(target.clone());
+                    }
+                    Err(e) => {
+                        tracing::debug!(cluster_id = %id, error = %e, "remote identity watch error")
+                    }
+                }
+            }
+        })
     }
 
     /// Forgets every peer that came from this RemoteCluster; returns their cluster IDs.
