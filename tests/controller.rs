@@ -19,7 +19,7 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use namespace_offloading::{
-    api::NamespaceOffloading,
+    api::{NamespaceOffloading, RemoteCluster},
     testbed::{Process, Testbed},
 };
 use serde_json::{Value, json};
@@ -532,6 +532,77 @@ async fn an_unreachable_cluster_turns_not_ready_and_recovers_by_itself() {
         tb.cluster(3).restart_apiserver().await.unwrap();
         phase(&client, &ns, "Ready").await;
         delete_namespace(&client, &ns).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_cluster_that_never_answers_does_not_delay_the_others() {
+    /// Lets cluster 3 answer again however the test ends, for the tests after it.
+    struct Thaw(&'static Testbed);
+    impl Drop for Thaw {
+        fn drop(&mut self) {
+            self.0.cluster(3).thaw_apiserver();
+        }
+    }
+    with_topology(|tb, t| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        let first = unique("frozen");
+        create_namespace(&client, &first, json!({"liqo.io/enabled": "true"})).await;
+        phase(&client, &first, "Ready").await;
+
+        // Connections are accepted, nothing ever answers: every call can only time out.
+        tb.cluster(3).freeze_apiserver();
+        let thaw = Thaw(tb);
+        let peerings = Api::<RemoteCluster>::all(client.clone());
+        eventually(
+            "the heartbeat to find cluster 3 unreachable",
+            WAIT,
+            || async {
+                let status = peerings.get("cluster-3").await.unwrap().status?;
+                let connected = status.conditions.iter().find(|c| c.type_ == "Connected")?;
+                (connected.status == "False" && connected.reason == "Unreachable").then_some(())
+            },
+        )
+        .await;
+
+        // From then on, cluster 3 costs nothing: a new offloading is reported at once.
+        let second = unique("frozen");
+        let started = Instant::now();
+        create_namespace(&client, &second, json!({"liqo.io/enabled": "true"})).await;
+        let api = Api::<NamespaceOffloading>::namespaced(client.clone(), &second);
+        let message = eventually(
+            "cluster 2 Ready and cluster 3 Unreachable",
+            EVENT,
+            || async {
+                let status =
+                    serde_json::to_value(api.get_opt("offloading").await.unwrap()?.status?).ok()?;
+                let two = condition(&status, &t.ids[1], "Ready")?;
+                let three = condition(&status, &t.ids[2], "Ready")?;
+                (status["offloadingPhase"] == "SomeFailed"
+                    && two["status"] == "True"
+                    && three["reason"] == "Unreachable")
+                    .then(|| three["message"].as_str().unwrap_or_default().to_owned())
+            },
+        )
+        .await;
+        eprintln!(
+            "reported after {:.1} s: {message}",
+            started.elapsed().as_secs_f32()
+        );
+        assert!(message.contains("RemoteCluster cluster-3"), "{message}");
+        assert!(
+            remote_namespace(tb, 2, &format!("{second}-{}", t.ids[0]))
+                .await
+                .is_some()
+        );
+
+        // Answering again, it gets its namespaces without any action.
+        drop(thaw);
+        phase(&client, &first, "Ready").await;
+        phase(&client, &second, "Ready").await;
+        delete_namespace(&client, &first).await;
+        delete_namespace(&client, &second).await;
     })
     .await;
 }

@@ -27,7 +27,7 @@ use kube::{
 
 use super::{
     is_not_found,
-    peers::Peers,
+    peers::{Peer, Peers},
     remote_namespace::{self, Ownership},
 };
 use crate::{
@@ -174,6 +174,20 @@ async fn with_timeout<T>(
     }
 }
 
+/// A cluster whose peering heartbeat fails is not contacted (its calls would only time
+/// out): it is reported at once and tried again when the peering reconnects, which
+/// updates its virtual node and so wakes every NamespaceOffloading.
+fn unreachable(peer: &Peer) -> Option<ClusterState> {
+    let why = peer.unreachable.as_ref()?;
+    Some(ClusterState::failed(
+        "Unreachable",
+        format!(
+            "{why} (RemoteCluster {}); retried when it answers again",
+            peer.remote_cluster
+        ),
+    ))
+}
+
 /// Brings one cluster to what the configuration wants; reports where it stands.
 async fn ensure_cluster(
     ctx: &Context,
@@ -192,6 +206,13 @@ async fn ensure_cluster(
             ClusterState::NotSelected
         };
     };
+    if let Some(state) = unreachable(&peer) {
+        return if selected {
+            state
+        } else {
+            ClusterState::NotSelected
+        };
+    }
     let api = Api::<Namespace>::all(peer.client.clone());
     let existing = match with_timeout(api.get_opt(remote_name)).await {
         Ok(existing) => existing,
@@ -452,6 +473,9 @@ async fn cleanup(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Off
                 let Some(peer) = ctx.peers.get(&id) else {
                     return (id, None);
                 };
+                if let Some(state) = unreachable(&peer) {
+                    return (id, Some(state));
+                }
                 let api = Api::<Namespace>::all(peer.client.clone());
                 let state = match with_timeout(api.get_opt(remote_name)).await {
                     Err((reason, message)) => Some(ClusterState::failed(&reason, message)),

@@ -236,6 +236,8 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
                     {
                         ctx.peers
                             .insert(id, &name, identity_namespace(rc), &version, client.clone());
+                    } else {
+                        ctx.peers.set_unreachable(id, None);
                     }
                     let allocatable = allocatable(&client, rc).await;
                     apply_virtual_node(ctx, id, &contact.labels, &allocatable, true).await?;
@@ -253,6 +255,7 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
                 (id, Err(problem)) => {
                     let id = id.clone().or(previous.cluster_id.clone());
                     if let Some(id) = &id {
+                        ctx.peers.set_unreachable(id, Some(problem.1.clone()));
                         // Keep the node, marked not ready: pods stay, nothing new lands.
                         let labels = if contact.labels.is_empty() {
                             previous.cluster_labels.clone()

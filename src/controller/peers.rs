@@ -31,6 +31,9 @@ pub struct Peer {
     /// Which Secret version the client was built from (rebuilt when it changes).
     pub credentials_version: String,
     pub client: Client,
+    /// Why the peering's last heartbeat failed, while it fails. Such a cluster is not
+    /// contacted until it answers again, so it never holds up the others.
+    pub unreachable: Option<String>,
     _watches: Arc<AbortOnDrop>,
 }
 
@@ -105,6 +108,7 @@ impl Peers {
             remote_cluster: remote_cluster.to_owned(),
             credentials_version: version.to_owned(),
             client,
+            unreachable: None,
             _watches: Arc::new(AbortOnDrop(vec![namespaces, identity])),
         };
         if let Ok(mut peers) = self.peers.write() {
@@ -171,6 +175,15 @@ impl Peers {
                 }
             }
         })
+    }
+
+    /// Records whether the peering's heartbeat reached the cluster (`None`) or why not.
+    pub fn set_unreachable(&self, cluster_id: &str, why: Option<String>) {
+        if let Ok(mut peers) = self.peers.write()
+            && let Some(peer) = peers.get_mut(cluster_id)
+        {
+            peer.unreachable = why;
+        }
     }
 
     /// Forgets every peer that came from this RemoteCluster; returns their cluster IDs.

@@ -195,6 +195,21 @@ impl Cluster {
         }
     }
 
+    /// Freezes the API server (SIGSTOP): it still accepts connections but never answers,
+    /// like a cluster behind a dead link. Killing a frozen server still works.
+    pub fn freeze_apiserver(&self) {
+        if let Some(apiserver) = self.lock().first() {
+            apiserver.signal("STOP");
+        }
+    }
+
+    /// Lets a frozen API server go on (SIGCONT).
+    pub fn thaw_apiserver(&self) {
+        if let Some(apiserver) = self.lock().first() {
+            apiserver.signal("CONT");
+        }
+    }
+
     /// Starts the API server again on the same port and waits until it is ready.
     pub async fn restart_apiserver(&self) -> Result<(), TestbedError> {
         let (binary, args, log, lifetime) = &self.apiserver;

@@ -140,6 +140,15 @@ impl Process {
         }
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`, ...) to the process, if it still runs.
+    pub fn signal(&self, signal: &str) {
+        if self.child.is_some() {
+            let _ = Command::new("kill")
+                .args([format!("-{signal}"), self.pid.to_string()])
+                .status();
+        }
+    }
+
     /// Stops the process and waits for it, so its port is free when this returns.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
