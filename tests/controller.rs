@@ -36,8 +36,8 @@ struct Topology {
     /// Cluster IDs (kube-system UIDs) of clusters 1, 2, 3.
     ids: Vec<String>,
     /// Admin (metrics) ports of the managers of clusters 1, 2, 3.
-    admin_ports: Vec<u16>,
-    _managers: Mutex<Vec<Process>>,
+    admin_ports: Mutex<Vec<u16>>,
+    managers: Mutex<Vec<Process>>,
 }
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -123,18 +123,7 @@ async fn set_up(tb: &'static Testbed) -> Result<Topology, String> {
             .await
             .map_err(|e| e.to_string())?;
         ids.push(ks.metadata.uid.unwrap());
-        // Only cluster 1 offloads here: only its webhooks are registered.
-        let manager = support::start_manager(
-            tb,
-            &format!("{}-manager", cluster.name()),
-            kc,
-            i == 0,
-            &[
-                "--namespace=liqo".into(),
-                format!("--cluster-labels={}", LABELS[i]),
-            ],
-        )
-        .await?;
+        let manager = start_manager(tb, i + 1).await?;
         admin_ports.push(manager.admin_port);
         managers.push(manager.process);
     }
@@ -159,9 +148,35 @@ async fn set_up(tb: &'static Testbed) -> Result<Topology, String> {
     eprintln!("topology ready in {:.1} s", started.elapsed().as_secs_f32());
     Ok(Topology {
         ids,
-        admin_ports,
-        _managers: Mutex::new(managers),
+        admin_ports: Mutex::new(admin_ports),
+        managers: Mutex::new(managers),
     })
+}
+
+/// Lets a frozen cluster answer again however the test ends, for the tests after it.
+struct Thaw(&'static Testbed, usize);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        self.0.cluster(self.1).thaw_apiserver();
+    }
+}
+
+/// Starts cluster `n`'s manager with its labels; only cluster 1 (which offloads here)
+/// registers its webhooks.
+async fn start_manager(tb: &Testbed, n: usize) -> Result<support::Manager, String> {
+    let cluster = tb.cluster(n);
+    support::start_manager(
+        tb,
+        &format!("{}-manager", cluster.name()),
+        cluster.kubeconfig(),
+        n == 1,
+        &[
+            "--namespace=liqo".into(),
+            format!("--cluster-labels={}", LABELS[n - 1]),
+        ],
+    )
+    .await
 }
 
 /// Waits for the virtual node of a cluster to be Ready; returns its labels.
@@ -538,13 +553,6 @@ async fn an_unreachable_cluster_turns_not_ready_and_recovers_by_itself() {
 
 #[tokio::test]
 async fn a_cluster_that_never_answers_does_not_delay_the_others() {
-    /// Lets cluster 3 answer again however the test ends, for the tests after it.
-    struct Thaw(&'static Testbed);
-    impl Drop for Thaw {
-        fn drop(&mut self) {
-            self.0.cluster(3).thaw_apiserver();
-        }
-    }
     with_topology(|tb, t| async move {
         let client = tb.cluster(1).client().await.unwrap();
         let first = unique("frozen");
@@ -553,7 +561,7 @@ async fn a_cluster_that_never_answers_does_not_delay_the_others() {
 
         // Connections are accepted, nothing ever answers: every call can only time out.
         tb.cluster(3).freeze_apiserver();
-        let thaw = Thaw(tb);
+        let thaw = Thaw(tb, 3);
         let peerings = Api::<RemoteCluster>::all(client.clone());
         eventually(
             "the heartbeat to find cluster 3 unreachable",
@@ -603,6 +611,57 @@ async fn a_cluster_that_never_answers_does_not_delay_the_others() {
         phase(&client, &second, "Ready").await;
         delete_namespace(&client, &first).await;
         delete_namespace(&client, &second).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn termination_after_a_restart_waits_for_the_peerings_to_connect() {
+    with_topology(|tb, t| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("restart");
+        // The user's own object: a label-created one would be created again by the label.
+        create_namespace(&client, &ns, json!({})).await;
+        apply_offloading(tb, &ns, "  podOffloadingStrategy: LocalAndRemote\n");
+        phase(&client, &ns, "Ready").await;
+        let remote = format!("{ns}-{}", t.ids[0]);
+        assert!(remote_namespace(tb, 2, &remote).await.is_some());
+
+        // The manager is gone while the offloading is deleted: the finalizer holds it.
+        t.managers.lock().unwrap()[0].stop();
+        let api = Api::<NamespaceOffloading>::namespaced(client.clone(), &ns);
+        api.delete("offloading", &DeleteParams::default())
+            .await
+            .unwrap();
+
+        // A new manager starts with no connected peer, and cluster 2 does not answer: it
+        // must not take that as "no peering" and drop the finalizer, leaving cluster 2's
+        // namespace behind, but wait for that peering and delete there too.
+        tb.cluster(2).freeze_apiserver();
+        let thaw = Thaw(tb, 2);
+        let manager = start_manager(tb, 1).await.unwrap();
+        t.admin_ports.lock().unwrap()[0] = manager.admin_port;
+        t.managers.lock().unwrap()[0] = manager.process;
+        let reason = eventually("termination to wait for cluster 2", WAIT, || async {
+            let status = serde_json::to_value(api.get("offloading").await.unwrap().status?).ok()?;
+            let c = condition(&status, &t.ids[1], "Ready")?;
+            (status["offloadingPhase"] == "Terminating" && c["reason"] == "Unreachable")
+                .then(|| c["message"].as_str().unwrap_or_default().to_owned())
+        })
+        .await;
+        eprintln!("waiting: {reason}");
+        gone(tb, 3, &remote).await;
+        assert!(api.get_opt("offloading").await.unwrap().is_some());
+        drop(thaw);
+        eventually("the NamespaceOffloading to be gone", WAIT, || async {
+            api.get_opt("offloading")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        delete_namespace(&client, &ns).await;
     })
     .await;
 }
@@ -717,7 +776,8 @@ async fn controller_metrics_report_peerings_and_remote_namespaces() {
         let ns = unique("metrics");
         create_namespace(&client, &ns, json!({"liqo.io/enabled": "true"})).await;
         phase(&client, &ns, "Ready").await;
-        let (status, text) = http_get(t.admin_ports[0], "/metrics").unwrap();
+        let port = t.admin_ports.lock().unwrap()[0];
+        let (status, text) = http_get(port, "/metrics").unwrap();
         assert_eq!(status, 200);
         for expected in [
             "namespace_offloading_peering_connected{remote_cluster=\"cluster-2\"} 1".to_owned(),

@@ -96,11 +96,24 @@ pub async fn run(
         watcher(Api::<Node>::all(client.clone()), virtual_nodes.clone()).default_backoff(),
     )
     .for_each(|_| async {});
+    // RemoteClusters: which clusters are peered even before (or while not) connected, so
+    // that termination right after a restart waits for them instead of skipping them.
+    let (remote_clusters, writer) = reflector::store();
+    let remote_cluster_cache = reflector(
+        writer,
+        watcher(
+            Api::<RemoteCluster>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    )
+    .for_each(|_| async {});
     let controller = Controller::new(
         Api::<NamespaceOffloading>::all(client.clone()),
         watcher::Config::default(),
     );
     let all = controller.store();
+    let ready = (nodes.clone(), remote_clusters.clone());
     let offloading = controller
         .watches(Api::<Node>::all(client.clone()), virtual_nodes, move |_| {
             all.state()
@@ -124,11 +137,25 @@ pub async fn run(
                 recorder: recorder.clone(),
                 local_cluster_id,
                 nodes,
+                remote_clusters,
                 failures: std::sync::Mutex::new(HashMap::new()),
                 metrics: metrics.clone(),
             }),
         )
         .for_each(|_| async {});
+    // Decide nothing (least of all that a cluster is gone) before both caches are filled.
+    let stop = shutdown.clone();
+    let offloading = async move {
+        let (nodes, remote_clusters) = ready;
+        let filled = async {
+            nodes.wait_until_ready().await.is_ok()
+                && remote_clusters.wait_until_ready().await.is_ok()
+        };
+        tokio::select! {
+            true = filled => offloading.await,
+            _ = stop => {}
+        }
+    };
 
     let quick = Controller::new(
         Api::<Namespace>::all(client.clone()),
@@ -154,5 +181,6 @@ pub async fn run(
     tokio::select! {
         _ = futures::future::join3(peering, offloading, quick) => {}
         _ = node_cache => {}
+        _ = remote_cluster_cache => {}
     }
 }

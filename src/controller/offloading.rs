@@ -3,7 +3,7 @@
 //! scheduling label on the local namespace, and on termination delete what we created.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -16,7 +16,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams, PostParams},
     runtime::{
         controller::Action,
         events::{EventType, Recorder},
@@ -33,7 +33,7 @@ use super::{
 use crate::{
     api::{
         NamespaceOffloading, NamespaceOffloadingStatus, OFFLOADING_NAME, OffloadingPhase,
-        REMOTE_CLUSTER_ID_LABEL, SCHEDULING_ENABLED_LABEL, TYPE_LABEL, VIRTUAL_NODE,
+        REMOTE_CLUSTER_ID_LABEL, RemoteCluster, SCHEDULING_ENABLED_LABEL, TYPE_LABEL, VIRTUAL_NODE,
     },
     selector,
     status::{self, ClusterState},
@@ -57,9 +57,38 @@ pub struct Context {
     pub local_cluster_id: String,
     /// Virtual nodes, from a watch.
     pub nodes: Store<Node>,
+    /// RemoteClusters, from a watch: which clusters are peered even before they connect.
+    pub remote_clusters: Store<RemoteCluster>,
     /// Consecutive failures per (namespace, cluster), for per-cluster backoff.
     pub failures: Mutex<HashMap<(String, String), u32>>,
     pub metrics: Arc<super::metrics::ControllerMetrics>,
+}
+
+impl Context {
+    /// The cluster ID a RemoteCluster stands for: reported by its status, or set in its spec.
+    fn cluster_id_of(rc: &RemoteCluster) -> Option<&str> {
+        rc.status
+            .as_ref()
+            .and_then(|s| s.cluster_id.as_deref())
+            .or(rc.spec.cluster_id.as_deref())
+    }
+
+    /// The live (not being deleted) RemoteCluster for a cluster ID.
+    fn remote_cluster_of(&self, cluster_id: &str) -> Option<Arc<RemoteCluster>> {
+        self.remote_clusters.state().into_iter().find(|rc| {
+            rc.metadata.deletion_timestamp.is_none() && Self::cluster_id_of(rc) == Some(cluster_id)
+        })
+    }
+
+    /// Cluster IDs of every live RemoteCluster that knows its cluster ID.
+    fn peered_cluster_ids(&self) -> Vec<String> {
+        self.remote_clusters
+            .state()
+            .iter()
+            .filter(|rc| rc.metadata.deletion_timestamp.is_none())
+            .filter_map(|rc| Self::cluster_id_of(rc).map(str::to_owned))
+            .collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -193,17 +222,21 @@ async fn ensure_cluster(
     ctx: &Context,
     cluster_id: &str,
     selected: bool,
+    may_delete: bool,
     remote_name: &str,
     origin: &str,
 ) -> ClusterState {
     let Some(peer) = ctx.peers.get(cluster_id) else {
-        return if selected {
-            ClusterState::failed(
+        return match (selected, ctx.remote_cluster_of(cluster_id)) {
+            (false, _) => ClusterState::NotSelected,
+            // Its RemoteCluster exists but has not connected yet (e.g. just after start-up).
+            (true, Some(_)) => ClusterState::Pending,
+            (true, None) => ClusterState::failed(
                 "NoCredentials",
-                format!("no connected RemoteCluster gives credentials for cluster {cluster_id}"),
-            )
-        } else {
-            ClusterState::NotSelected
+                format!(
+                    "no RemoteCluster gives credentials for cluster {cluster_id}: peer it with `namespace-offloading peer`"
+                ),
+            ),
         };
     };
     if let Some(state) = unreachable(&peer) {
@@ -219,31 +252,41 @@ async fn ensure_cluster(
         Err((reason, message)) if selected => return ClusterState::failed(&reason, message),
         Err(_) => return ClusterState::NotSelected,
     };
-    match (
-        remote_namespace::ownership(existing.as_ref(), &ctx.local_cluster_id),
-        selected,
-    ) {
-        // No longer selected (its labels changed): remove what we created there.
-        (Ownership::Ours, false) => {
-            let _ = with_timeout(api.delete(remote_name, &DeleteParams::default())).await;
-            ClusterState::NotSelected
+    let ownership = remote_namespace::ownership(existing.as_ref(), &ctx.local_cluster_id, origin);
+    match (ownership, selected, existing) {
+        // No longer selected (its labels changed): remove what we created there, unless
+        // the selector is invalid (then nothing is selected, but nothing is removed either).
+        (Ownership::Ours, false, Some(existing)) if may_delete => {
+            match with_timeout(
+                api.delete(remote_name, &remote_namespace::delete_exactly(&existing)),
+            )
+            .await
+            {
+                Ok(_) => ClusterState::NotSelected,
+                Err((reason, message)) => ClusterState::failed(
+                    &reason,
+                    format!(
+                        "this cluster is no longer selected, but deleting namespace {remote_name} failed: {message}"
+                    ),
+                ),
+            }
         }
-        (_, false) => ClusterState::NotSelected,
-        (Ownership::Missing, true) => {
+        (_, false, _) => ClusterState::NotSelected,
+        (Ownership::Missing, true, _) => {
             let desired = remote_namespace::desired(remote_name, &ctx.local_cluster_id, origin);
             match with_timeout(api.create(&PostParams::default(), &desired)).await {
                 Ok(_) => ClusterState::Ready,
                 Err((reason, message)) => ClusterState::failed(&reason, message),
             }
         }
-        (Ownership::Ours, true) => ClusterState::Ready,
-        (Ownership::OursTerminating, true) => ClusterState::failed(
+        (Ownership::Ours, true, _) => ClusterState::Ready,
+        (Ownership::OursTerminating, true, _) => ClusterState::failed(
             "Terminating",
             format!(
                 "namespace {remote_name} is being deleted in this cluster; it is created again once gone"
             ),
         ),
-        (Ownership::Conflict(message), true) => ClusterState::failed("AlreadyExists", message),
+        (Ownership::Conflict(message), true, _) => ClusterState::failed("AlreadyExists", message),
     }
 }
 
@@ -255,12 +298,14 @@ async fn apply(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Offlo
     let problems = selector::validate(&nso.spec.cluster_selector, "spec.clusterSelector");
     mark_selector(nso, ctx, &problems).await?;
 
-    let wanted = clusters(nso, &ctx.nodes, problems.is_empty());
+    let selector_valid = problems.is_empty();
+    let wanted = clusters(nso, &ctx.nodes, selector_valid);
     let states: BTreeMap<String, ClusterState> = join_all(wanted.iter().map(|(id, selected)| {
         let remote_name = &remote_name;
         let namespace = &namespace;
         async move {
-            let state = ensure_cluster(ctx, id, *selected, remote_name, namespace).await;
+            let state =
+                ensure_cluster(ctx, id, *selected, selector_valid, remote_name, namespace).await;
             (id.clone(), state)
         }
     }))
@@ -455,48 +500,64 @@ async fn write_status(
 
 async fn cleanup(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, OffloadingError> {
     let namespace = nso.namespace().unwrap_or_default();
+    // From the immutable spec, not from the status (which anyone allowed to write the status
+    // subresource could point at another namespace).
     let remote_name = nso
-        .status
-        .as_ref()
-        .and_then(|s| s.remote_namespace_name.clone())
-        .unwrap_or_else(|| {
-            nso.spec
-                .remote_namespace_name(&namespace, &ctx.local_cluster_id)
-        });
+        .spec
+        .remote_namespace_name(&namespace, &ctx.local_cluster_id);
     set_scheduling_label(ctx, &namespace, false).await?;
 
-    // A cluster whose peering was removed counts as done: nothing can be deleted there.
-    let remaining: Vec<(String, ClusterState)> =
-        join_all(ctx.peers.cluster_ids().into_iter().map(|id| {
-            let remote_name = &remote_name;
-            async move {
-                let Some(peer) = ctx.peers.get(&id) else {
-                    return (id, None);
-                };
-                if let Some(state) = unreachable(&peer) {
-                    return (id, Some(state));
-                }
-                let api = Api::<Namespace>::all(peer.client.clone());
-                let state = match with_timeout(api.get_opt(remote_name)).await {
-                    Err((reason, message)) => Some(ClusterState::failed(&reason, message)),
-                    Ok(existing) => {
-                        match remote_namespace::ownership(existing.as_ref(), &ctx.local_cluster_id)
-                        {
-                            Ownership::Missing | Ownership::Conflict(_) => None,
-                            Ownership::Ours => {
-                                let _ = with_timeout(
-                                    api.delete(remote_name, &DeleteParams::background()),
-                                )
-                                .await;
-                                Some(deleting(remote_name))
-                            }
-                            Ownership::OursTerminating => Some(deleting(remote_name)),
+    // Every cluster with a peering: connected ones, and those whose RemoteCluster has not
+    // connected yet (just after a restart): termination waits for them. A cluster whose
+    // peering was removed counts as done: nothing can be deleted there.
+    let mut ids: BTreeSet<String> = ctx.peers.cluster_ids().into_iter().collect();
+    ids.extend(ctx.peered_cluster_ids());
+    let remaining: Vec<(String, ClusterState)> = join_all(ids.into_iter().map(|id| {
+        let remote_name = &remote_name;
+        let namespace = &namespace;
+        async move {
+            let Some(peer) = ctx.peers.get(&id) else {
+                let waiting = ClusterState::failed(
+                    "NotConnected",
+                    format!("waiting for the peering of cluster {id} to connect, to delete namespace {remote_name} there; `namespace-offloading unpeer` gives it up"),
+                );
+                return (id, Some(waiting));
+            };
+            if let Some(state) = unreachable(&peer) {
+                return (id, Some(state));
+            }
+            let api = Api::<Namespace>::all(peer.client.clone());
+            let state = match with_timeout(api.get_opt(remote_name)).await {
+                Err((reason, message)) => Some(ClusterState::failed(&reason, message)),
+                Ok(existing) => {
+                    match (
+                        remote_namespace::ownership(
+                            existing.as_ref(),
+                            &ctx.local_cluster_id,
+                            namespace,
+                        ),
+                        existing,
+                    ) {
+                        (Ownership::Missing | Ownership::Conflict(_), _) => None,
+                        (Ownership::Ours, Some(existing)) => {
+                            let params = remote_namespace::delete_exactly(&existing);
+                            Some(match with_timeout(api.delete(remote_name, &params)).await {
+                                Ok(_) => deleting(remote_name),
+                                Err((reason, message)) => ClusterState::failed(
+                                    &reason,
+                                    format!("cannot delete namespace {remote_name}: {message}"),
+                                ),
+                            })
+                        }
+                        (Ownership::Ours | Ownership::OursTerminating, _) => {
+                            Some(deleting(remote_name))
                         }
                     }
-                };
-                (id, state)
-            }
-        }))
+                }
+            };
+            (id, state)
+        }
+    }))
         .await
         .into_iter()
         .filter_map(|(id, state)| state.map(|s| (id, s)))

@@ -255,6 +255,21 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
                 (id, Err(problem)) => {
                     let id = id.clone().or(previous.cluster_id.clone());
                     if let Some(id) = &id {
+                        // Registered even while unreachable (e.g. down when we started):
+                        // offloadings then report it Unreachable and termination waits for it.
+                        if ctx
+                            .peers
+                            .get(id)
+                            .is_none_or(|p| p.credentials_version != version)
+                        {
+                            ctx.peers.insert(
+                                id,
+                                &name,
+                                identity_namespace(rc),
+                                &version,
+                                client.clone(),
+                            );
+                        }
                         ctx.peers.set_unreachable(id, Some(problem.1.clone()));
                         // Keep the node, marked not ready: pods stay, nothing new lands.
                         let labels = if contact.labels.is_empty() {
@@ -410,6 +425,7 @@ async fn mark_unreachable(
 
 async fn cleanup(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError> {
     let name = rc.name_any();
+    ctx.metrics.peering(&name, None);
     let mut ids = ctx.peers.remove_remote_cluster(&name);
     if let Some(id) = rc.status.as_ref().and_then(|s| s.cluster_id.clone()) {
         ids.push(id);

@@ -48,7 +48,14 @@ pub enum Ownership {
     Conflict(String),
 }
 
-pub fn ownership(existing: Option<&Namespace>, local_cluster_id: &str) -> Ownership {
+/// Who owns `existing`. Ours means our cluster's annotation *and* our origin namespace: two
+/// local namespaces can map to one remote name (`a` with DefaultName and `a-<id>` with
+/// EnforceSameName), and one must never delete what the other created.
+pub fn ownership(
+    existing: Option<&Namespace>,
+    local_cluster_id: &str,
+    origin_namespace: &str,
+) -> Ownership {
     let Some(ns) = existing else {
         return Ownership::Missing;
     };
@@ -58,20 +65,47 @@ pub fn ownership(existing: Option<&Namespace>, local_cluster_id: &str) -> Owners
         .annotations
         .as_ref()
         .and_then(|a| a.get(REMOTE_NAMESPACE_ANNOTATION));
+    let origin = ns
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(ORIGIN_NAMESPACE_LABEL));
     match owner {
-        Some(id) if id == local_cluster_id => {
+        Some(id)
+            if id == local_cluster_id && origin.map(String::as_str) == Some(origin_namespace) =>
+        {
             if ns.metadata.deletion_timestamp.is_some() {
                 Ownership::OursTerminating
             } else {
                 Ownership::Ours
             }
         }
+        Some(id) if id == local_cluster_id => Ownership::Conflict(format!(
+            "namespace {name} already exists in this cluster and belongs to the offloading of namespace {} of this same cluster: it is left untouched; use namespaceMappingStrategy DefaultName, or stop that namespace's offloading",
+            origin.map_or("(unknown)", String::as_str)
+        )),
         Some(other) => Ownership::Conflict(format!(
             "namespace {name} already exists in this cluster and belongs to the offloading of cluster {other}: it is left untouched; use namespaceMappingStrategy DefaultName to get a name of your own"
         )),
         None => Ownership::Conflict(format!(
             "namespace {name} already exists in this cluster and was not created by offloading (no {REMOTE_NAMESPACE_ANNOTATION} annotation): it is left untouched; delete or rename it there, or use namespaceMappingStrategy DefaultName"
         )),
+    }
+}
+
+/// Delete options that only delete the very object we looked at: if it was deleted and
+/// recreated by someone else in between, the API server refuses (409) instead.
+pub fn delete_exactly(existing: &Namespace) -> kube::api::DeleteParams {
+    kube::api::DeleteParams {
+        preconditions: existing
+            .metadata
+            .uid
+            .clone()
+            .map(|uid| kube::api::Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+        ..kube::api::DeleteParams::background()
     }
 }
 
@@ -92,14 +126,14 @@ mod tests {
             ns.metadata.labels.as_ref().unwrap()[ORIGIN_NAMESPACE_LABEL],
             "web"
         );
-        assert_eq!(ownership(Some(&ns), ME), Ownership::Ours);
+        assert_eq!(ownership(Some(&ns), ME, "web"), Ownership::Ours);
     }
 
     #[test]
     fn only_our_annotation_makes_a_namespace_ours() {
-        assert_eq!(ownership(None, ME), Ownership::Missing);
+        assert_eq!(ownership(None, ME, "web"), Ownership::Missing);
         let mut theirs = desired("web", "22222222-2222-4222-8222-222222222222", "web");
-        match ownership(Some(&theirs), ME) {
+        match ownership(Some(&theirs), ME, "web") {
             Ownership::Conflict(m) => assert!(
                 m.contains("belongs to the offloading of cluster 2222"),
                 "{m}"
@@ -107,7 +141,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         theirs.metadata.annotations = None;
-        match ownership(Some(&theirs), ME) {
+        match ownership(Some(&theirs), ME, "web") {
             Ownership::Conflict(m) => assert!(m.contains("was not created by offloading"), "{m}"),
             other => panic!("{other:?}"),
         }
@@ -116,6 +150,38 @@ mod tests {
             Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
             ));
-        assert_eq!(ownership(Some(&going), ME), Ownership::OursTerminating);
+        assert_eq!(
+            ownership(Some(&going), ME, "web"),
+            Ownership::OursTerminating
+        );
+    }
+
+    #[test]
+    fn another_local_namespaces_remote_namespace_is_a_conflict() {
+        // Local "web" (DefaultName) and local "web-<id>" (EnforceSameName) map to one name.
+        let ns = desired(&format!("web-{ME}"), ME, "web");
+        match ownership(Some(&ns), ME, &format!("web-{ME}")) {
+            Ownership::Conflict(m) => {
+                assert!(
+                    m.contains("offloading of namespace web of this same cluster"),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut unlabelled = ns.clone();
+        unlabelled.metadata.labels = None;
+        assert!(matches!(
+            ownership(Some(&unlabelled), ME, "web"),
+            Ownership::Conflict(_)
+        ));
+    }
+
+    #[test]
+    fn deletes_are_bound_to_the_uid_seen() {
+        let mut ns = desired("web", ME, "web");
+        ns.metadata.uid = Some("u-1".into());
+        let params = delete_exactly(&ns);
+        assert_eq!(params.preconditions.unwrap().uid.as_deref(), Some("u-1"));
     }
 }
