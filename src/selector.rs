@@ -17,6 +17,15 @@ pub fn validate(selector: &NodeSelector, path: &str) -> Vec<String> {
                 problems.push(format!("{p}.key: invalid label key {:?}: {why}", req.key));
             }
             problems.extend(validate_operator(req, &p));
+            if matches!(req.operator.as_str(), "In" | "NotIn") {
+                for (v, value) in values(req).iter().enumerate() {
+                    if let Err(why) = crate::identity::validate_label_value(value) {
+                        problems.push(format!(
+                            "{p}.values[{v}]: {value:?} is not a valid label value: {why}"
+                        ));
+                    }
+                }
+            }
         }
         for (e, req) in term.match_fields.iter().flatten().enumerate() {
             let p = format!("{term_path}.matchFields[{e}]");

@@ -82,6 +82,12 @@ pub fn validate_create(
         Some(raw) => match serde_json::from_value::<NodeSelector>(raw.clone()) {
             Ok(s) => {
                 problems.extend(selector::validate(&s, "spec.clusterSelector"));
+                let remote = spec.get("podOffloadingStrategy").and_then(Value::as_str)
+                    == Some("Remote");
+                let all_empty = s.node_selector_terms.iter().all(crate::admission::pod::is_empty_term);
+                if remote && !s.node_selector_terms.is_empty() && all_empty {
+                    problems.push("spec.clusterSelector: every term is empty, so it selects no cluster, and podOffloadingStrategy Remote would leave pods nowhere to run: add matchExpressions, or omit clusterSelector to select every cluster".into());
+                }
                 for (i, t) in s.node_selector_terms.iter().enumerate() {
                     if t.match_expressions.as_ref().is_none_or(Vec::is_empty)
                         && t.match_fields.as_ref().is_none_or(Vec::is_empty)
@@ -243,6 +249,30 @@ mod tests {
         )
         .unwrap();
         assert_eq!(warnings.len(), 1);
+        // The same with Remote cannot work: pods would have nowhere to run.
+        let err = validate_create(
+            "offloading",
+            "ns",
+            &nso(json!({"podOffloadingStrategy": "Remote", "clusterSelector": {"nodeSelectorTerms": [{}]}})),
+            ID,
+        )
+        .unwrap_err();
+        assert!(err.contains("every term is empty"), "{err}");
+        // Values must be label values, or every pod would later be rejected for them.
+        let err = validate_create(
+            "offloading",
+            "ns",
+            &nso(
+                json!({"clusterSelector": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "region", "operator": "In", "values": ["eu", "eu west"]}]}]}}),
+            ),
+            ID,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("matchExpressions[0].values[1]: \"eu west\" is not a valid label value"),
+            "{err}"
+        );
     }
 
     #[test]

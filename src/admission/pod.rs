@@ -39,9 +39,27 @@ fn term(expressions: Vec<NodeSelectorRequirement>) -> NodeSelectorTerm {
     }
 }
 
-/// The required node-affinity terms a strategy imposes (ORed).
+/// At most this many required terms after the merge: the merge is a cross product, and a
+/// pod with thousands of terms must get a clear denial, not minutes of CPU.
+pub const MAX_MERGED_TERMS: usize = 256;
+
+/// An empty term matches no node (Kubernetes semantics).
+pub fn is_empty_term(t: &NodeSelectorTerm) -> bool {
+    t.match_expressions.as_ref().is_none_or(Vec::is_empty)
+        && t.match_fields.as_ref().is_none_or(Vec::is_empty)
+}
+
+/// The required node-affinity terms a strategy imposes (ORed). Empty selector terms select
+/// nothing, so they are left out (ANDed with the virtual-node requirement they would
+/// otherwise turn into "any virtual node").
 pub fn imposed_terms(spec: &NamespaceOffloadingSpec) -> Vec<NodeSelectorTerm> {
-    let selected = &spec.cluster_selector.node_selector_terms;
+    let selected: Vec<NodeSelectorTerm> = spec
+        .cluster_selector
+        .node_selector_terms
+        .iter()
+        .filter(|t| !is_empty_term(t))
+        .cloned()
+        .collect();
     match spec.pod_offloading_strategy {
         // Only the selected clusters' virtual nodes.
         PodOffloadingStrategy::Remote => selected
@@ -50,7 +68,7 @@ pub fn imposed_terms(spec: &NamespaceOffloadingSpec) -> Vec<NodeSelectorTerm> {
             .collect(),
         // The selected clusters, or any node that is not a virtual node.
         PodOffloadingStrategy::LocalAndRemote => {
-            let mut terms = selected.clone();
+            let mut terms = selected;
             terms.push(term(vec![not_virtual_node()]));
             dedup(terms)
         }
@@ -114,7 +132,9 @@ pub fn merge_terms(
     }
     let mut out = Vec::new();
     for p in pod_terms {
-        if imposed.iter().any(|i| implies(p, i)) {
+        // An empty term matches nothing, and nothing ANDed with anything is still nothing:
+        // crossing it would widen it to the imposed term.
+        if is_empty_term(p) || imposed.iter().any(|i| implies(p, i)) {
             out.push(p.clone());
         } else {
             out.extend(imposed.iter().map(|i| conjunction(p, i)));
@@ -148,7 +168,19 @@ pub fn mutate(pod: &Value, spec: &NamespaceOffloadingSpec) -> Result<Value, Stri
             format!("cannot read spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution: {e}")
         })?
     };
-    let merged = merge_terms(&own, &imposed_terms(spec));
+    let imposed = imposed_terms(spec);
+    if imposed.is_empty() {
+        return Err("the namespace's NamespaceOffloading has podOffloadingStrategy Remote and every clusterSelector term is empty, so no node may run this pod: give the NamespaceOffloading a selector term that matches a cluster (delete and recreate it)".into());
+    }
+    let product = own.len().max(1).saturating_mul(imposed.len());
+    if product > MAX_MERGED_TERMS {
+        return Err(format!(
+            "the pod's {} required node-affinity terms combined with the {} the offloading imposes would give up to {product} terms, more than {MAX_MERGED_TERMS}: use fewer nodeSelectorTerms",
+            own.len(),
+            imposed.len()
+        ));
+    }
+    let merged = merge_terms(&own, &imposed);
     let merged = serde_json::to_value(merged).map_err(|e| e.to_string())?;
     let node_affinity = object_at(pod_spec, &["affinity", "nodeAffinity"])?;
     let required = node_affinity
@@ -434,6 +466,69 @@ mod tests {
         let out = admit(&p, &spec(PodOffloadingStrategy::Remote, None));
         assert_eq!(required(&out).as_array().unwrap().len(), 1);
         assert_eq!(out["spec"]["tolerations"].as_array().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn empty_selector_terms_never_widen_to_every_virtual_node() {
+        let eu =
+            json!({"matchExpressions": [{"key": "region", "operator": "In", "values": ["eu"]}]});
+        let selector = json!({"nodeSelectorTerms": [{}, eu]});
+        let out = admit(
+            &pod(json!({"containers": container()})),
+            &spec(PodOffloadingStrategy::Remote, Some(selector)),
+        );
+        assert_eq!(
+            required(&out),
+            &json!([{"matchExpressions": [
+                {"key": "region", "operator": "In", "values": ["eu"]},
+                {"key": "liqo.io/type", "operator": "In", "values": [VN]}]}])
+        );
+        // Nothing but empty terms: no node may run the pod, and the denial says why.
+        let nothing = spec(
+            PodOffloadingStrategy::Remote,
+            Some(json!({"nodeSelectorTerms": [{}]})),
+        );
+        let err = mutate(&pod(json!({"containers": container()})), &nothing).unwrap_err();
+        assert!(err.contains("every clusterSelector term is empty"), "{err}");
+    }
+
+    #[test]
+    fn a_pods_own_empty_term_stays_empty() {
+        let zone =
+            json!({"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]});
+        let p = pod(
+            json!({"containers": container(), "affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{}, zone]}}}}),
+        );
+        let out = admit(&p, &spec(PodOffloadingStrategy::Local, None));
+        assert_eq!(
+            required(&out),
+            &json!([{}, {"matchExpressions": [
+                {"key": "zone", "operator": "In", "values": ["a"]},
+                {"key": "liqo.io/type", "operator": "NotIn", "values": [VN]}]}])
+        );
+    }
+
+    #[test]
+    fn too_many_merged_terms_are_denied_not_computed() {
+        let terms: Vec<Value> = (0..200)
+            .map(|i| json!({"matchExpressions": [{"key": "zone", "operator": "In", "values": [format!("z{i}")]}]}))
+            .collect();
+        let p = pod(
+            json!({"containers": container(), "affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}}),
+        );
+        // 200 terms are fine alone (Local imposes one term) ...
+        assert_eq!(
+            required(&admit(&p, &spec(PodOffloadingStrategy::Local, None)))
+                .as_array()
+                .unwrap()
+                .len(),
+            200
+        );
+        // ... but crossed with LocalAndRemote's two they would be 400.
+        let err = mutate(&p, &spec(PodOffloadingStrategy::LocalAndRemote, None)).unwrap_err();
+        assert!(err.contains("up to 400 terms, more than 256"), "{err}");
     }
 
     #[test]
