@@ -739,6 +739,36 @@ async fn label_changes_on_a_remote_reach_its_virtual_node() {
 }
 
 #[tokio::test]
+async fn a_label_the_webhook_refuses_is_reported_on_the_namespace() {
+    with_topology(|tb, _| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        // Over 26 characters: DefaultName would give a remote name over 63.
+        let ns = format!("{}-with-a-long-name", unique("label"));
+        assert!(ns.len() > 26);
+        create_namespace(&client, &ns, json!({"liqo.io/enabled": "true"})).await;
+        let events =
+            Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), "default");
+        let note = eventually("a Warning event saying why", WAIT, || async {
+            let list = events.list(&Default::default()).await.unwrap();
+            list.items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some("OffloadingRejected")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(ns.as_str())
+                })
+                .map(|e| (e.type_, e.note.unwrap_or_default()))
+        })
+        .await;
+        assert_eq!(note.0.as_deref(), Some("Warning"));
+        assert!(note.1.contains("at most 26 characters"), "{}", note.1);
+        let nso = Api::<NamespaceOffloading>::namespaced(client.clone(), &ns);
+        assert!(nso.get_opt("offloading").await.unwrap().is_none());
+        delete_namespace(&client, &ns).await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn the_label_never_touches_a_users_own_configuration() {
     with_topology(|tb, _| async move {
         let client = tb.cluster(1).client().await.unwrap();

@@ -328,7 +328,8 @@ async fn apply(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Offlo
                 ClusterState::Failed { .. } | ClusterState::Pending => {
                     let n = failures.entry(key).or_default();
                     *n = n.saturating_add(1);
-                    let delay = Duration::from_secs(1u64 << (*n).min(6)).min(MAX_BACKOFF);
+                    // 1 s, 2 s, 4 s ... up to MAX_BACKOFF.
+                    let delay = Duration::from_secs(1u64 << (*n - 1).min(6)).min(MAX_BACKOFF);
                     soonest = soonest.min(delay);
                 }
                 _ => {

@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ObjectMeta, PostParams},
+    api::{DeleteParams, ObjectMeta, PostParams, Preconditions},
     runtime::{
         controller::Action,
         events::{EventType, Recorder},
@@ -19,6 +19,9 @@ use crate::api::{
     ENABLED_LABEL, NamespaceOffloading, NamespaceOffloadingSpec, OFFLOADING_NAME,
     offloading::default_cluster_selector,
 };
+
+/// How often a creation our admission refused is tried again (the cause rarely goes away).
+const REJECTED_RETRY: Duration = Duration::from_secs(300);
 
 /// Marks a NamespaceOffloading created by the label (value `liqo.io/enabled`).
 pub const CREATED_BY_ANNOTATION: &str = "offloading.liqo.io/created-by";
@@ -79,6 +82,22 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
                     .await;
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 => {}
+                // Refused for good (our own webhook, e.g. a name too long for DefaultName):
+                // say so on the namespace, and do not hammer the API server.
+                Err(kube::Error::Api(s)) if matches!(s.code, 400 | 403 | 422) => {
+                    publish(
+                        &ctx,
+                        &ns,
+                        EventType::Warning,
+                        "OffloadingRejected",
+                        &format!(
+                            "the liqo.io/enabled label cannot create the default NamespaceOffloading: {}",
+                            s.message
+                        ),
+                    )
+                    .await;
+                    return Ok(Action::requeue(REJECTED_RETRY));
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -93,8 +112,22 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
             .await;
         }
         (false, Some(nso)) if label_created(&nso) && nso.metadata.deletion_timestamp.is_none() => {
-            api.delete(OFFLOADING_NAME, &DeleteParams::default())
-                .await?;
+            // Only the object just looked at: if a user's own replaced it meanwhile, the
+            // uid differs and the API server refuses.
+            let params = DeleteParams {
+                preconditions: nso.metadata.uid.clone().map(|uid| Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..DeleteParams::default()
+            };
+            match api.delete(OFFLOADING_NAME, &params).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409) => {
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                }
+                Err(e) => return Err(e.into()),
+            }
             publish(&ctx, &ns, EventType::Normal, "OffloadingDisabled", "the liqo.io/enabled label was removed: the default NamespaceOffloading is being deleted").await;
         }
         _ => {}
