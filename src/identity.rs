@@ -116,14 +116,41 @@ impl Identity {
     }
 
     /// Reads a cluster's published identity; `None` when it publishes none.
-    pub async fn read(client: &Client, namespace: &str) -> Result<Option<Self>, String> {
+    pub async fn read(client: &Client, namespace: &str) -> Result<Option<Self>, ReadError> {
         match Api::<ConfigMap>::namespaced(client.clone(), namespace)
             .get_opt(CONFIGMAP)
             .await
         {
-            Ok(Some(cm)) => Self::from_configmap(&cm).map(Some),
+            Ok(Some(cm)) => Self::from_configmap(&cm)
+                .map(Some)
+                .map_err(|why| ReadError::Invalid(format!("{namespace}/{CONFIGMAP}: {why}"))),
             Ok(None) => Ok(None),
-            Err(e) => Err(e.to_string()),
+            Err(kube::Error::Api(s)) if matches!(s.code, 401 | 403) => Err(ReadError::Forbidden(
+                format!("{namespace}/{CONFIGMAP}: {}", s.message),
+            )),
+            Err(e) => Err(ReadError::Unreachable(e.to_string())),
+        }
+    }
+}
+
+/// Why a remote's identity could not be read: each calls for a different fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("the remote API server did not answer: {0}")]
+    Unreachable(String),
+    #[error("the peering's credentials may not read the identity ConfigMap {0}")]
+    Forbidden(String),
+    #[error("the identity ConfigMap {0} is not valid")]
+    Invalid(String),
+}
+
+impl ReadError {
+    /// The condition reason for it.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unreachable(_) => "Unreachable",
+            Self::Forbidden(_) => "Forbidden",
+            Self::Invalid(_) => "InvalidIdentity",
         }
     }
 }

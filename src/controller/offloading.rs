@@ -207,11 +207,11 @@ async fn with_timeout<T>(
 /// out): it is reported at once and tried again when the peering reconnects, which
 /// updates its virtual node and so wakes every NamespaceOffloading.
 fn unreachable(peer: &Peer) -> Option<ClusterState> {
-    let why = peer.unreachable.as_ref()?;
+    let (reason, why) = peer.unreachable.as_ref()?;
     Some(ClusterState::failed(
-        "Unreachable",
+        reason,
         format!(
-            "{why} (RemoteCluster {}); retried when it answers again",
+            "{why} (RemoteCluster {}); retried when its peering reconnects",
             peer.remote_cluster
         ),
     ))

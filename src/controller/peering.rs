@@ -149,13 +149,7 @@ async fn contact(client: &Client, rc: &RemoteCluster) -> Contact {
     .await;
     let (published, reachable) = match published {
         Ok(Ok(identity)) => (identity, Ok(())),
-        Ok(Err(e)) => (
-            None,
-            Err((
-                "Unreachable".to_owned(),
-                format!("the remote API server did not answer: {e}"),
-            )),
-        ),
+        Ok(Err(e)) => (None, Err((e.reason().to_owned(), e.to_string()))),
         Err(_) => (
             None,
             Err((
@@ -270,7 +264,7 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
                                 client.clone(),
                             );
                         }
-                        ctx.peers.set_unreachable(id, Some(problem.1.clone()));
+                        ctx.peers.set_unreachable(id, Some(problem.clone()));
                         // Keep the node, marked not ready: pods stay, nothing new lands.
                         let labels = if contact.labels.is_empty() {
                             previous.cluster_labels.clone()

@@ -31,9 +31,9 @@ pub struct Peer {
     /// Which Secret version the client was built from (rebuilt when it changes).
     pub credentials_version: String,
     pub client: Client,
-    /// Why the peering's last heartbeat failed, while it fails. Such a cluster is not
-    /// contacted until it answers again, so it never holds up the others.
-    pub unreachable: Option<String>,
+    /// Why the peering's last heartbeat failed (reason, message), while it fails. Such a
+    /// cluster is not contacted until it answers again, so it never holds up the others.
+    pub unreachable: Option<(String, String)>,
     _watches: Arc<AbortOnDrop>,
 }
 
@@ -178,7 +178,7 @@ impl Peers {
     }
 
     /// Records whether the peering's heartbeat reached the cluster (`None`) or why not.
-    pub fn set_unreachable(&self, cluster_id: &str, why: Option<String>) {
+    pub fn set_unreachable(&self, cluster_id: &str, why: Option<(String, String)>) {
         if let Ok(mut peers) = self.peers.write()
             && let Some(peer) = peers.get_mut(cluster_id)
         {
