@@ -41,6 +41,24 @@ pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
 
 /// A label value: at most 63 characters, empty or alphanumeric at both ends with `-`, `_`
 /// and `.` inside.
+/// A cluster ID ends up in namespace names (`<namespace>-<id>`), label values and node names
+/// (`liqo-<id>`): lowercase letters, digits and '-', alphanumeric at both ends, at most 63
+/// characters (a UUID, such as the default kube-system UID, has 36).
+pub fn validate_cluster_id(id: &str) -> Result<(), String> {
+    let b = id.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err("use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit (a UUID fits)".into())
+    }
+}
+
 pub fn validate_label_value(value: &str) -> Result<(), String> {
     let b = value.as_bytes();
     if b.len() > 63 {
@@ -158,6 +176,15 @@ impl ReadError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cluster_ids_must_fit_namespace_and_node_names() {
+        assert!(validate_cluster_id("6744c2c9-d98d-41e1-832a-f4c3f397e138").is_ok());
+        assert!(validate_cluster_id("edge-1").is_ok());
+        for bad in ["", "Edge", "edge_1", "-edge", "edge-", &"a".repeat(64)] {
+            assert!(validate_cluster_id(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn labels_parse_with_clear_errors() {

@@ -102,6 +102,8 @@ pub enum RunError {
         "cannot read the kube-system namespace for the default cluster ID ({0}); pass --cluster-id"
     )]
     ClusterId(#[source] kube::Error),
+    #[error("invalid --cluster-id {0:?}: {1}")]
+    InvalidClusterId(String, String),
     #[error("invalid --webhook-service {0:?}: use NAMESPACE/NAME or NAMESPACE/NAME:PORT")]
     Service(String),
     #[error("invalid --webhook-url {0:?}: use https://HOST[:PORT]")]
@@ -192,6 +194,8 @@ async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, RunError> {
 /// The local cluster ID: the flag, or the kube-system namespace's UID.
 pub async fn cluster_id(client: &Client, flag: Option<&str>) -> Result<String, RunError> {
     if let Some(id) = flag {
+        crate::identity::validate_cluster_id(id)
+            .map_err(|why| RunError::InvalidClusterId(id.to_owned(), why))?;
         return Ok(id.to_owned());
     }
     let ns = Api::<Namespace>::all(client.clone())
