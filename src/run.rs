@@ -284,10 +284,13 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         admin = %admin_listener.local_addr()?,
         "listening"
     );
+    // The admin port outlives the webhook listener: while in-flight reviews drain, probes
+    // still get an answer (/ready 503) rather than a refused connection.
+    let (admin_stop, admin_stop_rx) = watch::channel(false);
     let admin = tokio::spawn(server::serve_admin(
         admin_listener,
         server::admin_router(ready.clone(), metrics.clone()),
-        stop_rx.clone(),
+        admin_stop_rx,
     ));
     let mut election_done = None;
     if !args.webhooks_only {
@@ -358,6 +361,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         args.shutdown_grace,
     )
     .await;
+    let _ = admin_stop.send(true);
     let _ = admin.await;
     // Let the election release the Lease, so a standby takes over without waiting it out.
     if let Some(done) = election_done {
