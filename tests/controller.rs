@@ -454,6 +454,51 @@ async fn a_conflicting_namespace_is_reported_and_never_touched() {
 }
 
 #[tokio::test]
+async fn two_local_namespaces_mapping_to_one_remote_name_never_share_it() {
+    with_topology(|tb, t| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        // `a` with DefaultName and a local namespace literally named `a-<id>` with
+        // EnforceSameName both map to `a-<id>` remotely.
+        let a = unique("twin");
+        create_namespace(&client, &a, json!({"liqo.io/enabled": "true"})).await;
+        phase(&client, &a, "Ready").await;
+        let shared = format!("{a}-{}", t.ids[0]);
+        create_namespace(&client, &shared, json!({})).await;
+        apply_offloading(tb, &shared, "  namespaceMappingStrategy: EnforceSameName\n");
+        let status = phase(&client, &shared, "AllFailed").await;
+        let c = condition(&status, &t.ids[1], "Ready").unwrap();
+        assert_eq!(c["reason"], "AlreadyExists");
+        assert!(
+            c["message"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("offloading of namespace {a} of this same cluster")),
+            "{c}"
+        );
+
+        // Ending the second offloading leaves the first one's remote namespaces alone.
+        delete_namespace(&client, &shared).await;
+        let local = Api::<Namespace>::all(client.clone());
+        eventually("the second local namespace to be gone", WAIT, || async {
+            local
+                .get_opt(&shared)
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        for n in [2, 3] {
+            let remote = remote_namespace(tb, n, &shared).await.expect("still there");
+            assert!(remote.metadata.deletion_timestamp.is_none());
+        }
+        phase(&client, &a, "Ready").await;
+        delete_namespace(&client, &a).await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_remote_namespace_deleted_by_hand_is_recreated() {
     with_topology(|tb, t| async move {
         let client = tb.cluster(1).client().await.unwrap();
@@ -828,7 +873,7 @@ async fn controller_metrics_report_peerings_and_remote_namespaces() {
 
 #[tokio::test]
 async fn an_invalid_selector_that_bypassed_the_webhook_is_annotated_and_reported() {
-    with_topology(|tb, _| async move {
+    with_topology(|tb, t| async move {
         let kc = tb.cluster(1).kubeconfig();
         let client = tb.cluster(1).client().await.unwrap();
         // Take the validating webhook away for a moment (tests here take turns), as if
@@ -842,6 +887,17 @@ async fn an_invalid_selector_that_bypassed_the_webhook_is_annotated_and_reported
         kubectl(kc, &["delete", "validatingwebhookconfiguration", "namespace-offloading"], None);
         let ns = unique("badsel");
         create_namespace(&client, &ns, json!({})).await;
+        // As if an earlier, valid configuration had created it: an invalid selector selects
+        // nothing, but must not delete what exists.
+        let remote = format!("{ns}-{}", t.ids[0]);
+        let earlier: Namespace = serde_json::from_value(json!({"metadata": {
+            "name": remote,
+            "annotations": {"liqo.io/remote-namespace": t.ids[0]},
+            "labels": {"offloading.liqo.io/origin-namespace": ns, "offloading.liqo.io/origin-cluster-id": t.ids[0]},
+        }}))
+        .unwrap();
+        let two = Api::<Namespace>::all(tb.cluster(2).client().await.unwrap());
+        two.create(&PostParams::default(), &earlier).await.unwrap();
         apply_offloading(tb, &ns, "  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - key: region\n        operator: Near\n        values: [eu]\n");
         let (ok, _, err) = kubectl(kc, &["create", "-f", "-"], Some(&saved.to_string()));
         assert!(ok, "restoring the webhook: {err}");
@@ -861,7 +917,11 @@ async fn an_invalid_selector_that_bypassed_the_webhook_is_annotated_and_reported
         })
         .await;
         assert_eq!(warning.type_.as_deref(), Some("Warning"));
+        let kept = two.get(&remote).await.unwrap();
+        assert!(kept.metadata.deletion_timestamp.is_none(), "an invalid selector deleted {remote}");
+        // Termination still cleans up what is ours.
         delete_namespace(&client, &ns).await;
+        gone(tb, 2, &remote).await;
     })
     .await;
 }
