@@ -39,8 +39,6 @@ pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
     Ok(labels)
 }
 
-/// A label value: at most 63 characters, empty or alphanumeric at both ends with `-`, `_`
-/// and `.` inside.
 /// A cluster ID ends up in namespace names (`<namespace>-<id>`), label values and node names
 /// (`liqo-<id>`): lowercase letters, digits and '-', alphanumeric at both ends, at most 63
 /// characters (a UUID, such as the default kube-system UID, has 36).
@@ -59,6 +57,8 @@ pub fn validate_cluster_id(id: &str) -> Result<(), String> {
     }
 }
 
+/// A label value: at most 63 characters, empty or alphanumeric at both ends with `-`, `_`
+/// and `.` inside.
 pub fn validate_label_value(value: &str) -> Result<(), String> {
     let b = value.as_bytes();
     if b.len() > 63 {

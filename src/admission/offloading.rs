@@ -85,7 +85,8 @@ pub fn validate_create(
                 let remote = spec.get("podOffloadingStrategy").and_then(Value::as_str)
                     == Some("Remote");
                 let all_empty = s.node_selector_terms.iter().all(crate::admission::pod::is_empty_term);
-                if remote && !s.node_selector_terms.is_empty() && all_empty {
+                // `[]` is defaulted by the mutating webhook; reaching here means it was not.
+                if remote && all_empty {
                     problems.push("spec.clusterSelector: every term is empty, so it selects no cluster, and podOffloadingStrategy Remote would leave pods nowhere to run: add matchExpressions, or omit clusterSelector to select every cluster".into());
                 }
                 for (i, t) in s.node_selector_terms.iter().enumerate() {

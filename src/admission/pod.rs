@@ -120,6 +120,25 @@ fn dedup(terms: Vec<NodeSelectorTerm>) -> Vec<NodeSelectorTerm> {
     out
 }
 
+/// How many terms `merge_terms` gives at most, without building them: a pod term that is
+/// empty or already implies an imposed one stays one term (so a pod that was admitted before
+/// is never refused when admitted again), any other becomes one per imposed term.
+fn merged_len(pod_terms: &[NodeSelectorTerm], imposed: &[NodeSelectorTerm]) -> usize {
+    if pod_terms.is_empty() {
+        return imposed.len();
+    }
+    pod_terms
+        .iter()
+        .map(|p| {
+            if is_empty_term(p) || imposed.iter().any(|i| implies(p, i)) {
+                1
+            } else {
+                imposed.len()
+            }
+        })
+        .fold(0usize, usize::saturating_add)
+}
+
 /// The pod's own terms P1..Pn ANDed with the imposed I1..Im: every Pi ∧ Ij. A Pi that
 /// already implies some Ij is kept as it is (Pi ∧ (I1 ∨ … ∨ Im) = Pi then), which is what
 /// makes admitting the same pod twice change nothing.
@@ -172,7 +191,7 @@ pub fn mutate(pod: &Value, spec: &NamespaceOffloadingSpec) -> Result<Value, Stri
     if imposed.is_empty() {
         return Err("the namespace's NamespaceOffloading has podOffloadingStrategy Remote and every clusterSelector term is empty, so no node may run this pod: give the NamespaceOffloading a selector term that matches a cluster (delete and recreate it)".into());
     }
-    let product = own.len().max(1).saturating_mul(imposed.len());
+    let product = merged_len(&own, &imposed);
     if product > MAX_MERGED_TERMS {
         return Err(format!(
             "the pod's {} required node-affinity terms combined with the {} the offloading imposes would give up to {product} terms, more than {MAX_MERGED_TERMS}: use fewer nodeSelectorTerms",
@@ -529,6 +548,30 @@ mod tests {
         // ... but crossed with LocalAndRemote's two they would be 400.
         let err = mutate(&p, &spec(PodOffloadingStrategy::LocalAndRemote, None)).unwrap_err();
         assert!(err.contains("up to 400 terms, more than 256"), "{err}");
+    }
+
+    #[test]
+    fn a_merged_pod_near_the_cap_is_admitted_again_unchanged() {
+        // Remote to 20 clusters picked by name, a pod with 10 terms of its own: 200 terms.
+        let names: Vec<Value> = (0..20)
+            .map(|i| json!({"matchFields": [{"key": "metadata.name", "operator": "In", "values": [format!("liqo-c{i}")]}]}))
+            .collect();
+        let s = spec(
+            PodOffloadingStrategy::Remote,
+            Some(json!({"nodeSelectorTerms": names})),
+        );
+        let terms: Vec<Value> = (0..10)
+            .map(|i| json!({"matchExpressions": [{"key": "zone", "operator": "In", "values": [format!("z{i}")]}]}))
+            .collect();
+        let p = pod(
+            json!({"containers": container(), "affinity": {"nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms}}}}),
+        );
+        let once = admit(&p, &s);
+        assert_eq!(required(&once).as_array().unwrap().len(), 200);
+        // Reinvoked (reinvocationPolicy IfNeeded): 200 terms x 20 imposed is no bound here,
+        // since each already implies an imposed term.
+        assert_eq!(admit(&once, &s), once);
     }
 
     #[test]

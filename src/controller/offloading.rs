@@ -512,7 +512,11 @@ async fn cleanup(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Off
     // connected yet (just after a restart): termination waits for them. A cluster whose
     // peering was removed counts as done: nothing can be deleted there.
     let mut ids: BTreeSet<String> = ctx.peers.cluster_ids().into_iter().collect();
-    ids.extend(ctx.peered_cluster_ids());
+    ids.extend(
+        ctx.peered_cluster_ids()
+            .into_iter()
+            .filter(|id| may_hold_ours(nso, id)),
+    );
     let remaining: Vec<(String, ClusterState)> = join_all(ids.into_iter().map(|id| {
         let remote_name = &remote_name;
         let namespace = &namespace;
@@ -590,6 +594,21 @@ async fn cleanup(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Off
     }
 }
 
+/// Whether this offloading's status says a namespace of ours may exist in that cluster: it
+/// got as far as a `Ready` condition there (created, or failing/terminating after trying).
+/// A RemoteCluster that never connected (only `OffloadingRequired`) holds nothing of ours
+/// and must not keep terminations waiting.
+fn may_hold_ours(nso: &NamespaceOffloading, cluster_id: &str) -> bool {
+    nso.status
+        .as_ref()
+        .and_then(|s| s.remote_namespaces_conditions.get(cluster_id))
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == status::READY && c.reason.as_deref() != Some("NoCredentials"))
+        })
+}
+
 fn deleting(remote_name: &str) -> ClusterState {
     ClusterState::failed(
         "Terminating",
@@ -605,4 +624,38 @@ async fn publish(
     note: &str,
 ) {
     super::publish(&ctx.recorder, nso, type_, reason, note, "Offloading").await;
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn with_conditions(conditions: serde_json::Value) -> NamespaceOffloading {
+        serde_json::from_value(json!({
+            "apiVersion": "offloading.liqo.io/v1alpha1", "kind": "NamespaceOffloading",
+            "metadata": {"name": "offloading", "namespace": "web"},
+            "spec": {},
+            "status": {"remoteNamespacesConditions": conditions},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn termination_waits_only_where_something_of_ours_may_exist() {
+        let nso = with_conditions(json!({
+            "created": [{"type": "Ready", "status": "True", "reason": "NamespaceCreated"}],
+            "down": [{"type": "Ready", "status": "False", "reason": "Unreachable"}],
+            "never-connected": [{"type": "OffloadingRequired", "status": "True"}],
+            "not-selected": [{"type": "OffloadingRequired", "status": "False"}],
+            "no-credentials": [{"type": "Ready", "status": "False", "reason": "NoCredentials"}],
+        }));
+        assert!(may_hold_ours(&nso, "created"));
+        assert!(may_hold_ours(&nso, "down"));
+        assert!(!may_hold_ours(&nso, "never-connected"));
+        assert!(!may_hold_ours(&nso, "not-selected"));
+        assert!(!may_hold_ours(&nso, "no-credentials"));
+        assert!(!may_hold_ours(&nso, "unknown"));
+    }
 }

@@ -231,7 +231,7 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
                         ctx.peers
                             .insert(id, &name, identity_namespace(rc), &version, client.clone());
                     } else {
-                        ctx.peers.set_unreachable(id, None);
+                        ctx.peers.set_unreachable(id, &name, None);
                     }
                     let allocatable = allocatable(&client, rc).await;
                     apply_virtual_node(ctx, id, &contact.labels, &allocatable, true).await?;
@@ -251,11 +251,10 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
                     if let Some(id) = &id {
                         // Registered even while unreachable (e.g. down when we started):
                         // offloadings then report it Unreachable and termination waits for it.
-                        if ctx
-                            .peers
-                            .get(id)
-                            .is_none_or(|p| p.credentials_version != version)
-                        {
+                        // Never in place of another RemoteCluster's peer for the same ID.
+                        if ctx.peers.get(id).is_none_or(|p| {
+                            p.remote_cluster == name && p.credentials_version != version
+                        }) {
                             ctx.peers.insert(
                                 id,
                                 &name,
@@ -264,7 +263,11 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
                                 client.clone(),
                             );
                         }
-                        ctx.peers.set_unreachable(id, Some(problem.clone()));
+                        // Only a cluster that does not answer is left alone; one whose
+                        // identity is unreadable (Forbidden, invalid) still serves namespaces.
+                        let unreachable = problem.0 == "Unreachable";
+                        ctx.peers
+                            .set_unreachable(id, &name, unreachable.then(|| problem.clone()));
                         // Keep the node, marked not ready: pods stay, nothing new lands.
                         let labels = if contact.labels.is_empty() {
                             previous.cluster_labels.clone()

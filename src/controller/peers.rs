@@ -93,7 +93,9 @@ impl Peers {
     }
 
     /// Registers (or replaces) a peer and starts watching its remote namespaces and its
-    /// identity ConfigMap (in `identity_namespace`).
+    /// identity ConfigMap (in `identity_namespace`). A RemoteCluster stands for one cluster:
+    /// an entry it left under another cluster ID (the remote was reinstalled, or its
+    /// `spec.clusterID` fixed) is dropped.
     pub fn insert(
         &self,
         cluster_id: &str,
@@ -112,6 +114,7 @@ impl Peers {
             _watches: Arc::new(AbortOnDrop(vec![namespaces, identity])),
         };
         if let Ok(mut peers) = self.peers.write() {
+            peers.retain(|id, p| id == cluster_id || p.remote_cluster != remote_cluster);
             peers.insert(cluster_id.to_owned(), peer);
         }
     }
@@ -178,9 +181,15 @@ impl Peers {
     }
 
     /// Records whether the peering's heartbeat reached the cluster (`None`) or why not.
-    pub fn set_unreachable(&self, cluster_id: &str, why: Option<(String, String)>) {
+    pub fn set_unreachable(
+        &self,
+        cluster_id: &str,
+        remote_cluster: &str,
+        why: Option<(String, String)>,
+    ) {
         if let Ok(mut peers) = self.peers.write()
             && let Some(peer) = peers.get_mut(cluster_id)
+            && peer.remote_cluster == remote_cluster
         {
             peer.unreachable = why;
         }
