@@ -108,6 +108,21 @@ pub async fn peer(args: PeerArgs) -> Result<(), String> {
         })?;
 
     let local = client_from(args.local_kubeconfig.as_deref()).await?;
+    // One peering per cluster: a second would fight the first over its virtual node.
+    let existing = Api::<RemoteCluster>::all(local.clone())
+        .list(&Default::default())
+        .await
+        .map_err(|e| format!("cannot list RemoteClusters: {e}"))?;
+    if let Some(other) = existing.items.iter().find(|rc| {
+        rc.metadata.name.as_deref() != Some(args.name.as_str())
+            && rc.cluster_id() == Some(cluster_id.as_str())
+    }) {
+        return Err(format!(
+            "cluster {cluster_id} is already peered as RemoteCluster {}: use that one, or `namespace-offloading unpeer {}` first",
+            other.metadata.name.as_deref().unwrap_or_default(),
+            other.metadata.name.as_deref().unwrap_or_default()
+        ));
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let secret = Secret {
         metadata: ObjectMeta {

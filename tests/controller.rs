@@ -712,6 +712,56 @@ async fn termination_after_a_restart_waits_for_the_peerings_to_connect() {
 }
 
 #[tokio::test]
+async fn a_second_peering_of_the_same_cluster_is_refused_and_ignored() {
+    with_topology(|tb, t| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        let out = std::process::Command::new(bin())
+            .args(["peer", "cluster-2-again", "--namespace", "liqo", "--kubeconfig"])
+            .arg(tb.cluster(2).kubeconfig())
+            .arg("--local-kubeconfig")
+            .arg(tb.cluster(1).kubeconfig())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(err.contains("already peered as RemoteCluster cluster-2"), "{err}");
+
+        // Made by hand anyway, with the same credentials: reported, and it changes nothing.
+        let nodes = Api::<Node>::all(client.clone());
+        let node = format!("liqo-{}", t.ids[1]);
+        let uid = nodes.get(&node).await.unwrap().metadata.uid;
+        let manifest = "apiVersion: offloading.liqo.io/v1alpha1\nkind: RemoteCluster\nmetadata:\n  name: cluster-2-again\nspec:\n  kubeconfigSecret:\n    namespace: liqo\n    name: remote-cluster-2-kubeconfig\n";
+        let (ok, _, err) = kubectl(tb.cluster(1).kubeconfig(), &["apply", "-f", "-"], Some(manifest));
+        assert!(ok, "{err}");
+        let rcs = Api::<RemoteCluster>::all(client.clone());
+        let connected = |name: &'static str| {
+            let rcs = rcs.clone();
+            async move {
+                let status = rcs.get(name).await.unwrap().status?;
+                status.conditions.into_iter().find(|c| c.type_ == "Connected")
+            }
+        };
+        let message = eventually("the duplicate to be reported", WAIT, || async {
+            let c = connected("cluster-2-again").await?;
+            (c.reason == "DuplicateClusterID").then_some(c.message)
+        })
+        .await;
+        assert!(message.contains("already peered as RemoteCluster cluster-2"), "{message}");
+        assert_eq!(connected("cluster-2").await.unwrap().status, "True");
+
+        // Removing the duplicate leaves the original's virtual node alone.
+        rcs.delete("cluster-2-again", &DeleteParams::default()).await.unwrap();
+        eventually("the duplicate to be gone", WAIT, || async {
+            rcs.get_opt("cluster-2-again").await.unwrap().is_none().then_some(())
+        })
+        .await;
+        assert_eq!(nodes.get(&node).await.unwrap().metadata.uid, uid);
+        assert_eq!(connected("cluster-2").await.unwrap().status, "True");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn virtual_nodes_carry_each_cluster_labels_and_peering_status() {
     with_topology(|tb, t| async move {
         let client = tb.cluster(1).client().await.unwrap();

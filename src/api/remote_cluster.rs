@@ -69,3 +69,69 @@ pub struct RemoteClusterStatus {
 pub fn virtual_node_name(remote_cluster_id: &str) -> String {
     format!("liqo-{remote_cluster_id}")
 }
+
+impl RemoteCluster {
+    /// The cluster ID this peering stands for: reported by its status, or set in its spec.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.cluster_id.as_deref())
+            .or(self.spec.cluster_id.as_deref())
+    }
+}
+
+/// The older live RemoteCluster that already stands for `cluster_id`, if `me` duplicates
+/// one. The first one created keeps the peering; the later one is the duplicate.
+pub fn duplicate_of<'a>(
+    all: &'a [RemoteCluster],
+    me: &RemoteCluster,
+    cluster_id: &str,
+) -> Option<&'a RemoteCluster> {
+    use kube::ResourceExt;
+    let key = |rc: &RemoteCluster| (rc.creation_timestamp().map(|t| t.0), rc.name_any());
+    all.iter().find(|other| {
+        other.name_any() != me.name_any()
+            && other.metadata.deletion_timestamp.is_none()
+            && other.cluster_id() == Some(cluster_id)
+            && key(other) < key(me)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn rc(name: &str, created: &str, id: Option<&str>) -> RemoteCluster {
+        serde_json::from_value(json!({
+            "apiVersion": "offloading.liqo.io/v1alpha1", "kind": "RemoteCluster",
+            "metadata": {"name": name, "creationTimestamp": created},
+            "spec": {"kubeconfigSecret": {"namespace": "liqo", "name": format!("remote-{name}-kubeconfig")}},
+            "status": {"clusterID": id},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_later_of_two_peerings_for_one_cluster_is_the_duplicate() {
+        let first = rc("eu", "2026-01-01T00:00:00Z", Some("c2"));
+        let again = rc("eu-again", "2026-01-02T00:00:00Z", Some("c2"));
+        let other = rc("us", "2025-01-01T00:00:00Z", Some("c3"));
+        let all = vec![first.clone(), again.clone(), other];
+        assert_eq!(
+            duplicate_of(&all, &again, "c2").map(|r| r.metadata.name.clone()),
+            Some(Some("eu".into()))
+        );
+        assert!(duplicate_of(&all, &first, "c2").is_none());
+        // Same second: the name decides, so exactly one of the two is the duplicate.
+        let twin = rc("a-twin", "2026-01-01T00:00:00Z", Some("c2"));
+        let all = vec![first.clone(), twin.clone()];
+        assert!(duplicate_of(&all, &first, "c2").is_some());
+        assert!(duplicate_of(&all, &twin, "c2").is_none());
+        // One being deleted no longer counts.
+        let mut going = first.clone();
+        going.metadata.deletion_timestamp = going.metadata.creation_timestamp.clone();
+        assert!(duplicate_of(&[going, again.clone()], &again, "c2").is_none());
+    }
+}

@@ -65,18 +65,10 @@ pub struct Context {
 }
 
 impl Context {
-    /// The cluster ID a RemoteCluster stands for: reported by its status, or set in its spec.
-    fn cluster_id_of(rc: &RemoteCluster) -> Option<&str> {
-        rc.status
-            .as_ref()
-            .and_then(|s| s.cluster_id.as_deref())
-            .or(rc.spec.cluster_id.as_deref())
-    }
-
     /// The live (not being deleted) RemoteCluster for a cluster ID.
     fn remote_cluster_of(&self, cluster_id: &str) -> Option<Arc<RemoteCluster>> {
         self.remote_clusters.state().into_iter().find(|rc| {
-            rc.metadata.deletion_timestamp.is_none() && Self::cluster_id_of(rc) == Some(cluster_id)
+            rc.metadata.deletion_timestamp.is_none() && rc.cluster_id() == Some(cluster_id)
         })
     }
 
@@ -86,7 +78,7 @@ impl Context {
             .state()
             .iter()
             .filter(|rc| rc.metadata.deletion_timestamp.is_none())
-            .filter_map(|rc| Self::cluster_id_of(rc).map(str::to_owned))
+            .filter_map(|rc| rc.cluster_id().map(str::to_owned))
             .collect()
     }
 }

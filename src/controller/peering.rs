@@ -26,7 +26,10 @@ use kube::{
 
 use super::{peers::Peers, quantity, virtual_node};
 use crate::{
-    api::{RemoteCluster, RemoteClusterStatus, remote_cluster::virtual_node_name},
+    api::{
+        RemoteCluster, RemoteClusterStatus,
+        remote_cluster::{duplicate_of, virtual_node_name},
+    },
     identity::Identity,
     webhooks::FIELD_MANAGER,
 };
@@ -212,24 +215,53 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
     let name = rc.name_any();
     let now = Time(Timestamp::now());
     let previous = rc.status.clone().unwrap_or_default();
-    let (connected, cluster_id, labels) =
-        match remote_client(ctx, rc).await {
-            Err(problem) => (
-                Err(problem),
-                previous.cluster_id.clone(),
-                previous.cluster_labels.clone(),
-            ),
-            Ok((client, version)) => {
-                let contact = contact(&client, rc).await;
-                match (&contact.cluster_id, &contact.reachable) {
+    let (connected, cluster_id, labels) = match remote_client(ctx, rc).await {
+        Err(problem) => (
+            Err(problem),
+            previous.cluster_id.clone(),
+            previous.cluster_labels.clone(),
+        ),
+        Ok((client, version)) => {
+            let contact = contact(&client, rc).await;
+            let claimed = contact
+                .cluster_id
+                .as_deref()
+                .or(previous.cluster_id.as_deref());
+            let duplicate = match claimed {
+                Some(id) => duplicate(ctx, rc, id).await?,
+                None => None,
+            };
+            match (&contact.cluster_id, &contact.reachable) {
+                // Another RemoteCluster already stands for this cluster: touch nothing (the
+                // peer and the virtual node are the other one's), and say so.
+                (id, _) if duplicate.is_some() => {
+                    let other = duplicate.unwrap_or_default();
+                    let id = id
+                        .clone()
+                        .or(previous.cluster_id.clone())
+                        .unwrap_or_default();
+                    let message = format!(
+                        "cluster {id} is already peered as RemoteCluster {other}: this one is ignored; unpeer one of them"
+                    );
+                    (
+                        Err(("DuplicateClusterID".to_owned(), message)),
+                        Some(id),
+                        contact.labels,
+                    )
+                }
                 (Some(id), Ok(())) => {
                     if ctx
                         .peers
                         .get(id)
                         .is_none_or(|p| p.credentials_version != version)
                     {
-                        ctx.peers
-                            .insert(id, &name, identity_namespace(rc), &version, client.clone());
+                        ctx.peers.insert(
+                            id,
+                            &name,
+                            identity_namespace(rc),
+                            &version,
+                            client.clone(),
+                        );
                     } else {
                         ctx.peers.set_unreachable(id, &name, None);
                     }
@@ -279,8 +311,8 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
                     (Err(problem.clone()), id, previous.cluster_labels.clone())
                 }
             }
-            }
-        };
+        }
+    };
     ctx.metrics.peering(&name, Some(connected.is_ok()));
     let condition = connected_condition(&connected, &previous.conditions, &now);
     let was = previous
@@ -324,6 +356,19 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
             .await?;
     }
     Ok(Action::requeue(HEARTBEAT))
+}
+
+/// The name of the older live RemoteCluster that already stands for `cluster_id`, if `rc`
+/// duplicates one.
+async fn duplicate(
+    ctx: &Context,
+    rc: &RemoteCluster,
+    cluster_id: &str,
+) -> Result<Option<String>, kube::Error> {
+    let all = Api::<RemoteCluster>::all(ctx.client.clone())
+        .list(&Default::default())
+        .await?;
+    Ok(duplicate_of(&all.items, rc, cluster_id).map(ResourceExt::name_any))
 }
 
 fn connected_condition(
@@ -427,7 +472,19 @@ async fn cleanup(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringErr
     if let Some(id) = rc.status.as_ref().and_then(|s| s.cluster_id.clone()) {
         ids.push(id);
     }
+    let all = Api::<RemoteCluster>::all(ctx.client.clone())
+        .list(&Default::default())
+        .await?;
     for id in ids {
+        // A duplicate going away leaves the other peering's virtual node alone.
+        let claimed = all.items.iter().any(|other| {
+            other.name_any() != name
+                && other.metadata.deletion_timestamp.is_none()
+                && other.cluster_id() == Some(id.as_str())
+        });
+        if claimed {
+            continue;
+        }
         let node = virtual_node_name(&id);
         for result in [
             Api::<Node>::all(ctx.client.clone())
