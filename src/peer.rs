@@ -11,7 +11,10 @@ use kube::{
 };
 
 use crate::{
-    api::{RemoteCluster, RemoteClusterSpec, remote_cluster::SecretKeyRef},
+    api::{
+        RemoteCluster, RemoteClusterSpec,
+        remote_cluster::{SecretKeyRef, claimed_elsewhere},
+    },
     identity::Identity,
     webhooks::FIELD_MANAGER,
 };
@@ -113,10 +116,7 @@ pub async fn peer(args: PeerArgs) -> Result<(), String> {
         .list(&Default::default())
         .await
         .map_err(|e| format!("cannot list RemoteClusters: {e}"))?;
-    if let Some(other) = existing.items.iter().find(|rc| {
-        rc.metadata.name.as_deref() != Some(args.name.as_str())
-            && rc.cluster_id() == Some(cluster_id.as_str())
-    }) {
+    if let Some(other) = claimed_elsewhere(&existing.items, &args.name, &cluster_id) {
         return Err(format!(
             "cluster {cluster_id} is already peered as RemoteCluster {}: use that one, or `namespace-offloading unpeer {}` first",
             other.metadata.name.as_deref().unwrap_or_default(),

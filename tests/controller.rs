@@ -153,6 +153,29 @@ async fn set_up(tb: &'static Testbed) -> Result<Topology, String> {
     })
 }
 
+/// Waits for an event with `reason` about the object named `regarding`, stored in
+/// `namespace` (events about cluster-scoped objects go to `default`).
+async fn event(
+    client: &Client,
+    namespace: &str,
+    reason: &str,
+    regarding: &str,
+) -> k8s_openapi::api::events::v1::Event {
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), namespace);
+    eventually(
+        &format!("a {reason} event about {regarding}"),
+        WAIT,
+        || async {
+            let list = events.list(&Default::default()).await.unwrap();
+            list.items.into_iter().find(|e| {
+                e.reason.as_deref() == Some(reason)
+                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(regarding)
+            })
+        },
+    )
+    .await
+}
+
 /// Lets a frozen cluster answer again however the test ends, for the tests after it.
 struct Thaw(&'static Testbed, usize);
 
@@ -841,19 +864,8 @@ async fn a_label_the_webhook_refuses_is_reported_on_the_namespace() {
         let ns = format!("{}-with-a-long-name", unique("label"));
         assert!(ns.len() > 26);
         create_namespace(&client, &ns, json!({"liqo.io/enabled": "true"})).await;
-        let events =
-            Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), "default");
-        let note = eventually("a Warning event saying why", WAIT, || async {
-            let list = events.list(&Default::default()).await.unwrap();
-            list.items
-                .into_iter()
-                .find(|e| {
-                    e.reason.as_deref() == Some("OffloadingRejected")
-                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(ns.as_str())
-                })
-                .map(|e| (e.type_, e.note.unwrap_or_default()))
-        })
-        .await;
+        let note = event(&client, "default", "OffloadingRejected", &ns).await;
+        let note = (note.type_, note.note.unwrap_or_default());
         assert_eq!(note.0.as_deref(), Some("Warning"));
         assert!(note.1.contains("at most 26 characters"), "{}", note.1);
         let nso = Api::<NamespaceOffloading>::namespaced(client.clone(), &ns);
@@ -873,16 +885,7 @@ async fn the_label_never_touches_a_users_own_configuration() {
         let namespaces = Api::<Namespace>::all(client.clone());
         let label = |on: bool| json!({"metadata": {"labels": {"liqo.io/enabled": if on { Some("true") } else { None }}}});
         namespaces.patch(&ns, &PatchParams::default(), &Patch::Merge(&label(true))).await.unwrap();
-        let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), "default");
-        eventually("an event saying the label changes nothing", WAIT, || async {
-            let list = events.list(&Default::default()).await.unwrap();
-            list.items
-                .iter()
-                .any(|e| e.reason.as_deref() == Some("OffloadingAlreadyConfigured")
-                    && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(ns.as_str()))
-                .then_some(())
-        })
-        .await;
+        event(&client, "default", "OffloadingAlreadyConfigured", &ns).await;
         namespaces.patch(&ns, &PatchParams::default(), &Patch::Merge(&label(false))).await.unwrap();
         tokio::time::sleep(Duration::from_secs(3)).await;
         let nso = Api::<NamespaceOffloading>::namespaced(client.clone(), &ns).get("offloading").await.unwrap();
@@ -960,12 +963,7 @@ async fn an_invalid_selector_that_bypassed_the_webhook_is_annotated_and_reported
         })
         .await;
         assert!(annotation.contains("unsupported operator \"Near\""), "{annotation}");
-        let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), &ns);
-        let warning = eventually("a Warning event", WAIT, || async {
-            let list = events.list(&Default::default()).await.unwrap();
-            list.items.into_iter().find(|e| e.reason.as_deref() == Some("InvalidClusterSelector"))
-        })
-        .await;
+        let warning = event(&client, &ns, "InvalidClusterSelector", "offloading").await;
         assert_eq!(warning.type_.as_deref(), Some("Warning"));
         let kept = two.get(&remote).await.unwrap();
         assert!(kept.metadata.deletion_timestamp.is_none(), "an invalid selector deleted {remote}");

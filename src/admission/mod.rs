@@ -450,26 +450,23 @@ mod tests {
     #[test]
     fn validation_denies_wrong_names_and_spec_changes() {
         let body = nso_review("CREATE", "mine", nso("mine", json!({})), None);
-        let (out, verdict) = answer(Webhook::OffloadingValidation, &body, &Fixed::default());
-        assert_eq!(verdict, Verdict::Denied);
+        let message = denial(
+            answer(Webhook::OffloadingValidation, &body, &Fixed::default()),
+            "nso-uid",
+        );
         assert!(
-            out["response"]["status"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("must be named \"offloading\"")
+            message.contains("must be named \"offloading\""),
+            "{message}"
         );
 
         let old = nso("offloading", json!({"podOffloadingStrategy": "Local"}));
         let new = nso("offloading", json!({"podOffloadingStrategy": "Remote"}));
         let body = nso_review("UPDATE", "offloading", new, Some(old.clone()));
-        let (out, verdict) = answer(Webhook::OffloadingValidation, &body, &Fixed::default());
-        assert_eq!(verdict, Verdict::Denied);
-        assert!(
-            out["response"]["status"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("spec is immutable")
+        let message = denial(
+            answer(Webhook::OffloadingValidation, &body, &Fixed::default()),
+            "nso-uid",
         );
+        assert!(message.contains("spec is immutable"), "{message}");
 
         let body = nso_review("UPDATE", "offloading", old.clone(), Some(old));
         assert_eq!(

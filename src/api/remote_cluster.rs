@@ -80,21 +80,32 @@ impl RemoteCluster {
     }
 }
 
+/// A live RemoteCluster other than `name` that stands for `cluster_id`.
+pub fn claimed_elsewhere<'a>(
+    all: impl IntoIterator<Item = &'a RemoteCluster>,
+    name: &str,
+    cluster_id: &str,
+) -> Option<&'a RemoteCluster> {
+    use kube::ResourceExt;
+    all.into_iter().find(|other| {
+        other.name_any() != name
+            && other.metadata.deletion_timestamp.is_none()
+            && other.cluster_id() == Some(cluster_id)
+    })
+}
+
 /// The older live RemoteCluster that already stands for `cluster_id`, if `me` duplicates
 /// one. The first one created keeps the peering; the later one is the duplicate.
 pub fn duplicate_of<'a>(
-    all: &'a [RemoteCluster],
+    all: impl IntoIterator<Item = &'a RemoteCluster>,
     me: &RemoteCluster,
     cluster_id: &str,
 ) -> Option<&'a RemoteCluster> {
     use kube::ResourceExt;
     let key = |rc: &RemoteCluster| (rc.creation_timestamp().map(|t| t.0), rc.name_any());
-    all.iter().find(|other| {
-        other.name_any() != me.name_any()
-            && other.metadata.deletion_timestamp.is_none()
-            && other.cluster_id() == Some(cluster_id)
-            && key(other) < key(me)
-    })
+    let mine = key(me);
+    let older = all.into_iter().filter(|other| key(other) < mine);
+    claimed_elsewhere(older, &me.name_any(), cluster_id)
 }
 
 #[cfg(test)]

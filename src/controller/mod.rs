@@ -69,6 +69,20 @@ pub async fn run(
     let recorder = Recorder::new(client.clone(), reporter);
     let (peers, woken) = peers::Peers::new(&local_cluster_id);
 
+    // RemoteClusters, one watch for two readers: the peering controller (duplicate cluster
+    // IDs) and the offloading controller (clusters peered even before, or while not,
+    // connected, so termination right after a restart waits for them).
+    let (remote_clusters, writer) = reflector::store();
+    let remote_cluster_cache = reflector(
+        writer,
+        watcher(
+            Api::<RemoteCluster>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
+    )
+    .for_each(|_| async {});
+
     let peering = Controller::new(
         Api::<RemoteCluster>::all(client.clone()),
         watcher::Config::default(),
@@ -81,6 +95,7 @@ pub async fn run(
         Arc::new(peering::Context {
             client: client.clone(),
             peers: peers.clone(),
+            remote_clusters: remote_clusters.clone(),
             recorder: recorder.clone(),
             holder,
             metrics: metrics.clone(),
@@ -96,18 +111,7 @@ pub async fn run(
         watcher(Api::<Node>::all(client.clone()), virtual_nodes.clone()).default_backoff(),
     )
     .for_each(|_| async {});
-    // RemoteClusters: which clusters are peered even before (or while not) connected, so
-    // that termination right after a restart waits for them instead of skipping them.
-    let (remote_clusters, writer) = reflector::store();
-    let remote_cluster_cache = reflector(
-        writer,
-        watcher(
-            Api::<RemoteCluster>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    )
-    .for_each(|_| async {});
+
     let controller = Controller::new(
         Api::<NamespaceOffloading>::all(client.clone()),
         watcher::Config::default(),

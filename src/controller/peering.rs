@@ -21,6 +21,7 @@ use kube::{
         controller::Action,
         events::{EventType, Recorder},
         finalizer::{Event as Finalizer, finalizer},
+        reflector::Store,
     },
 };
 
@@ -28,7 +29,7 @@ use super::{peers::Peers, quantity, virtual_node};
 use crate::{
     api::{
         RemoteCluster, RemoteClusterStatus,
-        remote_cluster::{duplicate_of, virtual_node_name},
+        remote_cluster::{claimed_elsewhere, duplicate_of, virtual_node_name},
     },
     identity::Identity,
     webhooks::FIELD_MANAGER,
@@ -43,6 +44,9 @@ pub const REMOTE_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Context {
     pub client: Client,
     pub peers: Peers,
+    /// Every RemoteCluster, from the watch the offloading controller reads too: duplicates
+    /// are found without listing them at every heartbeat.
+    pub remote_clusters: Store<RemoteCluster>,
     pub recorder: Recorder,
     pub holder: String,
     pub metrics: Arc<super::metrics::ControllerMetrics>,
@@ -227,10 +231,10 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
                 .cluster_id
                 .as_deref()
                 .or(previous.cluster_id.as_deref());
-            let duplicate = match claimed {
-                Some(id) => duplicate(ctx, rc, id).await?,
-                None => None,
-            };
+            let all = remote_clusters(ctx).await;
+            let duplicate = claimed
+                .and_then(|id| duplicate_of(all.iter().map(|a| &**a), rc, id))
+                .map(ResourceExt::name_any);
             match (&contact.cluster_id, &contact.reachable) {
                 // Another RemoteCluster already stands for this cluster: touch nothing (the
                 // peer and the virtual node are the other one's), and say so.
@@ -250,21 +254,7 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
                     )
                 }
                 (Some(id), Ok(())) => {
-                    if ctx
-                        .peers
-                        .get(id)
-                        .is_none_or(|p| p.credentials_version != version)
-                    {
-                        ctx.peers.insert(
-                            id,
-                            &name,
-                            identity_namespace(rc),
-                            &version,
-                            client.clone(),
-                        );
-                    } else {
-                        ctx.peers.set_unreachable(id, &name, None);
-                    }
+                    register(ctx, id, rc, &version, &client, None);
                     let allocatable = allocatable(&client, rc).await;
                     apply_virtual_node(ctx, id, &contact.labels, &allocatable, true).await?;
                     (Ok(()), Some(id.clone()), contact.labels)
@@ -283,23 +273,17 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
                     if let Some(id) = &id {
                         // Registered even while unreachable (e.g. down when we started):
                         // offloadings then report it Unreachable and termination waits for it.
-                        // Never in place of another RemoteCluster's peer for the same ID.
-                        if ctx.peers.get(id).is_none_or(|p| {
-                            p.remote_cluster == name && p.credentials_version != version
-                        }) {
-                            ctx.peers.insert(
-                                id,
-                                &name,
-                                identity_namespace(rc),
-                                &version,
-                                client.clone(),
-                            );
-                        }
                         // Only a cluster that does not answer is left alone; one whose
                         // identity is unreadable (Forbidden, invalid) still serves namespaces.
                         let unreachable = problem.0 == "Unreachable";
-                        ctx.peers
-                            .set_unreachable(id, &name, unreachable.then(|| problem.clone()));
+                        register(
+                            ctx,
+                            id,
+                            rc,
+                            &version,
+                            &client,
+                            unreachable.then(|| problem.clone()),
+                        );
                         // Keep the node, marked not ready: pods stay, nothing new lands.
                         let labels = if contact.labels.is_empty() {
                             previous.cluster_labels.clone()
@@ -358,17 +342,33 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
     Ok(Action::requeue(HEARTBEAT))
 }
 
-/// The name of the older live RemoteCluster that already stands for `cluster_id`, if `rc`
-/// duplicates one.
-async fn duplicate(
+/// Every RemoteCluster, once the shared watch has listed them all.
+async fn remote_clusters(ctx: &Context) -> Vec<Arc<RemoteCluster>> {
+    // Fails only if the watch is gone, which ends the controllers anyway.
+    let _ = ctx.remote_clusters.wait_until_ready().await;
+    ctx.remote_clusters.state()
+}
+
+/// Makes `id` served by this RemoteCluster's client (a new one when its credentials
+/// changed; duplicates were ruled out before) and records whether it answers.
+fn register(
     ctx: &Context,
+    id: &str,
     rc: &RemoteCluster,
-    cluster_id: &str,
-) -> Result<Option<String>, kube::Error> {
-    let all = Api::<RemoteCluster>::all(ctx.client.clone())
-        .list(&Default::default())
-        .await?;
-    Ok(duplicate_of(&all.items, rc, cluster_id).map(ResourceExt::name_any))
+    version: &str,
+    client: &Client,
+    unreachable: Option<(String, String)>,
+) {
+    let name = rc.name_any();
+    if ctx
+        .peers
+        .get(id)
+        .is_none_or(|p| p.remote_cluster != name || p.credentials_version != version)
+    {
+        ctx.peers
+            .insert(id, &name, identity_namespace(rc), version, client.clone());
+    }
+    ctx.peers.set_unreachable(id, &name, unreachable);
 }
 
 fn connected_condition(
@@ -472,17 +472,10 @@ async fn cleanup(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringErr
     if let Some(id) = rc.status.as_ref().and_then(|s| s.cluster_id.clone()) {
         ids.push(id);
     }
-    let all = Api::<RemoteCluster>::all(ctx.client.clone())
-        .list(&Default::default())
-        .await?;
+    let all = remote_clusters(ctx).await;
     for id in ids {
         // A duplicate going away leaves the other peering's virtual node alone.
-        let claimed = all.items.iter().any(|other| {
-            other.name_any() != name
-                && other.metadata.deletion_timestamp.is_none()
-                && other.cluster_id() == Some(id.as_str())
-        });
-        if claimed {
+        if claimed_elsewhere(all.iter().map(|a| &**a), &name, &id).is_some() {
             continue;
         }
         let node = virtual_node_name(&id);
