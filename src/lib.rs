@@ -12,6 +12,7 @@ pub mod identity;
 pub mod leader;
 pub mod metrics;
 pub mod peer;
+pub mod placement;
 pub mod run;
 pub mod selector;
 pub mod server;

@@ -19,6 +19,12 @@ struct ReviewLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ApiCallLabels {
+    call: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WebhookLabels {
     webhook: String,
 }
@@ -32,6 +38,7 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     reviews: Family<ReviewLabels, Counter>,
     latency: Family<WebhookLabels, Histogram, fn() -> Histogram>,
+    api_calls: Family<ApiCallLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -57,10 +64,17 @@ impl Metrics {
             "Time to answer an admission review, by webhook",
             latency.clone(),
         );
+        let api_calls = Family::<ApiCallLabels, Counter>::default();
+        registry.register(
+            "admission_api_calls",
+            "API calls made while a review waited: read-offloading (cache miss in a marked namespace) and mark-namespace (a NamespaceOffloading being created), by result",
+            api_calls.clone(),
+        );
         Self {
             registry: Mutex::new(registry),
             reviews,
             latency,
+            api_calls,
         }
     }
 
@@ -77,6 +91,16 @@ impl Metrics {
                 webhook: webhook.into(),
             })
             .observe(seconds);
+    }
+
+    /// Records one API call made during a review.
+    pub fn api_call(&self, call: &str, result: &str) {
+        self.api_calls
+            .get_or_create(&ApiCallLabels {
+                call: call.into(),
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// Lets other parts (the controller) register their own metrics.

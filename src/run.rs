@@ -276,6 +276,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         lookup: Arc::new(caches.clone()),
         local_cluster_id,
         metrics: metrics.clone(),
+        client: Some(client.clone()),
     });
     let webhook_listener = server::bind(args.webhook_listen).await?;
     let admin_listener = server::bind(args.admin_listen).await?;

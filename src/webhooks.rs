@@ -7,14 +7,17 @@ use k8s_openapi::{
         MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
         ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
     },
-    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta},
 };
 use kube::{
     Api, Client,
     api::{Patch, PatchParams},
 };
 
-use crate::{admission::Webhook, api::SCHEDULING_ENABLED_LABEL};
+use crate::{
+    admission::Webhook,
+    api::{ENABLED_LABEL, SCHEDULING_ENABLED_LABEL},
+};
 
 /// The name of both configurations.
 pub const CONFIGURATION_NAME: &str = "namespace-offloading";
@@ -102,9 +105,10 @@ pub fn configurations(
         client_config: target.client_config(webhook, ca_bundle),
         // Only the review format this server speaks.
         admission_review_versions: vec!["v1".into()],
-        // Decisions read only watch caches: nothing outside the request changes.
+        // Nothing outside the request changes (the validating webhook says otherwise).
         side_effects: "None".into(),
-        // Well under the API server's 10 s default, as answers come from memory.
+        // Well under the API server's 10 s default: answers come from memory, or from at
+        // most one API call bounded at 3 s.
         timeout_seconds: Some(5),
         // Fail closed: a pod admitted without its constraints could run where the namespace
         // forbids, and a NamespaceOffloading without validation could be one that cannot work.
@@ -118,8 +122,10 @@ pub fn configurations(
             MutatingWebhook {
                 name: "pod.offloading.liqo.io".into(),
                 rules: Some(vec![rule("", "v1", "pods", &["CREATE"])]),
-                // Only namespaces where offloading is active: the controller sets this label,
-                // so every other pod in the cluster never waits on this webhook.
+                // Only namespaces where offloading is active, so every other pod in the
+                // cluster never waits on this webhook. The label is set by the validating
+                // webhook as the NamespaceOffloading is admitted (before the object is even
+                // stored), so the very next pod is covered; the controller keeps it.
                 namespace_selector: Some(LabelSelector {
                     match_labels: Some([(SCHEDULING_ENABLED_LABEL.into(), "true".into())].into()),
                     match_expressions: None,
@@ -130,6 +136,24 @@ pub fn configurations(
                 ..common(Webhook::Pod)
             },
             MutatingWebhook {
+                name: "pod-enabled-label.offloading.liqo.io".into(),
+                rules: Some(vec![rule("", "v1", "pods", &["CREATE"])]),
+                // Namespaces with the quick-offloading label whose NamespaceOffloading is not
+                // admitted yet (a Namespace and a Deployment in one `kubectl apply`): the
+                // label stands for the defaults. Disjoint from the selector above, so no pod
+                // is reviewed twice.
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some([(ENABLED_LABEL.into(), "true".into())].into()),
+                    match_expressions: Some(vec![LabelSelectorRequirement {
+                        key: SCHEDULING_ENABLED_LABEL.into(),
+                        operator: "NotIn".into(),
+                        values: Some(vec!["true".into()]),
+                    }]),
+                }),
+                reinvocation_policy: Some("IfNeeded".into()),
+                ..common(Webhook::PodEnabledLabel)
+            },
+            MutatingWebhook {
                 name: "defaults.namespaceoffloading.offloading.liqo.io".into(),
                 rules: Some(offloading_rule()),
                 reinvocation_policy: Some("Never".into()),
@@ -138,6 +162,9 @@ pub fn configurations(
         ]),
     };
     let m = common(Webhook::OffloadingValidation);
+    // Creating the NamespaceOffloading labels its namespace (see the pod webhook); never
+    // on a dry run.
+    let validation_side_effects = "NoneOnDryRun".to_owned();
     let validating = ValidatingWebhookConfiguration {
         metadata: metadata(),
         webhooks: Some(vec![ValidatingWebhook {
@@ -145,7 +172,7 @@ pub fn configurations(
             rules: Some(offloading_rule()),
             client_config: m.client_config,
             admission_review_versions: m.admission_review_versions,
-            side_effects: m.side_effects,
+            side_effects: validation_side_effects,
             timeout_seconds: m.timeout_seconds,
             failure_policy: m.failure_policy,
             match_policy: m.match_policy,
@@ -211,6 +238,31 @@ mod tests {
                 .unwrap(),
             &["CREATE", "UPDATE"]
         );
+    }
+
+    #[test]
+    fn the_two_pod_webhooks_cover_offloaded_and_labelled_namespaces_without_overlap() {
+        let (m, v) = configurations(&Target::Url("https://127.0.0.1:9443".into()), None);
+        let webhooks = m.webhooks.unwrap();
+        let labelled = webhooks
+            .iter()
+            .find(|w| w.name == "pod-enabled-label.offloading.liqo.io")
+            .unwrap();
+        assert_eq!(
+            labelled.client_config.url.as_deref(),
+            Some("https://127.0.0.1:9443/mutate/pod/enabled-label")
+        );
+        let selector = labelled.namespace_selector.as_ref().unwrap();
+        assert_eq!(selector.match_labels.as_ref().unwrap()[ENABLED_LABEL], "true");
+        let excluded = &selector.match_expressions.as_ref().unwrap()[0];
+        assert_eq!(
+            (excluded.key.as_str(), excluded.operator.as_str()),
+            (SCHEDULING_ENABLED_LABEL, "NotIn")
+        );
+        assert_eq!(labelled.failure_policy.as_deref(), Some("Fail"));
+        let validate = &v.webhooks.unwrap()[0];
+        assert_eq!(validate.side_effects, "NoneOnDryRun");
+        assert!(webhooks.iter().all(|w| w.side_effects == "None"));
     }
 
     #[test]

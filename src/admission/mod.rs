@@ -5,7 +5,7 @@
 pub mod offloading;
 pub mod pod;
 
-use std::sync::Arc;
+use std::{borrow::Cow, sync::Arc};
 
 use kube::core::{
     DynamicObject,
@@ -14,7 +14,7 @@ use kube::core::{
 use serde_json::Value;
 
 pub use self::pod::NodeInfo;
-use crate::api::NamespaceOffloading;
+use crate::api::{NamespaceOffloading, NamespaceOffloadingSpec, SCHEDULING_ENABLED_LABEL};
 
 /// What the webhooks read from the watch caches.
 pub trait Lookup: Send + Sync {
@@ -27,14 +27,19 @@ pub trait Lookup: Send + Sync {
 /// The webhooks this server answers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Webhook {
+    /// Pods in namespaces labelled `liqo.io/scheduling-enabled=true` (offloaded).
     Pod,
+    /// Pods in namespaces labelled `liqo.io/enabled=true` but not (yet) the above: the
+    /// label's defaults apply until its NamespaceOffloading exists.
+    PodEnabledLabel,
     OffloadingDefaults,
     OffloadingValidation,
 }
 
 impl Webhook {
-    pub const ALL: [Webhook; 3] = [
+    pub const ALL: [Webhook; 4] = [
         Webhook::Pod,
+        Webhook::PodEnabledLabel,
         Webhook::OffloadingDefaults,
         Webhook::OffloadingValidation,
     ];
@@ -42,6 +47,7 @@ impl Webhook {
     pub fn path(self) -> &'static str {
         match self {
             Webhook::Pod => "/mutate/pod",
+            Webhook::PodEnabledLabel => "/mutate/pod/enabled-label",
             Webhook::OffloadingDefaults => "/mutate/namespace-offloading",
             Webhook::OffloadingValidation => "/validate/namespace-offloading",
         }
@@ -51,6 +57,7 @@ impl Webhook {
     pub fn label(self) -> &'static str {
         match self {
             Webhook::Pod => "pod",
+            Webhook::PodEnabledLabel => "pod-enabled-label",
             Webhook::OffloadingDefaults => "namespace-offloading-defaults",
             Webhook::OffloadingValidation => "namespace-offloading-validation",
         }
@@ -80,30 +87,127 @@ impl Verdict {
 #[error("{0}")]
 pub struct BadRequest(pub String);
 
-/// Answers one AdmissionReview body.
+/// The review to send back, and how it ended.
+pub type Answer = (AdmissionReview<DynamicObject>, Verdict);
+
+/// Where a review stands after the pure decision: answered, or waiting for one API call
+/// that the caller makes (this module makes none).
+pub enum Outcome {
+    Answered(Answer),
+    /// The namespace's NamespaceOffloading is not in the cache (just created, or the cache
+    /// is catching up): read it, then [`PendingPod::resume`].
+    ReadOffloading(PendingPod),
+    /// A NamespaceOffloading `offloading` is about to be created: label its namespace
+    /// `liqo.io/scheduling-enabled=true` first, so the pod webhook covers the very next pod,
+    /// then [`PendingMark::marked`] or [`PendingMark::failed`].
+    MarkNamespace(PendingMark),
+}
+
+/// A pod review waiting for its namespace's NamespaceOffloading to be read.
+pub struct PendingPod {
+    request: AdmissionRequest<DynamicObject>,
+    webhook: Webhook,
+}
+
+impl PendingPod {
+    pub fn namespace(&self) -> &str {
+        self.request.namespace.as_deref().unwrap_or_default()
+    }
+
+    /// Answers with what the read found: `Ok(None)` when the namespace has no
+    /// NamespaceOffloading, `Err` when it could not be read.
+    pub fn resume(
+        self,
+        found: Result<Option<NamespaceOffloading>, String>,
+        lookup: &dyn Lookup,
+    ) -> Answer {
+        let decided = found
+            .map_err(|e| {
+                format!(
+                    "cannot read the NamespaceOffloading of namespace {:?} to place the pod: {e}; try again",
+                    self.namespace()
+                )
+            })
+            .and_then(|nso| place_pod(&self.request, self.webhook, nso.as_ref(), lookup));
+        answer(&self.request, decided)
+    }
+}
+
+/// A NamespaceOffloading creation, allowed once its namespace carries the scheduling label.
+pub struct PendingMark {
+    request: AdmissionRequest<DynamicObject>,
+    warnings: Vec<String>,
+}
+
+impl PendingMark {
+    pub fn namespace(&self) -> &str {
+        self.request.namespace.as_deref().unwrap_or_default()
+    }
+
+    pub fn marked(self) -> Answer {
+        answer(&self.request, Ok(Decision::Allow(self.warnings)))
+    }
+
+    pub fn failed(self, error: &str) -> Answer {
+        let message = format!(
+            "cannot label namespace {:?} {SCHEDULING_ENABLED_LABEL}=true, which makes the pod webhook place its pods from the first one: {error}; try again",
+            self.namespace()
+        );
+        answer(&self.request, Err(message))
+    }
+}
+
+/// Decides one AdmissionReview body, from the caches alone.
 pub fn review(
     webhook: Webhook,
     body: &[u8],
     lookup: &dyn Lookup,
     local_cluster_id: &str,
-) -> Result<(AdmissionReview<DynamicObject>, Verdict), BadRequest> {
+) -> Result<Outcome, BadRequest> {
     let request: AdmissionRequest<DynamicObject> =
         match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) {
             Ok(review) => review
                 .try_into()
                 .map_err(|_| BadRequest("the AdmissionReview has no request to answer".into()))?,
-            Err(e) => return undecodable(body, &e),
+            Err(e) => return undecodable(body, &e).map(Outcome::Answered),
         };
-    let response = AdmissionResponse::from(&request);
     let decided = match webhook {
-        Webhook::Pod => review_pod(&request, lookup),
+        Webhook::Pod | Webhook::PodEnabledLabel => {
+            if request.operation != Operation::Create {
+                Ok(Decision::Allow(Vec::new()))
+            } else {
+                let namespace = request.namespace.as_deref().unwrap_or_default();
+                match lookup.offloading(namespace) {
+                    Some(nso) => place_pod(&request, webhook, Some(&nso), lookup),
+                    None => return Ok(Outcome::ReadOffloading(PendingPod { request, webhook })),
+                }
+            }
+        }
         Webhook::OffloadingDefaults => review_defaults(&request),
-        Webhook::OffloadingValidation => review_validation(&request, local_cluster_id),
+        Webhook::OffloadingValidation => match review_validation(&request, local_cluster_id) {
+            Ok(Decision::Allow(warnings)) if needs_mark(&request) => {
+                return Ok(Outcome::MarkNamespace(PendingMark { request, warnings }));
+            }
+            other => other,
+        },
     };
+    Ok(Outcome::Answered(answer(&request, decided)))
+}
+
+/// A real (not dry-run) creation of the one NamespaceOffloading that has effect. Its
+/// namespace is labelled before the object exists: a label without an object only makes
+/// pods local (see [`place_pod`]) until the controller clears it.
+/// (Validation has already refused any other name.)
+fn needs_mark(request: &AdmissionRequest<DynamicObject>) -> bool {
+    request.operation == Operation::Create && !request.dry_run
+}
+
+fn answer(request: &AdmissionRequest<DynamicObject>, decided: Result<Decision, String>) -> Answer {
+    let response = AdmissionResponse::from(request);
     let (response, verdict) = match decided {
         Ok(Decision::Allow(warnings)) => (with_warnings(response, warnings), Verdict::Allowed),
-        Ok(Decision::Patch(patch)) => match response.clone().with_patch(patch) {
-            Ok(r) => (r, Verdict::Patched),
+        Ok(Decision::Patch(patch, warnings)) => match response.clone().with_patch(patch) {
+            Ok(r) => (with_warnings(r, warnings), Verdict::Patched),
             Err(e) => (
                 response.deny(format!("cannot encode the patch: {e}")),
                 Verdict::Denied,
@@ -111,12 +215,12 @@ pub fn review(
         },
         Err(message) => (response.deny(message), Verdict::Denied),
     };
-    Ok((response.into_review(), verdict))
+    (response.into_review(), verdict)
 }
 
 enum Decision {
     Allow(Vec<String>),
-    Patch(json_patch::Patch),
+    Patch(json_patch::Patch, Vec<String>),
 }
 
 fn with_warnings(mut response: AdmissionResponse, warnings: Vec<String>) -> AdmissionResponse {
@@ -129,10 +233,7 @@ fn with_warnings(mut response: AdmissionResponse, warnings: Vec<String>) -> Admi
 /// A body that parses as JSON with a request uid, but whose object cannot be decoded, gets
 /// a denial echoing the uid (the API server discards answers without it); anything else
 /// is a bad request.
-fn undecodable(
-    body: &[u8],
-    error: &serde_json::Error,
-) -> Result<(AdmissionReview<DynamicObject>, Verdict), BadRequest> {
+fn undecodable(body: &[u8], error: &serde_json::Error) -> Result<Answer, BadRequest> {
     let bad = || {
         BadRequest(format!(
             "cannot parse the body as an AdmissionReview: {error}"
@@ -160,44 +261,71 @@ fn object_json(request: &AdmissionRequest<DynamicObject>) -> Result<Value, Strin
     serde_json::to_value(object).map_err(|e| format!("cannot read the object: {e}"))
 }
 
-fn patch_between(before: &Value, after: &Value) -> Decision {
+fn patch_between(before: &Value, after: &Value, warnings: Vec<String>) -> Decision {
     let patch = json_patch::diff(before, after);
     if patch.0.is_empty() {
-        Decision::Allow(Vec::new())
+        Decision::Allow(warnings)
     } else {
-        Decision::Patch(patch)
+        Decision::Patch(patch, warnings)
     }
 }
 
-fn review_pod(
+/// The placement in force for a new pod, given its namespace's NamespaceOffloading (if
+/// any) and which webhook saw the pod, with a warning when it is not the object's own.
+pub fn placement_for<'a>(
+    webhook: Webhook,
+    namespace: &str,
+    nso: Option<&'a NamespaceOffloading>,
+) -> (Cow<'a, NamespaceOffloadingSpec>, Option<String>) {
+    match nso {
+        Some(nso) if nso.metadata.deletion_timestamp.is_none() => (Cow::Borrowed(&nso.spec), None),
+        // No new pod goes to a remote cluster once the offloading is ending.
+        Some(_) => (
+            Cow::Owned(NamespaceOffloadingSpec::local_only()),
+            Some(format!(
+                "the offloading of namespace {namespace:?} is terminating: the pod is kept in the local cluster"
+            )),
+        ),
+        // The label was just set and its NamespaceOffloading is not created yet: the label
+        // stands for the defaults.
+        None if webhook == Webhook::PodEnabledLabel => {
+            (Cow::Owned(NamespaceOffloadingSpec::label_default()), None)
+        }
+        None => (
+            Cow::Owned(NamespaceOffloadingSpec::local_only()),
+            Some(format!(
+                "namespace {namespace:?} has no NamespaceOffloading \"offloading\": the pod is kept in the local cluster"
+            )),
+        ),
+    }
+}
+
+fn place_pod(
     request: &AdmissionRequest<DynamicObject>,
+    webhook: Webhook,
+    nso: Option<&NamespaceOffloading>,
     lookup: &dyn Lookup,
 ) -> Result<Decision, String> {
-    if request.operation != Operation::Create {
-        return Ok(Decision::Allow(Vec::new()));
-    }
     let namespace = request.namespace.as_deref().unwrap_or_default();
-    let Some(offloading) = lookup.offloading(namespace) else {
-        // The namespace carries the scheduling label but its configuration is gone (being
-        // torn down) or not cached yet: nothing to impose.
-        return Ok(Decision::Allow(vec![format!(
-            "namespace {namespace:?} has no NamespaceOffloading \"offloading\": the pod was admitted without offloading constraints"
-        )]));
-    };
+    let (spec, warning) = placement_for(webhook, namespace, nso);
     let pod = object_json(request)?;
     if let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str)
         && !node.is_empty()
     {
-        pod::check_preset_node(&offloading.spec, node, lookup.node(node).as_ref())?;
+        pod::check_preset_node(&spec, node, lookup.node(node).as_ref())?;
     }
-    let mutated = pod::mutate(&pod, &offloading.spec)
+    let mutated = pod::mutate(&pod, &spec)
         .map_err(|e| format!("cannot apply the offloading policy to the pod: {e}"))?;
-    Ok(patch_between(&pod, &mutated))
+    Ok(patch_between(&pod, &mutated, warning.into_iter().collect()))
 }
 
 fn review_defaults(request: &AdmissionRequest<DynamicObject>) -> Result<Decision, String> {
     let object = object_json(request)?;
-    Ok(patch_between(&object, &offloading::with_defaults(&object)))
+    Ok(patch_between(
+        &object,
+        &offloading::with_defaults(&object),
+        Vec::new(),
+    ))
 }
 
 fn review_validation(
@@ -284,14 +412,21 @@ mod tests {
         })
     }
 
+    /// Answers as the server does, with the lookup standing in for the API server too (a
+    /// namespace it lacks has no NamespaceOffloading; marking always succeeds).
     fn answer(webhook: Webhook, body: &Value, lookup: &Fixed) -> (Value, Verdict) {
-        let (review, verdict) = review(
+        let outcome = review(
             webhook,
             &serde_json::to_vec(body).unwrap(),
             lookup,
             "cluster-1-id",
         )
         .unwrap();
+        let (review, verdict) = match outcome {
+            Outcome::Answered(a) => a,
+            Outcome::ReadOffloading(pending) => pending.resume(Ok(None), lookup),
+            Outcome::MarkNamespace(pending) => pending.marked(),
+        };
         (serde_json::to_value(review).unwrap(), verdict)
     }
 
@@ -350,18 +485,163 @@ mod tests {
         assert_eq!(out["apiVersion"], "admission.k8s.io/v1beta1");
     }
 
+    fn required_terms(pod: &Value) -> &Value {
+        &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            ["nodeSelectorTerms"]
+    }
+
+    fn has_toleration(pod: &Value) -> bool {
+        pod["spec"]["tolerations"]
+            .as_array()
+            .is_some_and(|t| t.iter().any(|t| t["key"] == "virtual-node.liqo.io/not-allowed"))
+    }
+
+    const NOT_VN: &str = r#"[{"matchExpressions":[{"key":"liqo.io/type","operator":"NotIn","values":["virtual-node"]}]}]"#;
+
     #[test]
-    fn pods_without_offloading_pass_unchanged_with_a_warning() {
+    fn a_marked_namespace_without_offloading_keeps_pods_local_with_a_warning() {
         let body = pod_review("admission.k8s.io/v1", "u2", json!({"containers": []}));
-        let (out, verdict) = answer(Webhook::Pod, &body, &Fixed::default());
-        assert_eq!(verdict, Verdict::Allowed);
-        assert!(out["response"].get("patch").is_none());
+        let outcome = review(
+            Webhook::Pod,
+            &serde_json::to_vec(&body).unwrap(),
+            &Fixed::default(),
+            "id",
+        )
+        .unwrap();
+        // Not in the cache: the server must read it before answering.
+        let Outcome::ReadOffloading(pending) = outcome else {
+            panic!("a cache miss must ask for a read");
+        };
+        assert_eq!(pending.namespace(), "test-namespace");
+        let (out, verdict) = pending.resume(Ok(None), &Fixed::default());
+        assert_eq!(verdict, Verdict::Patched);
+        let out = serde_json::to_value(out).unwrap();
+        let pod = apply_patch(&body, &out);
+        assert_eq!(required_terms(&pod), &serde_json::from_str::<Value>(NOT_VN).unwrap());
+        assert!(!has_toleration(&pod));
         assert!(
             out["response"]["warnings"][0]
                 .as_str()
                 .unwrap()
-                .contains("no NamespaceOffloading")
+                .contains("no NamespaceOffloading"),
+            "{out}"
         );
+    }
+
+    #[test]
+    fn a_failed_read_denies_the_pod_with_the_cause() {
+        let body = pod_review("admission.k8s.io/v1", "u5", json!({"containers": []}));
+        let Outcome::ReadOffloading(pending) = review(
+            Webhook::Pod,
+            &serde_json::to_vec(&body).unwrap(),
+            &Fixed::default(),
+            "id",
+        )
+        .unwrap() else {
+            panic!("a cache miss must ask for a read");
+        };
+        let (out, _) = pending.resume(Err("connection refused".into()), &Fixed::default());
+        let message = denial((serde_json::to_value(out).unwrap(), Verdict::Denied), "u5");
+        assert!(message.contains("cannot read the NamespaceOffloading"), "{message}");
+        assert!(message.contains("connection refused"), "{message}");
+    }
+
+    #[test]
+    fn the_enabled_label_stands_for_the_defaults_until_its_offloading_exists() {
+        let body = pod_review("admission.k8s.io/v1", "u6", json!({"containers": []}));
+        let (out, verdict) = answer(Webhook::PodEnabledLabel, &body, &Fixed::default());
+        assert_eq!(verdict, Verdict::Patched);
+        let pod = apply_patch(&body, &out);
+        assert_eq!(
+            required_terms(&pod),
+            &json!([
+                {"matchExpressions": [{"key": "liqo.io/type", "operator": "In", "values": ["virtual-node"]}]},
+                {"matchExpressions": [{"key": "liqo.io/type", "operator": "NotIn", "values": ["virtual-node"]}]},
+            ])
+        );
+        assert!(has_toleration(&pod));
+        assert!(out["response"].get("warnings").is_none());
+
+        // A user's own configuration wins over the label's defaults.
+        let lookup = lookup_with("test-namespace", json!({"podOffloadingStrategy": "Remote"}));
+        let (out, _) = answer(Webhook::PodEnabledLabel, &body, &lookup);
+        let pod = apply_patch(&body, &out);
+        assert_eq!(
+            required_terms(&pod),
+            &json!([{"matchExpressions": [{"key": "liqo.io/type", "operator": "In", "values": ["virtual-node"]}]}])
+        );
+    }
+
+    #[test]
+    fn a_terminating_offloading_keeps_new_pods_local() {
+        let mut lookup = lookup_with("test-namespace", json!({"podOffloadingStrategy": "Remote"}));
+        let nso = lookup.offloadings.get_mut("test-namespace").unwrap();
+        Arc::make_mut(nso).metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ),
+        );
+        let body = pod_review(
+            "admission.k8s.io/v1",
+            "u7",
+            json!({"containers": [], "tolerations": [{"operator": "Exists"}]}),
+        );
+        let (out, verdict) = answer(Webhook::Pod, &body, &lookup);
+        assert_eq!(verdict, Verdict::Patched);
+        let pod = apply_patch(&body, &out);
+        assert_eq!(required_terms(&pod), &serde_json::from_str::<Value>(NOT_VN).unwrap());
+        assert!(!has_toleration(&pod));
+        assert!(
+            out["response"]["warnings"][0]
+                .as_str()
+                .unwrap()
+                .contains("is terminating"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn creating_the_offloading_marks_its_namespace_except_on_dry_run() {
+        let body = nso_review("CREATE", "offloading", nso("offloading", json!({})), None);
+        let outcome = review(
+            Webhook::OffloadingValidation,
+            &serde_json::to_vec(&body).unwrap(),
+            &Fixed::default(),
+            "cluster-1-id",
+        )
+        .unwrap();
+        let Outcome::MarkNamespace(pending) = outcome else {
+            panic!("a creation must mark the namespace");
+        };
+        assert_eq!(pending.namespace(), "test-namespace");
+        let (out, verdict) = pending.failed("namespaces \"test-namespace\" is forbidden");
+        assert_eq!(verdict, Verdict::Denied);
+        let out = serde_json::to_value(out).unwrap();
+        let message = out["response"]["status"]["message"].as_str().unwrap();
+        assert!(message.contains("cannot label namespace"), "{message}");
+        assert!(message.contains("is forbidden"), "{message}");
+
+        let mut dry = body.clone();
+        dry["request"]["dryRun"] = json!(true);
+        let outcome = review(
+            Webhook::OffloadingValidation,
+            &serde_json::to_vec(&dry).unwrap(),
+            &Fixed::default(),
+            "cluster-1-id",
+        )
+        .unwrap();
+        assert!(matches!(outcome, Outcome::Answered((_, Verdict::Allowed))));
+
+        // A refused creation marks nothing.
+        let bad = nso_review("CREATE", "mine", nso("mine", json!({})), None);
+        let outcome = review(
+            Webhook::OffloadingValidation,
+            &serde_json::to_vec(&bad).unwrap(),
+            &Fixed::default(),
+            "cluster-1-id",
+        )
+        .unwrap();
+        assert!(matches!(outcome, Outcome::Answered((_, Verdict::Denied))));
     }
 
     #[test]
@@ -409,7 +689,9 @@ mod tests {
             b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\"}",
             b"\xff",
         ] {
-            let err = review(Webhook::Pod, body, &Fixed::default(), "id").unwrap_err();
+            let Err(err) = review(Webhook::Pod, body, &Fixed::default(), "id") else {
+                panic!("a malformed body must be a bad request");
+            };
             assert!(!err.0.is_empty());
         }
     }

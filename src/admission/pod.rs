@@ -269,10 +269,24 @@ pub fn check_preset_node(
             "spec.nodeName names node {node_name:?}, which does not exist: the offloading strategy cannot be checked; remove spec.nodeName and let the scheduler place the pod"
         ));
     };
-    let is_virtual = node.labels.get(TYPE_LABEL).map(String::as_str) == Some(VIRTUAL_NODE);
-    let selected = selector::matches(&spec.cluster_selector, node_name, &node.labels);
-    let strategy = spec.pod_offloading_strategy;
-    let violation = match strategy {
+    match node_violation(spec, node_name, &node.labels) {
+        Some(why) => Err(format!(
+            "spec.nodeName: node {node_name:?} {why} (podOffloadingStrategy {:?}); remove spec.nodeName or choose an allowed node",
+            spec.pod_offloading_strategy
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Why a pod on the node named `node_name`, with these labels, breaks the strategy, if it
+/// does.
+pub fn node_violation(
+    spec: &NamespaceOffloadingSpec,
+    node_name: &str,
+    labels: &BTreeMap<String, String>,
+) -> Option<&'static str> {
+    let is_virtual = labels.get(TYPE_LABEL).map(String::as_str) == Some(VIRTUAL_NODE);
+    match spec.pod_offloading_strategy {
         PodOffloadingStrategy::Local if is_virtual => Some(
             "is a virtual node (a remote cluster), but pods of this namespace must run locally",
         ),
@@ -280,18 +294,23 @@ pub fn check_preset_node(
             Some("is a local node, but pods of this namespace must run in a remote cluster")
         }
         PodOffloadingStrategy::Remote | PodOffloadingStrategy::LocalAndRemote
-            if is_virtual && !selected =>
+            if is_virtual && !selector::matches(&spec.cluster_selector, node_name, labels) =>
         {
             Some("is a virtual node of a remote cluster that the clusterSelector does not select")
         }
         _ => None,
-    };
-    match violation {
-        Some(why) => Err(format!(
-            "spec.nodeName: node {node_name:?} {why} (podOffloadingStrategy {strategy:?}); remove spec.nodeName or choose an allowed node"
-        )),
-        None => Ok(()),
     }
+}
+
+/// Whether a pod's own required node-affinity terms already keep it where the strategy
+/// allows, so that the webhook would add nothing to them: every term is empty (matches no
+/// node) or implies one of the imposed terms.
+pub fn terms_conform(own: &[NodeSelectorTerm], spec: &NamespaceOffloadingSpec) -> bool {
+    let imposed = imposed_terms(spec);
+    !own.is_empty()
+        && own
+            .iter()
+            .all(|p| is_empty_term(p) || imposed.iter().any(|i| implies(p, i)))
 }
 
 #[cfg(test)]

@@ -92,6 +92,24 @@ pub fn default_cluster_selector() -> NodeSelector {
 }
 
 impl NamespaceOffloadingSpec {
+    /// What the `liqo.io/enabled=true` label stands for: every default (every remote
+    /// cluster, DefaultName, LocalAndRemote).
+    pub fn label_default() -> Self {
+        Self {
+            namespace_mapping_strategy: NamespaceMappingStrategy::default(),
+            pod_offloading_strategy: PodOffloadingStrategy::default(),
+            cluster_selector: default_cluster_selector(),
+        }
+    }
+
+    /// The placement of a namespace whose offloading is ending or absent: local nodes only.
+    pub fn local_only() -> Self {
+        Self {
+            pod_offloading_strategy: PodOffloadingStrategy::Local,
+            ..Self::label_default()
+        }
+    }
+
     /// The name the remote namespaces get.
     pub fn remote_namespace_name(&self, namespace: &str, local_cluster_id: &str) -> String {
         match self.namespace_mapping_strategy {
@@ -116,8 +134,11 @@ pub struct NamespaceOffloadingStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, for `kubectl wait --for=condition=Ready`.
+    /// `Ready`, for `kubectl wait --for=condition=Ready`, and `PodsConform` (whether every
+    /// pod of the namespace keeps to the placement). Keyed by type, so each writer owns its
+    /// own entry under server-side apply.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
 }
 

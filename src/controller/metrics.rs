@@ -38,6 +38,11 @@ struct RemoteNamespaceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NamespaceLabels {
+    namespace: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PeeringLabels {
     remote_cluster: String,
 }
@@ -53,6 +58,8 @@ pub struct ControllerMetrics {
     duration: Family<ControllerLabels, Histogram, fn() -> Histogram>,
     remote_namespaces: Family<RemoteNamespaceLabels, Gauge>,
     peerings: Family<PeeringLabels, Gauge>,
+    pods_breaking: Family<NamespaceLabels, Gauge>,
+    pods_evicted: Counter,
     /// Per local namespace, the state of each cluster: the gauge is their count.
     states: Mutex<HashMap<String, BTreeMap<String, &'static str>>>,
 }
@@ -83,6 +90,8 @@ impl ControllerMetrics {
             duration: Family::new_with_constructor(duration_histogram),
             remote_namespaces: Family::default(),
             peerings: Family::default(),
+            pods_breaking: Family::default(),
+            pods_evicted: Counter::default(),
             states: Mutex::default(),
         };
         registry.register(
@@ -109,6 +118,16 @@ impl ControllerMetrics {
             "peering_connected",
             "1 while the RemoteCluster's API server answers, else 0",
             m.peerings.clone(),
+        );
+        registry.register(
+            "pods_breaking_strategy",
+            "Pods of an offloaded namespace that break its podOffloadingStrategy or clusterSelector and could not be recreated, by namespace",
+            m.pods_breaking.clone(),
+        );
+        registry.register(
+            "pods_evicted",
+            "Pods evicted because they were created without their namespace's placement, so that their owner recreates them",
+            m.pods_evicted.clone(),
         );
         Arc::new(m)
     }
@@ -173,6 +192,27 @@ impl ControllerMetrics {
                 })
                 .set(n);
         }
+    }
+
+    /// How many pods of `namespace` break its placement (`None`: the offloading is gone).
+    pub fn pods_breaking(&self, namespace: &str, count: Option<usize>) {
+        let labels = NamespaceLabels {
+            namespace: namespace.into(),
+        };
+        match count {
+            Some(n) => {
+                self.pods_breaking
+                    .get_or_create(&labels)
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            None => {
+                self.pods_breaking.remove(&labels);
+            }
+        }
+    }
+
+    pub fn pod_evicted(&self) {
+        self.pods_evicted.inc();
     }
 
     pub fn peering(&self, remote_cluster: &str, connected: Option<bool>) {

@@ -7,6 +7,7 @@ pub mod metrics;
 pub mod offloading;
 pub mod peering;
 pub mod peers;
+pub mod placement;
 pub mod quantity;
 pub mod quick;
 pub mod remote_namespace;
@@ -15,7 +16,7 @@ pub mod virtual_node;
 use std::{collections::HashMap, sync::Arc};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::{
     Api, Client, ResourceExt,
     runtime::{
@@ -112,12 +113,42 @@ pub async fn run(
     )
     .for_each(|_| async {});
 
+    // Every pod, one watch (without managed fields, which only cost memory here): the
+    // placement controller reads it to find pods that break their namespace's strategy.
+    let (pods, writer) = reflector::store();
+    let pod_events = reflector(
+        writer,
+        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .modify(|pod| pod.managed_fields_mut().clear()),
+    )
+    .touched_objects();
+    let placement_context = Arc::new(placement::Context::new(
+        client.clone(),
+        recorder.clone(),
+        pods.clone(),
+        nodes.clone(),
+        metrics.clone(),
+    ));
+    let placement = Controller::new(
+        Api::<NamespaceOffloading>::all(client.clone()),
+        watcher::Config::default().fields(&format!("metadata.name={OFFLOADING_NAME}")),
+    )
+    .watches_stream(pod_events, |pod| placement::offloading_of(&pod))
+    .graceful_shutdown_on(shutdown.clone())
+    .run(
+        placement::reconcile,
+        placement::error_policy,
+        placement_context.clone(),
+    )
+    .for_each(|_| async {});
+
     let controller = Controller::new(
         Api::<NamespaceOffloading>::all(client.clone()),
         watcher::Config::default(),
     );
     let all = controller.store();
-    let ready = (nodes.clone(), remote_clusters.clone());
+    let ready = (nodes.clone(), remote_clusters.clone(), pods);
     let offloading = controller
         .watches(Api::<Node>::all(client.clone()), virtual_nodes, move |_| {
             all.state()
@@ -144,16 +175,18 @@ pub async fn run(
                 remote_clusters,
                 failures: std::sync::Mutex::new(HashMap::new()),
                 metrics: metrics.clone(),
+                placement: placement_context,
             }),
         )
         .for_each(|_| async {});
     // Decide nothing (least of all that a cluster is gone) before both caches are filled.
     let stop = shutdown.clone();
     let offloading = async move {
-        let (nodes, remote_clusters) = ready;
+        let (nodes, remote_clusters, pods) = ready;
         let filled = async {
             nodes.wait_until_ready().await.is_ok()
                 && remote_clusters.wait_until_ready().await.is_ok()
+                && pods.wait_until_ready().await.is_ok()
         };
         tokio::select! {
             true = filled => offloading.await,
@@ -183,7 +216,7 @@ pub async fn run(
     .for_each(|_| async {});
 
     tokio::select! {
-        _ = futures::future::join3(peering, offloading, quick) => {}
+        _ = futures::future::join4(peering, offloading, quick, placement) => {}
         _ = node_cache => {}
         _ = remote_cluster_cache => {}
     }

@@ -57,6 +57,9 @@ pub struct Context {
     pub local_cluster_id: String,
     /// Virtual nodes, from a watch.
     pub nodes: Store<Node>,
+    /// Enforces placement; at termination, pods still waiting with remote constraints are
+    /// sent back before the offloading is gone.
+    pub placement: Arc<super::placement::Context>,
     /// RemoteClusters, from a watch: which clusters are peered even before they connect.
     pub remote_clusters: Store<RemoteCluster>,
     /// Consecutive failures per (namespace, cluster), for per-cluster backoff.
@@ -90,6 +93,8 @@ pub enum OffloadingError {
     /// Termination goes on: some remote namespaces still exist.
     #[error("waiting for remote namespaces to be deleted: {0}")]
     Waiting(String),
+    #[error(transparent)]
+    Placement(#[from] super::placement::PlacementError),
     #[error(transparent)]
     Finalizer(#[from] Box<finalizer::Error<OffloadingError>>),
 }
@@ -135,6 +140,7 @@ pub fn error_policy(
     let reason = match error {
         OffloadingError::Kube(_) => "kubernetes",
         OffloadingError::Waiting(_) => "waiting",
+        OffloadingError::Placement(_) => "placement",
         OffloadingError::Finalizer(_) => "finalizer",
     };
     ctx.metrics.error("offloading", reason);
@@ -443,7 +449,10 @@ async fn write_status(
             &now,
         )],
     };
-    if nso.status.as_ref() == Some(&status) {
+    // The other conditions (PodsConform) belong to the placement controller.
+    let mut current = previous.clone();
+    current.conditions.retain(|c| c.type_ == status::READY);
+    if nso.status.is_some() && current == status {
         return Ok(());
     }
     let api = Api::<NamespaceOffloading>::namespaced(
@@ -499,6 +508,8 @@ async fn cleanup(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Off
         .spec
         .remote_namespace_name(&namespace, &ctx.local_cluster_id);
     set_scheduling_label(ctx, &namespace, false).await?;
+    // No pod still waiting for a node goes to a remote cluster from now on.
+    super::placement::enforce(nso, &ctx.placement).await?;
 
     // Every cluster with a peering: connected ones, and those whose RemoteCluster has not
     // connected yet (just after a restart): termination waits for them. A cluster whose
@@ -571,6 +582,7 @@ async fn cleanup(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Off
     )
     .await?;
     if remaining.is_empty() {
+        ctx.placement.forget(&namespace);
         publish(
             ctx,
             nso,

@@ -15,10 +15,7 @@ use kube::{
     },
 };
 
-use crate::api::{
-    ENABLED_LABEL, NamespaceOffloading, NamespaceOffloadingSpec, OFFLOADING_NAME,
-    offloading::default_cluster_selector,
-};
+use crate::api::{ENABLED_LABEL, NamespaceOffloading, NamespaceOffloadingSpec, OFFLOADING_NAME};
 
 /// How often a creation our admission refused is tried again (the cause rarely goes away).
 const REJECTED_RETRY: Duration = Duration::from_secs(300);
@@ -54,14 +51,8 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
     let existing = api.get_opt(OFFLOADING_NAME).await?;
     match (enabled, existing) {
         (true, None) => {
-            let mut nso = NamespaceOffloading::new(
-                OFFLOADING_NAME,
-                NamespaceOffloadingSpec {
-                    namespace_mapping_strategy: Default::default(),
-                    pod_offloading_strategy: Default::default(),
-                    cluster_selector: default_cluster_selector(),
-                },
-            );
+            let mut nso =
+                NamespaceOffloading::new(OFFLOADING_NAME, NamespaceOffloadingSpec::label_default());
             nso.metadata = ObjectMeta {
                 name: Some(OFFLOADING_NAME.into()),
                 namespace: Some(name.clone()),

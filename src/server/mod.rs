@@ -28,10 +28,21 @@ use hyper_util::{
 use tokio::{net::TcpListener, sync::watch};
 use tokio_rustls::TlsAcceptor;
 
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+
 use crate::{
-    admission::{self, Lookup, Webhook},
+    admission::{self, Lookup, Outcome, Webhook},
+    api::{NamespaceOffloading, OFFLOADING_NAME, SCHEDULING_ENABLED_LABEL},
     metrics::Metrics,
 };
+
+/// Field manager of the namespace label the webhook sets (the controller keeps it with its
+/// own), so `kubectl get -o yaml --show-managed-fields` tells which set it.
+pub const WEBHOOK_FIELD_MANAGER: &str = "namespace-offloading-webhook";
 
 /// AdmissionReviews carry the object and, on UPDATE, the old one; the API server caps a
 /// request at 3 MiB, so 8 MiB leaves room without letting a client exhaust memory.
@@ -48,6 +59,10 @@ pub struct AppState {
     pub lookup: Arc<dyn Lookup>,
     pub local_cluster_id: String,
     pub metrics: Arc<Metrics>,
+    /// For the two calls a review may need (see [`admission::Outcome`]); `None` serves
+    /// from the caches alone (a missing NamespaceOffloading counts as absent, and
+    /// namespaces are not marked), as the unit tests do.
+    pub client: Option<Client>,
 }
 
 /// The webhook routes, with the body limit and request timeout applied.
@@ -72,6 +87,9 @@ async fn timeout(request: axum::extract::Request, next: axum::middleware::Next) 
     }
 }
 
+/// The API server answers these calls well within the webhook's own 5 s.
+const API_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+
 async fn answer(webhook: Webhook, State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let started = Instant::now();
     let outcome = admission::review(
@@ -80,8 +98,20 @@ async fn answer(webhook: Webhook, State(state): State<Arc<AppState>>, body: Byte
         state.lookup.as_ref(),
         &state.local_cluster_id,
     );
+    let answered = match outcome {
+        Ok(Outcome::Answered(answer)) => Ok(answer),
+        Ok(Outcome::ReadOffloading(pending)) => {
+            let found = read_offloading(&state, pending.namespace()).await;
+            Ok(pending.resume(found, state.lookup.as_ref()))
+        }
+        Ok(Outcome::MarkNamespace(pending)) => Ok(match mark_namespace(&state, pending.namespace()).await {
+            Ok(()) => pending.marked(),
+            Err(e) => pending.failed(&e),
+        }),
+        Err(bad) => Err(bad),
+    };
     let seconds = started.elapsed().as_secs_f64();
-    match outcome {
+    match answered {
         Ok((review, verdict)) => {
             state
                 .metrics
@@ -102,6 +132,59 @@ async fn answer(webhook: Webhook, State(state): State<Arc<AppState>>, body: Byte
             (StatusCode::BAD_REQUEST, format!("{bad}\n")).into_response()
         }
     }
+}
+
+/// The one read a pod review may need: its namespace's NamespaceOffloading, when the cache
+/// does not hold it (yet).
+async fn read_offloading(
+    state: &AppState,
+    namespace: &str,
+) -> Result<Option<NamespaceOffloading>, String> {
+    let Some(client) = &state.client else {
+        return Ok(None);
+    };
+    let api = Api::<NamespaceOffloading>::namespaced(client.clone(), namespace);
+    let found = match tokio::time::timeout(API_CALL_TIMEOUT, api.get_opt(OFFLOADING_NAME)).await {
+        Ok(Ok(found)) => Ok(found),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {API_CALL_TIMEOUT:?}")),
+    };
+    let result = match &found {
+        Ok(Some(_)) => "found",
+        Ok(None) => "absent",
+        Err(_) => "error",
+    };
+    state.metrics.api_call("read-offloading", result);
+    tracing::debug!(namespace, result, "NamespaceOffloading read past the cache");
+    found
+}
+
+/// Labels the namespace of a NamespaceOffloading being created, so that the pod webhook
+/// covers its pods from the first one, before the controller has even seen the object.
+async fn mark_namespace(state: &AppState, namespace: &str) -> Result<(), String> {
+    let Some(client) = &state.client else {
+        return Ok(());
+    };
+    let patch = serde_json::json!({"metadata": {"labels": {SCHEDULING_ENABLED_LABEL: "true"}}});
+    let params = PatchParams {
+        field_manager: Some(WEBHOOK_FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    let api = Api::<Namespace>::all(client.clone());
+    let marked = match tokio::time::timeout(
+        API_CALL_TIMEOUT,
+        api.patch(namespace, &params, &Patch::Merge(&patch)),
+    )
+    .await
+    {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {API_CALL_TIMEOUT:?}")),
+    };
+    state
+        .metrics
+        .api_call("mark-namespace", if marked.is_ok() { "ok" } else { "error" });
+    marked
 }
 
 /// `/live` (always 200 while the process serves), `/ready` (200 once the caches synced,
@@ -257,6 +340,7 @@ mod tests {
             lookup: Arc::new(NoCaches),
             local_cluster_id: "id".into(),
             metrics: metrics.clone(),
+            client: None,
         });
         (webhook_router(state), metrics)
     }

@@ -1,0 +1,418 @@
+//! Placement enforcement: pods of an offloaded namespace that break its strategy (see
+//! `crate::placement`) are evicted when their owner can recreate them (the webhook then
+//! places the new pod), or reported: a Warning event on the pod and on the
+//! NamespaceOffloading, the `pods_breaking_strategy` metric, and the `PodsConform`
+//! condition in the NamespaceOffloading's status.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use k8s_openapi::{
+    api::core::v1::{Node, Pod},
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{EvictParams, Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::{EventType, Recorder},
+        reflector::{ObjectRef, Store},
+    },
+};
+
+use crate::{
+    api::NamespaceOffloading,
+    placement::{self, Finding, Remedy},
+};
+
+/// The status condition this controller owns.
+pub const PODS_CONFORM: &str = "PodsConform";
+/// Its own field manager, so server-side apply keeps its condition apart from `Ready`.
+const FIELD_MANAGER: &str = "namespace-offloading-placement";
+/// A PodDisruptionBudget that refuses an eviction now may allow it later.
+const BLOCKED_RETRY: Duration = Duration::from_secs(10);
+/// At most this many pod names in a message.
+const NAMES_SHOWN: usize = 5;
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    /// Every pod of the cluster, from the one pod watch.
+    pub pods: Store<Pod>,
+    /// Virtual nodes, from a watch.
+    pub nodes: Store<Node>,
+    pub metrics: Arc<super::metrics::ControllerMetrics>,
+    /// Pods already reported by an event (by uid), so one breach is one event.
+    reported: Mutex<HashSet<String>>,
+    /// Per namespace, the breaching pods last announced on the NamespaceOffloading.
+    announced: Mutex<HashMap<String, Vec<String>>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        pods: Store<Pod>,
+        nodes: Store<Node>,
+        metrics: Arc<super::metrics::ControllerMetrics>,
+    ) -> Self {
+        Self {
+            client,
+            recorder,
+            pods,
+            nodes,
+            metrics,
+            reported: Mutex::default(),
+            announced: Mutex::default(),
+        }
+    }
+}
+
+impl Context {
+    /// Drops what is kept about a namespace whose offloading is gone.
+    pub fn forget(&self, namespace: &str) {
+        self.metrics.pods_breaking(namespace, None);
+        if let Ok(mut a) = self.announced.lock() {
+            a.remove(namespace);
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlacementError {
+    #[error("cannot evict pod {namespace}/{name}: {source}")]
+    Evict {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot write the PodsConform condition: {0}")]
+    Status(#[source] kube::Error),
+}
+
+pub async fn reconcile(
+    nso: Arc<NamespaceOffloading>,
+    ctx: Arc<Context>,
+) -> Result<Action, PlacementError> {
+    let _timer = ctx.metrics.reconcile("placement");
+    // Judge nothing from a half-filled cache (the controller's trigger stream fills it
+    // meanwhile).
+    if ctx.pods.wait_until_ready().await.is_err() || ctx.nodes.wait_until_ready().await.is_err() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
+    let outcome = enforce(&nso, &ctx).await?;
+    write_condition(&nso, &ctx, &outcome.breaking).await?;
+    Ok(if outcome.blocked {
+        Action::requeue(BLOCKED_RETRY)
+    } else {
+        Action::await_change()
+    })
+}
+
+pub fn error_policy(nso: Arc<NamespaceOffloading>, error: &PlacementError, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error("placement", "kubernetes");
+    tracing::warn!(namespace = nso.namespace().unwrap_or_default(), %error, "placement reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// The pods of an offloaded namespace, for the controller's trigger.
+pub fn offloading_of(pod: &Pod) -> Option<ObjectRef<NamespaceOffloading>> {
+    pod.namespace()
+        .map(|ns| ObjectRef::new(crate::api::OFFLOADING_NAME).within(&ns))
+}
+
+pub struct Enforced {
+    /// Pods still breaking the placement (reported, or their eviction refused).
+    pub breaking: Vec<Finding>,
+    /// An eviction was refused (PodDisruptionBudget): try again later.
+    pub blocked: bool,
+}
+
+/// Finds the namespace's breaching pods and carries out each remedy. Also used by the
+/// offloading controller as the offloading ends, so that no pod still waiting with remote
+/// constraints outlives it.
+pub async fn enforce(nso: &NamespaceOffloading, ctx: &Context) -> Result<Enforced, PlacementError> {
+    let namespace = nso.namespace().unwrap_or_default();
+    let pods: Vec<Arc<Pod>> = ctx
+        .pods
+        .state()
+        .into_iter()
+        .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()))
+        .collect();
+    let terminating = nso.metadata.deletion_timestamp.is_some();
+    let findings = placement::audit(&nso.spec, terminating, pods.iter().map(|p| &**p), |node| {
+        ctx.nodes
+            .get(&ObjectRef::new(node))
+            .map(|n| n.labels().clone())
+    });
+    let strategy = if terminating {
+        "the offloading is terminating, so new pods must stay local".to_owned()
+    } else {
+        format!("podOffloadingStrategy {:?}", nso.spec.pod_offloading_strategy)
+    };
+
+    let mut breaking = Vec::new();
+    let mut blocked = false;
+    for finding in findings {
+        let Some(pod) = pods.iter().find(|p| p.metadata.uid.as_deref() == Some(&finding.uid)) else {
+            continue;
+        };
+        if finding.remedy == Remedy::Evict {
+            match evict(ctx, pod).await {
+                Ok(Evicted::Yes) => {
+                    ctx.metrics.pod_evicted();
+                    tracing::info!(namespace, pod = finding.name, breach = %finding.breach, "pod evicted to be placed again");
+                    publish(
+                        ctx,
+                        &**pod,
+                        EventType::Normal,
+                        "EvictedForPlacement",
+                        &format!(
+                            "evicted so that its owner creates it again and the webhook places it: {} ({strategy})",
+                            finding.breach
+                        ),
+                    )
+                    .await;
+                    continue;
+                }
+                Ok(Evicted::Gone) => continue,
+                Ok(Evicted::Blocked(why)) => {
+                    blocked = true;
+                    report(ctx, pod, &finding, &format!("{strategy}; its eviction is refused for now: {why}")).await;
+                }
+                Err(source) => {
+                    return Err(PlacementError::Evict {
+                        namespace,
+                        name: finding.name,
+                        source,
+                    });
+                }
+            }
+        } else {
+            report(ctx, pod, &finding, &strategy).await;
+        }
+        breaking.push(finding);
+    }
+    ctx.metrics.pods_breaking(&namespace, Some(breaking.len()));
+    announce(nso, ctx, &breaking, &strategy).await;
+    Ok(Enforced { breaking, blocked })
+}
+
+enum Evicted {
+    Yes,
+    Gone,
+    Blocked(String),
+}
+
+async fn evict(ctx: &Context, pod: &Pod) -> Result<Evicted, kube::Error> {
+    let api = Api::<Pod>::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+    // Only the pod just looked at, never one recreated under the same name since.
+    let params = EvictParams {
+        delete_options: Some(kube::api::DeleteParams {
+            preconditions: pod.metadata.uid.clone().map(|uid| kube::api::Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..kube::api::DeleteParams::default()
+        }),
+        ..EvictParams::default()
+    };
+    match api.evict(&pod.name_any(), &params).await {
+        Ok(_) => Ok(Evicted::Yes),
+        Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => Ok(Evicted::Gone),
+        // 429: a PodDisruptionBudget allows no disruption now.
+        Err(kube::Error::Api(s)) if s.reason == "TooManyRequests" || s.code == 429 => {
+            Ok(Evicted::Blocked(s.message))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// One Warning event per breaching pod.
+async fn report(ctx: &Context, pod: &Pod, finding: &Finding, strategy: &str) {
+    let first = ctx
+        .reported
+        .lock()
+        .map(|mut r| r.insert(finding.uid.clone()))
+        .unwrap_or(true);
+    if first {
+        publish(
+            ctx,
+            pod,
+            EventType::Warning,
+            "BreaksOffloadingStrategy",
+            &format!(
+                "{} ({strategy}); it was not placed by the offloading webhook and cannot be recreated by an owner: delete it, and create it again to have it placed",
+                finding.breach
+            ),
+        )
+        .await;
+    }
+}
+
+/// A Warning event on the NamespaceOffloading whenever the set of breaching pods changes.
+async fn announce(nso: &NamespaceOffloading, ctx: &Context, breaking: &[Finding], strategy: &str) {
+    let namespace = nso.namespace().unwrap_or_default();
+    let names: Vec<String> = breaking.iter().map(|f| f.name.clone()).collect();
+    let changed = ctx
+        .announced
+        .lock()
+        .map(|mut a| {
+            let before = a.insert(namespace.clone(), names.clone());
+            before.unwrap_or_default() != names
+        })
+        .unwrap_or(false);
+    if changed && !names.is_empty() {
+        publish(
+            ctx,
+            nso,
+            EventType::Warning,
+            "PodsBreakStrategy",
+            &summary(breaking, strategy),
+        )
+        .await;
+    }
+}
+
+fn summary(breaking: &[Finding], strategy: &str) -> String {
+    let shown: Vec<String> = breaking
+        .iter()
+        .take(NAMES_SHOWN)
+        .map(|f| format!("{} ({})", f.name, f.breach))
+        .collect();
+    let more = breaking.len().saturating_sub(NAMES_SHOWN);
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    format!(
+        "{} pod(s) break the placement ({strategy}): {}{more}; see the Warning events on them",
+        breaking.len(),
+        shown.join("; ")
+    )
+}
+
+/// The `PodsConform` condition, written only when it changes.
+pub fn pods_conform_condition(
+    breaking: &[Finding],
+    strategy: &str,
+    generation: Option<i64>,
+    previous: &[Condition],
+    now: &Time,
+) -> Condition {
+    let (status, reason, message) = if breaking.is_empty() {
+        (
+            "True",
+            "AllPodsConform",
+            "every pod of the namespace keeps to the placement".to_owned(),
+        )
+    } else {
+        ("False", "PodsBreakStrategy", summary(breaking, strategy))
+    };
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == PODS_CONFORM && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: PODS_CONFORM.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message,
+        observed_generation: generation,
+        last_transition_time,
+    }
+}
+
+async fn write_condition(
+    nso: &NamespaceOffloading,
+    ctx: &Context,
+    breaking: &[Finding],
+) -> Result<(), PlacementError> {
+    let previous = nso
+        .status
+        .as_ref()
+        .map(|s| s.conditions.as_slice())
+        .unwrap_or_default();
+    let strategy = format!("podOffloadingStrategy {:?}", nso.spec.pod_offloading_strategy);
+    let now = Time(Timestamp::now());
+    let condition = pods_conform_condition(breaking, &strategy, nso.metadata.generation, previous, &now);
+    let unchanged = previous.iter().any(|c| {
+        c.type_ == condition.type_
+            && c.status == condition.status
+            && c.reason == condition.reason
+            && c.message == condition.message
+            && c.observed_generation == condition.observed_generation
+    });
+    if unchanged || nso.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    let api = Api::<NamespaceOffloading>::namespaced(
+        ctx.client.clone(),
+        &nso.namespace().unwrap_or_default(),
+    );
+    let body = serde_json::json!({
+        "apiVersion": "offloading.liqo.io/v1alpha1", "kind": "NamespaceOffloading",
+        "status": {"conditions": [condition]},
+    });
+    match api
+        .patch_status(
+            &nso.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(body),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+        Err(e) => Err(PlacementError::Status(e)),
+    }
+}
+
+async fn publish<K: kube::Resource<DynamicType = ()>>(
+    ctx: &Context,
+    object: &K,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
+    super::publish(&ctx.recorder, object, type_, reason, note, "EnforcePlacement").await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::Breach;
+
+    fn finding(name: &str) -> Finding {
+        Finding {
+            name: name.into(),
+            uid: format!("uid-{name}"),
+            breach: Breach::Unconstrained,
+            remedy: Remedy::Report,
+        }
+    }
+
+    #[test]
+    fn the_condition_counts_and_names_breaching_pods_and_keeps_its_transition_time() {
+        let then = Time(Timestamp::UNIX_EPOCH);
+        let now = Time(Timestamp::now());
+        let ok = pods_conform_condition(&[], "podOffloadingStrategy Remote", Some(1), &[], &then);
+        assert_eq!((ok.status.as_str(), ok.reason.as_str()), ("True", "AllPodsConform"));
+        let pods: Vec<Finding> = (0..7).map(|i| finding(&format!("p{i}"))).collect();
+        let bad = pods_conform_condition(&pods, "podOffloadingStrategy Remote", Some(1), &[ok.clone()], &now);
+        assert_eq!(bad.status, "False");
+        assert_eq!(bad.last_transition_time, now);
+        assert!(bad.message.starts_with("7 pod(s) break the placement (podOffloadingStrategy Remote): p0 ("), "{}", bad.message);
+        assert!(bad.message.contains("and 2 more"), "{}", bad.message);
+        let again = pods_conform_condition(&[], "x", Some(1), &[ok.clone()], &now);
+        assert_eq!(again.last_transition_time, then);
+    }
+}
