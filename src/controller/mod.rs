@@ -211,6 +211,7 @@ pub async fn run(
             client,
             recorder,
             metrics,
+            unbacked_since: std::sync::Mutex::default(),
         }),
     )
     .for_each(|_| async {});

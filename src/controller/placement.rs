@@ -351,7 +351,13 @@ async fn write_condition(
             && c.message == condition.message
             && c.observed_generation == condition.observed_generation
     });
-    if unchanged || nso.metadata.deletion_timestamp.is_some() {
+    // After the offloading controller's first status (so `Ready` comes first in the list),
+    // and not once the object is going away.
+    let started = nso
+        .status
+        .as_ref()
+        .is_some_and(|s| s.offloading_phase.is_some());
+    if unchanged || !started || nso.metadata.deletion_timestamp.is_some() {
         return Ok(());
     }
     let api = Api::<NamespaceOffloading>::namespaced(

@@ -3,19 +3,26 @@
 //! object. A user's own `offloading` is never touched; an event says why the label changed
 //! nothing.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ObjectMeta, PostParams, Preconditions},
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions},
     runtime::{
         controller::Action,
         events::{EventType, Recorder},
     },
 };
 
-use crate::api::{ENABLED_LABEL, NamespaceOffloading, NamespaceOffloadingSpec, OFFLOADING_NAME};
+use crate::api::{
+    ENABLED_LABEL, NamespaceOffloading, NamespaceOffloadingSpec, OFFLOADING_NAME,
+    SCHEDULING_ENABLED_LABEL,
+};
 
 /// How often a creation our admission refused is tried again (the cause rarely goes away).
 const REJECTED_RETRY: Duration = Duration::from_secs(300);
@@ -23,10 +30,17 @@ const REJECTED_RETRY: Duration = Duration::from_secs(300);
 /// Marks a NamespaceOffloading created by the label (value `liqo.io/enabled`).
 pub const CREATED_BY_ANNOTATION: &str = "offloading.liqo.io/created-by";
 
+/// How long a namespace may carry the scheduling label without a NamespaceOffloading
+/// before the label is taken off: the admission webhook sets it just before the object is
+/// stored, and a creation refused after that (rare) leaves it behind.
+const STALE_MARK_GRACE: Duration = Duration::from_secs(30);
+
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     pub metrics: Arc<super::metrics::ControllerMetrics>,
+    /// Namespaces seen with the scheduling label and no NamespaceOffloading, since when.
+    pub unbacked_since: Mutex<HashMap<String, Instant>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +63,9 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
     let enabled = ns.labels().get(ENABLED_LABEL).map(String::as_str) == Some("true");
     let api = Api::<NamespaceOffloading>::namespaced(ctx.client.clone(), &name);
     let existing = api.get_opt(OFFLOADING_NAME).await?;
+    if let Some(wait) = unbacked_mark(&ctx, &ns, enabled || existing.is_some()).await? {
+        return Ok(Action::requeue(wait));
+    }
     match (enabled, existing) {
         (true, None) => {
             let mut nso =
@@ -124,6 +141,40 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
         _ => {}
     }
     Ok(Action::await_change())
+}
+
+/// Takes the scheduling label off a namespace that has carried it without any
+/// NamespaceOffloading for [`STALE_MARK_GRACE`]; returns when to look again while waiting.
+async fn unbacked_mark(
+    ctx: &Context,
+    ns: &Namespace,
+    backed: bool,
+) -> Result<Option<Duration>, QuickError> {
+    let name = ns.name_any();
+    let marked = ns.labels().get(SCHEDULING_ENABLED_LABEL).map(String::as_str) == Some("true");
+    let wait = {
+        let Ok(mut since) = ctx.unbacked_since.lock() else {
+            return Ok(None);
+        };
+        if backed || !marked {
+            since.remove(&name);
+            return Ok(None);
+        }
+        let waited = since.entry(name.clone()).or_insert_with(Instant::now).elapsed();
+        if waited >= STALE_MARK_GRACE {
+            since.remove(&name);
+        }
+        STALE_MARK_GRACE.checked_sub(waited).filter(|w| !w.is_zero())
+    };
+    if wait.is_some() {
+        return Ok(wait);
+    }
+    let patch = serde_json::json!({"metadata": {"labels": {SCHEDULING_ENABLED_LABEL: null}}});
+    Api::<Namespace>::all(ctx.client.clone())
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    tracing::info!(namespace = %name, "scheduling label removed: the namespace has no NamespaceOffloading");
+    Ok(None)
 }
 
 pub fn error_policy(ns: Arc<Namespace>, error: &QuickError, ctx: Arc<Context>) -> Action {
