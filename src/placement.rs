@@ -68,6 +68,10 @@ pub fn audit<'a>(
             let pod_spec = pod.spec.as_ref()?;
             let breach = match pod_spec.node_name.as_deref().filter(|n| !n.is_empty()) {
                 Some(_) if terminating => None,
+                // Placed by the webhook: the scheduler honoured the constraints, so the node
+                // needs no second look (a virtual node created a moment ago may not be in
+                // the cache yet, and would pass for a local one).
+                Some(_) if terms_conform(required_terms(pod), effective) => None,
                 Some(node) => {
                     // Nodes missing from the virtual-node cache are local nodes.
                     let labels = virtual_node_labels(node).unwrap_or_default();
@@ -226,6 +230,15 @@ mod tests {
             ]
         );
         assert!(findings[0].breach.to_string().contains("is a local node"), "{}", findings[0].breach);
+    }
+
+    #[test]
+    fn a_pod_the_webhook_placed_is_trusted_even_on_a_node_the_cache_does_not_know_yet() {
+        let remote = spec("Remote", None);
+        let mut placed = remote_terms();
+        placed["nodeName"] = json!("liqo-new");
+        let pods = [pod("placed", placed, "Pending", true)];
+        assert!(audit(&remote, false, &pods, virtual_nodes).is_empty());
     }
 
     #[test]
