@@ -108,7 +108,10 @@ fn required_terms(pod: &Pod) -> &[NodeSelectorTerm] {
         .as_ref()
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
         .map(|r| r.node_selector_terms.as_slice())
         .unwrap_or_default()
 }
@@ -117,13 +120,15 @@ fn required_terms(pod: &Pod) -> &[NodeSelectorTerm] {
 /// it, no affinity is needed to keep the pod local).
 fn tolerates_virtual_nodes(tolerations: Option<&[Toleration]>) -> bool {
     tolerations.unwrap_or_default().iter().any(|t| {
-        let effect_ok = t.effect.as_deref().is_none_or(|e| e.is_empty() || e == "NoExecute");
+        let effect_ok = t
+            .effect
+            .as_deref()
+            .is_none_or(|e| e.is_empty() || e == "NoExecute");
         let exists = t.operator.as_deref() == Some("Exists");
         let key = t.key.as_deref().unwrap_or_default();
         effect_ok
             && ((key.is_empty() && exists)
-                || (key == NOT_ALLOWED_TAINT
-                    && (exists || t.value.as_deref() == Some("true"))))
+                || (key == NOT_ALLOWED_TAINT && (exists || t.value.as_deref() == Some("true"))))
     })
 }
 
@@ -213,13 +218,21 @@ mod tests {
         let pods = [
             pod("placed", json!({"nodeName": "liqo-eu"}), "Pending", true),
             pod("local", json!({"nodeName": "node-1"}), "Pending", true),
-            pod("running-local", json!({"nodeName": "node-1"}), "Running", true),
+            pod(
+                "running-local",
+                json!({"nodeName": "node-1"}),
+                "Running",
+                true,
+            ),
             pod("bare", json!({}), "Pending", false),
             pod("constrained", remote_terms(), "Pending", true),
             pod("unconstrained", json!({}), "Pending", true),
         ];
         let findings = audit(&remote, false, &pods, virtual_nodes);
-        let got: Vec<(&str, Remedy)> = findings.iter().map(|f| (f.name.as_str(), f.remedy)).collect();
+        let got: Vec<(&str, Remedy)> = findings
+            .iter()
+            .map(|f| (f.name.as_str(), f.remedy))
+            .collect();
         assert_eq!(
             got,
             [
@@ -229,7 +242,11 @@ mod tests {
                 ("unconstrained", Remedy::Evict),
             ]
         );
-        assert!(findings[0].breach.to_string().contains("is a local node"), "{}", findings[0].breach);
+        assert!(
+            findings[0].breach.to_string().contains("is a local node"),
+            "{}",
+            findings[0].breach
+        );
     }
 
     #[test]
@@ -249,9 +266,19 @@ mod tests {
             // Created before the offloading, no toleration: it can only run locally.
             pod("old", json!({}), "Pending", true),
             pod("on-local", json!({"nodeName": "node-1"}), "Running", false),
-            pod("on-unselected", json!({"nodeName": "liqo-us"}), "Pending", true),
+            pod(
+                "on-unselected",
+                json!({"nodeName": "liqo-us"}),
+                "Pending",
+                true,
+            ),
             // Tolerates everything and lacks the affinity: could land in "us".
-            pod("tolerates-all", json!({"tolerations": [{"operator": "Exists"}]}), "Pending", false),
+            pod(
+                "tolerates-all",
+                json!({"tolerations": [{"operator": "Exists"}]}),
+                "Pending",
+                false,
+            ),
         ];
         let findings = audit(&both, false, &pods, virtual_nodes);
         let names: Vec<&str> = findings.iter().map(|f| f.name.as_str()).collect();
@@ -282,17 +309,24 @@ mod tests {
             pod("no-toleration", json!({}), "Pending", true),
         ];
         let findings = audit(&remote, true, &pods, virtual_nodes);
-        let got: Vec<(&str, Remedy)> = findings.iter().map(|f| (f.name.as_str(), f.remedy)).collect();
-        assert_eq!(got, [("waiting", Remedy::Evict), ("bare-waiting", Remedy::Report)]);
+        let got: Vec<(&str, Remedy)> = findings
+            .iter()
+            .map(|f| (f.name.as_str(), f.remedy))
+            .collect();
+        assert_eq!(
+            got,
+            [("waiting", Remedy::Evict), ("bare-waiting", Remedy::Report)]
+        );
     }
 
     #[test]
     fn finished_and_deleted_pods_are_left_alone() {
         let remote = spec("Remote", None);
         let mut gone = pod("gone", json!({"nodeName": "node-1"}), "Pending", true);
-        gone.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-        ));
+        gone.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
         let pods = [
             gone,
             pod("done", json!({"nodeName": "node-1"}), "Succeeded", true),

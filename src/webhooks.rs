@@ -253,7 +253,10 @@ mod tests {
             Some("https://127.0.0.1:9443/mutate/pod/enabled-label")
         );
         let selector = labelled.namespace_selector.as_ref().unwrap();
-        assert_eq!(selector.match_labels.as_ref().unwrap()[ENABLED_LABEL], "true");
+        assert_eq!(
+            selector.match_labels.as_ref().unwrap()[ENABLED_LABEL],
+            "true"
+        );
         let excluded = &selector.match_expressions.as_ref().unwrap()[0];
         assert_eq!(
             (excluded.key.as_str(), excluded.operator.as_str()),

@@ -54,7 +54,11 @@ async fn set_up(tb: &'static Testbed) -> Result<Manager, String> {
     create_node(&client, LOCAL_NODE, json!({}), false).await;
     create_node(&client, VIRTUAL_NODES[0], json!({"region": "eu"}), true).await;
     create_node(&client, VIRTUAL_NODES[1], json!({"region": "us"}), true).await;
-    kubectl(one.kubeconfig(), &["create", "namespace", "nso-system"], None);
+    kubectl(
+        one.kubeconfig(),
+        &["create", "namespace", "nso-system"],
+        None,
+    );
     let manager = support::start_manager(
         tb,
         "manager",
@@ -143,7 +147,8 @@ fn application(namespace: &str, case: Case) -> String {
     } else {
         ""
     };
-    let mut out = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}{labels}\n");
+    let mut out =
+        format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}{labels}\n");
     let strategy = match case {
         Case::Remote => Some("Remote"),
         Case::Local => Some("Local"),
@@ -228,11 +233,9 @@ async fn one_apply_places_every_pod_for_each_strategy_and_the_label_path() {
 
         let mut broken = Vec::new();
         for (ns, case, round) in &namespaces {
-            let pods = eventually(
-                &format!("the 3 pods of {ns} to be scheduled"),
-                WAIT,
-                || bound_pods(&client, ns, 3),
-            )
+            let pods = eventually(&format!("the 3 pods of {ns} to be scheduled"), WAIT, || {
+                bound_pods(&client, ns, 3)
+            })
             .await;
             let (terms, tolerated) = expected(*case);
             for pod in &pods {
@@ -245,7 +248,10 @@ async fn one_apply_places_every_pod_for_each_strategy_and_the_label_path() {
                     Case::Local => node == LOCAL_NODE,
                     Case::LocalAndRemote | Case::Label => true,
                 };
-                if required_terms(pod) != terms || tolerates_virtual_nodes(pod) != tolerated || !placed {
+                if required_terms(pod) != terms
+                    || tolerates_virtual_nodes(pod) != tolerated
+                    || !placed
+                {
                     broken.push(format!(
                         "round {round} {case:?} {ns}/{name} on {node}: terms {} toleration {}",
                         required_terms(pod),
@@ -319,7 +325,12 @@ async fn events_about(client: &Client, namespace: &str, name: &str) -> Vec<(Stri
 }
 
 fn condition(nso: &NamespaceOffloading, type_: &str) -> Option<(String, String)> {
-    let c = nso.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
+    let c = nso
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)?;
     Some((c.status.clone(), c.message.clone()))
 }
 

@@ -92,6 +92,8 @@ pub type Answer = (AdmissionReview<DynamicObject>, Verdict);
 
 /// Where a review stands after the pure decision: answered, or waiting for one API call
 /// that the caller makes (this module makes none).
+// Lives for one call on the stack; boxing the answer would allocate on the hot path.
+#[allow(clippy::large_enum_variant)]
 pub enum Outcome {
     Answered(Answer),
     /// The namespace's NamespaceOffloading is not in the cache (just created, or the cache
@@ -179,7 +181,9 @@ pub fn review(
                 let namespace = request.namespace.as_deref().unwrap_or_default();
                 match lookup.offloading(namespace) {
                     Some(nso) => place_pod(&request, webhook, Some(&nso), lookup),
-                    None => return Ok(Outcome::ReadOffloading(PendingPod { request, webhook })),
+                    None => {
+                        return Ok(Outcome::ReadOffloading(PendingPod { request, webhook }));
+                    }
                 }
             }
         }
@@ -486,14 +490,14 @@ mod tests {
     }
 
     fn required_terms(pod: &Value) -> &Value {
-        &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
-            ["nodeSelectorTerms"]
+        &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
     }
 
     fn has_toleration(pod: &Value) -> bool {
-        pod["spec"]["tolerations"]
-            .as_array()
-            .is_some_and(|t| t.iter().any(|t| t["key"] == "virtual-node.liqo.io/not-allowed"))
+        pod["spec"]["tolerations"].as_array().is_some_and(|t| {
+            t.iter()
+                .any(|t| t["key"] == "virtual-node.liqo.io/not-allowed")
+        })
     }
 
     const NOT_VN: &str = r#"[{"matchExpressions":[{"key":"liqo.io/type","operator":"NotIn","values":["virtual-node"]}]}]"#;
@@ -517,7 +521,10 @@ mod tests {
         assert_eq!(verdict, Verdict::Patched);
         let out = serde_json::to_value(out).unwrap();
         let pod = apply_patch(&body, &out);
-        assert_eq!(required_terms(&pod), &serde_json::from_str::<Value>(NOT_VN).unwrap());
+        assert_eq!(
+            required_terms(&pod),
+            &serde_json::from_str::<Value>(NOT_VN).unwrap()
+        );
         assert!(!has_toleration(&pod));
         assert!(
             out["response"]["warnings"][0]
@@ -542,7 +549,10 @@ mod tests {
         };
         let (out, _) = pending.resume(Err("connection refused".into()), &Fixed::default());
         let message = denial((serde_json::to_value(out).unwrap(), Verdict::Denied), "u5");
-        assert!(message.contains("cannot read the NamespaceOffloading"), "{message}");
+        assert!(
+            message.contains("cannot read the NamespaceOffloading"),
+            "{message}"
+        );
         assert!(message.contains("connection refused"), "{message}");
     }
 
@@ -576,11 +586,10 @@ mod tests {
     fn a_terminating_offloading_keeps_new_pods_local() {
         let mut lookup = lookup_with("test-namespace", json!({"podOffloadingStrategy": "Remote"}));
         let nso = lookup.offloadings.get_mut("test-namespace").unwrap();
-        Arc::make_mut(nso).metadata.deletion_timestamp = Some(
-            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        Arc::make_mut(nso).metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
                 k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-            ),
-        );
+            ));
         let body = pod_review(
             "admission.k8s.io/v1",
             "u7",
@@ -589,7 +598,10 @@ mod tests {
         let (out, verdict) = answer(Webhook::Pod, &body, &lookup);
         assert_eq!(verdict, Verdict::Patched);
         let pod = apply_patch(&body, &out);
-        assert_eq!(required_terms(&pod), &serde_json::from_str::<Value>(NOT_VN).unwrap());
+        assert_eq!(
+            required_terms(&pod),
+            &serde_json::from_str::<Value>(NOT_VN).unwrap()
+        );
         assert!(!has_toleration(&pod));
         assert!(
             out["response"]["warnings"][0]

@@ -115,7 +115,11 @@ pub async fn reconcile(
     })
 }
 
-pub fn error_policy(nso: Arc<NamespaceOffloading>, error: &PlacementError, ctx: Arc<Context>) -> Action {
+pub fn error_policy(
+    nso: Arc<NamespaceOffloading>,
+    error: &PlacementError,
+    ctx: Arc<Context>,
+) -> Action {
     ctx.metrics.error("placement", "kubernetes");
     tracing::warn!(namespace = nso.namespace().unwrap_or_default(), %error, "placement reconcile failed");
     Action::requeue(Duration::from_secs(5))
@@ -154,13 +158,19 @@ pub async fn enforce(nso: &NamespaceOffloading, ctx: &Context) -> Result<Enforce
     let strategy = if terminating {
         "the offloading is terminating, so new pods must stay local".to_owned()
     } else {
-        format!("podOffloadingStrategy {:?}", nso.spec.pod_offloading_strategy)
+        format!(
+            "podOffloadingStrategy {:?}",
+            nso.spec.pod_offloading_strategy
+        )
     };
 
     let mut breaking = Vec::new();
     let mut blocked = false;
     for finding in findings {
-        let Some(pod) = pods.iter().find(|p| p.metadata.uid.as_deref() == Some(&finding.uid)) else {
+        let Some(pod) = pods
+            .iter()
+            .find(|p| p.metadata.uid.as_deref() == Some(&finding.uid))
+        else {
             continue;
         };
         if finding.remedy == Remedy::Evict {
@@ -184,7 +194,13 @@ pub async fn enforce(nso: &NamespaceOffloading, ctx: &Context) -> Result<Enforce
                 Ok(Evicted::Gone) => continue,
                 Ok(Evicted::Blocked(why)) => {
                     blocked = true;
-                    report(ctx, pod, &finding, &format!("{strategy}; its eviction is refused for now: {why}")).await;
+                    report(
+                        ctx,
+                        pod,
+                        &finding,
+                        &format!("{strategy}; its eviction is refused for now: {why}"),
+                    )
+                    .await;
                 }
                 Err(source) => {
                     return Err(PlacementError::Evict {
@@ -215,10 +231,14 @@ async fn evict(ctx: &Context, pod: &Pod) -> Result<Evicted, kube::Error> {
     // Only the pod just looked at, never one recreated under the same name since.
     let params = EvictParams {
         delete_options: Some(kube::api::DeleteParams {
-            preconditions: pod.metadata.uid.clone().map(|uid| kube::api::Preconditions {
-                uid: Some(uid),
-                resource_version: None,
-            }),
+            preconditions: pod
+                .metadata
+                .uid
+                .clone()
+                .map(|uid| kube::api::Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
             ..kube::api::DeleteParams::default()
         }),
         ..EvictParams::default()
@@ -341,9 +361,13 @@ async fn write_condition(
         .as_ref()
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
-    let strategy = format!("podOffloadingStrategy {:?}", nso.spec.pod_offloading_strategy);
+    let strategy = format!(
+        "podOffloadingStrategy {:?}",
+        nso.spec.pod_offloading_strategy
+    );
     let now = Time(Timestamp::now());
-    let condition = pods_conform_condition(breaking, &strategy, nso.metadata.generation, previous, &now);
+    let condition =
+        pods_conform_condition(breaking, &strategy, nso.metadata.generation, previous, &now);
     let unchanged = previous.iter().any(|c| {
         c.type_ == condition.type_
             && c.status == condition.status
@@ -389,7 +413,15 @@ async fn publish<K: kube::Resource<DynamicType = ()>>(
     reason: &str,
     note: &str,
 ) {
-    super::publish(&ctx.recorder, object, type_, reason, note, "EnforcePlacement").await;
+    super::publish(
+        &ctx.recorder,
+        object,
+        type_,
+        reason,
+        note,
+        "EnforcePlacement",
+    )
+    .await;
 }
 
 #[cfg(test)]
@@ -411,14 +443,28 @@ mod tests {
         let then = Time(Timestamp::UNIX_EPOCH);
         let now = Time(Timestamp::now());
         let ok = pods_conform_condition(&[], "podOffloadingStrategy Remote", Some(1), &[], &then);
-        assert_eq!((ok.status.as_str(), ok.reason.as_str()), ("True", "AllPodsConform"));
+        assert_eq!(
+            (ok.status.as_str(), ok.reason.as_str()),
+            ("True", "AllPodsConform")
+        );
         let pods: Vec<Finding> = (0..7).map(|i| finding(&format!("p{i}"))).collect();
-        let bad = pods_conform_condition(&pods, "podOffloadingStrategy Remote", Some(1), &[ok.clone()], &now);
+        let bad = pods_conform_condition(
+            &pods,
+            "podOffloadingStrategy Remote",
+            Some(1),
+            std::slice::from_ref(&ok),
+            &now,
+        );
         assert_eq!(bad.status, "False");
         assert_eq!(bad.last_transition_time, now);
-        assert!(bad.message.starts_with("7 pod(s) break the placement (podOffloadingStrategy Remote): p0 ("), "{}", bad.message);
+        assert!(
+            bad.message
+                .starts_with("7 pod(s) break the placement (podOffloadingStrategy Remote): p0 ("),
+            "{}",
+            bad.message
+        );
         assert!(bad.message.contains("and 2 more"), "{}", bad.message);
-        let again = pods_conform_condition(&[], "x", Some(1), &[ok.clone()], &now);
+        let again = pods_conform_condition(&[], "x", Some(1), std::slice::from_ref(&ok), &now);
         assert_eq!(again.last_transition_time, then);
     }
 }

@@ -151,7 +151,11 @@ async fn unbacked_mark(
     backed: bool,
 ) -> Result<Option<Duration>, QuickError> {
     let name = ns.name_any();
-    let marked = ns.labels().get(SCHEDULING_ENABLED_LABEL).map(String::as_str) == Some("true");
+    let marked = ns
+        .labels()
+        .get(SCHEDULING_ENABLED_LABEL)
+        .map(String::as_str)
+        == Some("true");
     let wait = {
         let Ok(mut since) = ctx.unbacked_since.lock() else {
             return Ok(None);
@@ -160,11 +164,16 @@ async fn unbacked_mark(
             since.remove(&name);
             return Ok(None);
         }
-        let waited = since.entry(name.clone()).or_insert_with(Instant::now).elapsed();
+        let waited = since
+            .entry(name.clone())
+            .or_insert_with(Instant::now)
+            .elapsed();
         if waited >= STALE_MARK_GRACE {
             since.remove(&name);
         }
-        STALE_MARK_GRACE.checked_sub(waited).filter(|w| !w.is_zero())
+        STALE_MARK_GRACE
+            .checked_sub(waited)
+            .filter(|w| !w.is_zero())
     };
     if wait.is_some() {
         return Ok(wait);

@@ -104,10 +104,12 @@ async fn answer(webhook: Webhook, State(state): State<Arc<AppState>>, body: Byte
             let found = read_offloading(&state, pending.namespace()).await;
             Ok(pending.resume(found, state.lookup.as_ref()))
         }
-        Ok(Outcome::MarkNamespace(pending)) => Ok(match mark_namespace(&state, pending.namespace()).await {
-            Ok(()) => pending.marked(),
-            Err(e) => pending.failed(&e),
-        }),
+        Ok(Outcome::MarkNamespace(pending)) => {
+            Ok(match mark_namespace(&state, pending.namespace()).await {
+                Ok(()) => pending.marked(),
+                Err(e) => pending.failed(&e),
+            })
+        }
         Err(bad) => Err(bad),
     };
     let seconds = started.elapsed().as_secs_f64();
@@ -181,9 +183,10 @@ async fn mark_namespace(state: &AppState, namespace: &str) -> Result<(), String>
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer within {API_CALL_TIMEOUT:?}")),
     };
-    state
-        .metrics
-        .api_call("mark-namespace", if marked.is_ok() { "ok" } else { "error" });
+    state.metrics.api_call(
+        "mark-namespace",
+        if marked.is_ok() { "ok" } else { "error" },
+    );
     marked
 }
 
