@@ -13,6 +13,7 @@ pub mod leader;
 pub mod metrics;
 pub mod peer;
 pub mod placement;
+pub mod preflight;
 pub mod run;
 pub mod selector;
 pub mod server;

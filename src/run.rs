@@ -210,6 +210,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let client = client(args.kubeconfig.as_ref()).await?;
     let local_cluster_id = cluster_id(&client, args.cluster_id.as_deref()).await?;
     tracing::info!(cluster_id = %local_cluster_id, "starting");
+    crate::preflight::check(&client).await;
 
     let metrics = Arc::new(Metrics::new());
     let caches = Caches::start(&client);

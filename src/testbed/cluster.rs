@@ -71,7 +71,7 @@ impl Cluster {
         let log = config
             .root
             .join(format!("logs/{}-kube-apiserver.log", c.name));
-        let binary = config.binaries.join("kube-apiserver");
+        let binary = c.binaries(config).join("kube-apiserver");
         let apiserver = Process::spawn(
             &format!("{} kube-apiserver", c.name),
             &binary,
@@ -93,12 +93,13 @@ impl Cluster {
     pub(super) fn start_controllers(
         &self,
         config: &TestbedConfig,
-        scheduler: bool,
+        c: &ClusterConfig,
     ) -> Result<(), TestbedError> {
+        let binaries = c.binaries(config);
         let kubeconfig = format!("--kubeconfig={}", self.kubeconfig.display());
         let mut started = vec![Process::spawn(
             &format!("{} kube-controller-manager", self.name),
-            &config.binaries.join("kube-controller-manager"),
+            &binaries.join("kube-controller-manager"),
             &[
                 kubeconfig.clone(),
                 "--leader-elect=false".into(),
@@ -115,10 +116,10 @@ impl Cluster {
                 .join(format!("logs/{}-kube-controller-manager.log", self.name)),
             config.lifetime,
         )?];
-        if scheduler {
+        if c.scheduler {
             started.push(Process::spawn(
                 &format!("{} kube-scheduler", self.name),
-                &config.binaries.join("kube-scheduler"),
+                &binaries.join("kube-scheduler"),
                 &[
                     kubeconfig,
                     "--leader-elect=false".into(),

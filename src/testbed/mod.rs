@@ -88,6 +88,15 @@ pub struct ClusterConfig {
     pub name: String,
     /// Run a kube-scheduler (only tests of real scheduling need one).
     pub scheduler: bool,
+    /// This cluster's Kubernetes binaries, when not [`TestbedConfig::binaries`] (clusters of
+    /// another version beside the first; etcd is always the first's).
+    pub binaries: Option<PathBuf>,
+}
+
+impl ClusterConfig {
+    pub fn binaries<'a>(&'a self, config: &'a TestbedConfig) -> &'a Path {
+        self.binaries.as_deref().unwrap_or(&config.binaries)
+    }
 }
 
 impl TestbedConfig {
@@ -100,10 +109,20 @@ impl TestbedConfig {
                 .map(|i| ClusterConfig {
                     name: format!("cluster-{i}"),
                     scheduler: i <= schedulers,
+                    binaries: None,
                 })
                 .collect(),
             lifetime: Lifetime::Attached,
         }
+    }
+
+    /// Clusters 2..n run the Kubernetes binaries in `dir` (a mixed-version test bed:
+    /// cluster 1 peered with clusters of another release).
+    pub fn with_peer_binaries(mut self, dir: PathBuf) -> Self {
+        for c in self.clusters.iter_mut().skip(1) {
+            c.binaries = Some(dir.clone());
+        }
+        self
     }
 }
 
@@ -120,20 +139,21 @@ impl Testbed {
         let began = Instant::now();
         crate::tls::install_crypto_provider();
         let bin = |name: &str| config.binaries.join(name);
-        let missing: Vec<_> = [
-            "etcd",
-            "kube-apiserver",
-            "kube-controller-manager",
-            "kube-scheduler",
-        ]
-        .into_iter()
-        .filter(|b| !bin(b).is_file())
-        .collect();
+        let mut needed = vec![bin("etcd")];
+        for c in &config.clusters {
+            for name in ["kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
+                needed.push(c.binaries(&config).join(name));
+            }
+        }
+        let missing: Vec<String> = needed
+            .iter()
+            .filter(|b| !b.is_file())
+            .map(|b| b.display().to_string())
+            .collect();
         if !missing.is_empty() {
             return Err(TestbedError::Binaries(format!(
-                "{} not in {}",
-                missing.join(", "),
-                config.binaries.display()
+                "missing: {}",
+                missing.join(", ")
             )));
         }
         if config.root.exists() {
@@ -176,7 +196,7 @@ impl Testbed {
         let ready = futures::future::join_all(clusters.iter().map(Cluster::wait_ready)).await;
         ready.into_iter().collect::<Result<Vec<_>, _>>()?;
         for (cluster, c) in clusters.iter().zip(&config.clusters) {
-            cluster.start_controllers(&config, c.scheduler)?;
+            cluster.start_controllers(&config, c)?;
         }
         let testbed = Self {
             root: config.root.clone(),
@@ -289,6 +309,14 @@ pub fn run_dir(base: &Path, tag: &str) -> PathBuf {
         }
         _ => dir,
     }
+}
+
+/// `NSO_PEER_CONTROL_PLANE_DIR`, when set: the binaries of clusters 2..n, for tests of a
+/// cluster peered with clusters of another Kubernetes release.
+pub fn peer_control_plane_binaries() -> Option<PathBuf> {
+    std::env::var_os("NSO_PEER_CONTROL_PLANE_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
 }
 
 /// The directory holding the control-plane binaries: `NSO_CONTROL_PLANE_DIR` when set,

@@ -28,10 +28,26 @@ where
             let binaries = testbed::control_plane_binaries().map_err(|e| e.to_string())?;
             let root =
                 testbed::run_dir(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("testbed"), tag);
-            let config = TestbedConfig::new(root, binaries, clusters, schedulers);
+            let mut config = TestbedConfig::new(root, binaries, clusters, schedulers);
+            if let Some(peers) = testbed::peer_control_plane_binaries() {
+                config = config.with_peer_binaries(peers);
+            }
             let tb = Testbed::start(config).await.map_err(|e| e.to_string())?;
+            let mut versions = Vec::new();
+            for cluster in tb.clusters() {
+                let version = match cluster.client().await {
+                    Ok(c) => c
+                        .apiserver_version()
+                        .await
+                        .map(|v| v.git_version)
+                        .unwrap_or_else(|e| e.to_string()),
+                    Err(e) => e.to_string(),
+                };
+                versions.push(format!("{} {version}", cluster.name()));
+            }
             eprintln!(
-                "test bed '{tag}': {clusters} clusters ready in {:.1} s under {}",
+                "test bed '{tag}': {clusters} clusters ({}) ready in {:.1} s under {}",
+                versions.join(", "),
                 tb.started_in().as_secs_f32(),
                 tb.root().display()
             );
