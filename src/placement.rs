@@ -5,7 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{NodeSelectorTerm, Pod, Toleration};
+use k8s_openapi::{
+    api::core::v1::{NodeSelectorTerm, Pod, Toleration},
+    apimachinery::pkg::apis::meta::v1::Time,
+};
 
 use crate::{
     admission::pod::{node_violation, terms_conform},
@@ -36,10 +39,12 @@ impl std::fmt::Display for Breach {
 /// What is done about a breach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Remedy {
-    /// Not started and owned by a controller: evicted (PodDisruptionBudgets apply), so its
-    /// owner creates it again and the webhook places it.
+    /// Not started, and owned by a controller that creates a missing pod again (ReplicaSet,
+    /// StatefulSet, ReplicationController): evicted, so its owner creates it again and the
+    /// webhook places it.
     Evict,
-    /// Anything else (a bare pod, one already running): reported, never touched.
+    /// Anything else (a bare pod, one that ran something, a Job's pod whose loss would count
+    /// as a failure): reported, never touched.
     Report,
 }
 
@@ -47,31 +52,50 @@ pub enum Remedy {
 pub struct Finding {
     pub name: String,
     pub uid: String,
+    /// The controller that would recreate it, when evicted.
+    pub owner_uid: Option<String>,
     pub breach: Breach,
     pub remedy: Remedy,
 }
 
-/// The pods of one namespace that break `spec`. While the offloading is `terminating`, a
-/// pod not bound yet must not go to a virtual node any more (bound pods were placed before
-/// and are left to the termination).
+/// The owners that replace a pod that goes away, as the same workload: evicting loses
+/// nothing. (A Job counts a lost pod as a failure; a DaemonSet's pod is pinned to its node.)
+const RECREATING_OWNERS: [&str; 3] = ["ReplicaSet", "StatefulSet", "ReplicationController"];
+
+/// The pods of one namespace that break `spec`, sorted by name. Once the offloading is
+/// ending (`ending_since`, its deletion time), a pod not bound yet must not go to a
+/// virtual node any more, nor may one created since then be there; pods bound before are
+/// left to the termination.
 pub fn audit<'a>(
     spec: &NamespaceOffloadingSpec,
-    terminating: bool,
+    ending_since: Option<&Time>,
     pods: impl IntoIterator<Item = &'a Pod>,
     virtual_node_labels: impl Fn(&str) -> Option<BTreeMap<String, String>>,
 ) -> Vec<Finding> {
     let local = NamespaceOffloadingSpec::local_only();
-    let effective = if terminating { &local } else { spec };
-    pods.into_iter()
+    let effective = if ending_since.is_some() { &local } else { spec };
+    let mut findings: Vec<Finding> = pods
+        .into_iter()
         .filter(|pod| !finished(pod) && pod.metadata.deletion_timestamp.is_none())
         .filter_map(|pod| {
             let pod_spec = pod.spec.as_ref()?;
+            let own = required_terms(pod);
             let breach = match pod_spec.node_name.as_deref().filter(|n| !n.is_empty()) {
-                Some(_) if terminating => None,
+                Some(node) if ending_since.is_some() => {
+                    let created_since = match (&pod.metadata.creation_timestamp, ending_since) {
+                        (Some(created), Some(since)) => created.0 >= since.0,
+                        _ => false,
+                    };
+                    let on_virtual = virtual_node_labels(node).is_some();
+                    (on_virtual && created_since).then(|| Breach::ForbiddenNode {
+                        node: node.to_owned(),
+                        why: "is a virtual node, and the pod was sent there after the offloading began to end",
+                    })
+                }
                 // Placed by the webhook: the scheduler honoured the constraints, so the node
                 // needs no second look (a virtual node created a moment ago may not be in
                 // the cache yet, and would pass for a local one).
-                Some(_) if terms_conform(required_terms(pod), effective) => None,
+                Some(_) if terms_conform(own, effective) => None,
                 Some(node) => {
                     // Nodes missing from the virtual-node cache are local nodes.
                     let labels = virtual_node_labels(node).unwrap_or_default();
@@ -81,7 +105,6 @@ pub fn audit<'a>(
                     })
                 }
                 None => {
-                    let own = required_terms(pod);
                     let may_go_astray = effective.pod_offloading_strategy
                         == PodOffloadingStrategy::Remote
                         || tolerates_virtual_nodes(pod_spec.tolerations.as_deref());
@@ -89,18 +112,22 @@ pub fn audit<'a>(
                         .then_some(Breach::Unconstrained)
                 }
             }?;
+            let owner = recreating_owner(pod);
             Some(Finding {
                 name: pod.metadata.name.clone().unwrap_or_default(),
                 uid: pod.metadata.uid.clone().unwrap_or_default(),
+                owner_uid: owner.clone(),
                 breach,
-                remedy: if not_started(pod) && controlled(pod) {
+                remedy: if not_started(pod) && owner.is_some() {
                     Remedy::Evict
                 } else {
                     Remedy::Report
                 },
             })
         })
-        .collect()
+        .collect();
+    findings.sort_by(|a, b| a.name.cmp(&b.name));
+    findings
 }
 
 fn required_terms(pod: &Pod) -> &[NodeSelectorTerm] {
@@ -143,17 +170,34 @@ fn finished(pod: &Pod) -> bool {
     matches!(phase(pod), "Succeeded" | "Failed")
 }
 
-/// No container of it has run: recreating it loses nothing.
+/// No container of it (init containers included) has run: recreating it loses nothing.
+/// A pod stays `Pending` while its init containers run, so the phase alone is not enough.
 fn not_started(pod: &Pod) -> bool {
+    let status = pod.status.as_ref();
+    let containers = status.into_iter().flat_map(|s| {
+        s.init_container_statuses
+            .iter()
+            .flatten()
+            .chain(s.container_statuses.iter().flatten())
+    });
     phase(pod) == "Pending"
+        && containers.into_iter().all(|c| {
+            c.restart_count == 0
+                && c.state
+                    .as_ref()
+                    .is_none_or(|s| s.running.is_none() && s.terminated.is_none())
+        })
 }
 
-fn controlled(pod: &Pod) -> bool {
+/// The uid of the controller that would create the pod again, if it is one that does.
+fn recreating_owner(pod: &Pod) -> Option<String> {
     pod.metadata
         .owner_references
         .iter()
         .flatten()
-        .any(|o| o.controller == Some(true))
+        .find(|o| o.controller == Some(true))
+        .filter(|o| RECREATING_OWNERS.contains(&o.kind.as_str()))
+        .map(|o| o.uid.clone())
 }
 
 #[cfg(test)]
@@ -171,10 +215,14 @@ mod tests {
     }
 
     fn pod(name: &str, spec: Value, phase: &str, owned: bool) -> Pod {
-        let owners = if owned {
-            json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-1", "uid": "rs", "controller": true}])
-        } else {
+        owned_by(name, spec, phase, if owned { "ReplicaSet" } else { "" })
+    }
+
+    fn owned_by(name: &str, spec: Value, phase: &str, kind: &str) -> Pod {
+        let owners = if kind.is_empty() {
             json!([])
+        } else {
+            json!([{"apiVersion": "apps/v1", "kind": kind, "name": "owner", "uid": "owner-uid", "controller": true}])
         };
         let mut spec = spec;
         spec["containers"] = json!([{"name": "app", "image": "app"}]);
@@ -228,7 +276,7 @@ mod tests {
             pod("constrained", remote_terms(), "Pending", true),
             pod("unconstrained", json!({}), "Pending", true),
         ];
-        let findings = audit(&remote, false, &pods, virtual_nodes);
+        let findings = audit(&remote, None, &pods, virtual_nodes);
         let got: Vec<(&str, Remedy)> = findings
             .iter()
             .map(|f| (f.name.as_str(), f.remedy))
@@ -236,17 +284,18 @@ mod tests {
         assert_eq!(
             got,
             [
+                ("bare", Remedy::Report),
                 ("local", Remedy::Evict),
                 ("running-local", Remedy::Report),
-                ("bare", Remedy::Report),
                 ("unconstrained", Remedy::Evict),
             ]
         );
         assert!(
-            findings[0].breach.to_string().contains("is a local node"),
+            findings[1].breach.to_string().contains("is a local node"),
             "{}",
-            findings[0].breach
+            findings[1].breach
         );
+        assert_eq!(findings[1].owner_uid.as_deref(), Some("owner-uid"));
     }
 
     #[test]
@@ -255,7 +304,7 @@ mod tests {
         let mut placed = remote_terms();
         placed["nodeName"] = json!("liqo-new");
         let pods = [pod("placed", placed, "Pending", true)];
-        assert!(audit(&remote, false, &pods, virtual_nodes).is_empty());
+        assert!(audit(&remote, None, &pods, virtual_nodes).is_empty());
     }
 
     #[test]
@@ -280,7 +329,7 @@ mod tests {
                 false,
             ),
         ];
-        let findings = audit(&both, false, &pods, virtual_nodes);
+        let findings = audit(&both, None, &pods, virtual_nodes);
         let names: Vec<&str> = findings.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["on-unselected", "tolerates-all"]);
         assert!(findings[0].breach.to_string().contains("does not select"));
@@ -293,29 +342,92 @@ mod tests {
             pod("remote", json!({"nodeName": "liqo-eu"}), "Running", true),
             pod("plain", json!({}), "Pending", true),
         ];
-        let findings = audit(&local, false, &pods, virtual_nodes);
+        let findings = audit(&local, None, &pods, virtual_nodes);
         assert_eq!(findings.len(), 1);
         assert_eq!(findings[0].remedy, Remedy::Report);
     }
 
+    fn at(seconds: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
     #[test]
-    fn once_terminating_pending_pods_with_remote_constraints_are_sent_back() {
+    fn once_ending_no_pod_goes_remote_and_pods_bound_before_are_left_alone() {
         let remote = spec("Remote", None);
+        let mut placed_before = pod(
+            "placed-before",
+            json!({"nodeName": "liqo-eu"}),
+            "Pending",
+            true,
+        );
+        placed_before.metadata.creation_timestamp = Some(at(100));
+        // Admitted from a cache that had not seen the deletion yet, then bound remotely.
+        let mut sent_after = pod(
+            "sent-after",
+            json!({"nodeName": "liqo-eu"}),
+            "Pending",
+            true,
+        );
+        sent_after.metadata.creation_timestamp = Some(at(200));
         let pods = [
             pod("waiting", remote_terms(), "Pending", true),
             pod("bare-waiting", remote_terms(), "Pending", false),
-            // Bound before the end: left to the termination.
-            pod("placed", json!({"nodeName": "liqo-eu"}), "Pending", true),
+            placed_before,
+            sent_after,
             pod("no-toleration", json!({}), "Pending", true),
         ];
-        let findings = audit(&remote, true, &pods, virtual_nodes);
+        let findings = audit(&remote, Some(&at(150)), &pods, virtual_nodes);
         let got: Vec<(&str, Remedy)> = findings
             .iter()
             .map(|f| (f.name.as_str(), f.remedy))
             .collect();
         assert_eq!(
             got,
-            [("waiting", Remedy::Evict), ("bare-waiting", Remedy::Report)]
+            [
+                ("bare-waiting", Remedy::Report),
+                ("sent-after", Remedy::Evict),
+                ("waiting", Remedy::Evict)
+            ]
+        );
+    }
+
+    #[test]
+    fn only_pods_that_never_ran_and_whose_owner_recreates_them_are_evicted() {
+        let remote = spec("Remote", None);
+        let mut init_running = pod(
+            "init-running",
+            json!({"nodeName": "node-1"}),
+            "Pending",
+            true,
+        );
+        init_running.status = Some(
+            serde_json::from_value(json!({"phase": "Pending", "initContainerStatuses": [
+                {"name": "migrate", "image": "m", "imageID": "", "ready": false, "restartCount": 0,
+                 "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}}]}))
+            .unwrap(),
+        );
+        let pods = [
+            owned_by("job-pod", json!({"nodeName": "node-1"}), "Pending", "Job"),
+            owned_by(
+                "sts-pod",
+                json!({"nodeName": "node-1"}),
+                "Pending",
+                "StatefulSet",
+            ),
+            init_running,
+        ];
+        let findings = audit(&remote, None, &pods, virtual_nodes);
+        let got: Vec<(&str, Remedy)> = findings
+            .iter()
+            .map(|f| (f.name.as_str(), f.remedy))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("init-running", Remedy::Report),
+                ("job-pod", Remedy::Report),
+                ("sts-pod", Remedy::Evict)
+            ]
         );
     }
 
@@ -331,6 +443,6 @@ mod tests {
             gone,
             pod("done", json!({"nodeName": "node-1"}), "Succeeded", true),
         ];
-        assert!(audit(&remote, false, &pods, virtual_nodes).is_empty());
+        assert!(audit(&remote, None, &pods, virtual_nodes).is_empty());
     }
 }

@@ -53,6 +53,11 @@ pub fn crd_problems(name: &str, crd: Option<&CustomResourceDefinition>) -> Vec<S
             "CRD {name} does not serve v1alpha1: apply manifests/crd.yaml"
         ));
     }
+    if name == CRDS[0] && !conditions_keyed_by_type(version) {
+        problems.push(format!(
+            "CRD {name} keeps status.conditions as one list (an older manifest): the Ready and PodsConform conditions have two writers and would overwrite each other; apply manifests/crd.yaml before this manager"
+        ));
+    }
     if name == CRDS[0] {
         // The CEL rule keeping spec immutable even with the webhook down; an API server
         // that drops x-kubernetes-validations leaves only the webhook to enforce it.
@@ -72,6 +77,20 @@ pub fn crd_problems(name: &str, crd: Option<&CustomResourceDefinition>) -> Vec<S
         }
     }
     problems
+}
+
+fn conditions_keyed_by_type(
+    version: &k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinitionVersion,
+) -> bool {
+    version
+        .schema
+        .as_ref()
+        .and_then(|s| s.open_api_v3_schema.as_ref())
+        .and_then(|s| s.properties.as_ref())
+        .and_then(|p| p.get("status"))
+        .and_then(|s| s.properties.as_ref())
+        .and_then(|p| p.get("conditions"))
+        .is_some_and(|c| c.x_kubernetes_list_type.as_deref() == Some("map"))
 }
 
 /// Runs every check and logs what it finds; never fails the start.
@@ -109,7 +128,10 @@ mod tests {
         assert_eq!(version_problem("1", "37"), None);
         assert_eq!(version_problem("1", "33+"), None);
         let old = version_problem("1", "30").unwrap();
-        assert!(old.contains("1.30 is older than the supported 1.33 to 1.37"), "{old}");
+        assert!(
+            old.contains("1.30 is older than the supported 1.33 to 1.37"),
+            "{old}"
+        );
         let new = version_problem("1", "38").unwrap();
         assert!(new.contains("not tested"), "{new}");
         assert!(version_problem("", "").unwrap().contains("cannot tell"));
@@ -122,7 +144,10 @@ mod tests {
         assert!(crd_problems(CRDS[1], Some(&RemoteCluster::crd())).is_empty());
 
         let missing = crd_problems(CRDS[0], None);
-        assert!(missing[0].contains("kubectl apply -f manifests/crd.yaml"), "{missing:?}");
+        assert!(
+            missing[0].contains("kubectl apply -f manifests/crd.yaml"),
+            "{missing:?}"
+        );
 
         let mut stripped = nso.clone();
         for v in &mut stripped.spec.versions {
@@ -138,5 +163,25 @@ mod tests {
         }
         let problems = crd_problems(CRDS[0], Some(&stripped));
         assert!(problems[0].contains("self == oldSelf"), "{problems:?}");
+
+        let mut old = nso.clone();
+        for v in &mut old.spec.versions {
+            if let Some(c) = v
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+                .and_then(|s| s.properties.as_mut())
+                .and_then(|p| p.get_mut("status"))
+                .and_then(|s| s.properties.as_mut())
+                .and_then(|p| p.get_mut("conditions"))
+            {
+                c.x_kubernetes_list_type = None;
+            }
+        }
+        let problems = crd_problems(CRDS[0], Some(&old));
+        assert!(
+            problems[0].contains("apply manifests/crd.yaml before"),
+            "{problems:?}"
+        );
     }
 }

@@ -120,6 +120,27 @@ pub fn configurations(
         metadata: metadata(),
         webhooks: Some(vec![
             MutatingWebhook {
+                name: "pod-enabled-label.offloading.liqo.io".into(),
+                rules: Some(vec![rule("", "v1", "pods", &["CREATE"])]),
+                // Namespaces with the quick-offloading label whose NamespaceOffloading is not
+                // admitted yet (a Namespace and a Deployment in one `kubectl apply`): the
+                // label stands for the defaults. Disjoint from the selector below, so no pod
+                // is reviewed twice; listed first because the API server evaluates the
+                // selectors one after the other against its namespace cache, and a
+                // scheduling label arriving between the two checks must not let a pod slip
+                // past both.
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some([(ENABLED_LABEL.into(), "true".into())].into()),
+                    match_expressions: Some(vec![LabelSelectorRequirement {
+                        key: SCHEDULING_ENABLED_LABEL.into(),
+                        operator: "NotIn".into(),
+                        values: Some(vec!["true".into()]),
+                    }]),
+                }),
+                reinvocation_policy: Some("IfNeeded".into()),
+                ..common(Webhook::PodEnabledLabel)
+            },
+            MutatingWebhook {
                 name: "pod.offloading.liqo.io".into(),
                 rules: Some(vec![rule("", "v1", "pods", &["CREATE"])]),
                 // Only namespaces where offloading is active, so every other pod in the
@@ -134,24 +155,6 @@ pub fn configurations(
                 // its affinity cannot undo the strategy.
                 reinvocation_policy: Some("IfNeeded".into()),
                 ..common(Webhook::Pod)
-            },
-            MutatingWebhook {
-                name: "pod-enabled-label.offloading.liqo.io".into(),
-                rules: Some(vec![rule("", "v1", "pods", &["CREATE"])]),
-                // Namespaces with the quick-offloading label whose NamespaceOffloading is not
-                // admitted yet (a Namespace and a Deployment in one `kubectl apply`): the
-                // label stands for the defaults. Disjoint from the selector above, so no pod
-                // is reviewed twice.
-                namespace_selector: Some(LabelSelector {
-                    match_labels: Some([(ENABLED_LABEL.into(), "true".into())].into()),
-                    match_expressions: Some(vec![LabelSelectorRequirement {
-                        key: SCHEDULING_ENABLED_LABEL.into(),
-                        operator: "NotIn".into(),
-                        values: Some(vec!["true".into()]),
-                    }]),
-                }),
-                reinvocation_policy: Some("IfNeeded".into()),
-                ..common(Webhook::PodEnabledLabel)
             },
             MutatingWebhook {
                 name: "defaults.namespaceoffloading.offloading.liqo.io".into(),
@@ -209,7 +212,13 @@ mod tests {
     #[test]
     fn pod_webhook_is_scoped_to_offloaded_namespaces_and_fails_closed() {
         let (m, v) = configurations(&Target::Url("https://127.0.0.1:9443/".into()), Some("PEM"));
-        let pod = &m.webhooks.as_ref().unwrap()[0];
+        let pod = m
+            .webhooks
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|w| w.name == "pod.offloading.liqo.io")
+            .unwrap();
         assert_eq!(
             pod.client_config.url.as_deref(),
             Some("https://127.0.0.1:9443/mutate/pod")

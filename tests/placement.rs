@@ -140,7 +140,15 @@ spec:
     )
 }
 
-/// The whole application as one document list, as a user keeps it in one file.
+fn bare_pod(namespace: &str, name: &str) -> String {
+    format!(
+        "---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {namespace}\nspec:\n  containers:\n  - name: app\n    image: registry.invalid/app:1\n"
+    )
+}
+
+/// The whole application as one document list, as a user keeps it in one file: the
+/// Namespace, its NamespaceOffloading, a bare Pod created right after it (before anything
+/// but our admission can have labelled the namespace), and a Deployment.
 fn application(namespace: &str, case: Case) -> String {
     let labels = if case == Case::Label {
         "\n  labels:\n    liqo.io/enabled: \"true\""
@@ -160,7 +168,7 @@ fn application(namespace: &str, case: Case) -> String {
             "---\napiVersion: offloading.liqo.io/v1alpha1\nkind: NamespaceOffloading\nmetadata:\n  name: offloading\n  namespace: {namespace}\nspec:\n  podOffloadingStrategy: {strategy}\n"
         );
     }
-    out + &deployment(namespace, "web", 3)
+    out + &bare_pod(namespace, "first") + &deployment(namespace, "web", 3)
 }
 
 fn required_terms(pod: &Pod) -> Value {
@@ -233,8 +241,8 @@ async fn one_apply_places_every_pod_for_each_strategy_and_the_label_path() {
 
         let mut broken = Vec::new();
         for (ns, case, round) in &namespaces {
-            let pods = eventually(&format!("the 3 pods of {ns} to be scheduled"), WAIT, || {
-                bound_pods(&client, ns, 3)
+            let pods = eventually(&format!("the 4 pods of {ns} to be scheduled"), WAIT, || {
+                bound_pods(&client, ns, 4)
             })
             .await;
             let (terms, tolerated) = expected(*case);
@@ -264,9 +272,31 @@ async fn one_apply_places_every_pod_for_each_strategy_and_the_label_path() {
             broken.is_empty(),
             "{} of {} pods escaped their strategy:\n{}",
             broken.len(),
-            namespaces.len() * 3,
+            namespaces.len() * 4,
             broken.join("\n")
         );
+        // The namespaces were labelled by our admission of the NamespaceOffloading, not
+        // later by the controller.
+        let namespaces_api = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+        for (ns, case, round) in &namespaces {
+            if *case == Case::Label {
+                continue;
+            }
+            let managers: Vec<String> = namespaces_api
+                .get(ns)
+                .await
+                .unwrap()
+                .metadata
+                .managed_fields
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.manager)
+                .collect();
+            assert!(
+                managers.iter().any(|m| m == "namespace-offloading-webhook"),
+                "round {round} {case:?} {ns}: the scheduling label was not set by the webhook (managers {managers:?})"
+            );
+        }
         // Placed at admission, not repaired afterwards by the placement controller.
         let mut evicted = Vec::new();
         for (ns, case, round) in &namespaces {
@@ -447,7 +477,7 @@ async fn once_the_offloading_ends_no_waiting_pod_goes_remote() {
         // Remote, selecting a region no cluster has yet: the pods wait, constrained.
         let region = unique("nowhere");
         let manifest = format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n---\napiVersion: offloading.liqo.io/v1alpha1\nkind: NamespaceOffloading\nmetadata:\n  name: offloading\n  namespace: {ns}\nspec:\n  podOffloadingStrategy: Remote\n  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - {{key: region, operator: In, values: [{region}]}}\n{}",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n---\napiVersion: offloading.liqo.io/v1alpha1\nkind: NamespaceOffloading\nmetadata:\n  name: offloading\n  namespace: {ns}\n  finalizers: [test.offloading.liqo.io/hold]\nspec:\n  podOffloadingStrategy: Remote\n  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - {{key: region, operator: In, values: [{region}]}}\n{}",
             deployment(&ns, "web", 2)
         );
         let (ok, _, err) = kubectl(kc, &["apply", "-f", "-"], Some(&manifest));
@@ -460,8 +490,19 @@ async fn once_the_offloading_ends_no_waiting_pod_goes_remote() {
         .await;
         let waiting: Vec<String> = waiting.into_iter().filter_map(|p| p.metadata.name).collect();
 
-        let (ok, _, err) = kubectl(kc, &["delete", "namespaceoffloading", "offloading", "-n", &ns], None);
+        // The end begins; another finalizer keeps the object in Terminating meanwhile.
+        let (ok, _, err) = kubectl(
+            kc,
+            &["delete", "namespaceoffloading", "offloading", "-n", &ns, "--wait=false"],
+            None,
+        );
         assert!(ok, "{err}");
+        let nsos = Api::<NamespaceOffloading>::namespaced(client.clone(), &ns);
+        eventually("our finalizer to be gone", WAIT, || async {
+            let nso = nsos.get("offloading").await.ok()?;
+            (nso.metadata.finalizers.unwrap_or_default().len() == 1).then_some(())
+        })
+        .await;
         // The waiting pods were sent back: their replacements carry no remote constraints.
         let pods = eventually("the waiting pods to be replaced by local ones", WAIT, || async {
             let pods = bound_pods(&client, &ns, 2).await?;
@@ -474,21 +515,43 @@ async fn once_the_offloading_ends_no_waiting_pod_goes_remote() {
             assert!(!tolerates_virtual_nodes(pod), "{:?}", pod.spec);
             assert_eq!(pod.spec.as_ref().unwrap().node_name.as_deref(), Some(LOCAL_NODE));
         }
-        // A cluster of that region now appears: nothing of this namespace goes there.
+
+        // While it ends, a new pod that tolerates every taint still stays local, even once a
+        // cluster of the selected region appears.
         let late = format!("placement-vn-{region}");
         create_node(&client, &late, json!({"region": region}), true).await;
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": "late"},
-            "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
+            "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}],
+                     "tolerations": [{"operator": "Exists"}]},
         }))
         .unwrap();
-        api.create(&PostParams::default(), &pod).await.unwrap();
+        let created = api.create(&PostParams::default(), &pod).await.unwrap();
+        assert_eq!(
+            required_terms(&created),
+            json!([{"matchExpressions": [{"key": "liqo.io/type", "operator": "NotIn", "values": ["virtual-node"]}]}])
+        );
         let all = eventually("3 pods bound", WAIT, || bound_pods(&client, &ns, 3)).await;
         let nodes: BTreeMap<String, String> = all
             .iter()
             .map(|p| (p.metadata.name.clone().unwrap(), p.spec.as_ref().unwrap().node_name.clone().unwrap()))
             .collect();
         assert!(nodes.values().all(|n| n == LOCAL_NODE), "{nodes:?}");
+
+        // Once the object is gone, the scheduling label it left goes too (after 30 s).
+        nsos.patch(
+            "offloading",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+        let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+        eventually("the scheduling label to be cleared", WAIT, || async {
+            let labels = namespaces.get(&ns).await.ok()?.metadata.labels.unwrap_or_default();
+            (!labels.contains_key("liqo.io/scheduling-enabled")).then_some(())
+        })
+        .await;
         Api::<Node>::all(client.clone()).delete(&late, &DeleteParams::default()).await.unwrap();
         kubectl(kc, &["delete", "namespace", &ns, "--wait=false"], None);
     })

@@ -14,7 +14,9 @@ use kube::core::{
 use serde_json::Value;
 
 pub use self::pod::NodeInfo;
-use crate::api::{NamespaceOffloading, NamespaceOffloadingSpec, SCHEDULING_ENABLED_LABEL};
+use crate::api::{
+    DNS1123_LABEL_MAX, NamespaceOffloading, NamespaceOffloadingSpec, SCHEDULING_ENABLED_LABEL,
+};
 
 /// What the webhooks read from the watch caches.
 pub trait Lookup: Send + Sync {
@@ -109,11 +111,18 @@ pub enum Outcome {
 pub struct PendingPod {
     request: AdmissionRequest<DynamicObject>,
     webhook: Webhook,
+    local_cluster_id: String,
 }
 
 impl PendingPod {
     pub fn namespace(&self) -> &str {
         self.request.namespace.as_deref().unwrap_or_default()
+    }
+
+    /// Whether an absent NamespaceOffloading is worth reading again shortly: the namespace
+    /// is marked, so one is most likely being stored right now.
+    pub fn expects_offloading(&self) -> bool {
+        self.webhook == Webhook::Pod
     }
 
     /// Answers with what the read found: `Ok(None)` when the namespace has no
@@ -130,7 +139,15 @@ impl PendingPod {
                     self.namespace()
                 )
             })
-            .and_then(|nso| place_pod(&self.request, self.webhook, nso.as_ref(), lookup));
+            .and_then(|nso| {
+                place_pod(
+                    &self.request,
+                    self.webhook,
+                    nso.as_ref(),
+                    lookup,
+                    &self.local_cluster_id,
+                )
+            });
         answer(&self.request, decided)
     }
 }
@@ -180,9 +197,13 @@ pub fn review(
             } else {
                 let namespace = request.namespace.as_deref().unwrap_or_default();
                 match lookup.offloading(namespace) {
-                    Some(nso) => place_pod(&request, webhook, Some(&nso), lookup),
+                    Some(nso) => place_pod(&request, webhook, Some(&nso), lookup, local_cluster_id),
                     None => {
-                        return Ok(Outcome::ReadOffloading(PendingPod { request, webhook }));
+                        return Ok(Outcome::ReadOffloading(PendingPod {
+                            request,
+                            webhook,
+                            local_cluster_id: local_cluster_id.to_owned(),
+                        }));
                     }
                 }
             }
@@ -280,6 +301,7 @@ pub fn placement_for<'a>(
     webhook: Webhook,
     namespace: &str,
     nso: Option<&'a NamespaceOffloading>,
+    local_cluster_id: &str,
 ) -> (Cow<'a, NamespaceOffloadingSpec>, Option<String>) {
     match nso {
         Some(nso) if nso.metadata.deletion_timestamp.is_none() => (Cow::Borrowed(&nso.spec), None),
@@ -293,7 +315,23 @@ pub fn placement_for<'a>(
         // The label was just set and its NamespaceOffloading is not created yet: the label
         // stands for the defaults.
         None if webhook == Webhook::PodEnabledLabel => {
-            (Cow::Owned(NamespaceOffloadingSpec::label_default()), None)
+            let defaults = NamespaceOffloadingSpec::label_default();
+            // Only if the label's NamespaceOffloading can exist at all (DefaultName must fit
+            // a namespace name); otherwise nothing is offloaded, and pods stay local.
+            if defaults
+                .remote_namespace_name(namespace, local_cluster_id)
+                .len()
+                <= DNS1123_LABEL_MAX
+            {
+                (Cow::Owned(defaults), None)
+            } else {
+                (
+                    Cow::Owned(NamespaceOffloadingSpec::local_only()),
+                    Some(format!(
+                        "namespace {namespace:?} is too long for the liqo.io/enabled label's default NamespaceOffloading (DefaultName): nothing is offloaded, the pod is kept in the local cluster"
+                    )),
+                )
+            }
         }
         None => (
             Cow::Owned(NamespaceOffloadingSpec::local_only()),
@@ -309,9 +347,10 @@ fn place_pod(
     webhook: Webhook,
     nso: Option<&NamespaceOffloading>,
     lookup: &dyn Lookup,
+    local_cluster_id: &str,
 ) -> Result<Decision, String> {
     let namespace = request.namespace.as_deref().unwrap_or_default();
-    let (spec, warning) = placement_for(webhook, namespace, nso);
+    let (spec, warning) = placement_for(webhook, namespace, nso, local_cluster_id);
     let pod = object_json(request)?;
     if let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str)
         && !node.is_empty()
@@ -579,6 +618,27 @@ mod tests {
         assert_eq!(
             required_terms(&pod),
             &json!([{"matchExpressions": [{"key": "liqo.io/type", "operator": "In", "values": ["virtual-node"]}]}])
+        );
+    }
+
+    #[test]
+    fn the_label_stands_for_nothing_where_its_default_cannot_exist() {
+        let long = "a-namespace-name-far-too-long-for-default-name-mapping";
+        let mut body = pod_review("admission.k8s.io/v1", "u8", json!({"containers": []}));
+        body["request"]["namespace"] = json!(long);
+        let (out, _) = answer(Webhook::PodEnabledLabel, &body, &Fixed::default());
+        let pod = apply_patch(&body, &out);
+        assert_eq!(
+            required_terms(&pod),
+            &serde_json::from_str::<Value>(NOT_VN).unwrap()
+        );
+        assert!(!has_toleration(&pod));
+        assert!(
+            out["response"]["warnings"][0]
+                .as_str()
+                .unwrap()
+                .contains("too long"),
+            "{out}"
         );
     }
 

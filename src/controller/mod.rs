@@ -13,9 +13,9 @@ pub mod quick;
 pub mod remote_namespace;
 pub mod virtual_node;
 
-use std::{collections::HashMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::{
     Api, Client, ResourceExt,
@@ -120,7 +120,12 @@ pub async fn run(
         writer,
         watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
             .default_backoff()
-            .modify(|pod| pod.managed_fields_mut().clear()),
+            .inspect_err(|e| tracing::warn!(watch = "pods", error = %e, "watch error"))
+            .modify(|pod| {
+                pod.managed_fields_mut().clear();
+                pod.annotations_mut()
+                    .remove("kubectl.kubernetes.io/last-applied-configuration");
+            }),
     )
     .touched_objects();
     let placement_context = Arc::new(placement::Context::new(
@@ -135,6 +140,8 @@ pub async fn run(
         watcher::Config::default().fields(&format!("metadata.name={OFFLOADING_NAME}")),
     )
     .watches_stream(pod_events, |pod| placement::offloading_of(&pod))
+    // A Deployment's pods arrive as a burst: one look at the namespace per burst.
+    .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_millis(500)))
     .graceful_shutdown_on(shutdown.clone())
     .run(
         placement::reconcile,
@@ -148,7 +155,7 @@ pub async fn run(
         watcher::Config::default(),
     );
     let all = controller.store();
-    let ready = (nodes.clone(), remote_clusters.clone(), pods);
+    let ready = (nodes.clone(), remote_clusters.clone());
     let offloading = controller
         .watches(Api::<Node>::all(client.clone()), virtual_nodes, move |_| {
             all.state()
@@ -182,11 +189,10 @@ pub async fn run(
     // Decide nothing (least of all that a cluster is gone) before both caches are filled.
     let stop = shutdown.clone();
     let offloading = async move {
-        let (nodes, remote_clusters, pods) = ready;
+        let (nodes, remote_clusters) = ready;
         let filled = async {
             nodes.wait_until_ready().await.is_ok()
                 && remote_clusters.wait_until_ready().await.is_ok()
-                && pods.wait_until_ready().await.is_ok()
         };
         tokio::select! {
             true = filled => offloading.await,

@@ -94,8 +94,6 @@ pub enum OffloadingError {
     #[error("waiting for remote namespaces to be deleted: {0}")]
     Waiting(String),
     #[error(transparent)]
-    Placement(#[from] super::placement::PlacementError),
-    #[error(transparent)]
     Finalizer(#[from] Box<finalizer::Error<OffloadingError>>),
 }
 
@@ -140,7 +138,6 @@ pub fn error_policy(
     let reason = match error {
         OffloadingError::Kube(_) => "kubernetes",
         OffloadingError::Waiting(_) => "waiting",
-        OffloadingError::Placement(_) => "placement",
         OffloadingError::Finalizer(_) => "finalizer",
     };
     ctx.metrics.error("offloading", reason);
@@ -293,6 +290,9 @@ async fn apply(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Offlo
     let remote_name = nso
         .spec
         .remote_namespace_name(&namespace, &ctx.local_cluster_id);
+    // First, so that a namespace the admission webhook marked stays marked even while the
+    // remote calls below take their time.
+    set_scheduling_label(ctx, &namespace, true).await?;
     let problems = selector::validate(&nso.spec.cluster_selector, "spec.clusterSelector");
     mark_selector(nso, ctx, &problems).await?;
 
@@ -312,7 +312,6 @@ async fn apply(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Offlo
     .collect();
 
     ctx.metrics.remote_namespaces(&namespace, &states);
-    set_scheduling_label(ctx, &namespace, true).await?;
     let phase = status::phase(false, !problems.is_empty(), &states);
     write_status(nso, ctx, &remote_name, phase, &states).await?;
 
@@ -507,9 +506,11 @@ async fn cleanup(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Off
     let remote_name = nso
         .spec
         .remote_namespace_name(&namespace, &ctx.local_cluster_id);
-    set_scheduling_label(ctx, &namespace, false).await?;
-    // No pod still waiting for a node goes to a remote cluster from now on.
-    super::placement::enforce(nso, &ctx.placement).await?;
+    // The scheduling label stays until the end: the pod webhook gives new pods the Local
+    // placement while the offloading terminates. No pod still waiting for a node goes to a
+    // remote cluster either (best effort: a pod that cannot be evicted is reported, and
+    // never holds up the termination).
+    super::placement::enforce_at_end(nso, &ctx.placement).await;
 
     // Every cluster with a peering: connected ones, and those whose RemoteCluster has not
     // connected yet (just after a restart): termination waits for them. A cluster whose
@@ -582,6 +583,12 @@ async fn cleanup(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Off
     )
     .await?;
     if remaining.is_empty() {
+        // While another finalizer keeps the object, it is still ending: new pods stay local
+        // (the webhook) until it is gone, and the quick-offloading controller then clears
+        // the label.
+        if nso.finalizers().iter().all(|f| f == FINALIZER) {
+            set_scheduling_label(ctx, &namespace, false).await?;
+        }
         ctx.placement.forget(&namespace);
         publish(
             ctx,

@@ -7,7 +7,7 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use k8s_openapi::{
@@ -34,10 +34,17 @@ use crate::{
 pub const PODS_CONFORM: &str = "PodsConform";
 /// Its own field manager, so server-side apply keeps its condition apart from `Ready`.
 const FIELD_MANAGER: &str = "namespace-offloading-placement";
-/// A PodDisruptionBudget that refuses an eviction now may allow it later.
-const BLOCKED_RETRY: Duration = Duration::from_secs(10);
+/// An eviction refused now (a PodDisruptionBudget, a transient error) may pass later.
+const RETRY: Duration = Duration::from_secs(10);
 /// At most this many pod names in a message.
 const NAMES_SHOWN: usize = 5;
+
+/// An owner whose replacements were evicted this often within [`EVICTION_WINDOW`] is not
+/// fixed by evicting (the webhook does not reach its new pods): its pods are reported.
+const EVICTIONS_BEFORE_GIVING_UP: usize = 3;
+const EVICTION_WINDOW: Duration = Duration::from_secs(300);
+/// How long the end of an offloading waits for the pod cache before going on without it.
+const CACHE_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Context {
     pub client: Client,
@@ -47,10 +54,13 @@ pub struct Context {
     /// Virtual nodes, from a watch.
     pub nodes: Store<Node>,
     pub metrics: Arc<super::metrics::ControllerMetrics>,
-    /// Pods already reported by an event (by uid), so one breach is one event.
-    reported: Mutex<HashSet<String>>,
+    /// Per namespace, the breaching pods already reported by an event (by uid), so one
+    /// breach is one event.
+    reported: Mutex<HashMap<String, HashSet<String>>>,
     /// Per namespace, the breaching pods last announced on the NamespaceOffloading.
     announced: Mutex<HashMap<String, Vec<String>>>,
+    /// Per owner uid, when its pods were evicted.
+    evictions: Mutex<HashMap<String, Vec<Instant>>>,
 }
 
 impl Context {
@@ -69,29 +79,41 @@ impl Context {
             metrics,
             reported: Mutex::default(),
             announced: Mutex::default(),
+            evictions: Mutex::default(),
         }
     }
-}
 
-impl Context {
     /// Drops what is kept about a namespace whose offloading is gone.
     pub fn forget(&self, namespace: &str) {
         self.metrics.pods_breaking(namespace, None);
         if let Ok(mut a) = self.announced.lock() {
             a.remove(namespace);
         }
+        if let Ok(mut r) = self.reported.lock() {
+            r.remove(namespace);
+        }
+    }
+
+    /// Whether evicting the pods of this owner has stopped helping.
+    fn evictions_exhausted(&self, owner: &str) -> bool {
+        self.evictions.lock().is_ok_and(|mut e| {
+            let times = e.entry(owner.to_owned()).or_default();
+            times.retain(|t| t.elapsed() < EVICTION_WINDOW);
+            times.len() >= EVICTIONS_BEFORE_GIVING_UP
+        })
+    }
+
+    fn evicted(&self, owner: &str) {
+        if let Ok(mut e) = self.evictions.lock() {
+            e.entry(owner.to_owned()).or_default().push(Instant::now());
+            // Owners not seen for a while are forgotten.
+            e.retain(|_, times| times.iter().any(|t| t.elapsed() < EVICTION_WINDOW));
+        }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlacementError {
-    #[error("cannot evict pod {namespace}/{name}: {source}")]
-    Evict {
-        namespace: String,
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
     #[error("cannot write the PodsConform condition: {0}")]
     Status(#[source] kube::Error),
 }
@@ -100,16 +122,20 @@ pub async fn reconcile(
     nso: Arc<NamespaceOffloading>,
     ctx: Arc<Context>,
 ) -> Result<Action, PlacementError> {
+    // The end of an offloading is the offloading controller's (see `enforce_at_end`).
+    if nso.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
     let _timer = ctx.metrics.reconcile("placement");
     // Judge nothing from a half-filled cache (the controller's trigger stream fills it
     // meanwhile).
     if ctx.pods.wait_until_ready().await.is_err() || ctx.nodes.wait_until_ready().await.is_err() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let outcome = enforce(&nso, &ctx).await?;
+    let outcome = enforce(&nso, &ctx).await;
     write_condition(&nso, &ctx, &outcome.breaking).await?;
-    Ok(if outcome.blocked {
-        Action::requeue(BLOCKED_RETRY)
+    Ok(if outcome.retry {
+        Action::requeue(RETRY)
     } else {
         Action::await_change()
     })
@@ -134,14 +160,31 @@ pub fn offloading_of(pod: &Pod) -> Option<ObjectRef<NamespaceOffloading>> {
 pub struct Enforced {
     /// Pods still breaking the placement (reported, or their eviction refused).
     pub breaking: Vec<Finding>,
-    /// An eviction was refused (PodDisruptionBudget): try again later.
-    pub blocked: bool,
+    /// An eviction was refused or failed: try again later.
+    pub retry: bool,
 }
 
-/// Finds the namespace's breaching pods and carries out each remedy. Also used by the
-/// offloading controller as the offloading ends, so that no pod still waiting with remote
-/// constraints outlives it.
-pub async fn enforce(nso: &NamespaceOffloading, ctx: &Context) -> Result<Enforced, PlacementError> {
+/// As the offloading ends: no pod still waiting for a node goes to a remote cluster.
+/// Best effort, never an error: a pod that cannot be evicted is reported, and the
+/// termination goes on.
+pub async fn enforce_at_end(nso: &NamespaceOffloading, ctx: &Context) {
+    let filled = async {
+        ctx.pods.wait_until_ready().await.is_ok() && ctx.nodes.wait_until_ready().await.is_ok()
+    };
+    match tokio::time::timeout(CACHE_WAIT, filled).await {
+        Ok(true) => {
+            enforce(nso, ctx).await;
+        }
+        _ => tracing::warn!(
+            namespace = nso.namespace().unwrap_or_default(),
+            "the pod cache is not filled: pods waiting with remote constraints are not checked as the offloading ends"
+        ),
+    }
+}
+
+/// Finds the namespace's breaching pods and carries out each remedy; a pod whose eviction
+/// fails is reported with the cause instead.
+pub async fn enforce(nso: &NamespaceOffloading, ctx: &Context) -> Enforced {
     let namespace = nso.namespace().unwrap_or_default();
     let pods: Vec<Arc<Pod>> = ctx
         .pods
@@ -149,14 +192,14 @@ pub async fn enforce(nso: &NamespaceOffloading, ctx: &Context) -> Result<Enforce
         .into_iter()
         .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()))
         .collect();
-    let terminating = nso.metadata.deletion_timestamp.is_some();
-    let findings = placement::audit(&nso.spec, terminating, pods.iter().map(|p| &**p), |node| {
+    let ending_since = nso.metadata.deletion_timestamp.as_ref();
+    let findings = placement::audit(&nso.spec, ending_since, pods.iter().map(|p| &**p), |node| {
         ctx.nodes
             .get(&ObjectRef::new(node))
             .map(|n| n.labels().clone())
     });
-    let strategy = if terminating {
-        "the offloading is terminating, so new pods must stay local".to_owned()
+    let strategy = if ending_since.is_some() {
+        "the offloading is ending, so pods must stay local".to_owned()
     } else {
         format!(
             "podOffloadingStrategy {:?}",
@@ -165,7 +208,7 @@ pub async fn enforce(nso: &NamespaceOffloading, ctx: &Context) -> Result<Enforce
     };
 
     let mut breaking = Vec::new();
-    let mut blocked = false;
+    let mut retry = false;
     for finding in findings {
         let Some(pod) = pods
             .iter()
@@ -173,9 +216,23 @@ pub async fn enforce(nso: &NamespaceOffloading, ctx: &Context) -> Result<Enforce
         else {
             continue;
         };
-        if finding.remedy == Remedy::Evict {
+        let exhausted = finding
+            .owner_uid
+            .as_deref()
+            .is_some_and(|o| ctx.evictions_exhausted(o));
+        let why_not_evicted = if finding.remedy != Remedy::Evict {
+            None
+        } else if exhausted {
+            Some(format!(
+                "its owner's new pods keep breaking it ({EVICTIONS_BEFORE_GIVING_UP} evictions in {} min), so the webhook does not reach them: check the webhook configuration",
+                EVICTION_WINDOW.as_secs() / 60
+            ))
+        } else {
             match evict(ctx, pod).await {
                 Ok(Evicted::Yes) => {
+                    if let Some(owner) = &finding.owner_uid {
+                        ctx.evicted(owner);
+                    }
                     ctx.metrics.pod_evicted();
                     tracing::info!(namespace, pod = finding.name, breach = %finding.breach, "pod evicted to be placed again");
                     publish(
@@ -192,41 +249,39 @@ pub async fn enforce(nso: &NamespaceOffloading, ctx: &Context) -> Result<Enforce
                     continue;
                 }
                 Ok(Evicted::Gone) => continue,
-                Ok(Evicted::Blocked(why)) => {
-                    blocked = true;
-                    report(
-                        ctx,
-                        pod,
-                        &finding,
-                        &format!("{strategy}; its eviction is refused for now: {why}"),
-                    )
-                    .await;
-                }
-                Err(source) => {
-                    return Err(PlacementError::Evict {
-                        namespace,
-                        name: finding.name,
-                        source,
-                    });
+                Err(why) => {
+                    retry = true;
+                    Some(format!("its eviction failed: {why}"))
                 }
             }
-        } else {
-            report(ctx, pod, &finding, &strategy).await;
-        }
+        };
+        let note = match &why_not_evicted {
+            Some(why) => format!("{strategy}; {why}"),
+            None => strategy.clone(),
+        };
         breaking.push(finding);
+        if let Some(finding) = breaking.last() {
+            report(ctx, &namespace, pod, finding, &note).await;
+        }
+    }
+    if let Ok(mut r) = ctx.reported.lock() {
+        // Only pods that still break it stay remembered.
+        let current: HashSet<String> = breaking.iter().map(|f| f.uid.clone()).collect();
+        if let Some(seen) = r.get_mut(&namespace) {
+            seen.retain(|uid| current.contains(uid));
+        }
     }
     ctx.metrics.pods_breaking(&namespace, Some(breaking.len()));
     announce(nso, ctx, &breaking, &strategy).await;
-    Ok(Enforced { breaking, blocked })
+    Enforced { breaking, retry }
 }
 
 enum Evicted {
     Yes,
     Gone,
-    Blocked(String),
 }
 
-async fn evict(ctx: &Context, pod: &Pod) -> Result<Evicted, kube::Error> {
+async fn evict(ctx: &Context, pod: &Pod) -> Result<Evicted, String> {
     let api = Api::<Pod>::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
     // Only the pod just looked at, never one recreated under the same name since.
     let params = EvictParams {
@@ -246,20 +301,22 @@ async fn evict(ctx: &Context, pod: &Pod) -> Result<Evicted, kube::Error> {
     match api.evict(&pod.name_any(), &params).await {
         Ok(_) => Ok(Evicted::Yes),
         Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => Ok(Evicted::Gone),
-        // 429: a PodDisruptionBudget allows no disruption now.
-        Err(kube::Error::Api(s)) if s.reason == "TooManyRequests" || s.code == 429 => {
-            Ok(Evicted::Blocked(s.message))
-        }
-        Err(e) => Err(e),
+        // 429 (a PodDisruptionBudget allows no disruption now), 403, 500: said on the pod.
+        Err(kube::Error::Api(s)) => Err(format!("{} ({})", s.message, s.reason)),
+        Err(e) => Err(e.to_string()),
     }
 }
 
 /// One Warning event per breaching pod.
-async fn report(ctx: &Context, pod: &Pod, finding: &Finding, strategy: &str) {
+async fn report(ctx: &Context, namespace: &str, pod: &Pod, finding: &Finding, strategy: &str) {
     let first = ctx
         .reported
         .lock()
-        .map(|mut r| r.insert(finding.uid.clone()))
+        .map(|mut r| {
+            r.entry(namespace.to_owned())
+                .or_default()
+                .insert(finding.uid.clone())
+        })
         .unwrap_or(true);
     if first {
         publish(
@@ -433,6 +490,7 @@ mod tests {
         Finding {
             name: name.into(),
             uid: format!("uid-{name}"),
+            owner_uid: None,
             breach: Breach::Unconstrained,
             remedy: Remedy::Report,
         }

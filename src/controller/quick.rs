@@ -57,6 +57,9 @@ fn label_created(nso: &NamespaceOffloading) -> bool {
 pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, QuickError> {
     let _timer = ctx.metrics.reconcile("quick-offloading");
     if ns.metadata.deletion_timestamp.is_some() {
+        if let Ok(mut since) = ctx.unbacked_since.lock() {
+            since.remove(&ns.name_any());
+        }
         return Ok(Action::await_change());
     }
     let name = ns.name_any();
@@ -178,10 +181,21 @@ async fn unbacked_mark(
     if wait.is_some() {
         return Ok(wait);
     }
+    let namespaces = Api::<Namespace>::all(ctx.client.clone());
     let patch = serde_json::json!({"metadata": {"labels": {SCHEDULING_ENABLED_LABEL: null}}});
-    Api::<Namespace>::all(ctx.client.clone())
+    namespaces
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
+    // A NamespaceOffloading admitted meanwhile marked a namespace that was already marked:
+    // give it its label back.
+    let offloadings = Api::<NamespaceOffloading>::namespaced(ctx.client.clone(), &name);
+    if offloadings.get_opt(OFFLOADING_NAME).await?.is_some() {
+        let patch = serde_json::json!({"metadata": {"labels": {SCHEDULING_ENABLED_LABEL: "true"}}});
+        namespaces
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+        return Ok(None);
+    }
     tracing::info!(namespace = %name, "scheduling label removed: the namespace has no NamespaceOffloading");
     Ok(None)
 }

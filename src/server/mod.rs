@@ -88,7 +88,9 @@ async fn timeout(request: axum::extract::Request, next: axum::middleware::Next) 
 }
 
 /// The API server answers these calls well within the webhook's own 5 s.
-const API_CALL_TIMEOUT: Duration = Duration::from_secs(3);
+const API_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pauses before reading a NamespaceOffloading again that a marked namespace lacks.
+const ABSENT_RETRIES: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(400)];
 
 async fn answer(webhook: Webhook, State(state): State<Arc<AppState>>, body: Bytes) -> Response {
     let started = Instant::now();
@@ -101,7 +103,16 @@ async fn answer(webhook: Webhook, State(state): State<Arc<AppState>>, body: Byte
     let answered = match outcome {
         Ok(Outcome::Answered(answer)) => Ok(answer),
         Ok(Outcome::ReadOffloading(pending)) => {
-            let found = read_offloading(&state, pending.namespace()).await;
+            let mut found = read_offloading(&state, pending.namespace()).await;
+            // In a marked namespace the NamespaceOffloading is most likely being stored
+            // this very moment (marking comes just before): look again, briefly.
+            for delay in ABSENT_RETRIES {
+                if !(pending.expects_offloading() && matches!(found, Ok(None))) {
+                    break;
+                }
+                tokio::time::sleep(delay).await;
+                found = read_offloading(&state, pending.namespace()).await;
+            }
             Ok(pending.resume(found, state.lookup.as_ref()))
         }
         Ok(Outcome::MarkNamespace(pending)) => {

@@ -141,7 +141,11 @@ impl Testbed {
         let bin = |name: &str| config.binaries.join(name);
         let mut needed = vec![bin("etcd")];
         for c in &config.clusters {
-            for name in ["kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
+            for name in [
+                "kube-apiserver",
+                "kube-controller-manager",
+                "kube-scheduler",
+            ] {
                 needed.push(c.binaries(&config).join(name));
             }
         }
