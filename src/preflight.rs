@@ -34,6 +34,22 @@ pub fn version_problem(major: &str, minor: &str) -> Option<String> {
     }
 }
 
+/// Whether the API server streams the initial list of a watch (`sendInitialEvents`, the
+/// WatchList feature: on by default from 1.34; 1.33 refuses it, and kube-runtime does not
+/// fall back).
+pub fn streams_initial_lists(major: &str, minor: &str) -> bool {
+    let minor: Option<u32> = minor.trim_end_matches('+').parse().ok();
+    major == "1" && minor.is_some_and(|m| m >= 34)
+}
+
+/// [`streams_initial_lists`] for the cluster behind `client`; `false` when unknown.
+pub async fn cluster_streams_initial_lists(client: &Client) -> bool {
+    match client.apiserver_version().await {
+        Ok(v) => streams_initial_lists(&v.major, &v.minor),
+        Err(_) => false,
+    }
+}
+
 /// What is wrong with one of our CRDs as the API server holds it (`None`: not installed).
 pub fn crd_problems(name: &str, crd: Option<&CustomResourceDefinition>) -> Vec<String> {
     let Some(crd) = crd else {
@@ -135,6 +151,14 @@ mod tests {
         let new = version_problem("1", "38").unwrap();
         assert!(new.contains("not tested"), "{new}");
         assert!(version_problem("", "").unwrap().contains("cannot tell"));
+    }
+
+    #[test]
+    fn initial_lists_are_streamed_from_1_34_on() {
+        assert!(!streams_initial_lists("1", "33"));
+        assert!(streams_initial_lists("1", "34"));
+        assert!(streams_initial_lists("1", "37+"));
+        assert!(!streams_initial_lists("", ""));
     }
 
     #[test]

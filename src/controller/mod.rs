@@ -115,10 +115,18 @@ pub async fn run(
 
     // Every pod, one watch (without managed fields, which only cost memory here): the
     // placement controller reads it to find pods that break their namespace's strategy.
+    // Every pod of a large cluster is the biggest list we make: where the API server can
+    // stream it (1.34 and later), it comes object by object instead of as one response.
+    let pod_watch = if crate::preflight::cluster_streams_initial_lists(&client).await {
+        tracing::info!("pods are listed by streaming (WatchList)");
+        watcher::Config::default().streaming_lists()
+    } else {
+        watcher::Config::default()
+    };
     let (pods, writer) = reflector::store();
     let pod_events = reflector(
         writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        watcher(Api::<Pod>::all(client.clone()), pod_watch)
             .default_backoff()
             .inspect_err(|e| tracing::warn!(watch = "pods", error = %e, "watch error"))
             .modify(|pod| {
