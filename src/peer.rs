@@ -95,6 +95,9 @@ pub async fn peer(args: PeerArgs) -> Result<(), String> {
                 args.kubeconfig.display()
             )
         })?;
+    if let Some(problem) = crate::preflight::version_problem(&version.major, &version.minor) {
+        eprintln!("warning: the remote cluster: {problem}");
+    }
     let identity = Identity::read(&remote, &args.identity_namespace)
         .await
         .ok()

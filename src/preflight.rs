@@ -3,8 +3,15 @@
 //! the log (with the fix) instead of surfacing later as a watch that never syncs. The
 //! manager starts anyway: watches retry, and work once the cause is fixed.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::{Api, Client};
+use futures::StreamExt;
+use k8s_openapi::{
+    api::core::v1::Namespace,
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client,
+    api::{WatchEvent, WatchParams},
+};
 
 /// The Kubernetes minors this release is tested on (`scripts/test-matrix`).
 pub const SUPPORTED_MINORS: std::ops::RangeInclusive<u32> = 33..=37;
@@ -42,13 +49,42 @@ pub fn streams_initial_lists(major: &str, minor: &str) -> bool {
     major == "1" && minor.is_some_and(|m| m >= 34)
 }
 
-/// [`streams_initial_lists`] for the cluster behind `client`; `false` when unknown.
+/// Whether the cluster behind `client` streams initial lists: its release should
+/// ([`streams_initial_lists`]), and a probe watch that selects nothing really gets its
+/// initial-events bookmark (the feature gate can be turned off on any release). `false`
+/// when unsure: list+watch always works.
 pub async fn cluster_streams_initial_lists(client: &Client) -> bool {
-    match client.apiserver_version().await {
-        Ok(v) => streams_initial_lists(&v.major, &v.minor),
-        Err(_) => false,
+    let release_has_it = match tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await
+    {
+        Ok(Ok(v)) => streams_initial_lists(&v.major, &v.minor),
+        _ => false,
+    };
+    if !release_has_it {
+        return false;
+    }
+    let api = Api::<Namespace>::all(client.clone());
+    let params = WatchParams::streaming_lists()
+        .labels("offloading.liqo.io/watch-list-probe=none")
+        .timeout(PROBE_TIMEOUT.as_secs() as u32);
+    let probe = async {
+        let events = api.watch(&params, "").await.ok()?;
+        let mut events = std::pin::pin!(events);
+        events.next().await
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
+        Ok(Some(Ok(WatchEvent::Bookmark(_)))) => true,
+        other => {
+            tracing::warn!(
+                answer = ?other.ok().flatten().map(|e| e.map(|_| "an event other than the initial bookmark")),
+                "this API server does not stream initial lists (WatchList feature gate off?): using list+watch"
+            );
+            false
+        }
     }
 }
+
+/// Bound on each start-up probe, so a slow API server delays nothing for long.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What is wrong with one of our CRDs as the API server holds it (`None`: not installed).
 pub fn crd_problems(name: &str, crd: Option<&CustomResourceDefinition>) -> Vec<String> {
@@ -111,23 +147,27 @@ fn conditions_keyed_by_type(
 
 /// Runs every check and logs what it finds; never fails the start.
 pub async fn check(client: &Client) {
-    match client.apiserver_version().await {
-        Ok(v) => match version_problem(&v.major, &v.minor) {
+    match tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await {
+        Ok(Ok(v)) => match version_problem(&v.major, &v.minor) {
             Some(problem) => tracing::warn!(version = %v.git_version, "{problem}"),
             None => tracing::info!(version = %v.git_version, "Kubernetes release supported"),
         },
-        Err(e) => tracing::warn!(error = %e, "cannot read the Kubernetes release (/version)"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the Kubernetes release (/version)"),
+        Err(_) => tracing::warn!("the Kubernetes release (/version) did not come within 5 s"),
     }
     let api = Api::<CustomResourceDefinition>::all(client.clone());
     for name in CRDS {
-        match api.get_opt(name).await {
-            Ok(crd) => {
+        match tokio::time::timeout(PROBE_TIMEOUT, api.get_opt(name)).await {
+            Ok(Ok(crd)) => {
                 for problem in crd_problems(name, crd.as_ref()) {
                     tracing::error!(crd = name, "{problem}");
                 }
             }
             // Reading CRDs is a convenience (RBAC in manifests/ allows exactly these two).
-            Err(e) => tracing::debug!(crd = name, error = %e, "cannot read the CRD to check it"),
+            Ok(Err(e)) => {
+                tracing::debug!(crd = name, error = %e, "cannot read the CRD to check it")
+            }
+            Err(_) => tracing::debug!(crd = name, "the CRD did not come within 5 s"),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! A test bed of real Kubernetes clusters on loopback.
 //!
-//! One etcd serves every cluster, each under its own `--etcd-prefix`; each cluster has its
+//! One etcd per release serves every cluster, each under its own `--etcd-prefix`; each cluster has its
 //! own CA, kube-apiserver (RBAC, admission webhooks on), kube-controller-manager (namespace
 //! and garbage-collector controllers, so deleted namespaces really go away) and, where
 //! asked, a kube-scheduler. The binaries come from `scripts/build-control-plane`.
@@ -88,8 +88,8 @@ pub struct ClusterConfig {
     pub name: String,
     /// Run a kube-scheduler (only tests of real scheduling need one).
     pub scheduler: bool,
-    /// This cluster's Kubernetes binaries, when not [`TestbedConfig::binaries`] (clusters of
-    /// another version beside the first; etcd is always the first's).
+    /// This cluster's binaries, when not [`TestbedConfig::binaries`] (clusters of another
+    /// release beside the first; they get an etcd of their own release).
     pub binaries: Option<PathBuf>,
 }
 
@@ -129,7 +129,7 @@ impl TestbedConfig {
 /// Running clusters. Dropping it stops every process (attached or not).
 pub struct Testbed {
     root: PathBuf,
-    etcd: Mutex<Process>,
+    etcds: Vec<Mutex<Process>>,
     clusters: Vec<Cluster>,
     started_in: Duration,
 }
@@ -169,33 +169,26 @@ impl Testbed {
         std::fs::write(&owner, std::process::id().to_string())
             .map_err(|e| TestbedError::io(&owner, e))?;
 
-        let etcd_port = process::free_port()?;
-        let peer_port = process::free_port()?;
-        let etcd_url = format!("http://127.0.0.1:{etcd_port}");
-        let etcd = Process::spawn(
-            "etcd",
-            &bin("etcd"),
-            &[
-                "--name=testbed".into(),
-                format!("--data-dir={}", config.root.join("etcd").display()),
-                format!("--listen-client-urls={etcd_url}"),
-                format!("--advertise-client-urls={etcd_url}"),
-                format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
-                format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
-                format!("--initial-cluster=testbed=http://127.0.0.1:{peer_port}"),
-                // Test data is disposable: skip fsync, the main cost of etcd on a slow disk.
-                "--unsafe-no-fsync".into(),
-                "--log-level=warn".into(),
-            ],
-            &config.root.join("logs/etcd.log"),
-            config.lifetime,
-        )?;
-        let mut etcd = etcd;
-        wait_for_etcd(etcd_port, &mut etcd).await?;
-
+        // One etcd per release in the test bed (each Kubernetes release with the etcd it
+        // pairs with), serving every cluster of that release under its own prefix.
+        let mut etcds: Vec<(PathBuf, String, Process)> = Vec::new();
         let mut clusters = Vec::new();
         for c in &config.clusters {
-            clusters.push(Cluster::start(&config, c, &etcd_url)?);
+            let dir = c.binaries(&config).to_path_buf();
+            let url = match etcds.iter().find(|(d, _, _)| *d == dir) {
+                Some((_, url, _)) => url.clone(),
+                None => {
+                    let name = if etcds.is_empty() {
+                        "etcd".to_owned()
+                    } else {
+                        format!("etcd-{}", etcds.len() + 1)
+                    };
+                    let (url, process) = start_etcd(&config, &dir, &name).await?;
+                    etcds.push((dir, url.clone(), process));
+                    url
+                }
+            };
+            clusters.push(Cluster::start(&config, c, &url)?);
         }
         let ready = futures::future::join_all(clusters.iter().map(Cluster::wait_ready)).await;
         ready.into_iter().collect::<Result<Vec<_>, _>>()?;
@@ -204,7 +197,7 @@ impl Testbed {
         }
         let testbed = Self {
             root: config.root.clone(),
-            etcd: Mutex::new(etcd),
+            etcds: etcds.into_iter().map(|(_, _, p)| Mutex::new(p)).collect(),
             clusters,
             started_in: began.elapsed(),
         };
@@ -243,8 +236,10 @@ impl Testbed {
     /// Every process's pid, for stopping a detached test bed later.
     pub fn pids(&self) -> Vec<u32> {
         let mut pids: Vec<u32> = self.clusters.iter().flat_map(Cluster::pids).collect();
-        if let Ok(etcd) = self.etcd.lock() {
-            pids.push(etcd.pid());
+        for etcd in &self.etcds {
+            if let Ok(etcd) = etcd.lock() {
+                pids.push(etcd.pid());
+            }
         }
         pids
     }
@@ -290,9 +285,13 @@ impl Testbed {
     /// Leaves every process running after this value is dropped; returns their pids.
     pub fn detach(self) -> Vec<u32> {
         let pids = self.pids();
-        let Self { etcd, clusters, .. } = self;
-        if let Ok(etcd) = etcd.into_inner() {
-            etcd.release();
+        let Self {
+            etcds, clusters, ..
+        } = self;
+        for etcd in etcds {
+            if let Ok(etcd) = etcd.into_inner() {
+                etcd.release();
+            }
         }
         clusters.into_iter().for_each(Cluster::release);
         pids
@@ -326,7 +325,7 @@ pub fn peer_control_plane_binaries() -> Option<PathBuf> {
 /// The directory holding the control-plane binaries: `NSO_CONTROL_PLANE_DIR` when set,
 /// otherwise whatever `scripts/build-control-plane` builds (it prints its progress).
 pub fn control_plane_binaries() -> Result<PathBuf, TestbedError> {
-    if let Some(dir) = std::env::var_os("NSO_CONTROL_PLANE_DIR") {
+    if let Some(dir) = std::env::var_os("NSO_CONTROL_PLANE_DIR").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir));
     }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-control-plane");
@@ -346,6 +345,37 @@ pub fn control_plane_binaries() -> Result<PathBuf, TestbedError> {
             out.status
         ))),
     }
+}
+
+/// Starts an etcd from `binaries` on free loopback ports; returns its client URL.
+async fn start_etcd(
+    config: &TestbedConfig,
+    binaries: &Path,
+    name: &str,
+) -> Result<(String, Process), TestbedError> {
+    let etcd_port = process::free_port()?;
+    let peer_port = process::free_port()?;
+    let etcd_url = format!("http://127.0.0.1:{etcd_port}");
+    let mut etcd = Process::spawn(
+        name,
+        &binaries.join("etcd"),
+        &[
+            "--name=testbed".into(),
+            format!("--data-dir={}", config.root.join(name).display()),
+            format!("--listen-client-urls={etcd_url}"),
+            format!("--advertise-client-urls={etcd_url}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"),
+            format!("--initial-cluster=testbed=http://127.0.0.1:{peer_port}"),
+            // Test data is disposable: skip fsync, the main cost of etcd on a slow disk.
+            "--unsafe-no-fsync".into(),
+            "--log-level=warn".into(),
+        ],
+        &config.root.join(format!("logs/{name}.log")),
+        config.lifetime,
+    )?;
+    wait_for_etcd(etcd_port, &mut etcd).await?;
+    Ok((etcd_url, etcd))
 }
 
 /// Polls etcd's `/health` with a bare HTTP/1.0 request (no client library needed).
