@@ -19,7 +19,7 @@ use namespace_offloading::{
     testbed::{Process, Testbed},
 };
 use serde_json::{Value, json};
-use support::{eventually, http_get, kubectl, unique};
+use support::{create_node, eventually, http_get, kubectl, unique};
 use tokio::sync::OnceCell;
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -71,29 +71,6 @@ async fn set_up(tb: &'static Testbed) -> Result<Manager, String> {
         admin_port: manager.admin_port,
         _process: Mutex::new(manager.process),
     })
-}
-
-async fn create_node(client: &Client, name: &str, labels: Value, is_virtual: bool) {
-    let mut labels = labels;
-    let mut taints = json!([]);
-    if is_virtual {
-        labels["liqo.io/type"] = "virtual-node".into();
-        taints = json!([{"key": "virtual-node.liqo.io/not-allowed", "value": "true", "effect": "NoExecute"}]);
-    }
-    let node: Node = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": labels},
-        "spec": {"taints": taints},
-        "status": {
-            "conditions": [{"type": "Ready", "status": "True", "reason": "Test"}],
-            "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
-            "capacity": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
-        },
-    }))
-    .unwrap();
-    Api::<Node>::all(client.clone())
-        .create(&PostParams::default(), &node)
-        .await
-        .unwrap();
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]

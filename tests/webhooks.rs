@@ -22,7 +22,7 @@ use kube::{
 };
 use namespace_offloading::testbed::{Process, Testbed};
 use serde_json::{Value, json};
-use support::{eventually, http_get, kubectl, unique};
+use support::{create_node, eventually, http_get, kubectl, unique};
 use tokio::sync::OnceCell;
 
 struct Manager {
@@ -358,29 +358,6 @@ async fn preset_node_name_breaking_the_strategy_is_denied() {
         );
     })
     .await;
-}
-
-async fn create_node(client: &Client, name: &str, labels: Value, is_virtual: bool) {
-    let mut labels = labels;
-    let mut taints = json!([]);
-    if is_virtual {
-        labels["liqo.io/type"] = "virtual-node".into();
-        taints = json!([{"key": "virtual-node.liqo.io/not-allowed", "value": "true", "effect": "NoExecute"}]);
-    }
-    let node: Node = serde_json::from_value(json!({
-        "metadata": {"name": name, "labels": labels},
-        "spec": {"taints": taints},
-        "status": {
-            "conditions": [{"type": "Ready", "status": "True", "reason": "Test"}],
-            "allocatable": {"cpu": "8", "memory": "16Gi", "pods": "110"},
-            "capacity": {"cpu": "8", "memory": "16Gi", "pods": "110"},
-        },
-    }))
-    .unwrap();
-    Api::<Node>::all(client.clone())
-        .create(&PostParams::default(), &node)
-        .await
-        .unwrap();
 }
 
 async fn bound_node(pods: &Api<Pod>, name: &str) -> String {

@@ -51,6 +51,15 @@ pub async fn publish<K: kube::Resource<DynamicType = ()>>(
     }
 }
 
+/// A delete precondition on the uid of the object just looked at: if it was deleted and
+/// recreated by someone else in between, the API server refuses (409) instead.
+pub fn only_this(meta: &kube::api::ObjectMeta) -> Option<kube::api::Preconditions> {
+    meta.uid.clone().map(|uid| kube::api::Preconditions {
+        uid: Some(uid),
+        resource_version: None,
+    })
+}
+
 pub fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }

@@ -286,14 +286,7 @@ async fn evict(ctx: &Context, pod: &Pod) -> Result<Evicted, String> {
     // Only the pod just looked at, never one recreated under the same name since.
     let params = EvictParams {
         delete_options: Some(kube::api::DeleteParams {
-            preconditions: pod
-                .metadata
-                .uid
-                .clone()
-                .map(|uid| kube::api::Preconditions {
-                    uid: Some(uid),
-                    resource_version: None,
-                }),
+            preconditions: super::only_this(&pod.metadata),
             ..kube::api::DeleteParams::default()
         }),
         ..EvictParams::default()

@@ -12,7 +12,7 @@ use std::{
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client, ResourceExt,
-    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions},
+    api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams},
     runtime::{
         controller::Action,
         events::{EventType, Recorder},
@@ -126,10 +126,7 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
             // Only the object just looked at: if a user's own replaced it meanwhile, the
             // uid differs and the API server refuses.
             let params = DeleteParams {
-                preconditions: nso.metadata.uid.clone().map(|uid| Preconditions {
-                    uid: Some(uid),
-                    resource_version: None,
-                }),
+                preconditions: super::only_this(&nso.metadata),
                 ..DeleteParams::default()
             };
             match api.delete(OFFLOADING_NAME, &params).await {

@@ -97,14 +97,7 @@ pub fn ownership(
 /// recreated by someone else in between, the API server refuses (409) instead.
 pub fn delete_exactly(existing: &Namespace) -> kube::api::DeleteParams {
     kube::api::DeleteParams {
-        preconditions: existing
-            .metadata
-            .uid
-            .clone()
-            .map(|uid| kube::api::Preconditions {
-                uid: Some(uid),
-                resource_version: None,
-            }),
+        preconditions: super::only_this(&existing.metadata),
         ..kube::api::DeleteParams::background()
     }
 }

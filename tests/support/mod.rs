@@ -227,3 +227,36 @@ pub async fn start_manager(
     }
     Err(format!("{name} did not become ready within 60 s"))
 }
+
+/// Creates a Ready Node (no kubelet behind it); a virtual one carries `liqo.io/type` and the
+/// taint that keeps ordinary pods off.
+pub async fn create_node(
+    client: &kube::Client,
+    name: &str,
+    labels: serde_json::Value,
+    is_virtual: bool,
+) {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::{Api, api::PostParams};
+    use serde_json::json;
+    let mut labels = labels;
+    let mut taints = json!([]);
+    if is_virtual {
+        labels["liqo.io/type"] = "virtual-node".into();
+        taints = json!([{"key": "virtual-node.liqo.io/not-allowed", "value": "true", "effect": "NoExecute"}]);
+    }
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"taints": taints},
+        "status": {
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Test"}],
+            "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
+            "capacity": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
+        },
+    }))
+    .unwrap();
+    Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .unwrap();
+}
