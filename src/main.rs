@@ -15,8 +15,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the manager: the admission webhooks on every replica, and the peering, offloading
-    /// and quick-offloading controllers on the Lease holder.
+    /// Run the manager: the admission webhooks on every replica, and the peering, offloading,
+    /// quick-offloading and placement controllers on the Lease holder.
     Run(Box<run::RunArgs>),
     /// Peer with a remote cluster: store its kubeconfig and create a RemoteCluster.
     Peer(Box<peer::PeerArgs>),
