@@ -277,10 +277,7 @@ mod tests {
             pod("unconstrained", json!({}), "Pending", true),
         ];
         let findings = audit(&remote, None, &pods, virtual_nodes);
-        let got: Vec<(&str, Remedy)> = findings
-            .iter()
-            .map(|f| (f.name.as_str(), f.remedy))
-            .collect();
+        let got = remedies(&findings);
         assert_eq!(
             got,
             [
@@ -347,6 +344,13 @@ mod tests {
         assert_eq!(findings[0].remedy, Remedy::Report);
     }
 
+    fn remedies(findings: &[Finding]) -> Vec<(&str, Remedy)> {
+        findings
+            .iter()
+            .map(|f| (f.name.as_str(), f.remedy))
+            .collect()
+    }
+
     fn at(seconds: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
     }
@@ -377,10 +381,7 @@ mod tests {
             pod("no-toleration", json!({}), "Pending", true),
         ];
         let findings = audit(&remote, Some(&at(150)), &pods, virtual_nodes);
-        let got: Vec<(&str, Remedy)> = findings
-            .iter()
-            .map(|f| (f.name.as_str(), f.remedy))
-            .collect();
+        let got = remedies(&findings);
         assert_eq!(
             got,
             [
@@ -417,10 +418,7 @@ mod tests {
             init_running,
         ];
         let findings = audit(&remote, None, &pods, virtual_nodes);
-        let got: Vec<(&str, Remedy)> = findings
-            .iter()
-            .map(|f| (f.name.as_str(), f.remedy))
-            .collect();
+        let got = remedies(&findings);
         assert_eq!(
             got,
             [

@@ -130,6 +130,16 @@ pub fn phase(
 }
 
 /// The top-level `Ready` condition (for `kubectl wait --for=condition=Ready`).
+/// When a top-level condition of this type last took this status: kept from `previous`
+/// while the status stays, `now` when it changes.
+pub fn transition_time(previous: &[Condition], type_: &str, status: &str, now: &Time) -> Time {
+    previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone())
+}
+
 pub fn ready_condition(
     phase: OffloadingPhase,
     generation: Option<i64>,
@@ -152,11 +162,7 @@ pub fn ready_condition(
         }
         OffloadingPhase::Terminating => "remote namespaces are being deleted",
     };
-    let last_transition_time = previous
-        .iter()
-        .find(|c| c.type_ == READY && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| now.clone());
+    let last_transition_time = transition_time(previous, READY, &status, now);
     Condition {
         type_: READY.into(),
         status,

@@ -455,6 +455,19 @@ mod tests {
         })
     }
 
+    /// The pure decision on a review, with nothing in the caches.
+    fn decide(webhook: Webhook, body: &Value) -> Outcome {
+        let Ok(outcome) = review(
+            webhook,
+            &serde_json::to_vec(body).unwrap(),
+            &Fixed::default(),
+            "cluster-1-id",
+        ) else {
+            panic!("the review must parse");
+        };
+        outcome
+    }
+
     /// Answers as the server does, with the lookup standing in for the API server too (a
     /// namespace it lacks has no NamespaceOffloading; marking always succeeds).
     fn answer(webhook: Webhook, body: &Value, lookup: &Fixed) -> (Value, Verdict) {
@@ -544,13 +557,7 @@ mod tests {
     #[test]
     fn a_marked_namespace_without_offloading_keeps_pods_local_with_a_warning() {
         let body = pod_review("admission.k8s.io/v1", "u2", json!({"containers": []}));
-        let outcome = review(
-            Webhook::Pod,
-            &serde_json::to_vec(&body).unwrap(),
-            &Fixed::default(),
-            "id",
-        )
-        .unwrap();
+        let outcome = decide(Webhook::Pod, &body);
         // Not in the cache: the server must read it before answering.
         let Outcome::ReadOffloading(pending) = outcome else {
             panic!("a cache miss must ask for a read");
@@ -577,13 +584,7 @@ mod tests {
     #[test]
     fn a_failed_read_denies_the_pod_with_the_cause() {
         let body = pod_review("admission.k8s.io/v1", "u5", json!({"containers": []}));
-        let Outcome::ReadOffloading(pending) = review(
-            Webhook::Pod,
-            &serde_json::to_vec(&body).unwrap(),
-            &Fixed::default(),
-            "id",
-        )
-        .unwrap() else {
+        let Outcome::ReadOffloading(pending) = decide(Webhook::Pod, &body) else {
             panic!("a cache miss must ask for a read");
         };
         let (out, _) = pending.resume(Err("connection refused".into()), &Fixed::default());
@@ -675,13 +676,7 @@ mod tests {
     #[test]
     fn creating_the_offloading_marks_its_namespace_except_on_dry_run() {
         let body = nso_review("CREATE", "offloading", nso("offloading", json!({})), None);
-        let outcome = review(
-            Webhook::OffloadingValidation,
-            &serde_json::to_vec(&body).unwrap(),
-            &Fixed::default(),
-            "cluster-1-id",
-        )
-        .unwrap();
+        let outcome = decide(Webhook::OffloadingValidation, &body);
         let Outcome::MarkNamespace(pending) = outcome else {
             panic!("a creation must mark the namespace");
         };
@@ -695,24 +690,12 @@ mod tests {
 
         let mut dry = body.clone();
         dry["request"]["dryRun"] = json!(true);
-        let outcome = review(
-            Webhook::OffloadingValidation,
-            &serde_json::to_vec(&dry).unwrap(),
-            &Fixed::default(),
-            "cluster-1-id",
-        )
-        .unwrap();
+        let outcome = decide(Webhook::OffloadingValidation, &dry);
         assert!(matches!(outcome, Outcome::Answered((_, Verdict::Allowed))));
 
         // A refused creation marks nothing.
         let bad = nso_review("CREATE", "mine", nso("mine", json!({})), None);
-        let outcome = review(
-            Webhook::OffloadingValidation,
-            &serde_json::to_vec(&bad).unwrap(),
-            &Fixed::default(),
-            "cluster-1-id",
-        )
-        .unwrap();
+        let outcome = decide(Webhook::OffloadingValidation, &bad);
         assert!(matches!(outcome, Outcome::Answered((_, Verdict::Denied))));
     }
 

@@ -386,11 +386,7 @@ pub fn pods_conform_condition(
     } else {
         ("False", "PodsBreakStrategy", summary(breaking, strategy))
     };
-    let last_transition_time = previous
-        .iter()
-        .find(|c| c.type_ == PODS_CONFORM && c.status == status)
-        .map(|c| c.last_transition_time.clone())
-        .unwrap_or_else(|| now.clone());
+    let last_transition_time = crate::status::transition_time(previous, PODS_CONFORM, status, now);
     Condition {
         type_: PODS_CONFORM.into(),
         status: status.into(),
