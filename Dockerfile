@@ -9,7 +9,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends musl-tools \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
-COPY examples examples
+COPY testbed testbed
 COPY scripts/build-release scripts/build-release
 RUN scripts/build-release
 

@@ -142,7 +142,7 @@ mod tests {
         for f in ["ca.crt", "ca.key", "tls.crt", "tls.key"] {
             assert!(dir.path().join(f).is_file(), "{f}");
         }
-        crate::tls::install_crypto_provider();
+        crate::crypto::install_crypto_provider();
         crate::server::tls::FileCerts::new(
             &dir.path().join("tls.crt"),
             &dir.path().join("tls.key"),

@@ -10,7 +10,10 @@ use kube::{
     api::{ObjectMeta, Patch, PatchParams},
 };
 
-use crate::selector::validate_label_key;
+use crate::{
+    labels::{validate_label_key, validate_label_value},
+    reason::Reason,
+};
 
 /// The ConfigMap, in the manager's namespace.
 pub const CONFIGMAP: &str = "namespace-offloading-identity";
@@ -54,25 +57,6 @@ pub fn validate_cluster_id(id: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err("use at most 63 lowercase letters, digits and '-', starting and ending with a letter or digit (a UUID fits)".into())
-    }
-}
-
-/// A label value: at most 63 characters, empty or alphanumeric at both ends with `-`, `_`
-/// and `.` inside.
-pub fn validate_label_value(value: &str) -> Result<(), String> {
-    let b = value.as_bytes();
-    if b.len() > 63 {
-        return Err("a label value has at most 63 characters".into());
-    }
-    let ok = b.is_empty()
-        || (b[0].is_ascii_alphanumeric()
-            && b[b.len() - 1].is_ascii_alphanumeric()
-            && b.iter()
-                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.')));
-    if ok {
-        Ok(())
-    } else {
-        Err("must be alphanumeric at both ends with only '-', '_' or '.' inside".into())
     }
 }
 
@@ -126,7 +110,7 @@ impl Identity {
         Api::<ConfigMap>::namespaced(client.clone(), namespace)
             .patch(
                 CONFIGMAP,
-                &PatchParams::apply(crate::webhooks::FIELD_MANAGER).force(),
+                &PatchParams::apply(crate::api::FIELD_MANAGER).force(),
                 &Patch::Apply(cm),
             )
             .await?;
@@ -143,9 +127,9 @@ impl Identity {
                 .map(Some)
                 .map_err(|why| ReadError::Invalid(format!("{namespace}/{CONFIGMAP}: {why}"))),
             Ok(None) => Ok(None),
-            Err(kube::Error::Api(s)) if matches!(s.code, 401 | 403) => Err(ReadError::Forbidden(
-                format!("{namespace}/{CONFIGMAP}: {}", s.message),
-            )),
+            Err(e) if crate::reason::classify(&e) == Reason::Forbidden => Err(
+                ReadError::Forbidden(format!("{namespace}/{CONFIGMAP}: {e}")),
+            ),
             Err(e) => Err(ReadError::Unreachable(e.to_string())),
         }
     }
@@ -164,11 +148,11 @@ pub enum ReadError {
 
 impl ReadError {
     /// The condition reason for it.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            Self::Unreachable(_) => "Unreachable",
-            Self::Forbidden(_) => "Forbidden",
-            Self::Invalid(_) => "InvalidIdentity",
+            Self::Unreachable(_) => Reason::Unreachable,
+            Self::Forbidden(_) => Reason::Forbidden,
+            Self::Invalid(_) => Reason::InvalidIdentity,
         }
     }
 }

@@ -69,6 +69,14 @@ fn spec(me: &str, now: Timestamp, transitions: i32) -> LeaseSpec {
     }
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum LeaderError {
+    #[error("another replica took the leader Lease")]
+    Taken,
+    #[error("could not renew the leader Lease in time: {0}")]
+    NotRenewed(#[source] kube::Error),
+}
+
 /// Runs the election until `stop` turns true; `leader` says whether we hold the Lease.
 /// Returns `Err` when leadership was lost (the caller exits), `Ok` on a clean stop, after
 /// releasing the Lease so another replica takes over at once.
@@ -78,15 +86,22 @@ pub async fn run(
     me: String,
     leader: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
-) -> Result<(), String> {
+) -> Result<(), LeaderError> {
     let api = Api::<Lease>::namespaced(client, &namespace);
     let mut last_renewal: Option<tokio::time::Instant> = None;
+    // The Lease as we last wrote it: while we hold it, renewing needs no read first (a
+    // write that lost to another replica fails on its resourceVersion, and we read again).
+    let mut written: Option<Lease> = None;
     loop {
         let now = Timestamp::now();
-        let result = match api.get_opt(LEASE_NAME).await {
+        let current = match written.take() {
+            Some(lease) => Ok(Some(lease)),
+            None => api.get_opt(LEASE_NAME).await,
+        };
+        let result = match current {
             Err(e) => Err(e),
             Ok(current) => match step(current.as_ref(), &me, now) {
-                Step::Follow => Ok(false),
+                Step::Follow => Ok(None),
                 Step::Create => {
                     let lease = Lease {
                         metadata: ObjectMeta {
@@ -96,9 +111,7 @@ pub async fn run(
                         },
                         spec: Some(spec(&me, now, 0)),
                     };
-                    api.create(&PostParams::default(), &lease)
-                        .await
-                        .map(|_| true)
+                    api.create(&PostParams::default(), &lease).await.map(Some)
                 }
                 Step::Renew | Step::Acquire => {
                     // `replace` carries the resourceVersion we read: of two replicas racing
@@ -114,26 +127,27 @@ pub async fn run(
                     lease.spec = Some(new);
                     api.replace(LEASE_NAME, &PostParams::default(), &lease)
                         .await
-                        .map(|_| true)
+                        .map(Some)
                 }
             },
         };
         let was = *leader.borrow();
         match result {
-            Ok(true) => {
+            Ok(Some(lease)) => {
+                written = Some(lease);
                 last_renewal = Some(tokio::time::Instant::now());
                 if !was {
                     tracing::info!(%me, "became the leader: running the controllers");
                     let _ = leader.send(true);
                 }
             }
-            Ok(false) if was => return Err("another replica took the leader Lease".into()),
-            Ok(false) => {}
+            Ok(None) if was => return Err(LeaderError::Taken),
+            Ok(None) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "leader election: cannot read or write the Lease");
                 // Still ours until it would have expired for the others.
                 if was && last_renewal.is_none_or(|t| t.elapsed() > LEASE_DURATION - RETRY) {
-                    return Err(format!("could not renew the leader Lease: {e}"));
+                    return Err(LeaderError::NotRenewed(e));
                 }
             }
         }

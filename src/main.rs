@@ -63,7 +63,7 @@ fn block_on<F: Future<Output = Result<(), String>>>(f: F) -> Result<(), String> 
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    namespace_offloading::tls::install_crypto_provider();
+    namespace_offloading::crypto::install_crypto_provider();
     let result = match cli.command {
         Command::Run(args) => {
             cli::init_tracing();

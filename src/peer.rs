@@ -7,16 +7,15 @@ use k8s_openapi::{ByteString, api::core::v1::Secret, apimachinery::pkg::api::res
 use kube::{
     Api, Client,
     api::{DeleteParams, ObjectMeta, Patch, PatchParams},
-    config::{KubeConfigOptions, Kubeconfig},
 };
 
 use crate::{
+    api::FIELD_MANAGER,
     api::{
         RemoteCluster, RemoteClusterSpec,
         remote_cluster::{SecretKeyRef, claimed_elsewhere},
     },
     identity::Identity,
-    webhooks::FIELD_MANAGER,
 };
 
 #[derive(Debug, clap::Args)]
@@ -67,19 +66,7 @@ pub fn secret_name(remote_cluster: &str) -> String {
 }
 
 async fn client_from(path: Option<&Path>) -> Result<Client, String> {
-    let config = match path {
-        Some(p) => {
-            let kc = Kubeconfig::read_from(p)
-                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| format!("unusable kubeconfig {}: {e}", p.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| format!("no local kubeconfig: {e}"))?,
-    };
-    Client::try_from(config).map_err(|e| e.to_string())
+    crate::client::local(path).await.map_err(|e| e.to_string())
 }
 
 pub async fn peer(args: PeerArgs) -> Result<(), String> {
@@ -189,7 +176,7 @@ pub async fn unpeer(
     let rc = Api::<RemoteCluster>::all(local.clone());
     match rc.delete(name, &DeleteParams::default()).await {
         Ok(_) => {}
-        Err(e) if crate::controller::is_not_found(&e) => {
+        Err(e) if crate::reason::is_not_found(&e) => {
             return Err(format!("no RemoteCluster {name}"));
         }
         Err(e) => return Err(format!("cannot delete RemoteCluster {name}: {e}")),
@@ -199,7 +186,7 @@ pub async fn unpeer(
         .await
     {
         Ok(_) => {}
-        Err(e) if crate::controller::is_not_found(&e) => {}
+        Err(e) if crate::reason::is_not_found(&e) => {}
         Err(e) => return Err(format!("cannot delete the credentials Secret: {e}")),
     }
     eprintln!(

@@ -29,6 +29,7 @@ use crate::{
     leader,
     metrics::Metrics,
     server::{self, AppState, tls},
+    watches::LocalWatches,
     webhooks::{self, Target},
 };
 
@@ -97,7 +98,7 @@ fn parse_cluster_labels(text: &str) -> Result<std::collections::BTreeMap<String,
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot connect to Kubernetes: {0}")]
-    Client(String),
+    Client(#[from] crate::client::ClientError),
     #[error(
         "cannot read the kube-system namespace for the default cluster ID ({0}); pass --cluster-id"
     )]
@@ -177,20 +178,6 @@ impl RunArgs {
     }
 }
 
-async fn client(kubeconfig: Option<&PathBuf>) -> Result<Client, RunError> {
-    let err = |e: &dyn std::fmt::Display| RunError::Client(e.to_string());
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| err(&e))?;
-            kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                .await
-                .map_err(|e| err(&e))?
-        }
-        None => kube::Config::infer().await.map_err(|e| err(&e))?,
-    };
-    Client::try_from(config).map_err(|e| err(&e))
-}
-
 /// The local cluster ID: the flag, or the kube-system namespace's UID.
 pub async fn cluster_id(client: &Client, flag: Option<&str>) -> Result<String, RunError> {
     if let Some(id) = flag {
@@ -207,13 +194,18 @@ pub async fn cluster_id(client: &Client, flag: Option<&str>) -> Result<String, R
 
 pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let target = args.target()?;
-    let client = client(args.kubeconfig.as_ref()).await?;
+    let client = crate::client::local(args.kubeconfig.as_deref()).await?;
     let local_cluster_id = cluster_id(&client, args.cluster_id.as_deref()).await?;
     tracing::info!(cluster_id = %local_cluster_id, "starting");
     crate::preflight::check(&client).await;
 
     let metrics = Arc::new(Metrics::new());
-    let caches = Caches::start(&client);
+    // Pods are the biggest list we make: where the API server can stream it (1.34 and
+    // later), it comes object by object instead of as one response.
+    let streaming =
+        !args.webhooks_only && crate::preflight::cluster_streams_initial_lists(&client).await;
+    let watches = LocalWatches::new(&client, &args.namespace, streaming);
+    let caches = Caches::new(&watches.offloadings, &watches.nodes);
     let identity = Identity {
         cluster_id: local_cluster_id.clone(),
         labels: args.cluster_labels.clone(),
@@ -228,50 +220,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     let stop_tx = Arc::new(stop_tx);
     let lost = Arc::new(AtomicBool::new(false));
 
-    let resolver: Arc<dyn ResolvesServerCert> = match (&args.tls_cert_file, &args.tls_key_file) {
-        (Some(cert), Some(key)) => {
-            let files = Arc::new(tls::FileCerts::new(cert, key)?);
-            if let Some(target) = &target {
-                let bundle = match &args.ca_bundle_file {
-                    Some(path) => Some(std::fs::read_to_string(path).map_err(|source| {
-                        RunError::CaBundle {
-                            path: path.clone(),
-                            source,
-                        }
-                    })?),
-                    None => None,
-                };
-                webhooks::register(&client, target, bundle.as_deref())
-                    .await
-                    .map_err(RunError::Register)?;
-            }
-            files
-        }
-        _ => {
-            let (dns_names, ips) = args.cert_names(target.as_ref());
-            let config = ManagedConfig {
-                namespace: args.namespace.clone(),
-                secret: args.cert_secret.clone(),
-                dns_names,
-                ips,
-            };
-            let register_client = client.clone();
-            let register_target = target.clone();
-            let (resolver, _renewal) = managed::start(client.clone(), config, move |ca| {
-                let client = register_client.clone();
-                let target = register_target.clone();
-                async move {
-                    if let Some(target) = target
-                        && let Err(e) = webhooks::register(&client, &target, Some(&ca)).await
-                    {
-                        tracing::error!(error = %e, "cannot register the webhook configurations");
-                    }
-                }
-            })
-            .await?;
-            resolver
-        }
-    };
+    let resolver = certificates(&args, &client, target.as_ref()).await?;
 
     let state = Arc::new(AppState {
         lookup: Arc::new(caches.clone()),
@@ -294,51 +243,28 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         server::admin_router(ready.clone(), metrics.clone()),
         admin_stop_rx,
     ));
-    let mut election_done = None;
-    if !args.webhooks_only {
-        let instance = args
-            .instance
-            .clone()
-            .unwrap_or_else(|| format!("namespace-offloading-{}", std::process::id()));
-        let mut stop = stop_rx.clone();
-        let shutdown = async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }
-        .boxed()
-        .shared();
-        let controller_metrics = metrics
-            .with_registry(controller::metrics::ControllerMetrics::register)
-            .ok_or(RunError::Metrics)?;
-        // Every replica serves the webhooks; only the Lease holder reconciles.
-        let (leader_tx, mut leader_rx) = watch::channel(false);
-        let election = tokio::spawn(leader::run(
-            client.clone(),
-            args.namespace.clone(),
-            instance.clone(),
-            leader_tx,
-            stop_rx.clone(),
-        ));
-        let (lost_flag, stop) = (lost.clone(), stop_tx.clone());
-        election_done = Some(tokio::spawn(async move {
-            if let Ok(Err(e)) = election.await {
-                tracing::error!(error = %e, "leadership lost: stopping so that only one replica reconciles");
-                lost_flag.store(true, Ordering::Relaxed);
-                let _ = stop.send(true);
-            }
-        }));
-        let controllers = controller::run(
-            client.clone(),
-            state.local_cluster_id.clone(),
-            instance,
-            controller_metrics,
-            shutdown,
-        );
-        tokio::spawn(async move {
-            if leader_rx.wait_for(|l| *l).await.is_ok() {
-                controllers.await;
-            }
-        });
-    }
+    let election_done = if args.webhooks_only {
+        let LocalWatches {
+            offloadings, nodes, ..
+        } = watches;
+        tokio::spawn(offloadings.run());
+        tokio::spawn(nodes.run());
+        None
+    } else {
+        let stopping = Stopping {
+            requested: stop_rx.clone(),
+            request: stop_tx.clone(),
+            leadership_lost: lost.clone(),
+        };
+        Some(start_controllers(
+            &args,
+            &client,
+            &state.local_cluster_id,
+            &metrics,
+            watches,
+            stopping,
+        )?)
+    };
     let ready_flag = ready.clone();
     tokio::spawn(async move {
         caches.wait_until_ready().await;
@@ -373,6 +299,121 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
         return Err(RunError::LeadershipLost);
     }
     Ok(())
+}
+
+/// The serving certificates: from files (registering the webhooks with the given CA), or
+/// self-managed in a Secret (registering with its CA whenever it changes).
+async fn certificates(
+    args: &RunArgs,
+    client: &Client,
+    target: Option<&Target>,
+) -> Result<Arc<dyn ResolvesServerCert>, RunError> {
+    Ok(match (&args.tls_cert_file, &args.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            let files = Arc::new(tls::FileCerts::new(cert, key)?);
+            if let Some(target) = target {
+                let bundle = match &args.ca_bundle_file {
+                    Some(path) => Some(std::fs::read_to_string(path).map_err(|source| {
+                        RunError::CaBundle {
+                            path: path.clone(),
+                            source,
+                        }
+                    })?),
+                    None => None,
+                };
+                webhooks::register(client, target, bundle.as_deref())
+                    .await
+                    .map_err(RunError::Register)?;
+            }
+            files
+        }
+        _ => {
+            let (dns_names, ips) = args.cert_names(target);
+            let config = ManagedConfig {
+                namespace: args.namespace.clone(),
+                secret: args.cert_secret.clone(),
+                dns_names,
+                ips,
+            };
+            let register_client = client.clone();
+            let register_target = target.cloned();
+            let (resolver, _renewal) = managed::start(client.clone(), config, move |ca| {
+                let client = register_client.clone();
+                let target = register_target.clone();
+                async move {
+                    if let Some(target) = target
+                        && let Err(e) = webhooks::register(&client, &target, Some(&ca)).await
+                    {
+                        tracing::error!(error = %e, "cannot register the webhook configurations");
+                    }
+                }
+            })
+            .await?;
+            resolver
+        }
+    })
+}
+
+/// How the process stops: the flag everyone watches, who may raise it, and whether losing
+/// the leadership was the cause.
+struct Stopping {
+    requested: watch::Receiver<bool>,
+    request: Arc<watch::Sender<bool>>,
+    leadership_lost: Arc<AtomicBool>,
+}
+
+/// Joins the leader election and starts the controllers (they reconcile once this replica
+/// leads). The returned task ends when the election does; losing the Lease stops the
+/// process, so that only one replica ever reconciles.
+fn start_controllers(
+    args: &RunArgs,
+    client: &Client,
+    local_cluster_id: &str,
+    metrics: &Metrics,
+    watches: LocalWatches,
+    stopping: Stopping,
+) -> Result<tokio::task::JoinHandle<()>, RunError> {
+    let instance = args
+        .instance
+        .clone()
+        .unwrap_or_else(|| format!("namespace-offloading-{}", std::process::id()));
+    let mut stop = stopping.requested.clone();
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }
+    .boxed()
+    .shared();
+    let controller_metrics = metrics
+        .with_registry(controller::metrics::ControllerMetrics::register)
+        .ok_or(RunError::Metrics)?;
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let election = tokio::spawn(leader::run(
+        client.clone(),
+        args.namespace.clone(),
+        instance.clone(),
+        leader_tx,
+        stopping.requested.clone(),
+    ));
+    let me = controller::Identity {
+        local_cluster_id: local_cluster_id.to_owned(),
+        holder: instance,
+        namespace: args.namespace.clone(),
+    };
+    tokio::spawn(controller::run(
+        client.clone(),
+        me,
+        controller_metrics,
+        watches,
+        leader_rx,
+        shutdown,
+    ));
+    Ok(tokio::spawn(async move {
+        if let Ok(Err(e)) = election.await {
+            tracing::error!(error = %e, "leadership lost: stopping so that only one replica reconciles");
+            stopping.leadership_lost.store(true, Ordering::Relaxed);
+            let _ = stopping.request.send(true);
+        }
+    }))
 }
 
 /// Publishes this cluster's identity for peers, retrying until it succeeds (the namespace

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorRequirement, NodeSelectorTerm};
 
+use crate::labels::validate_label_key;
+
 /// Every problem found in a selector, each naming the field and how to fix it.
 pub fn validate(selector: &NodeSelector, path: &str) -> Vec<String> {
     let mut problems = Vec::new();
@@ -19,7 +21,7 @@ pub fn validate(selector: &NodeSelector, path: &str) -> Vec<String> {
             problems.extend(validate_operator(req, &p));
             if matches!(req.operator.as_str(), "In" | "NotIn") {
                 for (v, value) in values(req).iter().enumerate() {
-                    if let Err(why) = crate::identity::validate_label_value(value) {
+                    if let Err(why) = crate::labels::validate_label_value(value) {
                         problems.push(format!(
                             "{p}.values[{v}]: {value:?} is not a valid label value: {why}"
                         ));
@@ -75,50 +77,6 @@ fn validate_operator(req: &NodeSelectorRequirement, path: &str) -> Option<String
             "{path}.operator: unsupported operator {other:?}: use one of In, NotIn, Exists, DoesNotExist, Gt, Lt"
         )),
     }
-}
-
-/// A label key: an optional DNS-subdomain prefix and `/`, then a name of at most 63
-/// characters, alphanumeric at both ends, with `-`, `_` and `.` inside.
-pub fn validate_label_key(key: &str) -> Result<(), String> {
-    let (prefix, name) = match key.split_once('/') {
-        Some((prefix, name)) => (Some(prefix), name),
-        None => (None, key),
-    };
-    if let Some(prefix) = prefix {
-        if prefix.is_empty() || prefix.len() > 253 {
-            return Err(
-                "the prefix before '/' must be a DNS subdomain of 1 to 253 characters".into(),
-            );
-        }
-        let label_ok = |l: &str| {
-            !l.is_empty()
-                && l.len() <= 63
-                && l.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-        };
-        if !prefix.split('.').all(label_ok) {
-            return Err(format!(
-                "prefix {prefix:?} is not a DNS subdomain (lowercase letters, digits, '-' and '.')"
-            ));
-        }
-    }
-    if name.is_empty() || name.len() > 63 {
-        return Err("the name part must have 1 to 63 characters".into());
-    }
-    let bytes = name.as_bytes();
-    let inner_ok = bytes
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    let ends_ok =
-        bytes[0].is_ascii_alphanumeric() && bytes[bytes.len() - 1].is_ascii_alphanumeric();
-    if !(inner_ok && ends_ok) {
-        return Err(format!(
-            "name {name:?} must be alphanumeric at both ends with only '-', '_' or '.' inside"
-        ));
-    }
-    Ok(())
 }
 
 /// Whether a node (its name and labels) satisfies the selector.
@@ -278,24 +236,6 @@ mod tests {
         assert_eq!(problems.len(), expected.len(), "{problems:#?}");
         for (got, want) in problems.iter().zip(&expected) {
             assert!(got.starts_with(want), "{got:?} should start with {want:?}");
-        }
-    }
-
-    #[test]
-    fn label_keys() {
-        for ok in ["liqo.io/type", "region", "a.b-c/x_y.z", "A1"] {
-            assert!(validate_label_key(ok).is_ok(), "{ok}");
-        }
-        for bad in [
-            "",
-            "/x",
-            "Liqo.IO/type",
-            "a/",
-            "x/-y",
-            &"a".repeat(64),
-            "a b",
-        ] {
-            assert!(validate_label_key(bad).is_err(), "{bad}");
         }
     }
 }

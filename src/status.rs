@@ -6,7 +6,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::api::{OffloadingPhase, RemoteNamespaceCondition};
+use crate::{
+    api::{OffloadingPhase, RemoteNamespaceCondition},
+    reason::{Problem, Reason},
+};
 
 pub const READY: &str = "Ready";
 pub const OFFLOADING_REQUIRED: &str = "OffloadingRequired";
@@ -22,15 +25,12 @@ pub enum ClusterState {
     Ready,
     /// Creation failed, or the namespace is being deleted: a reason and a message a person
     /// can act on.
-    Failed { reason: String, message: String },
+    Failed(Problem),
 }
 
 impl ClusterState {
-    pub fn failed(reason: &str, message: impl Into<String>) -> Self {
-        Self::Failed {
-            reason: reason.into(),
-            message: message.into(),
-        }
+    pub fn failed(reason: Reason, message: impl Into<String>) -> Self {
+        Self::Failed(Problem::new(reason, message))
     }
 
     fn selected(&self) -> bool {
@@ -95,8 +95,15 @@ pub fn cluster_conditions(
             previous,
             now,
         )],
-        ClusterState::Failed { reason, message } => {
-            vec![condition(READY, false, reason, message, previous, now)]
+        ClusterState::Failed(p) => {
+            vec![condition(
+                READY,
+                false,
+                p.reason.as_str(),
+                &p.message,
+                previous,
+                now,
+            )]
         }
     }
 }
@@ -112,7 +119,7 @@ pub fn phase(
     let selected: Vec<&ClusterState> = clusters.values().filter(|s| s.selected()).collect();
     let failed = selected
         .iter()
-        .filter(|s| matches!(s, ClusterState::Failed { .. }))
+        .filter(|s| matches!(s, ClusterState::Failed(_)))
         .count();
     if deleting {
         OffloadingPhase::Terminating
@@ -188,7 +195,7 @@ mod tests {
     }
 
     fn failed() -> ClusterState {
-        ClusterState::failed("AlreadyExists", "namespace x exists and is not ours")
+        ClusterState::failed(Reason::AlreadyExists, "namespace x exists and is not ours")
     }
 
     #[test]

@@ -16,13 +16,11 @@ use kube::{
 
 use crate::{
     admission::Webhook,
-    api::{ENABLED_LABEL, SCHEDULING_ENABLED_LABEL},
+    api::{ENABLED_LABEL, FIELD_MANAGER, SCHEDULING_ENABLED_LABEL},
 };
 
 /// The name of both configurations.
 pub const CONFIGURATION_NAME: &str = "namespace-offloading";
-/// Field manager for everything this binary applies.
-pub const FIELD_MANAGER: &str = "namespace-offloading";
 
 /// How the API server reaches the webhook server.
 #[derive(Clone, Debug)]

@@ -15,9 +15,9 @@ use kube::{
     Api, Client,
     api::{DeleteParams, PostParams},
 };
-use namespace_offloading::testbed::{self, Testbed};
 use serde_json::json;
 use support::{eventually, unique};
+use testbed::{self, Testbed};
 
 async fn with_clusters<F, Fut>(body: F)
 where

@@ -18,12 +18,10 @@ use kube::{
     Api, Client,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
-use namespace_offloading::{
-    api::{NamespaceOffloading, RemoteCluster},
-    testbed::{Process, Testbed},
-};
+use namespace_offloading::api::{NamespaceOffloading, RemoteCluster};
 use serde_json::{Value, json};
 use support::{eventually, http_get, kubectl, unique};
+use testbed::{Process, Testbed};
 use tokio::sync::OnceCell;
 
 /// Cluster labels chosen at installation, as in the seed's reference topology.
@@ -970,6 +968,115 @@ async fn an_invalid_selector_that_bypassed_the_webhook_is_annotated_and_reported
         // Termination still cleans up what is ours.
         delete_namespace(&client, &ns).await;
         gone(tb, 2, &remote).await;
+    })
+    .await;
+}
+
+/// Prints what a client did at rest, one row per resource.
+fn report(title: &str, activity: &testbed::audit::Activity, window: Duration) {
+    let per_minute = 60.0 / window.as_secs_f64();
+    eprintln!("--- {title}: watches open now, requests per minute at rest");
+    for (resource, watches) in &activity.open_watches {
+        eprintln!("  watch {resource}: {}", watches.len());
+        for uri in watches {
+            eprintln!("      {uri}");
+        }
+    }
+    for (request, n) in &activity.requests {
+        eprintln!("  {request}: {:.1}/min", *n as f64 * per_minute);
+    }
+    eprintln!(
+        "  total: {} watches, {:.1} requests/min",
+        activity.open_watches.values().map(Vec::len).sum::<usize>(),
+        activity.request_count() as f64 * per_minute
+    );
+}
+
+/// Issue 8's measure, from the API servers' audit logs: at rest (an offloaded namespace,
+/// two peerings, nothing changing), cluster 1's manager keeps one watch per kind in its own
+/// cluster and in each peer, and makes no list or read that a watch already answers.
+#[tokio::test]
+async fn at_rest_the_manager_keeps_one_watch_per_kind_per_cluster() {
+    with_topology(|tb, t| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("at-rest");
+        create_namespace(&client, &ns, json!({"liqo.io/enabled": "true"})).await;
+        phase(&client, &ns, "Ready").await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let window = Duration::from_secs(
+            std::env::var("NSO_AT_REST_SECONDS")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(30),
+        );
+        let local_ua = std::env::var("NSO_AUDIT_USER_AGENT")
+            .unwrap_or_else(|_| namespace_offloading::client::LOCAL_USER_AGENT.to_owned());
+        let peer_ua = std::env::var("NSO_AUDIT_PEER_USER_AGENT")
+            .unwrap_or_else(|_| namespace_offloading::client::remote_user_agent(&t.ids[0]));
+        let logs = [tb.cluster(1).audit_log(), tb.cluster(2).audit_log()];
+        let marks = [logs[0].mark(), logs[1].mark()];
+        tokio::time::sleep(window).await;
+        // The manager of cluster 1 in its own cluster: its user agent, not a peer's.
+        let mut local = logs[0].activity(&local_ua, marks[0]);
+        let remote = logs[1].activity(&peer_ua, marks[1]);
+        local.open_watches.retain(|_, w| !w.is_empty());
+        report("cluster 1, its manager", &local, window);
+        report("cluster 2, cluster 1's manager as a peer", &remote, window);
+
+        for (cluster, activity) in [("cluster 1", &local), ("cluster 2", &remote)] {
+            for (resource, watches) in &activity.open_watches {
+                assert_eq!(
+                    watches.len(),
+                    1,
+                    "{cluster}: {} watches of {resource}: {watches:?}",
+                    watches.len()
+                );
+            }
+            let lists: Vec<_> = activity
+                .requests
+                .keys()
+                .filter(|r| r.starts_with("list "))
+                .collect();
+            assert!(lists.is_empty(), "{cluster}: lists at rest: {lists:?}");
+            let watched_reads: Vec<_> = activity
+                .requests
+                .keys()
+                .filter(|r| {
+                    [
+                        "get namespaces",
+                        "get nodes",
+                        "get namespaceoffloadings",
+                        "get remoteclusters",
+                        "get configmaps",
+                        "get pods",
+                    ]
+                    .contains(&r.as_str())
+                })
+                .collect();
+            assert!(
+                watched_reads.is_empty(),
+                "{cluster}: reads of what a watch holds: {watched_reads:?}"
+            );
+        }
+        for kind in [
+            "namespaceoffloadings",
+            "nodes",
+            "namespaces",
+            "pods",
+            "remoteclusters",
+        ] {
+            assert!(
+                local.open_watches.contains_key(kind),
+                "cluster 1: no watch of {kind}"
+            );
+        }
+        for kind in ["namespaces", "configmaps", "nodes"] {
+            assert!(
+                remote.open_watches.contains_key(kind),
+                "cluster 2: no watch of {kind}"
+            );
+        }
+        delete_namespace(&client, &ns).await;
     })
     .await;
 }

@@ -14,12 +14,10 @@ use kube::{
     Api, Client,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
-use namespace_offloading::{
-    api::NamespaceOffloading,
-    testbed::{Process, Testbed},
-};
+use namespace_offloading::api::NamespaceOffloading;
 use serde_json::{Value, json};
 use support::{create_node, eventually, http_get, kubectl, unique};
+use testbed::{Process, Testbed};
 use tokio::sync::OnceCell;
 
 const WAIT: Duration = Duration::from_secs(90);

@@ -20,9 +20,9 @@ use kube::{
     Api, Client,
     api::{DeleteParams, PostParams},
 };
-use namespace_offloading::testbed::{Process, Testbed};
 use serde_json::{Value, json};
 use support::{create_node, eventually, http_get, kubectl, unique};
+use testbed::{Process, Testbed};
 use tokio::sync::OnceCell;
 
 struct Manager {

@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use crate::{
     api::{
-        NOT_ALLOWED_TAINT, NamespaceOffloadingSpec, PodOffloadingStrategy, TYPE_LABEL,
-        VIRTUAL_NODE, offloading::virtual_node_requirement,
+        NOT_ALLOWED_TAINT, NamespaceOffloadingSpec, PodOffloadingStrategy,
+        offloading::virtual_node_requirement,
     },
     selector,
 };
@@ -285,7 +285,7 @@ pub fn node_violation(
     node_name: &str,
     labels: &BTreeMap<String, String>,
 ) -> Option<&'static str> {
-    let is_virtual = labels.get(TYPE_LABEL).map(String::as_str) == Some(VIRTUAL_NODE);
+    let is_virtual = crate::api::is_virtual_node(labels);
     match spec.pod_offloading_strategy {
         PodOffloadingStrategy::Local if is_virtual => Some(
             "is a virtual node (a remote cluster), but pods of this namespace must run locally",

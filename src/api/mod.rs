@@ -28,3 +28,12 @@ pub const REMOTE_NAMESPACE_ANNOTATION: &str = "liqo.io/remote-namespace";
 
 /// The longest valid DNS-1123 label, and so namespace name.
 pub const DNS1123_LABEL_MAX: usize = 63;
+
+/// Our server-side-apply field manager (the placement controller and the webhook's
+/// namespace marking have their own, so their fields stay apart).
+pub const FIELD_MANAGER: &str = "namespace-offloading";
+
+/// Whether a node with these labels stands for a remote cluster.
+pub fn is_virtual_node(labels: &std::collections::BTreeMap<String, String>) -> bool {
+    labels.get(TYPE_LABEL).map(String::as_str) == Some(VIRTUAL_NODE)
+}

@@ -108,7 +108,14 @@ impl ManagedConfig {
                     return Ok(material);
                 }
                 // Another replica wrote first: read what it wrote.
-                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(e)
+                    if matches!(
+                        crate::reason::classify(&e),
+                        crate::reason::Reason::Conflict | crate::reason::Reason::AlreadyExists
+                    ) =>
+                {
+                    continue;
+                }
                 Err(e) => return Err(err(e)),
             }
         }

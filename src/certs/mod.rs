@@ -158,7 +158,7 @@ mod tests {
 
     #[test]
     fn serving_certificate_is_usable_by_rustls() {
-        crate::tls::install_crypto_provider();
+        crate::crypto::install_crypto_provider();
         let ca = generate_ca(CA_VALIDITY).unwrap();
         let serving = issue_serving(
             &ca,

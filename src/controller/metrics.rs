@@ -170,7 +170,7 @@ impl ControllerMetrics {
                         ClusterState::NotSelected => "not_selected",
                         ClusterState::Pending => "pending",
                         ClusterState::Ready => "ready",
-                        ClusterState::Failed { .. } => "failed",
+                        ClusterState::Failed(_) => "failed",
                     };
                     (id.clone(), state)
                 })
@@ -252,7 +252,10 @@ mod tests {
             "b",
             &states(&[
                 ("c2", ClusterState::Ready),
-                ("c3", ClusterState::failed("X", "y")),
+                (
+                    "c3",
+                    ClusterState::failed(crate::reason::Reason::Unreachable, "y"),
+                ),
             ]),
         );
         drop(m.reconcile("offloading"));

@@ -1,33 +1,42 @@
 //! The controllers embedded in the manager: peering (RemoteCluster → virtual node and a
-//! connected client), offloading (NamespaceOffloading → remote namespaces and status), and
-//! quick offloading (the `liqo.io/enabled` label). Pure building blocks live in their own
-//! modules: `remote_namespace`, `virtual_node`, `quantity`, and `crate::status`.
+//! connected client), offloading (NamespaceOffloading → remote namespaces and status),
+//! the `liqo.io/enabled` label (quick offloading) and placement. Pure building blocks live
+//! in their own modules: `remote_namespace`, `virtual_node`, `quantity`, `crate::status`.
+//!
+//! Every controller reads the shared watches of `crate::watches` and is triggered by its
+//! own subscriptions to them. The controllers run on every replica from the start, but
+//! reconcile only once this replica leads and every watch has listed: then each reconciles
+//! everything once, and from there on what changes.
 
+pub mod enabled_label;
 pub mod metrics;
 pub mod offloading;
 pub mod peering;
 pub mod peers;
 pub mod placement;
 pub mod quantity;
-pub mod quick;
 pub mod remote_namespace;
 pub mod virtual_node;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
-use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use futures::{StreamExt, future::Either};
+use k8s_openapi::api::core::v1::Namespace;
 use kube::{
-    Api, Client, ResourceExt,
+    Client, ResourceExt,
     runtime::{
-        Controller, WatchStreamExt,
+        Controller,
+        controller::{Action, Config},
         events::{Recorder, Reporter},
-        reflector::{self, ObjectRef, reflector},
-        watcher,
+        reflector::ObjectRef,
     },
 };
+use tokio::sync::watch;
 
-use crate::api::{NamespaceOffloading, OFFLOADING_NAME, RemoteCluster, TYPE_LABEL, VIRTUAL_NODE};
+use crate::{
+    api::{NamespaceOffloading, OFFLOADING_NAME, is_virtual_node},
+    watches::LocalWatches,
+};
 
 /// Publishes an event about `object`. Events are for people: a failure is logged, never fatal.
 pub async fn publish<K: kube::Resource<DynamicType = ()>>(
@@ -51,6 +60,28 @@ pub async fn publish<K: kube::Resource<DynamicType = ()>>(
     }
 }
 
+/// Applies `status` (the fields one writer owns) to a NamespaceOffloading's status, as
+/// `field_manager` (server-side apply keeps each writer's conditions apart).
+pub async fn apply_offloading_status(
+    client: &Client,
+    nso: &NamespaceOffloading,
+    field_manager: &str,
+    status: serde_json::Value,
+) -> Result<(), kube::Error> {
+    let api = kube::Api::<NamespaceOffloading>::namespaced(
+        client.clone(),
+        &nso.namespace().unwrap_or_default(),
+    );
+    let body = serde_json::json!({
+        "apiVersion": "offloading.liqo.io/v1alpha1", "kind": "NamespaceOffloading",
+        "status": status,
+    });
+    let params = kube::api::PatchParams::apply(field_manager).force();
+    api.patch_status(&nso.name_any(), &params, &kube::api::Patch::Apply(body))
+        .await?;
+    Ok(())
+}
+
 /// A delete precondition on the uid of the object just looked at: if it was deleted and
 /// recreated by someone else in between, the API server refuses (409) instead.
 pub fn only_this(meta: &kube::api::ObjectMeta) -> Option<kube::api::Preconditions> {
@@ -60,91 +91,114 @@ pub fn only_this(meta: &kube::api::ObjectMeta) -> Option<kube::api::Precondition
     })
 }
 
-pub fn is_not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
+fn namespace_of(nso: &NamespaceOffloading) -> Option<ObjectRef<Namespace>> {
+    nso.namespace().map(|ns| ObjectRef::new(&ns))
 }
 
-/// Runs the three controllers until `shutdown` resolves.
+/// Who this manager is.
+pub struct Identity {
+    pub local_cluster_id: String,
+    /// This replica's name (events, leases).
+    pub holder: String,
+    /// The manager's namespace (peering credentials).
+    pub namespace: String,
+}
+
+/// What a reconciler does before it may act: nothing, until something changes.
+type Idle<E> = futures::future::Ready<Result<Action, E>>;
+
+/// A reconciler that does nothing until `active` (this replica leads and every watch has
+/// listed): before, the store may be half-filled and another replica may be acting.
+fn when_active<K, C, E, F, Fut>(
+    active: watch::Receiver<bool>,
+    reconcile: F,
+) -> impl FnMut(Arc<K>, Arc<C>) -> Either<Fut, Idle<E>>
+where
+    F: Fn(Arc<K>, Arc<C>) -> Fut,
+    Fut: Future<Output = Result<Action, E>>,
+{
+    move |object, ctx| {
+        if *active.borrow() {
+            Either::Left(reconcile(object, ctx))
+        } else {
+            Either::Right(futures::future::ready(Ok(Action::await_change())))
+        }
+    }
+}
+
+/// Fires once, when `active` turns true: every controller then reconciles everything.
+fn activation(mut active: watch::Receiver<bool>) -> impl futures::Stream<Item = ()> + Send {
+    futures::stream::once(async move { active.wait_for(|a| *a).await.is_ok() })
+        .filter_map(|ok| futures::future::ready(ok.then_some(())))
+}
+
+/// Starts the controllers on the local watches. NamespaceOffloadings and Nodes are watched
+/// from now on (the webhooks need them on every replica); the other kinds once `leading`
+/// turns true. Runs until `shutdown` resolves.
 pub async fn run(
     client: Client,
-    local_cluster_id: String,
-    holder: String,
+    me: Identity,
     metrics: Arc<metrics::ControllerMetrics>,
+    mut watches: LocalWatches,
+    mut leading: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
     let reporter = Reporter {
         controller: "namespace-offloading".into(),
-        instance: Some(holder.clone()),
+        instance: Some(me.holder.clone()),
     };
     let recorder = Recorder::new(client.clone(), reporter);
-    let (peers, woken) = peers::Peers::new(&local_cluster_id);
+    let (peers, remote_changes) = peers::Peers::new(&me.local_cluster_id);
+    let (activate, active) = watch::channel(false);
 
-    // RemoteClusters, one watch for two readers: the peering controller (duplicate cluster
-    // IDs) and the offloading controller (clusters peered even before, or while not,
-    // connected, so termination right after a restart waits for them).
-    let (remote_clusters, writer) = reflector::store();
-    let remote_cluster_cache = reflector(
-        writer,
-        watcher(
-            Api::<RemoteCluster>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .default_backoff(),
-    )
-    .for_each(|_| async {});
+    // Subscriptions first: a shared watch feeds only those who subscribed before it started.
+    let offloadings = watches.offloadings.store();
+    let nodes = watches.nodes.store();
+    let namespaces = watches.namespaces.store();
+    let pods = watches.pods.store();
+    let remote_clusters = watches.remote_clusters.store();
+    let secrets = watches.secrets.store();
+    let virtual_nodes_changed =
+        futures::stream::select(watches.nodes.subscribe(), watches.nodes.deletions())
+            .filter_map(|n| futures::future::ready(is_virtual_node(n.labels()).then_some(())));
+    let pods_deleted = watches.pods.deletions();
+    let offloadings_deleted = watches.offloadings.deletions();
+    let listed = [
+        watches.offloadings.listed(),
+        watches.nodes.listed(),
+        watches.namespaces.listed(),
+        watches.pods.listed(),
+        watches.remote_clusters.listed(),
+        watches.secrets.listed(),
+    ];
 
-    let peering = Controller::new(
-        Api::<RemoteCluster>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .reconcile_on(woken.remote_clusters)
-    .graceful_shutdown_on(shutdown.clone())
-    .run(
-        peering::reconcile,
-        peering::error_policy,
-        Arc::new(peering::Context {
-            client: client.clone(),
-            peers: peers.clone(),
-            remote_clusters: remote_clusters.clone(),
-            recorder: recorder.clone(),
-            holder,
-            metrics: metrics.clone(),
-        }),
-    )
-    .for_each(|_| async {});
+    let peering =
+        Controller::for_shared_stream(watches.remote_clusters.subscribe(), remote_clusters.clone())
+            .watches_shared_stream(watches.secrets.subscribe(), {
+                let remote_clusters = remote_clusters.clone();
+                move |secret| peering::using_secret(&remote_clusters, &secret)
+            })
+            .reconcile_on(remote_changes.peerings)
+            .reconcile_all_on(activation(active.clone()))
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                when_active(active.clone(), peering::reconcile),
+                peering::error_policy,
+                Arc::new(peering::Context {
+                    client: client.clone(),
+                    local_cluster_id: me.local_cluster_id.clone(),
+                    namespace: me.namespace.clone(),
+                    peers: peers.clone(),
+                    remote_clusters: remote_clusters.clone(),
+                    secrets: secrets.clone(),
+                    nodes: nodes.clone(),
+                    recorder: recorder.clone(),
+                    holder: me.holder.clone(),
+                    metrics: metrics.clone(),
+                }),
+            )
+            .for_each(|_| async {});
 
-    // Virtual nodes: read by the reconciler, and any change wakes every NamespaceOffloading.
-    let virtual_nodes = watcher::Config::default().labels(&format!("{TYPE_LABEL}={VIRTUAL_NODE}"));
-    let (nodes, writer) = reflector::store();
-    let node_cache = reflector(
-        writer,
-        watcher(Api::<Node>::all(client.clone()), virtual_nodes.clone()).default_backoff(),
-    )
-    .for_each(|_| async {});
-
-    // Every pod, one watch (without managed fields, which only cost memory here): the
-    // placement controller reads it to find pods that break their namespace's strategy.
-    // Every pod of a large cluster is the biggest list we make: where the API server can
-    // stream it (1.34 and later), it comes object by object instead of as one response.
-    let pod_watch = if crate::preflight::cluster_streams_initial_lists(&client).await {
-        tracing::info!("pods are listed by streaming (WatchList)");
-        watcher::Config::default().streaming_lists()
-    } else {
-        watcher::Config::default()
-    };
-    let (pods, writer) = reflector::store();
-    let pod_events = reflector(
-        writer,
-        watcher(Api::<Pod>::all(client.clone()), pod_watch)
-            .default_backoff()
-            .inspect_err(|e| tracing::warn!(watch = "pods", error = %e, "watch error"))
-            .modify(|pod| {
-                pod.managed_fields_mut().clear();
-                pod.annotations_mut()
-                    .remove("kubectl.kubernetes.io/last-applied-configuration");
-            }),
-    )
-    .touched_objects();
     let placement_context = Arc::new(placement::Context::new(
         client.clone(),
         recorder.clone(),
@@ -152,96 +206,120 @@ pub async fn run(
         nodes.clone(),
         metrics.clone(),
     ));
-    let placement = Controller::new(
-        Api::<NamespaceOffloading>::all(client.clone()),
-        watcher::Config::default().fields(&format!("metadata.name={OFFLOADING_NAME}")),
-    )
-    .watches_stream(pod_events, |pod| placement::offloading_of(&pod))
-    // A Deployment's pods arrive as a burst: one look at the namespace per burst.
-    .with_config(kube::runtime::controller::Config::default().debounce(Duration::from_millis(500)))
-    .graceful_shutdown_on(shutdown.clone())
-    .run(
-        placement::reconcile,
-        placement::error_policy,
-        placement_context.clone(),
-    )
-    .for_each(|_| async {});
+    let placement =
+        Controller::for_shared_stream(watches.offloadings.subscribe(), offloadings.clone())
+            .watches_shared_stream(watches.pods.subscribe(), |pod| {
+                placement::offloading_of(&pod)
+            })
+            .reconcile_on(
+                pods_deleted
+                    .filter_map(|pod| futures::future::ready(placement::offloading_of(&pod))),
+            )
+            .reconcile_all_on(activation(active.clone()))
+            // A Deployment's pods arrive as a burst: one look at the namespace per burst.
+            .with_config(Config::default().debounce(Duration::from_millis(500)))
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                when_active(active.clone(), placement::reconcile),
+                placement::error_policy,
+                placement_context.clone(),
+            )
+            .for_each(|_| async {});
 
-    let controller = Controller::new(
-        Api::<NamespaceOffloading>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let all = controller.store();
-    let ready = (nodes.clone(), remote_clusters.clone());
-    let offloading = controller
-        .watches(Api::<Node>::all(client.clone()), virtual_nodes, move |_| {
-            all.state()
-                .iter()
-                .map(|o| ObjectRef::from(&**o))
-                .collect::<Vec<_>>()
-        })
-        .watches(
-            Api::<Namespace>::all(client.clone()),
-            watcher::Config::default(),
-            |ns| Some(ObjectRef::new(OFFLOADING_NAME).within(&ns.name_any())),
-        )
-        .reconcile_on(woken.offloadings)
-        .graceful_shutdown_on(shutdown.clone())
-        .run(
-            offloading::reconcile,
-            offloading::error_policy,
-            Arc::new(offloading::Context {
-                client: client.clone(),
-                peers,
-                recorder: recorder.clone(),
-                local_cluster_id,
-                nodes,
-                remote_clusters,
-                failures: std::sync::Mutex::new(HashMap::new()),
-                metrics: metrics.clone(),
-                placement: placement_context,
-            }),
-        )
-        .for_each(|_| async {});
-    // Decide nothing (least of all that a cluster is gone) before both caches are filled.
+    let offloading =
+        Controller::for_shared_stream(watches.offloadings.subscribe(), offloadings.clone())
+            .watches_shared_stream(watches.namespaces.subscribe(), |ns| {
+                Some(ObjectRef::<NamespaceOffloading>::new(OFFLOADING_NAME).within(&ns.name_any()))
+            })
+            // Clusters come and go, and change labels, with their virtual nodes.
+            .reconcile_all_on(virtual_nodes_changed)
+            .reconcile_on(remote_changes.offloadings)
+            .reconcile_all_on(activation(active.clone()))
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                when_active(active.clone(), offloading::reconcile),
+                offloading::error_policy,
+                Arc::new(offloading::Context {
+                    client: client.clone(),
+                    peers,
+                    recorder: recorder.clone(),
+                    local_cluster_id: me.local_cluster_id.clone(),
+                    nodes: nodes.clone(),
+                    namespaces: namespaces.clone(),
+                    remote_clusters: remote_clusters.clone(),
+                    failures: std::sync::Mutex::new(HashMap::new()),
+                    metrics: metrics.clone(),
+                    placement: placement_context,
+                }),
+            )
+            .for_each(|_| async {});
+
+    let enabled_label =
+        Controller::for_shared_stream(watches.namespaces.subscribe(), namespaces.clone())
+            .watches_shared_stream(watches.offloadings.subscribe(), |nso| namespace_of(&nso))
+            // A namespace left with the scheduling label and no NamespaceOffloading is cleared.
+            .reconcile_on(
+                offloadings_deleted.filter_map(|nso| futures::future::ready(namespace_of(&nso))),
+            )
+            .reconcile_all_on(activation(active.clone()))
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                when_active(active, enabled_label::reconcile),
+                enabled_label::error_policy,
+                Arc::new(enabled_label::Context {
+                    client,
+                    offloadings: offloadings.clone(),
+                    recorder,
+                    metrics,
+                    unbacked_since: std::sync::Mutex::default(),
+                }),
+            )
+            .for_each(|_| async {});
+
+    let LocalWatches {
+        offloadings: offloadings_watch,
+        nodes: nodes_watch,
+        namespaces: namespaces_watch,
+        pods: pods_watch,
+        remote_clusters: remote_clusters_watch,
+        secrets: secrets_watch,
+    } = watches;
+    tokio::spawn(offloadings_watch.run());
+    tokio::spawn(nodes_watch.run());
+
+    // The leader's own watches, then the go-ahead once all have listed.
     let stop = shutdown.clone();
-    let offloading = async move {
-        let (nodes, remote_clusters) = ready;
-        let filled = async {
-            nodes.wait_until_ready().await.is_ok()
-                && remote_clusters.wait_until_ready().await.is_ok()
+    let activation = async move {
+        if leading.wait_for(|l| *l).await.is_err() {
+            return;
+        }
+        tokio::spawn(namespaces_watch.run());
+        tokio::spawn(pods_watch.run());
+        tokio::spawn(remote_clusters_watch.run());
+        tokio::spawn(secrets_watch.run());
+        let listed = async {
+            for watch in &listed {
+                if !watch.wait().await {
+                    return false;
+                }
+            }
+            true
         };
-        tokio::select! {
-            true = filled => offloading.await,
-            _ = stop => {}
+        let listed = tokio::select! {
+            listed = listed => listed,
+            _ = stop.clone() => false,
+        };
+        if listed {
+            tracing::info!("every watch has listed: the controllers reconcile");
+            let _ = activate.send(true);
+            // Keep the sender until the end: the activation streams watch it.
+            stop.await;
         }
     };
 
-    let quick = Controller::new(
-        Api::<Namespace>::all(client.clone()),
-        watcher::Config::default(),
+    futures::future::join(
+        futures::future::join4(peering, offloading, enabled_label, placement),
+        activation,
     )
-    .watches(
-        Api::<NamespaceOffloading>::all(client.clone()),
-        watcher::Config::default(),
-        |nso| nso.namespace().map(|ns| ObjectRef::<Namespace>::new(&ns)),
-    )
-    .graceful_shutdown_on(shutdown)
-    .run(
-        quick::reconcile,
-        quick::error_policy,
-        Arc::new(quick::Context {
-            client,
-            recorder,
-            metrics,
-            unbacked_since: std::sync::Mutex::default(),
-        }),
-    )
-    .for_each(|_| async {});
-
-    tokio::select! {
-        _ = futures::future::join4(peering, offloading, quick, placement) => {}
-        _ = node_cache => {}
-        _ = remote_cluster_cache => {}
-    }
+    .await;
 }

@@ -1,26 +1,35 @@
-//! The connected remote clusters, by cluster ID: a client for each and two watches through
-//! it. The remote namespaces we created there wake the NamespaceOffloading they belong to
-//! (a remote namespace deleted by someone else is recreated within seconds); the remote's
-//! identity ConfigMap wakes its RemoteCluster (new cluster labels reach the virtual node
-//! within seconds, not at the next heartbeat).
+//! The connected remote clusters, by cluster ID: a client for each and one watch per kind
+//! through it, each filling a store the controllers read instead of calling the remote:
+//! - the namespaces we created there (also: one deleted by someone else wakes the
+//!   NamespaceOffloading it belongs to, and is recreated within seconds);
+//! - the remote's identity ConfigMap (also: new cluster labels wake its RemoteCluster, so
+//!   they reach the virtual node within seconds, not at the next heartbeat);
+//! - its nodes (the virtual node's allocatable).
 
 use std::{
     collections::BTreeMap,
     sync::{Arc, RwLock},
 };
 
-use futures::{StreamExt, channel::mpsc};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
+use futures::{Stream, StreamExt, channel::mpsc};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
 use kube::{
-    Api, Client,
-    runtime::{WatchStreamExt, reflector::ObjectRef, watcher},
+    Api, Client, Resource,
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
 };
+use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 
 use super::remote_namespace::{ORIGIN_CLUSTER_LABEL, ORIGIN_NAMESPACE_LABEL};
 use crate::{
     api::{NamespaceOffloading, OFFLOADING_NAME, RemoteCluster},
     identity,
+    reason::Problem,
+    watches::Listed,
 };
 
 /// A connected remote cluster.
@@ -31,10 +40,26 @@ pub struct Peer {
     /// Which Secret version the client was built from (rebuilt when it changes).
     pub credentials_version: String,
     pub client: Client,
-    /// Why the peering's last heartbeat failed (reason, message), while it fails. Such a
-    /// cluster is not contacted until it answers again, so it never holds up the others.
-    pub unreachable: Option<(String, String)>,
+    /// Why the peering's last heartbeat failed, while it fails. Such a cluster is not
+    /// contacted until it answers again, so it never holds up the others.
+    pub unreachable: Option<Problem>,
+    /// The namespaces we created there.
+    pub namespaces: Watched<Namespace>,
+    /// Its published identity.
+    pub identity: Watched<ConfigMap>,
+    /// Its nodes.
+    pub nodes: Watched<Node>,
     _watches: Arc<AbortOnDrop>,
+}
+
+/// A remote watch's store, and whether it has listed once.
+#[derive(Clone)]
+pub struct Watched<K: kube::runtime::reflector::Lookup + Clone + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    pub store: Store<K>,
+    pub listed: Listed,
 }
 
 /// The peer's watch tasks, stopped when the last copy of the peer goes.
@@ -48,37 +73,37 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// What the remote clusters' watches ask to reconcile.
-pub struct Woken {
+/// What changed in remote clusters and asks for a reconcile here.
+pub struct RemoteChanges {
     pub offloadings: mpsc::UnboundedReceiver<ObjectRef<NamespaceOffloading>>,
-    pub remote_clusters: mpsc::UnboundedReceiver<ObjectRef<RemoteCluster>>,
+    pub peerings: mpsc::UnboundedReceiver<ObjectRef<RemoteCluster>>,
 }
 
 #[derive(Clone)]
 pub struct Peers {
     peers: Arc<RwLock<BTreeMap<String, Peer>>>,
     local_cluster_id: String,
-    wake: mpsc::UnboundedSender<ObjectRef<NamespaceOffloading>>,
-    wake_peering: mpsc::UnboundedSender<ObjectRef<RemoteCluster>>,
+    offloading_changed: mpsc::UnboundedSender<ObjectRef<NamespaceOffloading>>,
+    peering_changed: mpsc::UnboundedSender<ObjectRef<RemoteCluster>>,
 }
 
 impl Peers {
     /// The registry, and the streams of objects to reconcile because something changed in
     /// a remote cluster.
-    pub fn new(local_cluster_id: &str) -> (Self, Woken) {
-        let (wake, offloadings) = mpsc::unbounded();
-        let (wake_peering, remote_clusters) = mpsc::unbounded();
+    pub fn new(local_cluster_id: &str) -> (Self, RemoteChanges) {
+        let (offloading_changed, offloadings) = mpsc::unbounded();
+        let (peering_changed, peerings) = mpsc::unbounded();
         let peers = Self {
             peers: Arc::default(),
             local_cluster_id: local_cluster_id.to_owned(),
-            wake,
-            wake_peering,
+            offloading_changed,
+            peering_changed,
         };
-        let woken = Woken {
+        let changes = RemoteChanges {
             offloadings,
-            remote_clusters,
+            peerings,
         };
-        (peers, woken)
+        (peers, changes)
     }
 
     pub fn get(&self, cluster_id: &str) -> Option<Peer> {
@@ -92,10 +117,10 @@ impl Peers {
             .unwrap_or_default()
     }
 
-    /// Registers (or replaces) a peer and starts watching its remote namespaces and its
-    /// identity ConfigMap (in `identity_namespace`). A RemoteCluster stands for one cluster:
-    /// an entry it left under another cluster ID (the remote was reinstalled, or its
-    /// `spec.clusterID` fixed) is dropped.
+    /// Registers (or replaces) a peer and starts its watches (the identity ConfigMap in
+    /// `identity_namespace`). A RemoteCluster stands for one cluster: an entry it left
+    /// under another cluster ID (the remote was reinstalled, or its `spec.clusterID`
+    /// fixed) is dropped.
     pub fn insert(
         &self,
         cluster_id: &str,
@@ -104,14 +129,48 @@ impl Peers {
         version: &str,
         client: Client,
     ) {
-        let namespaces = self.watch_remote_namespaces(cluster_id, client.clone());
-        let identity = self.watch_identity(cluster_id, remote_cluster, identity_namespace, &client);
+        let ours = watcher::Config::default()
+            .labels(&format!("{ORIGIN_CLUSTER_LABEL}={}", self.local_cluster_id));
+        let changed = self.offloading_changed.clone();
+        let (namespaces, namespaces_task) = watch(
+            cluster_id,
+            Api::<Namespace>::all(client.clone()),
+            ours,
+            move |ns: &Namespace| {
+                let origin = ns.metadata.labels.as_ref()?.get(ORIGIN_NAMESPACE_LABEL)?;
+                let _ = changed.unbounded_send(ObjectRef::new(OFFLOADING_NAME).within(origin));
+                Some(())
+            },
+        );
+        let by_name =
+            watcher::Config::default().fields(&format!("metadata.name={}", identity::CONFIGMAP));
+        let changed = self.peering_changed.clone();
+        let target = ObjectRef::<RemoteCluster>::new(remote_cluster);
+        let (identity, identity_task) = watch(
+            cluster_id,
+            Api::<ConfigMap>::namespaced(client.clone(), identity_namespace),
+            by_name,
+            move |_: &ConfigMap| changed.unbounded_send(target.clone()).ok(),
+        );
+        let (nodes, nodes_task) = watch(
+            cluster_id,
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default(),
+            |_: &Node| Some(()),
+        );
         let peer = Peer {
             remote_cluster: remote_cluster.to_owned(),
             credentials_version: version.to_owned(),
             client,
             unreachable: None,
-            _watches: Arc::new(AbortOnDrop(vec![namespaces, identity])),
+            namespaces,
+            identity,
+            nodes,
+            _watches: Arc::new(AbortOnDrop(vec![
+                namespaces_task,
+                identity_task,
+                nodes_task,
+            ])),
         };
         if let Ok(mut peers) = self.peers.write() {
             peers.retain(|id, p| id == cluster_id || p.remote_cluster != remote_cluster);
@@ -119,74 +178,8 @@ impl Peers {
         }
     }
 
-    fn watch_remote_namespaces(&self, cluster_id: &str, client: Client) -> JoinHandle<()> {
-        let api = Api::<Namespace>::all(client);
-        let config = watcher::Config::default()
-            .labels(&format!("{ORIGIN_CLUSTER_LABEL}={}", self.local_cluster_id));
-        let wake = self.wake.clone();
-        let id = cluster_id.to_owned();
-        tokio::spawn(async move {
-            let mut events =
-                std::pin::pin!(watcher(api, config).default_backoff().touched_objects());
-            while let Some(event) = events.next().await {
-                match event {
-                    Ok(ns) => {
-                        let origin = ns
-                            .metadata
-                            .labels
-                            .as_ref()
-                            .and_then(|l| l.get(ORIGIN_NAMESPACE_LABEL));
-                        if let Some(origin) = origin {
-                            let _ =
-                                wake.unbounded_send(ObjectRef::new(OFFLOADING_NAME).within(origin));
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(cluster_id = %id, error = %e, "remote namespace watch error")
-                    }
-                }
-            }
-        })
-    }
-
-    fn watch_identity(
-        &self,
-        cluster_id: &str,
-        remote_cluster: &str,
-        namespace: &str,
-        client: &Client,
-    ) -> JoinHandle<()> {
-        let api = Api::<ConfigMap>::namespaced(client.clone(), namespace);
-        let config =
-            watcher::Config::default().fields(&format!("metadata.name={}", identity::CONFIGMAP));
-        let wake = self.wake_peering.clone();
-        let target = ObjectRef::<RemoteCluster>::new(remote_cluster);
-        let id = cluster_id.to_owned();
-        tokio::spawn(async move {
-            let mut events = std::pin::pin!(watcher(api, config).default_backoff());
-            while let Some(event) = events.next().await {
-                match event {
-                    // The initial listing is what the reconcile that registered us just read;
-                    // wake only for what happens after it (and after a re-list).
-                    Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
-                    Ok(_) => {
-                        let _ = wake.unbounded_send(target.clone());
-                    }
-                    Err(e) => {
-                        tracing::debug!(cluster_id = %id, error = %e, "remote identity watch error")
-                    }
-                }
-            }
-        })
-    }
-
     /// Records whether the peering's heartbeat reached the cluster (`None`) or why not.
-    pub fn set_unreachable(
-        &self,
-        cluster_id: &str,
-        remote_cluster: &str,
-        why: Option<(String, String)>,
-    ) {
+    pub fn set_unreachable(&self, cluster_id: &str, remote_cluster: &str, why: Option<Problem>) {
         if let Ok(mut peers) = self.peers.write()
             && let Some(peer) = peers.get_mut(cluster_id)
             && peer.remote_cluster == remote_cluster
@@ -219,5 +212,66 @@ impl Peers {
             .iter()
             .find(|(_, p)| p.remote_cluster == remote_cluster)
             .map(|(id, p)| (id.clone(), p.clone()))
+    }
+}
+
+/// One watch in a remote cluster: its store, and a task keeping it filled that calls
+/// `changed` for each object created, changed or deleted after the first listing.
+fn watch<K, F>(
+    cluster_id: &str,
+    api: Api<K>,
+    config: watcher::Config,
+    changed: F,
+) -> (Watched<K>, JoinHandle<()>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    F: Fn(&K) -> Option<()> + Send + 'static,
+{
+    let (store, writer) = reflector::store();
+    let (listed_tx, listed) = Listed::new();
+    let events = reflector::reflector(
+        writer,
+        watcher(api, config).default_backoff().modify(|o| {
+            o.meta_mut().managed_fields = None;
+        }),
+    );
+    let id = cluster_id.to_owned();
+    let task = tokio::spawn(drive(id, events, listed_tx, changed));
+    (Watched { store, listed }, task)
+}
+
+async fn drive<K, F>(
+    cluster_id: String,
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    listed_tx: tokio::sync::watch::Sender<bool>,
+    changed: F,
+) where
+    F: Fn(&K) -> Option<()>,
+{
+    let mut events = std::pin::pin!(events);
+    let mut listed = false;
+    while let Some(event) = events.next().await {
+        match event {
+            // The first listing is what the reconcile that registered us just saw; later
+            // ones (after a lost watch) may hold changes.
+            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) if !listed => {}
+            Ok(watcher::Event::InitDone) => {
+                listed = true;
+                let _ = listed_tx.send(true);
+            }
+            Ok(
+                watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o),
+            ) => {
+                changed(&o);
+            }
+            Ok(watcher::Event::Init) => {}
+            Err(e) => tracing::debug!(%cluster_id, error = %e, "remote watch error"),
+        }
     }
 }

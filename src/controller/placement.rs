@@ -17,7 +17,7 @@ use k8s_openapi::{
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{EvictParams, Patch, PatchParams},
+    api::EvictParams,
     runtime::{
         controller::Action,
         events::{EventType, Recorder},
@@ -28,6 +28,7 @@ use kube::{
 use crate::{
     api::NamespaceOffloading,
     placement::{self, Finding, Remedy},
+    reason::is_not_found,
 };
 
 /// The status condition this controller owns.
@@ -43,15 +44,13 @@ const NAMES_SHOWN: usize = 5;
 /// fixed by evicting (the webhook does not reach its new pods): its pods are reported.
 const EVICTIONS_BEFORE_GIVING_UP: usize = 3;
 const EVICTION_WINDOW: Duration = Duration::from_secs(300);
-/// How long the end of an offloading waits for the pod cache before going on without it.
-const CACHE_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
     /// Every pod of the cluster, from the one pod watch.
     pub pods: Store<Pod>,
-    /// Virtual nodes, from a watch.
+    /// Every Node, from the shared watch (virtual nodes are told by their label).
     pub nodes: Store<Node>,
     pub metrics: Arc<super::metrics::ControllerMetrics>,
     /// Per namespace, the breaching pods already reported by an event (by uid), so one
@@ -127,11 +126,7 @@ pub async fn reconcile(
         return Ok(Action::await_change());
     }
     let _timer = ctx.metrics.reconcile("placement");
-    // Judge nothing from a half-filled cache (the controller's trigger stream fills it
-    // meanwhile).
-    if ctx.pods.wait_until_ready().await.is_err() || ctx.nodes.wait_until_ready().await.is_err() {
-        return Ok(Action::requeue(Duration::from_secs(1)));
-    }
+    // The caches are complete: controllers reconcile only once every watch has listed.
     let outcome = enforce(&nso, &ctx).await;
     write_condition(&nso, &ctx, &outcome.breaking).await?;
     Ok(if outcome.retry {
@@ -168,18 +163,7 @@ pub struct Enforced {
 /// Best effort, never an error: a pod that cannot be evicted is reported, and the
 /// termination goes on.
 pub async fn enforce_at_end(nso: &NamespaceOffloading, ctx: &Context) {
-    let filled = async {
-        ctx.pods.wait_until_ready().await.is_ok() && ctx.nodes.wait_until_ready().await.is_ok()
-    };
-    match tokio::time::timeout(CACHE_WAIT, filled).await {
-        Ok(true) => {
-            enforce(nso, ctx).await;
-        }
-        _ => tracing::warn!(
-            namespace = nso.namespace().unwrap_or_default(),
-            "the pod cache is not filled: pods waiting with remote constraints are not checked as the offloading ends"
-        ),
-    }
+    enforce(nso, ctx).await;
 }
 
 /// Finds the namespace's breaching pods and carries out each remedy; a pod whose eviction
@@ -196,6 +180,7 @@ pub async fn enforce(nso: &NamespaceOffloading, ctx: &Context) -> Enforced {
     let findings = placement::audit(&nso.spec, ending_since, pods.iter().map(|p| &**p), |node| {
         ctx.nodes
             .get(&ObjectRef::new(node))
+            .filter(|n| crate::api::is_virtual_node(n.labels()))
             .map(|n| n.labels().clone())
     });
     let strategy = if ending_since.is_some() {
@@ -430,24 +415,10 @@ async fn write_condition(
     if unchanged || !started || nso.metadata.deletion_timestamp.is_some() {
         return Ok(());
     }
-    let api = Api::<NamespaceOffloading>::namespaced(
-        ctx.client.clone(),
-        &nso.namespace().unwrap_or_default(),
-    );
-    let body = serde_json::json!({
-        "apiVersion": "offloading.liqo.io/v1alpha1", "kind": "NamespaceOffloading",
-        "status": {"conditions": [condition]},
-    });
-    match api
-        .patch_status(
-            &nso.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(body),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(()),
+    let status = serde_json::json!({"conditions": [condition]});
+    match super::apply_offloading_status(&ctx.client, nso, FIELD_MANAGER, status).await {
+        Ok(()) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
         Err(e) => Err(PlacementError::Status(e)),
     }
 }

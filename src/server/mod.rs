@@ -522,7 +522,7 @@ mod tests {
         router: Router,
         resolver: Arc<dyn rustls::server::ResolvesServerCert>,
     ) -> (u16, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
-        crate::tls::install_crypto_provider();
+        crate::crypto::install_crypto_provider();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (stop, stop_rx) = watch::channel(false);
@@ -538,7 +538,7 @@ mod tests {
 
     #[tokio::test]
     async fn replaced_certificate_files_are_served_to_new_connections() {
-        crate::tls::install_crypto_provider();
+        crate::crypto::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let first_ca = write_pair(dir.path());
         let first = leaf_der(dir.path());
@@ -596,7 +596,7 @@ mod tests {
     #[tokio::test]
     async fn http2_and_http1_are_served_over_tls_1_3_and_1_2() {
         use rustls::{ProtocolVersion, version};
-        crate::tls::install_crypto_provider();
+        crate::crypto::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let ca = write_pair(dir.path());
         let files =
@@ -632,7 +632,7 @@ mod tests {
 
     #[tokio::test]
     async fn shutdown_lets_in_flight_requests_finish_and_refuses_new_ones() {
-        crate::tls::install_crypto_provider();
+        crate::crypto::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let ca = write_pair(dir.path());
         let files =

@@ -4,7 +4,7 @@
 
 use std::{future::Future, path::Path, time::Duration};
 
-use namespace_offloading::testbed::{self, Testbed, TestbedConfig};
+use testbed::{self, Testbed, TestbedConfig};
 
 use tokio::sync::OnceCell;
 
@@ -171,7 +171,7 @@ pub fn install_crds(kubeconfig: &Path) -> Result<(), String> {
 
 /// A `namespace-offloading run` process started by a test.
 pub struct Manager {
-    pub process: namespace_offloading::testbed::Process,
+    pub process: testbed::Process,
     pub webhook_port: u16,
     pub admin_port: u16,
 }
@@ -186,7 +186,7 @@ pub async fn start_manager(
     register: bool,
     extra: &[String],
 ) -> Result<Manager, String> {
-    use namespace_offloading::testbed::{Lifetime, Process, process::free_port};
+    use testbed::{Lifetime, Process, process::free_port};
     let webhook_port = free_port().map_err(|e| e.to_string())?;
     let admin_port = free_port().map_err(|e| e.to_string())?;
     let mut args = vec![
@@ -200,9 +200,13 @@ pub async fn start_manager(
         args.push(format!("--webhook-url=https://127.0.0.1:{webhook_port}"));
     }
     args.extend(extra.iter().cloned());
+    // Another build of the manager (e.g. the previous release, to compare), if asked.
+    let binary = std::env::var_os("NSO_MANAGER_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_namespace-offloading").into());
     let mut process = Process::spawn(
         name,
-        Path::new(env!("CARGO_BIN_EXE_namespace-offloading")),
+        &binary,
         &args,
         &tb.log_dir().join(format!("{name}.log")),
         Lifetime::Attached,

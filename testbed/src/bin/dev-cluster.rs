@@ -11,11 +11,11 @@ use std::{
 };
 
 use clap::{Parser, Subcommand};
-use namespace_offloading::testbed::{
+use serde::{Deserialize, Serialize};
+use testbed::{
     self, Lifetime, Testbed, TestbedConfig,
     process::{alive, kill_group},
 };
-use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
 #[command(about = "Local Kubernetes clusters on loopback for trying things by hand")]
@@ -59,7 +59,7 @@ struct ClusterState {
 }
 
 fn default_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/dev-cluster")
+    testbed::repository().join("target/dev-cluster")
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -11,6 +11,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use super::{
     ClusterConfig, Process, READY_TIMEOUT, TestbedConfig, TestbedError,
+    audit::{self, AuditLog},
     pki::{self, ClusterPki},
     process,
 };
@@ -42,6 +43,9 @@ impl Cluster {
         write_kubeconfig(&kubeconfig, &c.name, port, &pki)?;
 
         let p = |f: &str| pki_dir.join(f).display().to_string();
+        let audit_policy = dir.join("audit-policy.yaml");
+        std::fs::write(&audit_policy, audit::POLICY)
+            .map_err(|e| TestbedError::io(&audit_policy, e))?;
         let args = vec![
             format!("--etcd-servers={etcd_url}"),
             // One etcd, one key prefix per cluster: isolated clusters at a third of the cost.
@@ -67,6 +71,10 @@ impl Cluster {
             "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition".into(),
             "--profiling=false".into(),
             format!("--cert-dir={}", pki_dir.display()),
+            // Who asked for what: tests count a client's watches and requests from it.
+            format!("--audit-policy-file={}", audit_policy.display()),
+            format!("--audit-log-path={}", dir.join(audit::LOG).display()),
+            "--audit-log-maxsize=500".into(),
         ];
         let log = config
             .root
@@ -239,6 +247,11 @@ impl Cluster {
     /// A kubeconfig with the admin credentials embedded, usable by kubectl as it is.
     pub fn kubeconfig(&self) -> &Path {
         &self.kubeconfig
+    }
+
+    /// The API server's audit log: every request, at the Metadata level.
+    pub fn audit_log(&self) -> AuditLog {
+        AuditLog::new(self.dir.join(audit::LOG))
     }
 
     /// The cluster's own directory (PKI, kubeconfig).

@@ -7,6 +7,7 @@
 //! Integration tests start one test bed per test binary; `scripts/dev-cluster` starts the
 //! same clusters for a person.
 
+pub mod audit;
 mod cluster;
 mod pki;
 pub mod process;
@@ -25,6 +26,7 @@ use std::{
 use futures::FutureExt;
 
 pub use self::{
+    audit::AuditLog,
     cluster::Cluster,
     process::{Lifetime, Process},
 };
@@ -137,7 +139,7 @@ pub struct Testbed {
 impl Testbed {
     pub async fn start(config: TestbedConfig) -> Result<Self, TestbedError> {
         let began = Instant::now();
-        crate::tls::install_crypto_provider();
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let bin = |name: &str| config.binaries.join(name);
         let mut needed = vec![bin("etcd")];
         for c in &config.clusters {
@@ -328,7 +330,7 @@ pub fn control_plane_binaries() -> Result<PathBuf, TestbedError> {
     if let Some(dir) = std::env::var_os("NSO_CONTROL_PLANE_DIR").filter(|d| !d.is_empty()) {
         return Ok(PathBuf::from(dir));
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-control-plane");
+    let script = repository().join("scripts/build-control-plane");
     let out = Command::new(&script)
         .stderr(std::process::Stdio::inherit())
         .output()
@@ -410,4 +412,10 @@ fn etcd_health(port: u16) -> std::io::Result<String> {
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     Ok(response)
+}
+
+/// The repository this crate lives in (the workspace root, where `scripts/` and `target/`
+/// are).
+pub fn repository() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }

@@ -1,4 +1,4 @@
-//! Quick offloading: `liqo.io/enabled=true` on a namespace creates the default
+//! Quick offloading by label: `liqo.io/enabled=true` on a namespace creates the default
 //! NamespaceOffloading (marked as label-created); removing the label deletes only such an
 //! object. A user's own `offloading` is never touched; an event says why the label changed
 //! nothing.
@@ -16,12 +16,16 @@ use kube::{
     runtime::{
         controller::Action,
         events::{EventType, Recorder},
+        reflector::{ObjectRef, Store},
     },
 };
 
-use crate::api::{
-    ENABLED_LABEL, NamespaceOffloading, NamespaceOffloadingSpec, OFFLOADING_NAME,
-    SCHEDULING_ENABLED_LABEL,
+use crate::{
+    api::{
+        ENABLED_LABEL, NamespaceOffloading, NamespaceOffloadingSpec, OFFLOADING_NAME,
+        SCHEDULING_ENABLED_LABEL,
+    },
+    reason::{Reason, classify, is_not_found, message},
 };
 
 /// How often a creation our admission refused is tried again (the cause rarely goes away).
@@ -37,6 +41,8 @@ const STALE_MARK_GRACE: Duration = Duration::from_secs(30);
 
 pub struct Context {
     pub client: Client,
+    /// NamespaceOffloadings, from the shared watch.
+    pub offloadings: Store<NamespaceOffloading>,
     pub recorder: Recorder,
     pub metrics: Arc<super::metrics::ControllerMetrics>,
     /// Namespaces seen with the scheduling label and no NamespaceOffloading, since when.
@@ -45,7 +51,7 @@ pub struct Context {
 
 #[derive(Debug, thiserror::Error)]
 #[error("kubernetes: {0}")]
-pub struct QuickError(#[from] kube::Error);
+pub struct EnabledLabelError(#[from] kube::Error);
 
 fn label_created(nso: &NamespaceOffloading) -> bool {
     nso.annotations()
@@ -54,7 +60,7 @@ fn label_created(nso: &NamespaceOffloading) -> bool {
         == Some(ENABLED_LABEL)
 }
 
-pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, QuickError> {
+pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, EnabledLabelError> {
     let _timer = ctx.metrics.reconcile("quick-offloading");
     if ns.metadata.deletion_timestamp.is_some() {
         if let Ok(mut since) = ctx.unbacked_since.lock() {
@@ -65,7 +71,9 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
     let name = ns.name_any();
     let enabled = ns.labels().get(ENABLED_LABEL).map(String::as_str) == Some("true");
     let api = Api::<NamespaceOffloading>::namespaced(ctx.client.clone(), &name);
-    let existing = api.get_opt(OFFLOADING_NAME).await?;
+    let existing = ctx
+        .offloadings
+        .get(&ObjectRef::new(OFFLOADING_NAME).within(&name));
     if let Some(wait) = unbacked_mark(&ctx, &ns, enabled || existing.is_some()).await? {
         return Ok(Action::requeue(wait));
     }
@@ -92,10 +100,10 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
                     )
                     .await;
                 }
-                Err(kube::Error::Api(s)) if s.code == 409 => {}
+                Err(e) if classify(&e) == Reason::AlreadyExists => {}
                 // Refused for good (our own webhook, e.g. a name too long for DefaultName):
                 // say so on the namespace, and do not hammer the API server.
-                Err(kube::Error::Api(s)) if matches!(s.code, 400 | 403 | 422) => {
+                Err(e) if matches!(classify(&e), Reason::Invalid | Reason::Forbidden) => {
                     publish(
                         &ctx,
                         &ns,
@@ -103,7 +111,7 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
                         "OffloadingRejected",
                         &format!(
                             "the liqo.io/enabled label cannot create the default NamespaceOffloading: {}",
-                            s.message
+                            message(&e)
                         ),
                     )
                     .await;
@@ -131,7 +139,7 @@ pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, 
             };
             match api.delete(OFFLOADING_NAME, &params).await {
                 Ok(_) => {}
-                Err(kube::Error::Api(s)) if matches!(s.code, 404 | 409) => {
+                Err(e) if is_not_found(&e) || classify(&e) == Reason::Conflict => {
                     return Ok(Action::requeue(Duration::from_secs(1)));
                 }
                 Err(e) => return Err(e.into()),
@@ -149,7 +157,7 @@ async fn unbacked_mark(
     ctx: &Context,
     ns: &Namespace,
     backed: bool,
-) -> Result<Option<Duration>, QuickError> {
+) -> Result<Option<Duration>, EnabledLabelError> {
     let name = ns.name_any();
     let marked = ns
         .labels()
@@ -183,23 +191,15 @@ async fn unbacked_mark(
     namespaces
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
-    // A NamespaceOffloading admitted meanwhile marked a namespace that was already marked:
-    // give it its label back.
-    let offloadings = Api::<NamespaceOffloading>::namespaced(ctx.client.clone(), &name);
-    if offloadings.get_opt(OFFLOADING_NAME).await?.is_some() {
-        let patch = serde_json::json!({"metadata": {"labels": {SCHEDULING_ENABLED_LABEL: "true"}}});
-        namespaces
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
-            .await?;
-        return Ok(None);
-    }
+    // A NamespaceOffloading admitted meanwhile (the namespace was already marked) gets
+    // its label back from the offloading controller, which sets it first thing.
     tracing::info!(namespace = %name, "scheduling label removed: the namespace has no NamespaceOffloading");
     Ok(None)
 }
 
-pub fn error_policy(ns: Arc<Namespace>, error: &QuickError, ctx: Arc<Context>) -> Action {
+pub fn error_policy(ns: Arc<Namespace>, error: &EnabledLabelError, ctx: Arc<Context>) -> Action {
     ctx.metrics.error("quick-offloading", "kubernetes");
-    tracing::warn!(namespace = %ns.name_any(), %error, "quick offloading reconcile failed");
+    tracing::warn!(namespace = %ns.name_any(), %error, "enabled-label reconcile failed");
     Action::requeue(Duration::from_secs(5))
 }
 
