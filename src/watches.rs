@@ -25,6 +25,8 @@ use crate::api::{NamespaceOffloading, OFFLOADING_NAME, RemoteCluster};
 
 /// How many changes a subscriber may lag behind before the watch waits for it.
 const BUFFER: usize = 1024;
+/// How often a subscription is polled even without a wake-up (see [`SharedWatch::subscribe`]).
+const RE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Whether a watch has listed once (its store is complete). Any number of tasks may wait
 /// on it at once, which kube's `Store::wait_until_ready` does not allow: it wakes only the
@@ -105,7 +107,15 @@ where
 
     /// Every object as it is created or changes (and all of them after each listing).
     pub fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
-        futures::stream::iter(self.writer.subscribe()).flatten()
+        let objects = futures::stream::iter(self.writer.subscribe()).flatten();
+        // kube's subscription answers "pending" without asking to be woken when the object
+        // it was told of is already gone (deleted right after a change): a tick re-polls it,
+        // so such a subscriber never falls behind (and never holds the watch back) for long.
+        let ticks = futures::stream::unfold((), |()| async {
+            tokio::time::sleep(RE_POLL).await;
+            Some((None, ()))
+        });
+        futures::stream::select(objects.map(Some), ticks).filter_map(futures::future::ready)
     }
 
     /// Every object as it is deleted: shared subscriptions do not carry deletions.
@@ -155,7 +165,7 @@ fn trim_pod(pod: &mut Pod) {
         .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
-fn trim_node(node: &mut Node) {
+pub fn trim_node(node: &mut Node) {
     if let Some(status) = node.status.as_mut() {
         status.images = None;
     }

@@ -1002,6 +1002,20 @@ async fn at_rest_the_manager_keeps_one_watch_per_kind_per_cluster() {
         let ns = unique("at-rest");
         create_namespace(&client, &ns, json!({"liqo.io/enabled": "true"})).await;
         phase(&client, &ns, "Ready").await;
+        // At rest: what earlier tests deleted has finished going (terminations call the
+        // remotes until their namespaces are gone).
+        let namespaces = Api::<Namespace>::all(client.clone());
+        eventually(
+            "no namespace still terminating",
+            Duration::from_secs(180),
+            || async {
+                let all = namespaces.list(&Default::default()).await.ok()?.items;
+                all.iter()
+                    .all(|n| n.metadata.deletion_timestamp.is_none())
+                    .then_some(())
+            },
+        )
+        .await;
         tokio::time::sleep(Duration::from_secs(3)).await;
         let window = Duration::from_secs(
             std::env::var("NSO_AT_REST_SECONDS")

@@ -4,9 +4,9 @@
 //! in their own modules: `remote_namespace`, `virtual_node`, `quantity`, `crate::status`.
 //!
 //! Every controller reads the shared watches of `crate::watches` and is triggered by its
-//! own subscriptions to them. The controllers run on every replica from the start, but
-//! reconcile only once this replica leads and every watch has listed: then each reconciles
-//! everything once, and from there on what changes.
+//! own subscriptions to them. The controllers run on every replica from the start, but each
+//! reconciles only once this replica leads and the watches it reads have listed: then it
+//! reconciles everything once, and from there on what changes.
 
 pub mod enabled_label;
 pub mod metrics;
@@ -35,7 +35,7 @@ use tokio::sync::watch;
 
 use crate::{
     api::{NamespaceOffloading, OFFLOADING_NAME, is_virtual_node},
-    watches::LocalWatches,
+    watches::{Listed, LocalWatches},
 };
 
 /// Publishes an event about `object`. Events are for people: a failure is logged, never fatal.
@@ -104,11 +104,14 @@ pub struct Identity {
     pub namespace: String,
 }
 
+/// How long a watch may take to list before the wait is logged.
+const LISTING_PATIENCE: Duration = Duration::from_secs(15);
+
 /// What a reconciler does before it may act: nothing, until something changes.
 type Idle<E> = futures::future::Ready<Result<Action, E>>;
 
-/// A reconciler that does nothing until `active` (this replica leads and every watch has
-/// listed): before, the store may be half-filled and another replica may be acting.
+/// A reconciler that does nothing until `active` (this replica leads and the watches the
+/// controller reads have listed): before, the store may be half-filled and another replica may be acting.
 fn when_active<K, C, E, F, Fut>(
     active: watch::Receiver<bool>,
     reconcile: F,
@@ -149,7 +152,6 @@ pub async fn run(
     };
     let recorder = Recorder::new(client.clone(), reporter);
     let (peers, remote_changes) = peers::Peers::new(&me.local_cluster_id);
-    let (activate, active) = watch::channel(false);
 
     // Subscriptions first: a shared watch feeds only those who subscribed before it started.
     let offloadings = watches.offloadings.store();
@@ -163,14 +165,47 @@ pub async fn run(
             .filter_map(|n| futures::future::ready(is_virtual_node(n.labels()).then_some(())));
     let pods_deleted = watches.pods.deletions();
     let offloadings_deleted = watches.offloadings.deletions();
-    let listed = [
-        watches.offloadings.listed(),
-        watches.nodes.listed(),
-        watches.namespaces.listed(),
-        watches.pods.listed(),
-        watches.remote_clusters.listed(),
-        watches.secrets.listed(),
-    ];
+    // Each controller acts once this replica leads and the watches it reads have listed.
+    let offloadings_listed = ("namespaceoffloadings", watches.offloadings.listed());
+    let nodes_listed = ("nodes", watches.nodes.listed());
+    let namespaces_listed = ("namespaces", watches.namespaces.listed());
+    let pods_listed = ("pods", watches.pods.listed());
+    let remote_clusters_listed = ("remoteclusters", watches.remote_clusters.listed());
+    let secrets_listed = ("secrets", watches.secrets.listed());
+    let gate = |controller: &'static str, needs: Vec<(&'static str, Listed)>| {
+        gate(controller, leading.clone(), needs, shutdown.clone())
+    };
+    let peering_active = gate(
+        "peering",
+        vec![
+            remote_clusters_listed.clone(),
+            secrets_listed,
+            nodes_listed.clone(),
+        ],
+    );
+    let placement_active = gate(
+        "placement",
+        vec![
+            offloadings_listed.clone(),
+            pods_listed.clone(),
+            nodes_listed.clone(),
+        ],
+    );
+    // Its termination enforces placement too, so it reads pods.
+    let offloading_active = gate(
+        "offloading",
+        vec![
+            offloadings_listed.clone(),
+            nodes_listed,
+            namespaces_listed.clone(),
+            remote_clusters_listed,
+            pods_listed,
+        ],
+    );
+    let enabled_label_active = gate(
+        "quick-offloading",
+        vec![namespaces_listed, offloadings_listed],
+    );
 
     let peering =
         Controller::for_shared_stream(watches.remote_clusters.subscribe(), remote_clusters.clone())
@@ -179,10 +214,10 @@ pub async fn run(
                 move |secret| peering::using_secret(&remote_clusters, &secret)
             })
             .reconcile_on(remote_changes.peerings)
-            .reconcile_all_on(activation(active.clone()))
+            .reconcile_all_on(activation(peering_active.clone()))
             .graceful_shutdown_on(shutdown.clone())
             .run(
-                when_active(active.clone(), peering::reconcile),
+                when_active(peering_active, peering::reconcile),
                 peering::error_policy,
                 Arc::new(peering::Context {
                     client: client.clone(),
@@ -215,12 +250,12 @@ pub async fn run(
                 pods_deleted
                     .filter_map(|pod| futures::future::ready(placement::offloading_of(&pod))),
             )
-            .reconcile_all_on(activation(active.clone()))
+            .reconcile_all_on(activation(placement_active.clone()))
             // A Deployment's pods arrive as a burst: one look at the namespace per burst.
             .with_config(Config::default().debounce(Duration::from_millis(500)))
             .graceful_shutdown_on(shutdown.clone())
             .run(
-                when_active(active.clone(), placement::reconcile),
+                when_active(placement_active, placement::reconcile),
                 placement::error_policy,
                 placement_context.clone(),
             )
@@ -234,10 +269,10 @@ pub async fn run(
             // Clusters come and go, and change labels, with their virtual nodes.
             .reconcile_all_on(virtual_nodes_changed)
             .reconcile_on(remote_changes.offloadings)
-            .reconcile_all_on(activation(active.clone()))
+            .reconcile_all_on(activation(offloading_active.clone()))
             .graceful_shutdown_on(shutdown.clone())
             .run(
-                when_active(active.clone(), offloading::reconcile),
+                when_active(offloading_active, offloading::reconcile),
                 offloading::error_policy,
                 Arc::new(offloading::Context {
                     client: client.clone(),
@@ -261,10 +296,10 @@ pub async fn run(
             .reconcile_on(
                 offloadings_deleted.filter_map(|nso| futures::future::ready(namespace_of(&nso))),
             )
-            .reconcile_all_on(activation(active.clone()))
+            .reconcile_all_on(activation(enabled_label_active.clone()))
             .graceful_shutdown_on(shutdown.clone())
             .run(
-                when_active(active, enabled_label::reconcile),
+                when_active(enabled_label_active, enabled_label::reconcile),
                 enabled_label::error_policy,
                 Arc::new(enabled_label::Context {
                     client,
@@ -287,39 +322,66 @@ pub async fn run(
     tokio::spawn(offloadings_watch.run());
     tokio::spawn(nodes_watch.run());
 
-    // The leader's own watches, then the go-ahead once all have listed.
-    let stop = shutdown.clone();
-    let activation = async move {
-        if leading.wait_for(|l| *l).await.is_err() {
-            return;
-        }
-        tokio::spawn(namespaces_watch.run());
-        tokio::spawn(pods_watch.run());
-        tokio::spawn(remote_clusters_watch.run());
-        tokio::spawn(secrets_watch.run());
-        let listed = async {
-            for watch in &listed {
-                if !watch.wait().await {
-                    return false;
-                }
-            }
-            true
-        };
-        let listed = tokio::select! {
-            listed = listed => listed,
-            _ = stop.clone() => false,
-        };
-        if listed {
-            tracing::info!("every watch has listed: the controllers reconcile");
-            let _ = activate.send(true);
-            // Keep the sender until the end: the activation streams watch it.
-            stop.await;
+    // The leader's own watches.
+    let leader_watches = async move {
+        if leading.wait_for(|l| *l).await.is_ok() {
+            tokio::spawn(namespaces_watch.run());
+            tokio::spawn(pods_watch.run());
+            tokio::spawn(remote_clusters_watch.run());
+            tokio::spawn(secrets_watch.run());
         }
     };
 
     futures::future::join(
         futures::future::join4(peering, offloading, enabled_label, placement),
-        activation,
+        leader_watches,
     )
     .await;
+}
+
+/// Turns true once `leading` does and every watch in `needs` has listed (saying which one
+/// it still waits for, every so often); stays true until `shutdown`.
+fn gate(
+    controller: &'static str,
+    mut leading: watch::Receiver<bool>,
+    needs: Vec<(&'static str, Listed)>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> watch::Receiver<bool> {
+    let (open, active) = watch::channel(false);
+    tokio::spawn(async move {
+        let ready = async {
+            if leading.wait_for(|l| *l).await.is_err() {
+                return false;
+            }
+            for (watch, listed) in &needs {
+                loop {
+                    tokio::select! {
+                        ok = listed.wait() => {
+                            if !ok {
+                                return false;
+                            }
+                            break;
+                        }
+                        _ = tokio::time::sleep(LISTING_PATIENCE) => tracing::warn!(
+                            controller, watch,
+                            "still waiting for this watch to list; check the manager's permissions and the CRDs"
+                        ),
+                    }
+                }
+            }
+            true
+        };
+        tokio::pin!(shutdown);
+        let ready = tokio::select! {
+            ready = ready => ready,
+            _ = &mut shutdown => false,
+        };
+        if ready {
+            tracing::info!(controller, "its watches have listed: reconciling");
+            let _ = open.send(true);
+            // Keep the sender until the end: the activation stream watches it.
+            shutdown.await;
+        }
+    });
+    active
 }

@@ -39,6 +39,9 @@ pub struct Peer {
     pub remote_cluster: String,
     /// Which Secret version the client was built from (rebuilt when it changes).
     pub credentials_version: String,
+    /// Where its identity ConfigMap is watched (watched anew when the RemoteCluster's
+    /// `identityNamespace` changes).
+    pub identity_namespace: String,
     pub client: Client,
     /// Why the peering's last heartbeat failed, while it fails. Such a cluster is not
     /// contacted until it answers again, so it never holds up the others.
@@ -136,6 +139,8 @@ impl Peers {
             cluster_id,
             Api::<Namespace>::all(client.clone()),
             ours,
+            Wake::Always,
+            |_| {},
             move |ns: &Namespace| {
                 let origin = ns.metadata.labels.as_ref()?.get(ORIGIN_NAMESPACE_LABEL)?;
                 let _ = changed.unbounded_send(ObjectRef::new(OFFLOADING_NAME).within(origin));
@@ -150,17 +155,26 @@ impl Peers {
             cluster_id,
             Api::<ConfigMap>::namespaced(client.clone(), identity_namespace),
             by_name,
+            Wake::AfterFirstListing,
+            |_| {},
             move |_: &ConfigMap| changed.unbounded_send(target.clone()).ok(),
         );
+        // Its nodes change all the time (kubelet status): read at each heartbeat, and once
+        // they are first listed (a new virtual node's allocatable).
+        let changed = self.peering_changed.clone();
+        let target = ObjectRef::<RemoteCluster>::new(remote_cluster);
         let (nodes, nodes_task) = watch(
             cluster_id,
             Api::<Node>::all(client.clone()),
             watcher::Config::default(),
-            |_: &Node| Some(()),
+            Wake::FirstListing,
+            crate::watches::trim_node,
+            move |_: &Node| changed.unbounded_send(target.clone()).ok(),
         );
         let peer = Peer {
             remote_cluster: remote_cluster.to_owned(),
             credentials_version: version.to_owned(),
+            identity_namespace: identity_namespace.to_owned(),
             client,
             unreachable: None,
             namespaces,
@@ -215,12 +229,25 @@ impl Peers {
     }
 }
 
+/// Which changes of a remote watch call for a reconcile here.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// Everything, the first listing included.
+    Always,
+    /// What changes after the first listing (which the registering reconcile just read).
+    AfterFirstListing,
+    /// The first listing only (later changes are read at the next heartbeat).
+    FirstListing,
+}
+
 /// One watch in a remote cluster: its store, and a task keeping it filled that calls
-/// `changed` for each object created, changed or deleted after the first listing.
+/// `changed` as `wake` says. `trim` drops what no reader needs.
 fn watch<K, F>(
     cluster_id: &str,
     api: Api<K>,
     config: watcher::Config,
+    wake: Wake,
+    trim: fn(&mut K),
     changed: F,
 ) -> (Watched<K>, JoinHandle<()>)
 where
@@ -237,12 +264,13 @@ where
     let (listed_tx, listed) = Listed::new();
     let events = reflector::reflector(
         writer,
-        watcher(api, config).default_backoff().modify(|o| {
+        watcher(api, config).default_backoff().modify(move |o| {
             o.meta_mut().managed_fields = None;
+            trim(o);
         }),
     );
     let id = cluster_id.to_owned();
-    let task = tokio::spawn(drive(id, events, listed_tx, changed));
+    let task = tokio::spawn(drive(id, events, listed_tx, wake, changed));
     (Watched { store, listed }, task)
 }
 
@@ -250,28 +278,38 @@ async fn drive<K, F>(
     cluster_id: String,
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
     listed_tx: tokio::sync::watch::Sender<bool>,
+    wake: Wake,
     changed: F,
 ) where
     F: Fn(&K) -> Option<()>,
 {
     let mut events = std::pin::pin!(events);
-    let mut listed = false;
+    let mut first = true;
     while let Some(event) = events.next().await {
         match event {
-            // The first listing is what the reconcile that registered us just saw; later
-            // ones (after a lost watch) may hold changes.
-            Ok(watcher::Event::Init | watcher::Event::InitApply(_)) if !listed => {}
+            Ok(watcher::Event::InitApply(o)) if first => {
+                if wake != Wake::AfterFirstListing {
+                    changed(&o);
+                }
+            }
             Ok(watcher::Event::InitDone) => {
-                listed = true;
+                first = false;
                 let _ = listed_tx.send(true);
             }
             Ok(
                 watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o),
             ) => {
-                changed(&o);
+                if wake != Wake::FirstListing {
+                    changed(&o);
+                }
             }
             Ok(watcher::Event::Init) => {}
-            Err(e) => tracing::debug!(%cluster_id, error = %e, "remote watch error"),
+            Err(e) => {
+                // Until it lists again, readers ask the API server (and so see why it fails:
+                // unreachable, or no longer allowed).
+                let _ = listed_tx.send(false);
+                tracing::debug!(%cluster_id, error = %e, "remote watch error");
+            }
         }
     }
 }

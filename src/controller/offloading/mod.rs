@@ -160,8 +160,15 @@ async fn apply(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Offlo
         let remote_name = &remote_name;
         let namespace = &namespace;
         async move {
-            let state =
-                remote::ensure(ctx, id, *selected, selector_valid, remote_name, namespace).await;
+            let state = remote::ensure(
+                ctx,
+                id,
+                (*selected, selection::was_ready(nso, id)),
+                selector_valid,
+                remote_name,
+                namespace,
+            )
+            .await;
             (id.clone(), state)
         }
     }))

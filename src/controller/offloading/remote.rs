@@ -15,7 +15,7 @@ use crate::{
         peers::Peer,
         remote_namespace::{self, Ownership},
     },
-    reason::{Problem, Reason, classify},
+    reason::{Problem, Reason, classify, is_not_found},
     status::ClusterState,
 };
 
@@ -60,11 +60,26 @@ pub fn unreachable(peer: &Peer) -> Option<ClusterState> {
     ))
 }
 
-/// The namespace of that name in the peer's cluster, if ours or unknown to the watch: from
-/// the watch once it has listed (it holds only ours), else from the API.
-async fn existing(peer: &Peer, name: &str) -> Result<Option<Arc<Namespace>>, Problem> {
+/// How sure a look at the remote namespace must be.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Look {
+    /// The watch will do: it holds our namespaces (by label), and a create that finds the
+    /// name taken reads what is there.
+    Watched,
+    /// Something of ours may be there that the watch does not show (its label edited, or
+    /// the watch lagging): before concluding it is gone, ask the API server.
+    Confirmed,
+}
+
+/// The namespace of that name in the peer's cluster: from the watch once it has listed
+/// (it holds only ours), else, or when the watch shows none and `look` asks for it, from
+/// the API.
+async fn existing(peer: &Peer, name: &str, look: Look) -> Result<Option<Arc<Namespace>>, Problem> {
     if peer.namespaces.listed.now() {
-        return Ok(peer.namespaces.store.get(&ObjectRef::new(name)));
+        let watched = peer.namespaces.store.get(&ObjectRef::new(name));
+        if watched.is_some() || look == Look::Watched {
+            return Ok(watched);
+        }
     }
     let api = Api::<Namespace>::all(peer.client.clone());
     Ok(remote("read namespaces", api.get_opt(name))
@@ -73,10 +88,11 @@ async fn existing(peer: &Peer, name: &str) -> Result<Option<Arc<Namespace>>, Pro
 }
 
 /// Brings one cluster to what the configuration wants; reports where it stands.
+/// `was_ready`: the status last said our namespace exists there.
 pub async fn ensure(
     ctx: &Context,
     cluster_id: &str,
-    selected: bool,
+    (selected, was_ready): (bool, bool),
     may_delete: bool,
     remote_name: &str,
     origin: &str,
@@ -101,7 +117,13 @@ pub async fn ensure(
             ClusterState::NotSelected
         };
     }
-    let found = match existing(&peer, remote_name).await {
+    // A cluster no longer selected where ours was: make sure before leaving it there.
+    let look = if !selected && was_ready && may_delete {
+        Look::Confirmed
+    } else {
+        Look::Watched
+    };
+    let found = match existing(&peer, remote_name, look).await {
         Ok(found) => found,
         Err(p) if selected => return ClusterState::Failed(p),
         Err(_) => return ClusterState::NotSelected,
@@ -170,13 +192,19 @@ async fn create(ctx: &Context, peer: &Peer, remote_name: &str, origin: &str) -> 
     }
 }
 
-/// Deletes exactly the namespace we looked at (uid precondition).
+/// Deletes exactly the namespace we looked at (uid precondition); one already gone is
+/// deleted.
 async fn delete(peer: &Peer, found: &Namespace) -> Result<(), Problem> {
     let api = Api::<Namespace>::all(peer.client.clone());
     let name = found.metadata.name.as_deref().unwrap_or_default();
     let params = remote_namespace::delete_exactly(found);
-    remote("delete namespaces", api.delete(name, &params)).await?;
-    Ok(())
+    let deleted = async {
+        match api.delete(name, &params).await {
+            Err(e) if is_not_found(&e) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    };
+    remote("delete namespaces", deleted).await
 }
 
 /// At termination: deletes our namespace in this cluster; `None` once nothing of ours is
@@ -198,7 +226,8 @@ pub async fn remove(
     if let Some(state) = unreachable(&peer) {
         return Some(state);
     }
-    let found = match existing(&peer, remote_name).await {
+    // Termination ends with what is found here: never on the watch's word alone.
+    let found = match existing(&peer, remote_name, Look::Confirmed).await {
         Ok(found) => found,
         Err(p) => return Some(ClusterState::Failed(p)),
     };

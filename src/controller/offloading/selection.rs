@@ -51,6 +51,18 @@ pub fn may_hold_ours(nso: &NamespaceOffloading, cluster_id: &str) -> bool {
         })
 }
 
+/// Whether the status last said our namespace exists in that cluster (`Ready=True`).
+pub fn was_ready(nso: &NamespaceOffloading, cluster_id: &str) -> bool {
+    nso.status
+        .as_ref()
+        .and_then(|s| s.remote_namespaces_conditions.get(cluster_id))
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == status::READY && c.status == "True")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -82,5 +94,8 @@ mod tests {
         assert!(!may_hold_ours(&nso, "not-selected"));
         assert!(!may_hold_ours(&nso, "no-credentials"));
         assert!(!may_hold_ours(&nso, "unknown"));
+        assert!(was_ready(&nso, "created"));
+        assert!(!was_ready(&nso, "down"));
+        assert!(!was_ready(&nso, "not-selected"));
     }
 }

@@ -2,13 +2,13 @@
 //! learn the remote's identity (its published ConfigMap, read from the peer's watch once
 //! connected) and check that it answers, and sum its nodes' allocatable.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::{
     api::core::v1::{ConfigMap, Secret},
     apimachinery::pkg::api::resource::Quantity,
 };
-use kube::{Client, ResourceExt, runtime::reflector::ObjectRef};
+use kube::{Api, Client, ResourceExt, runtime::reflector::ObjectRef};
 
 use super::Context;
 use crate::{
@@ -44,15 +44,29 @@ pub async fn remote_client(ctx: &Context, rc: &RemoteCluster) -> Result<(Client,
             ),
         ));
     }
-    let secret: std::sync::Arc<Secret> = ctx
+    let watched = ctx
         .secrets
-        .get(&ObjectRef::new(&r.name).within(&r.namespace))
-        .ok_or_else(|| {
-            Problem::new(
-                Reason::SecretNotFound,
-                format!("Secret {}/{} does not exist", r.namespace, r.name),
-            )
-        })?;
+        .get(&ObjectRef::new(&r.name).within(&r.namespace));
+    let secret = match watched {
+        Some(secret) => secret,
+        // Created a moment ago (the RemoteCluster came first)? Ask before calling it missing.
+        None => Api::<Secret>::namespaced(ctx.client.clone(), &r.namespace)
+            .get_opt(&r.name)
+            .await
+            .map_err(|e| {
+                Problem::new(
+                    Reason::SecretUnreadable,
+                    format!("cannot read Secret {}/{}: {e}", r.namespace, r.name),
+                )
+            })?
+            .map(Arc::new)
+            .ok_or_else(|| {
+                Problem::new(
+                    Reason::SecretNotFound,
+                    format!("Secret {}/{} does not exist", r.namespace, r.name),
+                )
+            })?,
+    };
     let version = secret.resource_version().unwrap_or_default();
     if let Some((_, peer)) = ctx.peers.by_remote_cluster(&rc.name_any())
         && peer.credentials_version == version
@@ -87,7 +101,11 @@ pub async fn contact(ctx: &Context, client: &Client, version: &str, rc: &RemoteC
     let watched = ctx
         .peers
         .by_remote_cluster(&rc.name_any())
-        .filter(|(_, p)| p.credentials_version == version && p.identity.listed.now())
+        .filter(|(_, p)| {
+            p.credentials_version == version
+                && p.identity_namespace == namespace
+                && p.identity.listed.now()
+        })
         .map(|(_, p)| {
             p.identity
                 .store

@@ -216,12 +216,12 @@ fn register(
     unreachable: Option<Problem>,
 ) {
     let name = rc.name_any();
-    if ctx
-        .peers
-        .get(id)
-        .is_none_or(|p| p.remote_cluster != name || p.credentials_version != version)
-    {
-        let namespace = connect::identity_namespace(rc);
+    let namespace = connect::identity_namespace(rc);
+    if ctx.peers.get(id).is_none_or(|p| {
+        p.remote_cluster != name
+            || p.credentials_version != version
+            || p.identity_namespace != namespace
+    }) {
         ctx.peers
             .insert(id, &name, namespace, version, client.clone());
     }
