@@ -18,6 +18,7 @@ pub mod peer;
 pub mod placement;
 pub mod preflight;
 pub mod reason;
+pub mod reflection;
 pub mod run;
 pub mod selector;
 pub mod server;

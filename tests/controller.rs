@@ -46,7 +46,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     static TOPOLOGY: OnceCell<Result<Topology, String>> = OnceCell::const_new();
-    support::with_testbed("controller", 3, 0, |tb| async move {
+    support::with_testbed("controller", 3, 2, |tb| async move {
         let topology = TOPOLOGY.get_or_init(|| set_up(tb)).await;
         let _turn = SERIAL.lock().await;
         match topology {
@@ -1090,6 +1090,136 @@ async fn at_rest_the_manager_keeps_one_watch_per_kind_per_cluster() {
                 "cluster 2: no watch of {kind}"
             );
         }
+        delete_namespace(&client, &ns).await;
+    })
+    .await;
+}
+
+/// A kwok-managed node in cluster `n`: kwok plays its kubelet, so pods bound to it run.
+async fn kwok_node(tb: &Testbed, n: usize) -> String {
+    let client = tb.cluster(n).client().await.unwrap();
+    let name = format!("cluster-{n}-worker");
+    let nodes = Api::<Node>::all(client);
+    if nodes.get_opt(&name).await.unwrap().is_none() {
+        let node: Node = serde_json::from_value(json!({
+            "metadata": {"name": name, "annotations": {"kwok.x-k8s.io/node": "fake"},
+                         "labels": {"kubernetes.io/hostname": name, "type": "kwok"}},
+            "status": {"allocatable": {"cpu": "32", "memory": "128Gi", "pods": "500"},
+                       "capacity": {"cpu": "32", "memory": "128Gi", "pods": "500"}},
+        }))
+        .unwrap();
+        nodes.create(&PostParams::default(), &node).await.unwrap();
+    }
+    name
+}
+
+fn bare_pod(name: &str, extra: Value) -> k8s_openapi::api::core::v1::Pod {
+    let mut pod = json!({
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {"containers": [{"name": "app", "image": "registry.example/app:1"}],
+                 "terminationGracePeriodSeconds": 5},
+    });
+    if let (Some(spec), Some(extra)) = (pod["spec"].as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            spec.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(pod).unwrap()
+}
+
+/// Issue 9's core: a pod scheduled on cluster 2's virtual node runs there as a twin, its
+/// status comes back, deleting it deletes the twin first, a twin deleted by hand is
+/// recreated, a pod that cannot run remotely says why, and a name taken there by someone
+/// else is reported and left alone.
+#[tokio::test]
+async fn an_offloaded_pod_runs_in_its_cluster_and_reports_back() {
+    use k8s_openapi::api::core::v1::Pod;
+    with_topology(|tb, t| async move {
+        kwok_node(tb, 2).await;
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("pods");
+        create_namespace(&client, &ns, json!({})).await;
+        apply_offloading(
+            tb,
+            &ns,
+            "  podOffloadingStrategy: Remote\n  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - {key: region, operator: In, values: [eu]}\n",
+        );
+        phase(&client, &ns, "Ready").await;
+        let remote_ns = format!("{ns}-{}", t.ids[0]);
+        let local = Api::<Pod>::namespaced(client.clone(), &ns);
+        let remote = Api::<Pod>::namespaced(tb.cluster(2).client().await.unwrap(), &remote_ns);
+        let virtual_node = format!("liqo-{}", t.ids[1]);
+
+        // Runs there, and its status (Running, the twin's IP) is the local pod's.
+        local.create(&PostParams::default(), &bare_pod("web", json!({}))).await.unwrap();
+        let running = eventually("the local pod Running with the twin's IP", WAIT, || async {
+            let pod = local.get_opt("web").await.ok()??;
+            let status = pod.status.as_ref()?;
+            (status.phase.as_deref() == Some("Running") && status.pod_ip.is_some())
+                .then_some(pod)
+        })
+        .await;
+        assert_eq!(running.spec.as_ref().unwrap().node_name.as_deref(), Some(virtual_node.as_str()));
+        let twin = remote.get("web").await.unwrap();
+        assert_eq!(twin.status.as_ref().unwrap().pod_ip, running.status.as_ref().unwrap().pod_ip);
+        assert_eq!(twin.spec.as_ref().unwrap().node_name.as_deref(), Some("cluster-2-worker"));
+        let markers = twin.metadata.annotations.clone().unwrap();
+        assert_eq!(markers["offloading.liqo.io/origin-pod-uid"], running.metadata.uid.clone().unwrap());
+        assert_eq!(twin.metadata.labels.clone().unwrap()["app"], "web");
+        let (_, wide, _) = kubectl(tb.cluster(1).kubeconfig(), &["get", "pods", "-n", &ns, "-o", "wide"], None);
+        assert!(wide.contains("Running") && wide.contains(&virtual_node), "{wide}");
+
+        // A twin deleted by hand comes back while the local pod lives.
+        let first_uid = twin.metadata.uid.clone().unwrap();
+        remote.delete("web", &DeleteParams::default()).await.unwrap();
+        eventually("the twin recreated", WAIT, || async {
+            let twin = remote.get_opt("web").await.ok()??;
+            (twin.metadata.uid.as_deref() != Some(first_uid.as_str())
+                && twin.metadata.deletion_timestamp.is_none())
+            .then_some(())
+        })
+        .await;
+
+        // Deleting the local pod deletes the twin, then completes: nothing is stuck.
+        local.delete("web", &DeleteParams::default()).await.unwrap();
+        eventually("the local pod and its twin gone", WAIT, || async {
+            let local_gone = local.get_opt("web").await.ok()?.is_none();
+            let twin_gone = remote.get_opt("web").await.ok()?.is_none();
+            (local_gone && twin_gone).then_some(())
+        })
+        .await;
+
+        // Storage that lives here: no twin, and the pod says why. (A claim would keep it
+        // from being scheduled at all in the test bed, which has no volumes: a host path.)
+        let host = json!({"volumes": [{"name": "data", "hostPath": {"path": "/var/lib/data"}}]});
+        local.create(&PostParams::default(), &bare_pod("stateful", host)).await.unwrap();
+        let why = eventually("the pod to say why it cannot run remotely", WAIT, || async {
+            let pod = local.get_opt("stateful").await.ok()??;
+            let c = pod.status?.conditions?.into_iter().find(|c| c.type_ == "offloading.liqo.io/RemotePod")?;
+            (c.reason.as_deref() == Some("Unsupported")).then_some(c.message.unwrap_or_default())
+        })
+        .await;
+        assert!(why.contains("\"data\"") && why.contains("hostPath"), "{why}");
+        assert!(remote.get_opt("stateful").await.unwrap().is_none());
+
+        // A name taken there by someone else: reported, never touched.
+        let stranger = bare_pod("taken", json!({"nodeName": "cluster-2-worker"}));
+        remote.create(&PostParams::default(), &stranger).await.unwrap();
+        let stranger_uid = remote.get("taken").await.unwrap().metadata.uid.unwrap();
+        local.create(&PostParams::default(), &bare_pod("taken", json!({}))).await.unwrap();
+        eventually("the conflict reported on the local pod", WAIT, || async {
+            let pod = local.get_opt("taken").await.ok()??;
+            let c = pod.status?.conditions?.into_iter().find(|c| c.type_ == "offloading.liqo.io/RemotePod")?;
+            (c.reason.as_deref() == Some("NameTaken")).then_some(())
+        })
+        .await;
+        let still = remote.get("taken").await.unwrap();
+        assert_eq!(still.metadata.uid.as_deref(), Some(stranger_uid.as_str()));
+        assert!(!still.metadata.annotations.unwrap_or_default().contains_key("offloading.liqo.io/origin-pod-uid"));
+
+        local.delete("stateful", &DeleteParams::default()).await.ok();
+        local.delete("taken", &DeleteParams::default()).await.ok();
+        remote.delete("taken", &DeleteParams::default().grace_period(0)).await.ok();
         delete_namespace(&client, &ns).await;
     })
     .await;

@@ -104,6 +104,9 @@ pub struct Identity {
     pub namespace: String,
 }
 
+/// How often twins left without their local pod are looked for.
+const TWIN_SWEEP: Duration = Duration::from_secs(30);
+
 /// How long a watch may take to list before the wait is logged.
 const LISTING_PATIENCE: Duration = Duration::from_secs(15);
 
@@ -164,6 +167,7 @@ pub async fn run(
         futures::stream::select(watches.nodes.subscribe(), watches.nodes.deletions())
             .filter_map(|n| futures::future::ready(is_virtual_node(n.labels()).then_some(())));
     let pods_deleted = watches.pods.deletions();
+    let pods_gone = watches.pods.deletions();
     let offloadings_deleted = watches.offloadings.deletions();
     // Each controller acts once this replica leads and the watches it reads have listed.
     let offloadings_listed = ("namespaceoffloadings", watches.offloadings.listed());
@@ -196,10 +200,18 @@ pub async fn run(
         "offloading",
         vec![
             offloadings_listed.clone(),
-            nodes_listed,
+            nodes_listed.clone(),
             namespaces_listed.clone(),
             remote_clusters_listed,
+            pods_listed.clone(),
+        ],
+    );
+    let pods_active = gate(
+        "pods",
+        vec![
             pods_listed,
+            nodes_listed.clone(),
+            offloadings_listed.clone(),
         ],
     );
     let enabled_label_active = gate(
@@ -276,7 +288,7 @@ pub async fn run(
                 offloading::error_policy,
                 Arc::new(offloading::Context {
                     client: client.clone(),
-                    peers,
+                    peers: peers.clone(),
                     recorder: recorder.clone(),
                     local_cluster_id: me.local_cluster_id.clone(),
                     nodes: nodes.clone(),
@@ -302,14 +314,70 @@ pub async fn run(
                 when_active(enabled_label_active, enabled_label::reconcile),
                 enabled_label::error_policy,
                 Arc::new(enabled_label::Context {
-                    client,
+                    client: client.clone(),
                     offloadings: offloadings.clone(),
-                    recorder,
-                    metrics,
+                    recorder: recorder.clone(),
+                    metrics: metrics.clone(),
                     unbacked_since: std::sync::Mutex::default(),
                 }),
             )
             .for_each(|_| async {});
+
+    // Offloaded pods: twins in their clusters (crate::reflection::pods).
+    let reflection_context = Arc::new(crate::reflection::pods::Context {
+        client: client.clone(),
+        local_cluster_id: me.local_cluster_id.clone(),
+        peers: peers.clone(),
+        nodes: nodes.clone(),
+        offloadings: offloadings.clone(),
+        recorder: recorder.clone(),
+        metrics: metrics.clone(),
+    });
+    let on_virtual_nodes = {
+        let nodes = nodes.clone();
+        watches.pods.subscribe().filter(move |pod| {
+            futures::future::ready(crate::reflection::pods::on_virtual_node(&nodes, pod))
+        })
+    };
+    let pod_reflection = Controller::for_shared_stream(on_virtual_nodes, pods.clone())
+        .reconcile_on(remote_changes.pods)
+        .reconcile_all_on(activation(pods_active.clone()))
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            when_active(pods_active.clone(), crate::reflection::pods::reconcile),
+            crate::reflection::pods::error_policy,
+            reflection_context.clone(),
+        )
+        .for_each(|_| async {});
+    // Pods gone (even forced): their twins go; and now and then, twins left without a pod.
+    let twin_cleanup = {
+        let ctx = reflection_context;
+        let mut active = pods_active;
+        let local_pods = pods.clone();
+        async move {
+            if active.wait_for(|a| *a).await.is_err() {
+                return;
+            }
+            let mut gone = std::pin::pin!(pods_gone);
+            let mut sweep = tokio::time::interval(TWIN_SWEEP);
+            loop {
+                tokio::select! {
+                    pod = gone.next() => match pod {
+                        Some(pod) => crate::reflection::pods::delete_twin_of(&ctx, &pod).await,
+                        None => return,
+                    },
+                    _ = sweep.tick() => crate::reflection::pods::sweep(&ctx, &local_pods).await,
+                }
+            }
+        }
+    };
+    let stop = shutdown.clone();
+    let twin_cleanup = async move {
+        tokio::select! {
+            _ = twin_cleanup => {}
+            _ = stop => {}
+        }
+    };
 
     let LocalWatches {
         offloadings: offloadings_watch,
@@ -334,7 +402,7 @@ pub async fn run(
 
     futures::future::join(
         futures::future::join4(peering, offloading, enabled_label, placement),
-        leader_watches,
+        futures::future::join3(pod_reflection, twin_cleanup, leader_watches),
     )
     .await;
 }

@@ -4,7 +4,8 @@
 //!   NamespaceOffloading it belongs to, and is recreated within seconds);
 //! - the remote's identity ConfigMap (also: new cluster labels wake its RemoteCluster, so
 //!   they reach the virtual node within seconds, not at the next heartbeat);
-//! - its nodes (the virtual node's allocatable).
+//! - its nodes (the virtual node's allocatable);
+//! - our twins of local pods (each change wakes the local pod it stands for).
 
 use std::{
     collections::BTreeMap,
@@ -12,7 +13,7 @@ use std::{
 };
 
 use futures::{Stream, StreamExt, channel::mpsc};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use kube::{
     Api, Client, Resource,
     runtime::{
@@ -29,6 +30,7 @@ use crate::{
     api::{NamespaceOffloading, OFFLOADING_NAME, RemoteCluster},
     identity,
     reason::Problem,
+    reflection::forge::{ORIGIN_NAMESPACE_ANNOTATION, twin_selector},
     watches::Listed,
 };
 
@@ -52,6 +54,8 @@ pub struct Peer {
     pub identity: Watched<ConfigMap>,
     /// Its nodes.
     pub nodes: Watched<Node>,
+    /// Our twins of local pods there (every namespace).
+    pub pods: Watched<Pod>,
     _watches: Arc<AbortOnDrop>,
 }
 
@@ -80,6 +84,8 @@ impl Drop for AbortOnDrop {
 pub struct RemoteChanges {
     pub offloadings: mpsc::UnboundedReceiver<ObjectRef<NamespaceOffloading>>,
     pub peerings: mpsc::UnboundedReceiver<ObjectRef<RemoteCluster>>,
+    /// Local pods whose twin changed.
+    pub pods: mpsc::UnboundedReceiver<ObjectRef<Pod>>,
 }
 
 #[derive(Clone)]
@@ -88,6 +94,7 @@ pub struct Peers {
     local_cluster_id: String,
     offloading_changed: mpsc::UnboundedSender<ObjectRef<NamespaceOffloading>>,
     peering_changed: mpsc::UnboundedSender<ObjectRef<RemoteCluster>>,
+    pod_changed: mpsc::UnboundedSender<ObjectRef<Pod>>,
 }
 
 impl Peers {
@@ -96,15 +103,18 @@ impl Peers {
     pub fn new(local_cluster_id: &str) -> (Self, RemoteChanges) {
         let (offloading_changed, offloadings) = mpsc::unbounded();
         let (peering_changed, peerings) = mpsc::unbounded();
+        let (pod_changed, pods) = mpsc::unbounded();
         let peers = Self {
             peers: Arc::default(),
             local_cluster_id: local_cluster_id.to_owned(),
             offloading_changed,
             peering_changed,
+            pod_changed,
         };
         let changes = RemoteChanges {
             offloadings,
             peerings,
+            pods,
         };
         (peers, changes)
     }
@@ -171,6 +181,25 @@ impl Peers {
             crate::watches::trim_node,
             move |_: &Node| changed.unbounded_send(target.clone()).ok(),
         );
+        let changed = self.pod_changed.clone();
+        let (pods, pods_task) = watch(
+            cluster_id,
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().labels(&twin_selector(&self.local_cluster_id)),
+            Wake::Always,
+            |_| {},
+            move |twin: &Pod| {
+                let origin = twin
+                    .metadata
+                    .annotations
+                    .as_ref()?
+                    .get(ORIGIN_NAMESPACE_ANNOTATION)?;
+                let name = twin.metadata.name.as_deref()?;
+                changed
+                    .unbounded_send(ObjectRef::new(name).within(origin))
+                    .ok()
+            },
+        );
         let peer = Peer {
             remote_cluster: remote_cluster.to_owned(),
             credentials_version: version.to_owned(),
@@ -180,10 +209,12 @@ impl Peers {
             namespaces,
             identity,
             nodes,
+            pods,
             _watches: Arc::new(AbortOnDrop(vec![
                 namespaces_task,
                 identity_task,
                 nodes_task,
+                pods_task,
             ])),
         };
         if let Ok(mut peers) = self.peers.write() {

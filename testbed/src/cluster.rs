@@ -28,6 +28,12 @@ pub struct Cluster {
     processes: Mutex<Vec<Process>>,
 }
 
+/// What kwok does for its nodes and their pods (testbed/kwok/stages.yaml).
+const KWOK_STAGES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/kwok/stages.yaml");
+
+/// The node annotation (value `fake`) that hands a test node to kwok.
+pub const KWOK_ANNOTATION: &str = "kwok.x-k8s.io/node";
+
 impl Cluster {
     pub(super) fn start(
         config: &TestbedConfig,
@@ -137,6 +143,33 @@ impl Cluster {
                 &config
                     .root
                     .join(format!("logs/{}-kube-scheduler.log", self.name)),
+                config.lifetime,
+            )?);
+        }
+        // kwok plays the kubelet of the test nodes that ask for it (annotation
+        // kwok.x-k8s.io/node=fake): their pods run, with IPs, and deletions complete. Never
+        // our virtual nodes, whose pods run in another cluster.
+        let kwok = binaries.join("kwok");
+        if kwok.exists() {
+            let index = self
+                .name
+                .rsplit('-')
+                .next()
+                .and_then(|n| n.parse::<u8>().ok())
+                .unwrap_or(1);
+            started.push(Process::spawn(
+                &format!("{} kwok", self.name),
+                &kwok,
+                &[
+                    format!("--kubeconfig={}", self.kubeconfig.display()),
+                    format!("--manage-nodes-with-annotation-selector={KWOK_ANNOTATION}=fake"),
+                    // Pod IPs distinct per cluster, as real clusters' pod CIDRs are.
+                    format!("--cidr=10.{}.0.0/16", 100 + u16::from(index)),
+                    "--node-ip=127.0.0.1".into(),
+                    format!("--server-address=127.0.0.1:{}", process::free_port()?),
+                    format!("--config={}", KWOK_STAGES),
+                ],
+                &config.root.join(format!("logs/{}-kwok.log", self.name)),
                 config.lifetime,
             )?);
         }

@@ -27,7 +27,7 @@ use futures::FutureExt;
 
 pub use self::{
     audit::AuditLog,
-    cluster::Cluster,
+    cluster::{Cluster, KWOK_ANNOTATION},
     process::{Lifetime, Process},
 };
 

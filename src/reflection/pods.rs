@@ -1,0 +1,425 @@
+//! Offloaded pods run in their remote cluster: the job a kubelet does for its node, done by
+//! the manager for each virtual node. A local pod bound to a virtual node gets a twin in
+//! that cluster's remote namespace; the twin's status becomes the local pod's; deleting
+//! the local pod deletes the twin, then completes the local deletion. Local pods come from
+//! the shared local pod watch, twins from each peer's watch of our twins; the API is called
+//! only to change something.
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::api::core::v1::{Node, Pod, PodCondition, PodStatus};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+    runtime::{
+        controller::Action,
+        events::{EventType, Recorder},
+        reflector::{ObjectRef, Store},
+    },
+};
+
+use super::forge::{self, TwinOwner};
+use crate::{
+    api::{NamespaceOffloading, OFFLOADING_NAME, REMOTE_CLUSTER_ID_LABEL, is_virtual_node},
+    client::REMOTE_TIMEOUT,
+    controller::{
+        metrics::ControllerMetrics,
+        only_this,
+        peers::{Peer, Peers},
+    },
+    reason::{Reason, classify, is_not_found, message},
+};
+
+/// The local pod condition that says why it has no twin (when it has none).
+pub const TWIN_CONDITION: &str = "offloading.liqo.io/RemotePod";
+/// How soon a pod waiting on a remote change is looked at again (its watch usually wakes
+/// it sooner).
+const SOON: Duration = Duration::from_secs(2);
+
+pub struct Context {
+    pub client: Client,
+    pub local_cluster_id: String,
+    pub peers: Peers,
+    /// Every Node (which virtual node stands for which cluster).
+    pub nodes: Store<Node>,
+    /// NamespaceOffloadings (where each namespace's pods go remotely).
+    pub offloadings: Store<NamespaceOffloading>,
+    pub recorder: Recorder,
+    pub metrics: Arc<ControllerMetrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error("in cluster {cluster_id}: {source}")]
+    Remote {
+        cluster_id: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("in cluster {0}: no answer within {REMOTE_TIMEOUT:?}")]
+    Timeout(String),
+    #[error("locally: {0}")]
+    Local(#[from] kube::Error),
+}
+
+/// The cluster a node stands for, if it is a virtual node.
+pub fn cluster_of(nodes: &Store<Node>, node_name: &str) -> Option<String> {
+    let node = nodes.get(&ObjectRef::new(node_name))?;
+    let labels = node.labels();
+    if !is_virtual_node(labels) {
+        return None;
+    }
+    labels.get(REMOTE_CLUSTER_ID_LABEL).cloned()
+}
+
+/// Whether a pod is bound to a virtual node (and so is ours to run).
+pub fn on_virtual_node(nodes: &Store<Node>, pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| cluster_of(nodes, n).is_some())
+}
+
+async fn remote<T>(
+    cluster_id: &str,
+    fut: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, PodError> {
+    match tokio::time::timeout(REMOTE_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(|source| PodError::Remote {
+            cluster_id: cluster_id.to_owned(),
+            source,
+        }),
+        Err(_) => Err(PodError::Timeout(cluster_id.to_owned())),
+    }
+}
+
+pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, PodError> {
+    let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+        return Ok(Action::await_change());
+    };
+    let Some(cluster_id) = cluster_of(&ctx.nodes, &node) else {
+        return Ok(Action::await_change());
+    };
+    let _timer = ctx.metrics.reconcile("pods");
+    let Some(peer) = ctx.peers.get(&cluster_id) else {
+        // No connection to that cluster (yet): like a node whose kubelet is away.
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    };
+    if peer.unreachable.is_some() {
+        // Keep the last status; the peering's reconnection wakes everything.
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
+    let namespace = pod.namespace().unwrap_or_default();
+    let Some(offloading) = ctx
+        .offloadings
+        .get(&ObjectRef::new(OFFLOADING_NAME).within(&namespace))
+    else {
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    };
+    let remote_namespace = offloading
+        .spec
+        .remote_namespace_name(&namespace, &ctx.local_cluster_id);
+    let name = pod.name_any();
+    let twin = peer
+        .pods
+        .store
+        .get(&ObjectRef::new(&name).within(&remote_namespace));
+    let owner = twin
+        .as_deref()
+        .map(|t| forge::owner(t, &pod, &ctx.local_cluster_id));
+
+    if pod.metadata.deletion_timestamp.is_some() {
+        return finish_deletion(&ctx, &pod, &peer, &cluster_id, twin.as_deref(), owner).await;
+    }
+    match (twin, owner) {
+        (Some(twin), Some(TwinOwner::This)) => {
+            if let Some(status) = &twin.status {
+                reflect_status(&ctx, &pod, status).await?;
+            }
+            Ok(Action::await_change())
+        }
+        (Some(twin), Some(TwinOwner::Stale)) => {
+            // The twin of an earlier pod of this name: it goes first.
+            let params = DeleteParams {
+                preconditions: only_this(&twin.metadata),
+                ..DeleteParams::default()
+            };
+            let api = Api::<Pod>::namespaced(peer.client.clone(), &remote_namespace);
+            match remote(&cluster_id, api.delete(&name, &params)).await {
+                Err(PodError::Remote { source, .. }) if is_not_found(&source) => {}
+                other => {
+                    other?;
+                }
+            }
+            Ok(Action::requeue(SOON))
+        }
+        _ => {
+            let ended = matches!(
+                pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            );
+            if ended {
+                // It ran and ended: it keeps its final status, and no new twin starts.
+                return Ok(Action::await_change());
+            }
+            if let Some(why) = forge::unsupported(&pod) {
+                report(&ctx, &pod, "Unsupported", &why).await?;
+                return Ok(Action::await_change());
+            }
+            let twin = forge::twin(
+                &pod,
+                &offloading.spec,
+                &ctx.local_cluster_id,
+                &remote_namespace,
+            );
+            let api = Api::<Pod>::namespaced(peer.client.clone(), &remote_namespace);
+            match remote(&cluster_id, api.create(&PostParams::default(), &twin)).await {
+                Ok(_) => {
+                    tracing::debug!(%namespace, pod = %name, %cluster_id, "twin created");
+                    Ok(Action::requeue(SOON))
+                }
+                Err(PodError::Remote { source, .. })
+                    if classify(&source) == Reason::AlreadyExists =>
+                {
+                    // Not in our watch of twins: someone else's (or ours, not seen yet).
+                    let existing = remote(&cluster_id, api.get_opt(&name)).await?;
+                    if existing.as_ref().is_some_and(|e| {
+                        forge::owner(e, &pod, &ctx.local_cluster_id) == TwinOwner::Other
+                    }) {
+                        let why = format!(
+                            "a pod named {name} that this cluster did not create exists in namespace {remote_namespace} of cluster {cluster_id}: it is left alone; rename or delete it there"
+                        );
+                        report(&ctx, &pod, "NameTaken", &why).await?;
+                        return Ok(Action::requeue(Duration::from_secs(30)));
+                    }
+                    Ok(Action::requeue(SOON))
+                }
+                Err(PodError::Remote { source, .. })
+                    if matches!(classify(&source), Reason::Invalid | Reason::Forbidden)
+                        && !is_not_found(&source) =>
+                {
+                    let why = format!("cluster {cluster_id} refused the pod: {}", message(&source));
+                    report(&ctx, &pod, "Refused", &why).await?;
+                    Ok(Action::requeue(Duration::from_secs(30)))
+                }
+                Err(e) => Err(e),
+            }
+        }
+    }
+}
+
+/// A local pod being deleted: its twin goes first, with the same grace period; then the
+/// local deletion is completed, as a kubelet does once its containers stopped.
+async fn finish_deletion(
+    ctx: &Context,
+    pod: &Pod,
+    peer: &Peer,
+    cluster_id: &str,
+    twin: Option<&Pod>,
+    owner: Option<TwinOwner>,
+) -> Result<Action, PodError> {
+    if let (Some(twin), Some(TwinOwner::This)) = (twin, owner) {
+        if twin.metadata.deletion_timestamp.is_none() {
+            let api = Api::<Pod>::namespaced(
+                peer.client.clone(),
+                twin.metadata.namespace.as_deref().unwrap_or_default(),
+            );
+            let params = DeleteParams {
+                grace_period_seconds: pod
+                    .metadata
+                    .deletion_grace_period_seconds
+                    .and_then(|s| u32::try_from(s).ok()),
+                preconditions: only_this(&twin.metadata),
+                ..DeleteParams::default()
+            };
+            match remote(cluster_id, api.delete(&twin.name_any(), &params)).await {
+                Err(PodError::Remote { source, .. }) if is_not_found(&source) => {}
+                other => {
+                    other?;
+                }
+            }
+        }
+        if let Some(status) = &twin.status {
+            reflect_status(ctx, pod, status).await?;
+        }
+        return Ok(Action::requeue(SOON));
+    }
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: only_this(&pod.metadata),
+        ..DeleteParams::default()
+    };
+    let api = Api::<Pod>::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+    match api.delete(&pod.name_any(), &params).await {
+        Ok(_) => Ok(Action::await_change()),
+        Err(e) if is_not_found(&e) || classify(&e) == Reason::Conflict => {
+            Ok(Action::await_change())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the twin's status onto the local pod, when it says something new.
+async fn reflect_status(ctx: &Context, pod: &Pod, twin: &PodStatus) -> Result<(), PodError> {
+    let wanted = forge::local_status(twin, pod.status.as_ref());
+    if forge::status_current(pod.status.as_ref(), &wanted) {
+        return Ok(());
+    }
+    let api = Api::<Pod>::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"status": wanted});
+    match api
+        .patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Says on the local pod why it has no twin: a condition (`kubectl describe pod`) and an
+/// event, once per reason.
+async fn report(ctx: &Context, pod: &Pod, reason: &str, why: &str) -> Result<(), PodError> {
+    let current = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == TWIN_CONDITION));
+    if current
+        .is_some_and(|c| c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(why))
+    {
+        return Ok(());
+    }
+    let condition = PodCondition {
+        type_: TWIN_CONDITION.into(),
+        status: "False".into(),
+        reason: Some(reason.into()),
+        message: Some(why.into()),
+        last_transition_time: Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::now(),
+        )),
+        ..PodCondition::default()
+    };
+    let mut conditions: Vec<PodCondition> = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    conditions.retain(|c| c.type_ != TWIN_CONDITION);
+    conditions.push(condition);
+    let api = Api::<Pod>::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"status": {"conditions": conditions}});
+    match api
+        .patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if is_not_found(&e) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(namespace = pod.namespace().unwrap_or_default(), pod = %pod.name_any(), reason, why, "pod cannot run remotely");
+    crate::controller::publish(
+        &ctx.recorder,
+        pod,
+        EventType::Warning,
+        &format!("RemotePod{reason}"),
+        why,
+        "Offloading",
+    )
+    .await;
+    Ok(())
+}
+
+pub fn error_policy(pod: Arc<Pod>, error: &PodError, ctx: Arc<Context>) -> Action {
+    ctx.metrics.error("pods", "kubernetes");
+    tracing::warn!(namespace = pod.namespace().unwrap_or_default(), pod = %pod.name_any(), %error, "pod reflection failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// A local pod gone (even forced, without the graceful steps): its twin goes too.
+pub async fn delete_twin_of(ctx: &Context, pod: &Pod) {
+    let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
+        return;
+    };
+    let Some(cluster_id) = cluster_of(&ctx.nodes, node) else {
+        return;
+    };
+    let Some(peer) = ctx.peers.get(&cluster_id) else {
+        return;
+    };
+    let namespace = pod.namespace().unwrap_or_default();
+    let name = pod.name_any();
+    for twin in peer.pods.store.state() {
+        if twin.name_any() == name
+            && forge::owner(&twin, pod, &ctx.local_cluster_id) == TwinOwner::This
+        {
+            let api = Api::<Pod>::namespaced(
+                peer.client.clone(),
+                twin.metadata.namespace.as_deref().unwrap_or_default(),
+            );
+            let params = DeleteParams {
+                preconditions: only_this(&twin.metadata),
+                ..DeleteParams::default()
+            };
+            if let Err(e) = remote(&cluster_id, api.delete(&name, &params)).await {
+                tracing::warn!(%namespace, pod = %name, %cluster_id, error = %e, "cannot delete the twin of a deleted pod; the sweep tries again");
+            }
+        }
+    }
+}
+
+/// Twins whose local pod is gone (deleted while this manager was away, or a delete that
+/// failed) are deleted: run every so often for every peer.
+pub async fn sweep(ctx: &Context, local_pods: &Store<Pod>) {
+    for cluster_id in ctx.peers.cluster_ids() {
+        let Some(peer) = ctx.peers.get(&cluster_id) else {
+            continue;
+        };
+        if peer.unreachable.is_some() || !peer.pods.listed.now() {
+            continue;
+        }
+        for twin in peer.pods.store.state() {
+            let Some(origin) = twin
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(forge::ORIGIN_NAMESPACE_ANNOTATION))
+            else {
+                continue;
+            };
+            let local = local_pods.get(&ObjectRef::new(&twin.name_any()).within(origin));
+            let orphan = match &local {
+                None => true,
+                Some(local) => {
+                    forge::owner(&twin, local, &ctx.local_cluster_id) == TwinOwner::Stale
+                }
+            };
+            if orphan && twin.metadata.deletion_timestamp.is_none() {
+                let api = Api::<Pod>::namespaced(
+                    peer.client.clone(),
+                    twin.metadata.namespace.as_deref().unwrap_or_default(),
+                );
+                let params = DeleteParams {
+                    preconditions: only_this(&twin.metadata),
+                    ..DeleteParams::default()
+                };
+                match remote(&cluster_id, api.delete(&twin.name_any(), &params)).await {
+                    Ok(_) => {
+                        tracing::info!(%cluster_id, pod = %twin.name_any(), "orphaned twin deleted")
+                    }
+                    Err(e) => {
+                        tracing::debug!(%cluster_id, error = %e, "cannot delete an orphaned twin")
+                    }
+                }
+            }
+        }
+    }
+}
