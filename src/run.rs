@@ -204,7 +204,7 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
     // later), it comes object by object instead of as one response.
     let streaming =
         !args.webhooks_only && crate::preflight::cluster_streams_initial_lists(&client).await;
-    let watches = LocalWatches::new(&client, &args.namespace, streaming);
+    let watches = LocalWatches::new(&client, streaming);
     let caches = Caches::new(&watches.offloadings, &watches.nodes);
     let identity = Identity {
         cluster_id: local_cluster_id.clone(),
@@ -397,7 +397,6 @@ fn start_controllers(
     let me = controller::Identity {
         local_cluster_id: local_cluster_id.to_owned(),
         holder: instance,
-        namespace: args.namespace.clone(),
     };
     tokio::spawn(controller::run(
         client.clone(),

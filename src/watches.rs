@@ -3,13 +3,14 @@
 //! controller is triggered by its own subscription to the same watch.
 //!
 //! The webhooks need NamespaceOffloadings and Nodes on every replica, so those two watches
-//! start with the process. The others (Namespaces, Pods, RemoteClusters, the manager's
-//! Secrets) serve only the controllers and start when this replica leads.
+//! start with the process. The others (Namespaces, Pods, RemoteClusters, Secrets,
+//! ConfigMaps, ServiceAccounts) serve only the controllers and start when this replica
+//! leads.
 
 use std::{fmt::Debug, future::Future, hash::Hash, sync::Arc};
 
 use futures::{Stream, StreamExt, channel::mpsc, stream::BoxStream};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, ServiceAccount};
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
@@ -179,14 +180,17 @@ pub struct LocalWatches {
     pub namespaces: SharedWatch<Namespace>,
     pub pods: SharedWatch<Pod>,
     pub remote_clusters: SharedWatch<RemoteCluster>,
-    /// Secrets of the manager's namespace: peering credentials.
+    /// Secrets: peering credentials, and those of offloaded namespaces (reflected).
     pub secrets: SharedWatch<Secret>,
+    /// Reflected into the remote namespaces with Secrets.
+    pub configmaps: SharedWatch<ConfigMap>,
+    pub service_accounts: SharedWatch<ServiceAccount>,
 }
 
 impl LocalWatches {
     /// `streaming_lists`: list pods by streaming (the biggest list we make), where the API
     /// server supports it.
-    pub fn new(client: &Client, namespace: &str, streaming_lists: bool) -> Self {
+    pub fn new(client: &Client, streaming_lists: bool) -> Self {
         let by_name =
             watcher::Config::default().fields(&format!("metadata.name={OFFLOADING_NAME}"));
         let pods = if streaming_lists {
@@ -222,7 +226,19 @@ impl LocalWatches {
             ),
             secrets: SharedWatch::new(
                 "secrets",
-                Api::namespaced(client.clone(), namespace),
+                Api::all(client.clone()),
+                Default::default(),
+                keep_all,
+            ),
+            configmaps: SharedWatch::new(
+                "configmaps",
+                Api::all(client.clone()),
+                Default::default(),
+                keep_all,
+            ),
+            service_accounts: SharedWatch::new(
+                "serviceaccounts",
+                Api::all(client.clone()),
                 Default::default(),
                 keep_all,
             ),

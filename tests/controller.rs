@@ -1039,9 +1039,16 @@ async fn at_rest_the_manager_keeps_one_watch_per_kind_per_cluster() {
 
         for (cluster, activity) in [("cluster 1", &local), ("cluster 2", &remote)] {
             for (resource, watches) in &activity.open_watches {
+                // In a peer, ConfigMaps are watched twice: its identity (by name) and our
+                // copies of offloaded namespaces' ConfigMaps (by label).
+                let allowed = if cluster == "cluster 2" && resource == "configmaps" {
+                    2
+                } else {
+                    1
+                };
                 assert_eq!(
                     watches.len(),
-                    1,
+                    allowed,
                     "{cluster}: {} watches of {resource}: {watches:?}",
                     watches.len()
                 );
@@ -1084,7 +1091,14 @@ async fn at_rest_the_manager_keeps_one_watch_per_kind_per_cluster() {
                 "cluster 1: no watch of {kind}"
             );
         }
-        for kind in ["namespaces", "configmaps", "nodes"] {
+        for kind in [
+            "namespaces",
+            "configmaps",
+            "nodes",
+            "pods",
+            "secrets",
+            "serviceaccounts",
+        ] {
             assert!(
                 remote.open_watches.contains_key(kind),
                 "cluster 2: no watch of {kind}"
@@ -1220,6 +1234,85 @@ async fn an_offloaded_pod_runs_in_its_cluster_and_reports_back() {
         local.delete("stateful", &DeleteParams::default()).await.ok();
         local.delete("taken", &DeleteParams::default()).await.ok();
         remote.delete("taken", &DeleteParams::default().grace_period(0)).await.ok();
+        delete_namespace(&client, &ns).await;
+    })
+    .await;
+}
+
+/// Issue 9, point 2: what an offloaded pod needs to start is copied into the remote
+/// namespace of every cluster where the offloading is Ready (and only there), kept in sync,
+/// deleted with the original; a name taken there by someone else is left alone.
+#[tokio::test]
+async fn configmaps_secrets_and_service_accounts_follow_into_the_remote_namespace() {
+    use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+    with_topology(|tb, t| async move {
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("objects");
+        create_namespace(&client, &ns, json!({})).await;
+        apply_offloading(
+            tb,
+            &ns,
+            "  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - {key: region, operator: In, values: [eu]}\n",
+        );
+        phase(&client, &ns, "Ready").await;
+        let remote_ns = format!("{ns}-{}", t.ids[0]);
+        let eu = tb.cluster(2).client().await.unwrap();
+        let eu_cms = Api::<ConfigMap>::namespaced(eu.clone(), &remote_ns);
+        // Someone else's ConfigMap of a name we are about to use.
+        let theirs: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": "theirs"}, "data": {"owner": "cluster-2"}})).unwrap();
+        eu_cms.create(&PostParams::default(), &theirs).await.unwrap();
+
+        let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
+        for (name, value) in [("settings", "fast"), ("theirs", "ours")] {
+            let cm: ConfigMap = serde_json::from_value(json!({
+                "metadata": {"name": name}, "data": {"mode": value}})).unwrap();
+            cms.create(&PostParams::default(), &cm).await.unwrap();
+        }
+        let secret: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "credentials"}, "stringData": {"password": "s3cret"}})).unwrap();
+        Api::<Secret>::namespaced(client.clone(), &ns).create(&PostParams::default(), &secret).await.unwrap();
+        let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": "web"}})).unwrap();
+        Api::<ServiceAccount>::namespaced(client.clone(), &ns).create(&PostParams::default(), &sa).await.unwrap();
+
+        let copy = eventually("the ConfigMap copied to cluster 2", WAIT, || async {
+            eu_cms.get_opt("settings").await.ok()?
+        })
+        .await;
+        assert_eq!(copy.data.unwrap()["mode"], "fast");
+        let eu_secret = eventually("the Secret copied", WAIT, || async {
+            Api::<Secret>::namespaced(eu.clone(), &remote_ns).get_opt("credentials").await.ok()?
+        })
+        .await;
+        assert_eq!(eu_secret.data.unwrap()["password"].0, b"s3cret");
+        eventually("the ServiceAccount copied", WAIT, || async {
+            Api::<ServiceAccount>::namespaced(eu.clone(), &remote_ns).get_opt("web").await.ok()?
+        })
+        .await;
+        // Not selected: cluster 3 gets nothing.
+        let us = Api::<ConfigMap>::namespaced(tb.cluster(3).client().await.unwrap(), &remote_ns);
+        assert!(us.get_opt("settings").await.unwrap().is_none());
+
+        // Kept in sync, and someone else's is never touched.
+        cms.patch("settings", &PatchParams::default(), &Patch::Merge(json!({"data": {"mode": "safe"}})))
+            .await
+            .unwrap();
+        eventually("the change copied", WAIT, || async {
+            let cm = eu_cms.get_opt("settings").await.ok()??;
+            (cm.data?.get("mode")? == "safe").then_some(())
+        })
+        .await;
+        let still = eu_cms.get("theirs").await.unwrap();
+        assert_eq!(still.data.unwrap()["owner"], "cluster-2");
+        event(&client, &ns, "ReflectionConflict", "offloading").await;
+
+        // Deleted with the original.
+        cms.delete("settings", &DeleteParams::default()).await.unwrap();
+        eventually("the copy deleted", WAIT, || async {
+            eu_cms.get_opt("settings").await.ok()?.is_none().then_some(())
+        })
+        .await;
+        assert!(eu_cms.get_opt("theirs").await.unwrap().is_some());
         delete_namespace(&client, &ns).await;
     })
     .await;

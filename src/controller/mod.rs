@@ -91,6 +91,11 @@ pub fn only_this(meta: &kube::api::ObjectMeta) -> Option<kube::api::Precondition
     })
 }
 
+/// The NamespaceOffloading that governs a namespace.
+fn offloading_in(namespace: &str) -> ObjectRef<NamespaceOffloading> {
+    ObjectRef::new(OFFLOADING_NAME).within(namespace)
+}
+
 fn namespace_of(nso: &NamespaceOffloading) -> Option<ObjectRef<Namespace>> {
     nso.namespace().map(|ns| ObjectRef::new(&ns))
 }
@@ -100,8 +105,6 @@ pub struct Identity {
     pub local_cluster_id: String,
     /// This replica's name (events, leases).
     pub holder: String,
-    /// The manager's namespace (peering credentials).
-    pub namespace: String,
 }
 
 /// How often twins left without their local pod are looked for.
@@ -176,6 +179,8 @@ pub async fn run(
     let pods_listed = ("pods", watches.pods.listed());
     let remote_clusters_listed = ("remoteclusters", watches.remote_clusters.listed());
     let secrets_listed = ("secrets", watches.secrets.listed());
+    let configmaps_listed = ("configmaps", watches.configmaps.listed());
+    let service_accounts_listed = ("serviceaccounts", watches.service_accounts.listed());
     let gate = |controller: &'static str, needs: Vec<(&'static str, Listed)>| {
         gate(controller, leading.clone(), needs, shutdown.clone())
     };
@@ -183,7 +188,7 @@ pub async fn run(
         "peering",
         vec![
             remote_clusters_listed.clone(),
-            secrets_listed,
+            secrets_listed.clone(),
             nodes_listed.clone(),
         ],
     );
@@ -204,6 +209,15 @@ pub async fn run(
             namespaces_listed.clone(),
             remote_clusters_listed,
             pods_listed.clone(),
+        ],
+    );
+    let objects_active = gate(
+        "namespace-objects",
+        vec![
+            offloadings_listed.clone(),
+            configmaps_listed,
+            secrets_listed,
+            service_accounts_listed,
         ],
     );
     let pods_active = gate(
@@ -234,7 +248,6 @@ pub async fn run(
                 Arc::new(peering::Context {
                     client: client.clone(),
                     local_cluster_id: me.local_cluster_id.clone(),
-                    namespace: me.namespace.clone(),
                     peers: peers.clone(),
                     remote_clusters: remote_clusters.clone(),
                     secrets: secrets.clone(),
@@ -323,6 +336,52 @@ pub async fn run(
             )
             .for_each(|_| async {});
 
+    // What offloaded pods need to start, copied into the remote namespaces.
+    let configmaps_gone = watches.configmaps.deletions();
+    let secrets_gone = watches.secrets.deletions();
+    let service_accounts_gone = watches.service_accounts.deletions();
+    let gone = futures::stream::select(
+        futures::stream::select(
+            configmaps_gone.map(|o| o.namespace()),
+            secrets_gone.map(|o| o.namespace()),
+        ),
+        service_accounts_gone.map(|o| o.namespace()),
+    )
+    .filter_map(|ns| futures::future::ready(ns.map(|ns| offloading_in(&ns))));
+    let namespace_objects =
+        Controller::for_shared_stream(watches.offloadings.subscribe(), offloadings.clone())
+            .watches_shared_stream(watches.configmaps.subscribe(), |o| {
+                o.namespace().map(|ns| offloading_in(&ns))
+            })
+            .watches_shared_stream(watches.secrets.subscribe(), |o| {
+                o.namespace().map(|ns| offloading_in(&ns))
+            })
+            .watches_shared_stream(watches.service_accounts.subscribe(), |o| {
+                o.namespace().map(|ns| offloading_in(&ns))
+            })
+            .reconcile_on(gone)
+            .reconcile_on(remote_changes.objects)
+            .reconcile_all_on(activation(objects_active.clone()))
+            .with_config(Config::default().debounce(Duration::from_millis(300)))
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                when_active(
+                    objects_active,
+                    crate::reflection::namespace_objects::reconcile,
+                ),
+                crate::reflection::namespace_objects::error_policy,
+                Arc::new(crate::reflection::namespace_objects::Context {
+                    local_cluster_id: me.local_cluster_id.clone(),
+                    peers: peers.clone(),
+                    configmaps: watches.configmaps.store(),
+                    secrets: secrets.clone(),
+                    service_accounts: watches.service_accounts.store(),
+                    recorder: recorder.clone(),
+                    metrics: metrics.clone(),
+                }),
+            )
+            .for_each(|_| async {});
+
     // Offloaded pods: twins in their clusters (crate::reflection::pods).
     let reflection_context = Arc::new(crate::reflection::pods::Context {
         client: client.clone(),
@@ -386,6 +445,8 @@ pub async fn run(
         pods: pods_watch,
         remote_clusters: remote_clusters_watch,
         secrets: secrets_watch,
+        configmaps: configmaps_watch,
+        service_accounts: service_accounts_watch,
     } = watches;
     tokio::spawn(offloadings_watch.run());
     tokio::spawn(nodes_watch.run());
@@ -397,12 +458,19 @@ pub async fn run(
             tokio::spawn(pods_watch.run());
             tokio::spawn(remote_clusters_watch.run());
             tokio::spawn(secrets_watch.run());
+            tokio::spawn(configmaps_watch.run());
+            tokio::spawn(service_accounts_watch.run());
         }
     };
 
     futures::future::join(
         futures::future::join4(peering, offloading, enabled_label, placement),
-        futures::future::join3(pod_reflection, twin_cleanup, leader_watches),
+        futures::future::join4(
+            pod_reflection,
+            twin_cleanup,
+            namespace_objects,
+            leader_watches,
+        ),
     )
     .await;
 }

@@ -13,7 +13,7 @@ use std::{
 };
 
 use futures::{Stream, StreamExt, channel::mpsc};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, ServiceAccount};
 use kube::{
     Api, Client, Resource,
     runtime::{
@@ -56,6 +56,10 @@ pub struct Peer {
     pub nodes: Watched<Node>,
     /// Our twins of local pods there (every namespace).
     pub pods: Watched<Pod>,
+    /// Our copies of offloaded namespaces' objects.
+    pub configmaps: Watched<ConfigMap>,
+    pub secrets: Watched<Secret>,
+    pub service_accounts: Watched<ServiceAccount>,
     _watches: Arc<AbortOnDrop>,
 }
 
@@ -86,6 +90,8 @@ pub struct RemoteChanges {
     pub peerings: mpsc::UnboundedReceiver<ObjectRef<RemoteCluster>>,
     /// Local pods whose twin changed.
     pub pods: mpsc::UnboundedReceiver<ObjectRef<Pod>>,
+    /// Offloadings one of whose copied objects changed.
+    pub objects: mpsc::UnboundedReceiver<ObjectRef<NamespaceOffloading>>,
 }
 
 #[derive(Clone)]
@@ -95,6 +101,7 @@ pub struct Peers {
     offloading_changed: mpsc::UnboundedSender<ObjectRef<NamespaceOffloading>>,
     peering_changed: mpsc::UnboundedSender<ObjectRef<RemoteCluster>>,
     pod_changed: mpsc::UnboundedSender<ObjectRef<Pod>>,
+    objects_changed: mpsc::UnboundedSender<ObjectRef<NamespaceOffloading>>,
 }
 
 impl Peers {
@@ -104,17 +111,20 @@ impl Peers {
         let (offloading_changed, offloadings) = mpsc::unbounded();
         let (peering_changed, peerings) = mpsc::unbounded();
         let (pod_changed, pods) = mpsc::unbounded();
+        let (objects_changed, objects) = mpsc::unbounded();
         let peers = Self {
             peers: Arc::default(),
             local_cluster_id: local_cluster_id.to_owned(),
             offloading_changed,
             peering_changed,
             pod_changed,
+            objects_changed,
         };
         let changes = RemoteChanges {
             offloadings,
             peerings,
             pods,
+            objects,
         };
         (peers, changes)
     }
@@ -200,6 +210,11 @@ impl Peers {
                     .ok()
             },
         );
+        let ours = twin_selector(&self.local_cluster_id);
+        let (configmaps, configmaps_task) = self.watch_copies(cluster_id, &client, &ours);
+        let (secrets, secrets_task) = self.watch_copies(cluster_id, &client, &ours);
+        let (service_accounts, service_accounts_task) =
+            self.watch_copies(cluster_id, &client, &ours);
         let peer = Peer {
             remote_cluster: remote_cluster.to_owned(),
             credentials_version: version.to_owned(),
@@ -210,17 +225,60 @@ impl Peers {
             identity,
             nodes,
             pods,
+            configmaps,
+            secrets,
+            service_accounts,
             _watches: Arc::new(AbortOnDrop(vec![
                 namespaces_task,
                 identity_task,
                 nodes_task,
                 pods_task,
+                configmaps_task,
+                secrets_task,
+                service_accounts_task,
             ])),
         };
         if let Ok(mut peers) = self.peers.write() {
             peers.retain(|id, p| id == cluster_id || p.remote_cluster != remote_cluster);
             peers.insert(cluster_id.to_owned(), peer);
         }
+    }
+
+    /// A watch of our copies of one kind there: a change wakes the offloading of the
+    /// namespace the copy comes from.
+    fn watch_copies<K>(
+        &self,
+        cluster_id: &str,
+        client: &Client,
+        ours: &str,
+    ) -> (Watched<K>, JoinHandle<()>)
+    where
+        K: Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+    {
+        let changed = self.objects_changed.clone();
+        watch(
+            cluster_id,
+            Api::<K>::all(client.clone()),
+            watcher::Config::default().labels(ours),
+            Wake::AfterFirstListing,
+            |_| {},
+            move |copy: &K| {
+                let origin = copy
+                    .meta()
+                    .annotations
+                    .as_ref()?
+                    .get(ORIGIN_NAMESPACE_ANNOTATION)?;
+                changed
+                    .unbounded_send(ObjectRef::new(OFFLOADING_NAME).within(origin))
+                    .ok()
+            },
+        )
     }
 
     /// Records whether the peering's heartbeat reached the cluster (`None`) or why not.

@@ -35,15 +35,6 @@ pub fn identity_namespace(rc: &RemoteCluster) -> &str {
 /// unchanged), and the Secret's version.
 pub async fn remote_client(ctx: &Context, rc: &RemoteCluster) -> Result<(Client, String), Problem> {
     let r = &rc.spec.kubeconfig_secret;
-    if r.namespace != ctx.namespace {
-        return Err(Problem::new(
-            Reason::SecretUnreadable,
-            format!(
-                "Secret {}/{} is outside the manager's namespace {}, the only one it may read credentials in: move it there",
-                r.namespace, r.name, ctx.namespace
-            ),
-        ));
-    }
     let watched = ctx
         .secrets
         .get(&ObjectRef::new(&r.name).within(&r.namespace));

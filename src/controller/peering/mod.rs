@@ -43,12 +43,10 @@ pub const HEARTBEAT: Duration = Duration::from_secs(10);
 pub struct Context {
     pub client: Client,
     pub local_cluster_id: String,
-    /// The manager's namespace: where peering credentials are.
-    pub namespace: String,
     pub peers: Peers,
     /// Every RemoteCluster, from the shared watch: duplicates are found without listing.
     pub remote_clusters: Store<RemoteCluster>,
-    /// The manager's namespace's Secrets, from the shared watch: the credentials.
+    /// Secrets, from the shared watch: the credentials.
     pub secrets: Store<Secret>,
     /// Every Node, from the shared watch: the virtual nodes as they are.
     pub nodes: Store<Node>,

@@ -1,0 +1,330 @@
+//! Keeps each offloaded namespace's ConfigMaps, Secrets and ServiceAccounts copied into its
+//! remote namespace in every cluster where that namespace is Ready: created, kept in sync,
+//! and deleted with the original. Only copies carrying our markers are ever changed or
+//! deleted; a name taken there by someone else is left alone and reported. Reads come from
+//! the local shared watches and each peer's watch of our copies.
+
+use std::{collections::BTreeSet, fmt::Debug, sync::Arc, time::Duration};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use kube::{
+    Api, Resource, ResourceExt,
+    api::{DeleteParams, Patch, PatchParams, PostParams},
+    runtime::{
+        controller::Action,
+        events::{EventType, Recorder},
+        reflector::{ObjectRef, Store},
+    },
+};
+use serde::{Serialize, de::DeserializeOwned};
+
+use super::objects;
+use crate::{
+    api::{FIELD_MANAGER, NamespaceOffloading},
+    client::REMOTE_TIMEOUT,
+    controller::{
+        metrics::ControllerMetrics,
+        only_this,
+        peers::{Peer, Peers, Watched},
+    },
+    reason::{Reason, classify, is_not_found},
+    status::READY,
+};
+
+pub struct Context {
+    pub local_cluster_id: String,
+    pub peers: Peers,
+    pub configmaps: Store<ConfigMap>,
+    pub secrets: Store<Secret>,
+    pub service_accounts: Store<ServiceAccount>,
+    pub recorder: Recorder,
+    pub metrics: Arc<ControllerMetrics>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ObjectsError {
+    #[error("in cluster {cluster_id}: {source}")]
+    Remote {
+        cluster_id: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("in cluster {0}: no answer within {REMOTE_TIMEOUT:?}")]
+    Timeout(String),
+}
+
+/// A kind copied into remote namespaces.
+pub trait Reflected:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: &'static str;
+    /// The copy for `remote_namespace`, unless the object stays home.
+    fn copy(&self, local_cluster_id: &str, remote_namespace: &str) -> Option<Self>;
+    /// Whether the remote copy's content is what `desired` says (metadata compared apart).
+    fn same_content(&self, desired: &Self) -> bool;
+    /// The peer's watch of our copies of this kind.
+    fn remote(peer: &Peer) -> &Watched<Self>;
+}
+
+impl Reflected for ConfigMap {
+    const KIND: &'static str = "ConfigMap";
+    fn copy(&self, id: &str, ns: &str) -> Option<Self> {
+        objects::configmap(self, id, ns)
+    }
+    fn same_content(&self, d: &Self) -> bool {
+        self.data == d.data && self.binary_data == d.binary_data && self.immutable == d.immutable
+    }
+    fn remote(peer: &Peer) -> &Watched<Self> {
+        &peer.configmaps
+    }
+}
+
+impl Reflected for Secret {
+    const KIND: &'static str = "Secret";
+    fn copy(&self, id: &str, ns: &str) -> Option<Self> {
+        objects::secret(self, id, ns)
+    }
+    fn same_content(&self, d: &Self) -> bool {
+        self.data == d.data && self.type_ == d.type_ && self.immutable == d.immutable
+    }
+    fn remote(peer: &Peer) -> &Watched<Self> {
+        &peer.secrets
+    }
+}
+
+impl Reflected for ServiceAccount {
+    const KIND: &'static str = "ServiceAccount";
+    fn copy(&self, id: &str, ns: &str) -> Option<Self> {
+        objects::service_account(self, id, ns)
+    }
+    fn same_content(&self, d: &Self) -> bool {
+        self.image_pull_secrets == d.image_pull_secrets
+            && self.automount_service_account_token == d.automount_service_account_token
+    }
+    fn remote(peer: &Peer) -> &Watched<Self> {
+        &peer.service_accounts
+    }
+}
+
+/// The clusters where this offloading's remote namespace is Ready.
+fn ready_clusters(nso: &NamespaceOffloading) -> Vec<String> {
+    nso.status
+        .iter()
+        .flat_map(|s| s.remote_namespaces_conditions.iter())
+        .filter(|(_, conditions)| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == READY && c.status == "True")
+        })
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+pub async fn reconcile(
+    nso: Arc<NamespaceOffloading>,
+    ctx: Arc<Context>,
+) -> Result<Action, ObjectsError> {
+    // Ending: the remote namespaces go with everything in them.
+    if nso.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let _timer = ctx.metrics.reconcile("namespace-objects");
+    let namespace = nso.namespace().unwrap_or_default();
+    let Some(remote_namespace) = nso
+        .status
+        .as_ref()
+        .and_then(|s| s.remote_namespace_name.clone())
+    else {
+        return Ok(Action::await_change());
+    };
+    let mut waiting = false;
+    for cluster_id in ready_clusters(&nso) {
+        let Some(peer) = ctx.peers.get(&cluster_id) else {
+            continue;
+        };
+        if peer.unreachable.is_some() {
+            continue;
+        }
+        let kinds = [
+            reflect(
+                &ctx,
+                &nso,
+                &peer,
+                &cluster_id,
+                &ctx.configmaps,
+                &namespace,
+                &remote_namespace,
+            )
+            .await?,
+            reflect(
+                &ctx,
+                &nso,
+                &peer,
+                &cluster_id,
+                &ctx.secrets,
+                &namespace,
+                &remote_namespace,
+            )
+            .await?,
+            reflect(
+                &ctx,
+                &nso,
+                &peer,
+                &cluster_id,
+                &ctx.service_accounts,
+                &namespace,
+                &remote_namespace,
+            )
+            .await?,
+        ];
+        waiting |= kinds.iter().any(|listed| !listed);
+    }
+    // A peer whose watches have not listed yet: look again soon.
+    Ok(if waiting {
+        Action::requeue(Duration::from_secs(2))
+    } else {
+        Action::await_change()
+    })
+}
+
+async fn remote<T>(
+    cluster_id: &str,
+    fut: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, ObjectsError> {
+    match tokio::time::timeout(REMOTE_TIMEOUT, fut).await {
+        Ok(r) => r.map_err(|source| ObjectsError::Remote {
+            cluster_id: cluster_id.to_owned(),
+            source,
+        }),
+        Err(_) => Err(ObjectsError::Timeout(cluster_id.to_owned())),
+    }
+}
+
+/// Brings one kind in one cluster's remote namespace to the local namespace's objects;
+/// `false` when the peer's watch of that kind has not listed yet (nothing is done).
+async fn reflect<K: Reflected>(
+    ctx: &Context,
+    nso: &NamespaceOffloading,
+    peer: &Peer,
+    cluster_id: &str,
+    local: &Store<K>,
+    namespace: &str,
+    remote_namespace: &str,
+) -> Result<bool, ObjectsError> {
+    let copies = K::remote(peer);
+    if !copies.listed.now() {
+        return Ok(false);
+    }
+    let api = Api::<K>::namespaced(peer.client.clone(), remote_namespace);
+    let mut wanted = BTreeSet::new();
+    let originals = local
+        .state()
+        .into_iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(namespace));
+    for original in originals {
+        let Some(desired) = original.copy(&ctx.local_cluster_id, remote_namespace) else {
+            continue;
+        };
+        let name = original.name_any();
+        wanted.insert(name.clone());
+        let existing = copies
+            .store
+            .get(&ObjectRef::new(&name).within(remote_namespace));
+        match existing {
+            Some(existing)
+                if objects::same_metadata(existing.meta(), desired.meta())
+                    && existing.same_content(&desired) => {}
+            Some(_) => {
+                // Ours (the watch holds only ours): applied over, as our field manager.
+                let params = PatchParams::apply(FIELD_MANAGER).force();
+                let body = serde_json::to_value(&desired).map_err(|e| ObjectsError::Remote {
+                    cluster_id: cluster_id.to_owned(),
+                    source: kube::Error::SerdeError(e),
+                })?;
+                let mut body = body;
+                body["apiVersion"] = "v1".into();
+                body["kind"] = K::KIND.into();
+                remote(cluster_id, api.patch(&name, &params, &Patch::Apply(body))).await?;
+            }
+            None => match remote(cluster_id, api.create(&PostParams::default(), &desired)).await {
+                Ok(_) => {}
+                Err(ObjectsError::Remote { source, .. })
+                    if classify(&source) == Reason::AlreadyExists =>
+                {
+                    let found = remote(cluster_id, api.get_opt(&name)).await?;
+                    if found
+                        .is_some_and(|f| !objects::ours(f.meta(), &ctx.local_cluster_id, namespace))
+                    {
+                        conflict(ctx, nso, cluster_id, K::KIND, &name, remote_namespace).await;
+                    }
+                }
+                // The namespace there is being deleted or not yet created: the offloading
+                // controller is on it, and its status change wakes us.
+                Err(ObjectsError::Remote { source, .. })
+                    if is_not_found(&source) || classify(&source) == Reason::Forbidden => {}
+                Err(e) => return Err(e),
+            },
+        }
+    }
+    // Copies whose original is gone.
+    for copy in copies.store.state() {
+        let name = copy.name_any();
+        if copy.meta().namespace.as_deref() != Some(remote_namespace)
+            || wanted.contains(&name)
+            || !objects::ours(copy.meta(), &ctx.local_cluster_id, namespace)
+        {
+            continue;
+        }
+        let params = DeleteParams {
+            preconditions: only_this(copy.meta()),
+            ..DeleteParams::default()
+        };
+        match remote(cluster_id, api.delete(&name, &params)).await {
+            Err(ObjectsError::Remote { source, .. }) if is_not_found(&source) => {}
+            other => {
+                other?;
+            }
+        }
+    }
+    Ok(true)
+}
+
+async fn conflict(
+    ctx: &Context,
+    nso: &NamespaceOffloading,
+    cluster_id: &str,
+    kind: &str,
+    name: &str,
+    remote_namespace: &str,
+) {
+    let note = format!(
+        "{kind} {name} exists in namespace {remote_namespace} of cluster {cluster_id} and was not made here: it is left alone, so pods there that use it see that one; rename or delete it there"
+    );
+    tracing::warn!(namespace = nso.namespace().unwrap_or_default(), %cluster_id, kind, name, "reflection conflict");
+    crate::controller::publish(
+        &ctx.recorder,
+        nso,
+        EventType::Warning,
+        "ReflectionConflict",
+        &note,
+        "Reflecting",
+    )
+    .await;
+}
+
+pub fn error_policy(
+    nso: Arc<NamespaceOffloading>,
+    error: &ObjectsError,
+    ctx: Arc<Context>,
+) -> Action {
+    ctx.metrics.error("namespace-objects", "kubernetes");
+    tracing::warn!(namespace = nso.namespace().unwrap_or_default(), %error, "reflecting namespace objects failed");
+    Action::requeue(Duration::from_secs(5))
+}
