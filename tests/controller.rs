@@ -1234,6 +1234,26 @@ async fn an_offloaded_pod_runs_in_its_cluster_and_reports_back() {
         local.delete("stateful", &DeleteParams::default()).await.ok();
         local.delete("taken", &DeleteParams::default()).await.ok();
         remote.delete("taken", &DeleteParams::default().grace_period(0)).await.ok();
+
+        // Ending the offloading: the remote namespace goes with the twins, and the local
+        // pods that ran there are deleted (their owners would create them again, locally).
+        local.create(&PostParams::default(), &bare_pod("last", json!({}))).await.unwrap();
+        eventually("the last pod Running remotely", WAIT, || async {
+            let pod = local.get_opt("last").await.ok()??;
+            (pod.status?.phase.as_deref() == Some("Running")).then_some(())
+        })
+        .await;
+        let (ok, _, err) = kubectl(
+            tb.cluster(1).kubeconfig(),
+            &["delete", "namespaceoffloading", "offloading", "-n", &ns, "--wait=false"],
+            None,
+        );
+        assert!(ok, "{err}");
+        eventually("the offloaded pod deleted as the offloading ends", WAIT, || async {
+            local.get_opt("last").await.ok()?.is_none().then_some(())
+        })
+        .await;
+        gone(tb, 2, &remote_ns).await;
         delete_namespace(&client, &ns).await;
     })
     .await;

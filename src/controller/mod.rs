@@ -226,6 +226,7 @@ pub async fn run(
             pods_listed,
             nodes_listed.clone(),
             offloadings_listed.clone(),
+            namespaces_listed.clone(),
         ],
     );
     let enabled_label_active = gate(
@@ -389,9 +390,24 @@ pub async fn run(
         peers: peers.clone(),
         nodes: nodes.clone(),
         offloadings: offloadings.clone(),
+        namespaces: namespaces.clone(),
         recorder: recorder.clone(),
         metrics: metrics.clone(),
     });
+    // A virtual node deleted (its cluster unpeered): the pods bound to it are looked at.
+    let bound_to_gone_node = {
+        let pods = pods.clone();
+        watches.nodes.deletions().flat_map(move |node| {
+            let name = node.name_any();
+            let bound: Vec<ObjectRef<k8s_openapi::api::core::v1::Pod>> = pods
+                .state()
+                .iter()
+                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&name))
+                .map(|p| ObjectRef::from(&**p))
+                .collect();
+            futures::stream::iter(bound)
+        })
+    };
     let on_virtual_nodes = {
         let nodes = nodes.clone();
         watches.pods.subscribe().filter(move |pod| {
@@ -400,6 +416,7 @@ pub async fn run(
     };
     let pod_reflection = Controller::for_shared_stream(on_virtual_nodes, pods.clone())
         .reconcile_on(remote_changes.pods)
+        .reconcile_on(bound_to_gone_node)
         .reconcile_all_on(activation(pods_active.clone()))
         .graceful_shutdown_on(shutdown.clone())
         .run(

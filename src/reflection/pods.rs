@@ -7,7 +7,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use k8s_openapi::api::core::v1::{Node, Pod, PodCondition, PodStatus};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodCondition, PodStatus};
 use kube::{
     Api, Client, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
@@ -20,7 +20,10 @@ use kube::{
 
 use super::forge::{self, TwinOwner};
 use crate::{
-    api::{NamespaceOffloading, OFFLOADING_NAME, REMOTE_CLUSTER_ID_LABEL, is_virtual_node},
+    api::{
+        NamespaceOffloading, OFFLOADING_NAME, REMOTE_CLUSTER_ID_LABEL, SCHEDULING_ENABLED_LABEL,
+        is_virtual_node,
+    },
     client::REMOTE_TIMEOUT,
     controller::{
         metrics::ControllerMetrics,
@@ -44,6 +47,8 @@ pub struct Context {
     pub nodes: Store<Node>,
     /// NamespaceOffloadings (where each namespace's pods go remotely).
     pub offloadings: Store<NamespaceOffloading>,
+    /// Namespaces (whether one is offloaded at all).
+    pub namespaces: Store<Namespace>,
     pub recorder: Recorder,
     pub metrics: Arc<ControllerMetrics>,
 }
@@ -72,12 +77,18 @@ pub fn cluster_of(nodes: &Store<Node>, node_name: &str) -> Option<String> {
     labels.get(REMOTE_CLUSTER_ID_LABEL).cloned()
 }
 
-/// Whether a pod is bound to a virtual node (and so is ours to run).
+/// Whether a pod is bound to a virtual node, or to one of our names that is gone (its
+/// peering was removed): ours to run, or to clean up.
 pub fn on_virtual_node(nodes: &Store<Node>, pod: &Pod) -> bool {
     pod.spec
         .as_ref()
         .and_then(|s| s.node_name.as_deref())
-        .is_some_and(|n| cluster_of(nodes, n).is_some())
+        .is_some_and(|n| cluster_of(nodes, n).is_some() || gone_virtual_node(nodes, n))
+}
+
+/// A node name of ours (`liqo-<id>`) that no node carries any more.
+fn gone_virtual_node(nodes: &Store<Node>, node_name: &str) -> bool {
+    node_name.starts_with("liqo-") && nodes.get(&ObjectRef::new(node_name)).is_none()
 }
 
 async fn remote<T>(
@@ -97,6 +108,16 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, PodEr
     let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
         return Ok(Action::await_change());
     };
+    if gone_virtual_node(&ctx.nodes, &node) {
+        // Its cluster was unpeered: nothing runs it any more (and nothing can be deleted
+        // there). As for a node that is gone, the pod goes; its owner creates it again.
+        return send_back(
+            &ctx,
+            &pod,
+            &format!("node {node} is gone: its cluster was unpeered"),
+        )
+        .await;
+    }
     let Some(cluster_id) = cluster_of(&ctx.nodes, &node) else {
         return Ok(Action::await_change());
     };
@@ -114,8 +135,28 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, PodEr
         .offloadings
         .get(&ObjectRef::new(OFFLOADING_NAME).within(&namespace))
     else {
-        return Ok(Action::requeue(Duration::from_secs(10)));
+        // Not offloaded (any more), or not seen yet: only a namespace without the
+        // scheduling label is surely not offloaded.
+        let marked = ctx
+            .namespaces
+            .get(&ObjectRef::new(&namespace))
+            .is_some_and(|ns| {
+                ns.labels()
+                    .get(SCHEDULING_ENABLED_LABEL)
+                    .map(String::as_str)
+                    == Some("true")
+            });
+        if marked {
+            return Ok(Action::requeue(Duration::from_secs(10)));
+        }
+        return send_back(&ctx, &pod, "its namespace is no longer offloaded").await;
     };
+    if offloading.metadata.deletion_timestamp.is_some() && pod.metadata.deletion_timestamp.is_none()
+    {
+        // The offloading ends and its remote namespaces go with the twins: the pod goes
+        // too, and its owner creates it again here (the webhook places it locally now).
+        return send_back(&ctx, &pod, "the namespace's offloading is ending").await;
+    }
     let remote_namespace = offloading
         .spec
         .remote_namespace_name(&namespace, &ctx.local_cluster_id);
@@ -244,6 +285,34 @@ async fn finish_deletion(
         }
         return Ok(Action::requeue(SOON));
     }
+    let params = DeleteParams {
+        grace_period_seconds: Some(0),
+        preconditions: only_this(&pod.metadata),
+        ..DeleteParams::default()
+    };
+    let api = Api::<Pod>::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
+    match api.delete(&pod.name_any(), &params).await {
+        Ok(_) => Ok(Action::await_change()),
+        Err(e) if is_not_found(&e) || classify(&e) == Reason::Conflict => {
+            Ok(Action::await_change())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes a local pod that can no longer run remotely (its owner, if any, creates it again
+/// and the webhook places the new one); says why in an event first.
+async fn send_back(ctx: &Context, pod: &Pod, why: &str) -> Result<Action, PodError> {
+    tracing::info!(namespace = pod.namespace().unwrap_or_default(), pod = %pod.name_any(), why, "offloaded pod deleted");
+    crate::controller::publish(
+        &ctx.recorder,
+        pod,
+        EventType::Normal,
+        "OffloadedPodDeleted",
+        &format!("deleted: {why}; its owner, if it has one, creates it again"),
+        "Offloading",
+    )
+    .await;
     let params = DeleteParams {
         grace_period_seconds: Some(0),
         preconditions: only_this(&pod.metadata),
