@@ -46,7 +46,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     static TOPOLOGY: OnceCell<Result<Topology, String>> = OnceCell::const_new();
-    support::with_testbed("controller", 3, 2, |tb| async move {
+    support::with_testbed("controller", 3, 3, |tb| async move {
         let topology = TOPOLOGY.get_or_init(|| set_up(tb)).await;
         let _turn = SERIAL.lock().await;
         match topology {
@@ -1334,6 +1334,89 @@ async fn configmaps_secrets_and_service_accounts_follow_into_the_remote_namespac
         .await;
         assert!(eu_cms.get_opt("theirs").await.unwrap().is_some());
         delete_namespace(&client, &ns).await;
+    })
+    .await;
+}
+
+/// Issue 9, points 4 and 5: while its cluster does not answer, an offloaded pod keeps its
+/// last status and the virtual node turns NotReady; when the cluster is back, the same twin
+/// serves it (never a second one); when the cluster is unpeered, the local pod goes (its
+/// owner would create it again) rather than staying bound to a node that is gone.
+#[tokio::test]
+async fn offloaded_pods_through_an_outage_and_an_unpeering() {
+    use k8s_openapi::api::core::v1::Pod;
+    with_topology(|tb, t| async move {
+        kwok_node(tb, 3).await;
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("faults");
+        create_namespace(&client, &ns, json!({})).await;
+        apply_offloading(
+            tb,
+            &ns,
+            "  podOffloadingStrategy: Remote\n  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - {key: region, operator: In, values: [us]}\n",
+        );
+        phase(&client, &ns, "Ready").await;
+        let remote_ns = format!("{ns}-{}", t.ids[0]);
+        let local = Api::<Pod>::namespaced(client.clone(), &ns);
+        local.create(&PostParams::default(), &bare_pod("web", json!({}))).await.unwrap();
+        let running = eventually("the pod Running in cluster 3", WAIT, || async {
+            let pod = local.get_opt("web").await.ok()??;
+            let status = pod.status.clone()?;
+            (status.phase.as_deref() == Some("Running") && status.pod_ip.is_some()).then_some(pod)
+        })
+        .await;
+        let ip = running.status.unwrap().pod_ip;
+        let twin_uid = Api::<Pod>::namespaced(tb.cluster(3).client().await.unwrap(), &remote_ns)
+            .get("web")
+            .await
+            .unwrap()
+            .metadata
+            .uid;
+
+        // The outage: the node turns NotReady, the pod keeps its last status.
+        tb.cluster(3).stop_apiserver();
+        let nodes = Api::<Node>::all(client.clone());
+        let node_name = format!("liqo-{}", t.ids[2]);
+        let ready = |node: &Node| {
+            node.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+                .map(|c| c.status.clone())
+        };
+        eventually("the virtual node NotReady", Duration::from_secs(90), || async {
+            let node = nodes.get(&node_name).await.ok()?;
+            (ready(&node).as_deref() == Some("False")).then_some(())
+        })
+        .await;
+        let during = local.get("web").await.unwrap().status.unwrap();
+        assert_eq!(during.phase.as_deref(), Some("Running"));
+        assert_eq!(during.pod_ip, ip);
+
+        // Back: the same twin, no second one, the pod still Running there.
+        tb.cluster(3).restart_apiserver().await.unwrap();
+        eventually("the virtual node Ready again", Duration::from_secs(90), || async {
+            let node = nodes.get(&node_name).await.ok()?;
+            (ready(&node).as_deref() == Some("True")).then_some(())
+        })
+        .await;
+        let remote = Api::<Pod>::namespaced(tb.cluster(3).client().await.unwrap(), &remote_ns);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let twins = remote.list(&Default::default()).await.unwrap().items;
+        assert_eq!(twins.len(), 1, "{twins:?}");
+        assert_eq!(twins[0].metadata.uid, twin_uid);
+        assert_eq!(local.get("web").await.unwrap().status.unwrap().phase.as_deref(), Some("Running"));
+
+        // Unpeered: the local pod does not stay bound to a node that is gone.
+        unpeer(tb, 3);
+        eventually("the pod deleted once its cluster is unpeered", WAIT, || async {
+            local.get_opt("web").await.ok()?.is_none().then_some(())
+        })
+        .await;
+        peer(tb, 3).unwrap();
+        virtual_node(&client, &t.ids[2]).await;
+        delete_namespace(&client, &ns).await;
+        gone(tb, 3, &remote_ns).await;
     })
     .await;
 }
