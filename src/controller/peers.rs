@@ -13,7 +13,10 @@ use std::{
 };
 
 use futures::{Stream, StreamExt, channel::mpsc};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, Namespace, Node, Pod, PodSpec, PodStatus, ResourceRequirements, Secret,
+    ServiceAccount,
+};
 use kube::{
     Api, Client, Resource,
     runtime::{
@@ -54,7 +57,7 @@ pub struct Peer {
     pub identity: Watched<ConfigMap>,
     /// Its nodes.
     pub nodes: Watched<Node>,
-    /// Our twins of local pods there (every namespace).
+    /// Its pods: our twins of local pods in full, the others reduced to their requests.
     pub pods: Watched<Pod>,
     /// Our copies of offloaded namespaces' objects.
     pub configmaps: Watched<ConfigMap>,
@@ -192,12 +195,19 @@ impl Peers {
             move |_: &Node| changed.unbounded_send(target.clone()).ok(),
         );
         let changed = self.pod_changed.clone();
+        // Every pod there: our twins in full, the others reduced to what they ask of their
+        // node (the virtual node offers what is left).
+        let local_cluster_id = self.local_cluster_id.clone();
         let (pods, pods_task) = watch(
             cluster_id,
             Api::<Pod>::all(client.clone()),
-            watcher::Config::default().labels(&twin_selector(&self.local_cluster_id)),
+            watcher::Config::default(),
             Wake::Always,
-            |_| {},
+            move |pod: &mut Pod| {
+                if !is_twin_of(pod, &local_cluster_id) {
+                    reduce_to_requests(pod);
+                }
+            },
             move |twin: &Pod| {
                 let origin = twin
                     .metadata
@@ -318,6 +328,43 @@ impl Peers {
     }
 }
 
+/// Whether a remote pod carries our marker.
+pub fn is_twin_of(pod: &Pod, local_cluster_id: &str) -> bool {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(ORIGIN_CLUSTER_LABEL))
+        .is_some_and(|id| id == local_cluster_id)
+}
+
+/// A remote pod that is not ours, reduced to its node, phase and requests.
+fn reduce_to_requests(pod: &mut Pod) {
+    let keep_requests = |c: &Container| Container {
+        name: c.name.clone(),
+        resources: c.resources.as_ref().map(|r| ResourceRequirements {
+            requests: r.requests.clone(),
+            ..ResourceRequirements::default()
+        }),
+        ..Container::default()
+    };
+    pod.metadata.annotations = None;
+    pod.metadata.labels = None;
+    pod.metadata.owner_references = None;
+    pod.spec = pod.spec.take().map(|spec| PodSpec {
+        node_name: spec.node_name,
+        containers: spec.containers.iter().map(keep_requests).collect(),
+        init_containers: spec
+            .init_containers
+            .map(|cs| cs.iter().map(keep_requests).collect()),
+        overhead: spec.overhead,
+        ..PodSpec::default()
+    });
+    pod.status = pod.status.take().map(|status| PodStatus {
+        phase: status.phase,
+        ..PodStatus::default()
+    });
+}
+
 /// Which changes of a remote watch call for a reconcile here.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Wake {
@@ -331,12 +378,12 @@ enum Wake {
 
 /// One watch in a remote cluster: its store, and a task keeping it filled that calls
 /// `changed` as `wake` says. `trim` drops what no reader needs.
-fn watch<K, F>(
+fn watch<K, F, T>(
     cluster_id: &str,
     api: Api<K>,
     config: watcher::Config,
     wake: Wake,
-    trim: fn(&mut K),
+    trim: T,
     changed: F,
 ) -> (Watched<K>, JoinHandle<()>)
 where
@@ -348,6 +395,7 @@ where
         + Sync
         + 'static,
     F: Fn(&K) -> Option<()> + Send + 'static,
+    T: Fn(&mut K) + Send + 'static,
 {
     let (store, writer) = reflector::store();
     let (listed_tx, listed) = Listed::new();

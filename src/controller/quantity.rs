@@ -1,5 +1,5 @@
-//! Kubernetes resource quantities ("3800m", "16Gi", "1.5e3"), as far as summing a remote
-//! cluster's allocatable resources for its virtual node needs.
+//! Kubernetes resource quantities ("3800m", "16Gi", "1.5e3"), as far as a virtual node's
+//! allocatable needs: a remote cluster's Ready nodes' total, less what its pods request.
 
 use std::collections::BTreeMap;
 
@@ -61,6 +61,56 @@ pub fn sum<'a>(
     totals.into_iter().map(|(k, v)| (k, format(v))).collect()
 }
 
+/// What is left of `total` once `used` is taken: per resource, never below zero;
+/// resources not in `total` are not offered.
+pub fn remaining(
+    total: &BTreeMap<String, Quantity>,
+    used: &BTreeMap<String, f64>,
+) -> BTreeMap<String, Quantity> {
+    total
+        .iter()
+        .filter_map(|(name, q)| {
+            let left = parse(&q.0)? - used.get(name).copied().unwrap_or_default();
+            Some((name.clone(), format(left.max(0.0))))
+        })
+        .collect()
+}
+
+/// What a pod asks of its node, in base units: its containers' requests (an init container
+/// asks at most for the largest of them while it runs), its overhead, and one pod.
+pub fn pod_requests(pod: &k8s_openapi::api::core::v1::Pod) -> BTreeMap<String, f64> {
+    let mut total: BTreeMap<String, f64> = BTreeMap::from([("pods".to_owned(), 1.0)]);
+    let Some(spec) = pod.spec.as_ref() else {
+        return total;
+    };
+    let requests = |c: &k8s_openapi::api::core::v1::Container| {
+        c.resources
+            .as_ref()
+            .and_then(|r| r.requests.clone())
+            .unwrap_or_default()
+    };
+    let mut containers: BTreeMap<String, f64> = BTreeMap::new();
+    for c in &spec.containers {
+        for (name, q) in requests(c) {
+            *containers.entry(name).or_default() += parse(&q.0).unwrap_or_default();
+        }
+    }
+    for c in spec.init_containers.iter().flatten() {
+        for (name, q) in requests(c) {
+            let v = parse(&q.0).unwrap_or_default();
+            let e = containers.entry(name).or_default();
+            *e = e.max(v);
+        }
+    }
+    for (name, q) in spec.overhead.iter().flatten() {
+        *containers.entry(name.clone()).or_default() += parse(&q.0).unwrap_or_default();
+    }
+    for (name, v) in containers {
+        *total.entry(name).or_default() += v;
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +124,34 @@ mod tests {
         assert_eq!(parse("1.5e3"), Some(1500.0));
         assert_eq!(parse("lots"), None);
         assert_eq!(parse("4Q"), None);
+    }
+
+    #[test]
+    fn what_is_left_once_pods_request_theirs() {
+        let pod: k8s_openapi::api::core::v1::Pod = serde_json::from_value(serde_json::json!({
+            "spec": {
+                "containers": [
+                    {"name": "a", "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}}},
+                    {"name": "b", "resources": {"requests": {"cpu": "250m"}}}],
+                "initContainers": [{"name": "i", "resources": {"requests": {"cpu": "2"}}}],
+            },
+        }))
+        .unwrap();
+        let used = pod_requests(&pod);
+        assert_eq!(used["pods"], 1.0);
+        assert!((used["cpu"] - 2.0).abs() < 1e-9, "{used:?}");
+        let total = BTreeMap::from([
+            ("cpu".to_owned(), Quantity("4".into())),
+            ("memory".to_owned(), Quantity("1Gi".into())),
+            ("pods".to_owned(), Quantity("110".into())),
+        ]);
+        let left = remaining(&total, &used);
+        assert_eq!(left["cpu"].0, "2");
+        assert_eq!(left["memory"].0, "0");
+        assert_eq!(left["pods"].0, "109");
+        // More used than there is: nothing left, never negative.
+        let over = remaining(&total, &BTreeMap::from([("cpu".to_owned(), 9.0)]));
+        assert_eq!(over["cpu"].0, "0");
     }
 
     #[test]

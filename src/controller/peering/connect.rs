@@ -5,7 +5,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use k8s_openapi::{
-    api::core::v1::{ConfigMap, Secret},
+    api::core::v1::{ConfigMap, Node, Pod, Secret},
     apimachinery::pkg::api::resource::Quantity,
 };
 use kube::{Api, Client, ResourceExt, runtime::reflector::ObjectRef};
@@ -14,7 +14,7 @@ use super::Context;
 use crate::{
     api::{RemoteCluster, is_virtual_node},
     client::{self, REMOTE_TIMEOUT},
-    controller::quantity,
+    controller::{peers::is_twin_of, quantity},
     identity::{self, Identity},
     reason::{Problem, Reason},
 };
@@ -160,9 +160,10 @@ fn did_not_answer() -> Problem {
     )
 }
 
-/// What the virtual node offers: the RemoteCluster's declared resources, or else the
-/// total allocatable of the remote's Ready nodes (its own virtual nodes excluded), from
-/// the peer's node watch. `None` until that watch has listed.
+/// What the virtual node offers: the RemoteCluster's declared resources, or else what the
+/// remote's Ready nodes (its own virtual nodes excluded) have left once its other pods'
+/// requests are taken (our twins are accounted here, on the virtual node itself), from
+/// the peer's node and pod watches. `None` until both have listed.
 pub fn allocatable(
     ctx: &Context,
     cluster_id: &str,
@@ -172,11 +173,24 @@ pub fn allocatable(
         return Some(resources.clone());
     }
     let peer = ctx.peers.get(cluster_id)?;
-    if !peer.nodes.listed.now() {
+    if !peer.nodes.listed.now() || !peer.pods.listed.now() {
         return None;
     }
-    let nodes = peer.nodes.store.state();
-    let ready = nodes
+    Some(offered(
+        &peer.nodes.store.state(),
+        &peer.pods.store.state(),
+        &ctx.local_cluster_id,
+    ))
+}
+
+/// What a cluster's Ready nodes (its virtual nodes excluded) have left once the requests of
+/// its running pods that are not our twins are taken.
+pub fn offered(
+    nodes: &[Arc<Node>],
+    pods: &[Arc<Pod>],
+    local_cluster_id: &str,
+) -> BTreeMap<String, Quantity> {
+    let ready: Vec<&Arc<Node>> = nodes
         .iter()
         .filter(|n| {
             let ready = n
@@ -187,6 +201,82 @@ pub fn allocatable(
             // Virtual nodes of the remote's own peerings are not its capacity.
             ready && !is_virtual_node(n.labels())
         })
-        .filter_map(|n| n.status.as_ref()?.allocatable.as_ref());
-    Some(quantity::sum(ready))
+        .collect();
+    let total = quantity::sum(
+        ready
+            .iter()
+            .filter_map(|n| n.status.as_ref()?.allocatable.as_ref()),
+    );
+    let mut used: BTreeMap<String, f64> = BTreeMap::new();
+    for pod in pods {
+        let on_ready_node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| ready.iter().any(|r| r.metadata.name.as_deref() == Some(n)));
+        let finished = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        if !on_ready_node || finished || is_twin_of(pod, local_cluster_id) {
+            continue;
+        }
+        for (name, v) in quantity::pod_requests(pod) {
+            *used.entry(name).or_default() += v;
+        }
+    }
+    quantity::remaining(&total, &used)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn arc<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Arc<T> {
+        Arc::new(serde_json::from_value(v).unwrap())
+    }
+
+    #[test]
+    fn a_virtual_node_offers_what_the_remote_has_left() {
+        let node = |name: &str, ready: &str, labels: serde_json::Value| {
+            arc::<Node>(json!({
+                "metadata": {"name": name, "labels": labels},
+                "status": {"allocatable": {"cpu": "4", "pods": "110"},
+                           "conditions": [{"type": "Ready", "status": ready}]},
+            }))
+        };
+        let nodes = [
+            node("a", "True", json!({})),
+            node("b", "True", json!({})),
+            node("down", "False", json!({})),
+            node("liqo-x", "True", json!({"liqo.io/type": "virtual-node"})),
+        ];
+        let pod = |node: &str, cpu: &str, phase: &str, labels: serde_json::Value| {
+            arc::<Pod>(json!({
+                "metadata": {"name": "p", "labels": labels},
+                "spec": {"nodeName": node, "containers": [
+                    {"name": "c", "resources": {"requests": {"cpu": cpu}}}]},
+                "status": {"phase": phase},
+            }))
+        };
+        let pods = [
+            pod("a", "1", "Running", json!({})),
+            pod("b", "500m", "Pending", json!({})),
+            // Not counted: finished, on a node that is not Ready, on a virtual node, or ours.
+            pod("a", "1", "Succeeded", json!({})),
+            pod("down", "1", "Running", json!({})),
+            pod("liqo-x", "1", "Running", json!({})),
+            pod(
+                "b",
+                "1",
+                "Running",
+                json!({"offloading.liqo.io/origin-cluster-id": "us"}),
+            ),
+        ];
+        let left = offered(&nodes, &pods, "us");
+        assert_eq!(left["cpu"].0, "6500m");
+        assert_eq!(left["pods"].0, "218");
+    }
 }
