@@ -1235,6 +1235,54 @@ async fn an_offloaded_pod_runs_in_its_cluster_and_reports_back() {
         local.delete("taken", &DeleteParams::default()).await.ok();
         remote.delete("taken", &DeleteParams::default().grace_period(0)).await.ok();
 
+        // A pod that ended keeps its final status: no new twin once its twin is gone.
+        let once = bare_pod("once", json!({"restartPolicy": "Never"}));
+        local.create(&PostParams::default(), &once).await.unwrap();
+        eventually("the once pod Running", WAIT, || async {
+            let pod = local.get_opt("once").await.ok()??;
+            (pod.status?.phase.as_deref() == Some("Running")).then_some(())
+        })
+        .await;
+        // It completes there (kwok's pods run until deleted: the status says so by hand).
+        remote
+            .patch_status(
+                "once",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"phase": "Succeeded"}})),
+            )
+            .await
+            .unwrap();
+        eventually("the local pod Succeeded", WAIT, || async {
+            let pod = local.get_opt("once").await.ok()??;
+            (pod.status?.phase.as_deref() == Some("Succeeded")).then_some(())
+        })
+        .await;
+        remote.delete("once", &DeleteParams::default().grace_period(0)).await.unwrap();
+        eventually("the ended twin gone", WAIT, || async {
+            remote.get_opt("once").await.ok()?.is_none().then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(remote.get_opt("once").await.unwrap().is_none(), "an ended pod got a new twin");
+        let ended = local.get("once").await.unwrap();
+        assert_eq!(ended.status.unwrap().phase.as_deref(), Some("Succeeded"));
+
+        // The remote namespace lost (deleted there by hand): created again, and the pod's
+        // twin with it.
+        local.create(&PostParams::default(), &bare_pod("phoenix", json!({}))).await.unwrap();
+        let first = eventually("the phoenix twin", WAIT, || async {
+            remote.get_opt("phoenix").await.ok()?.and_then(|t| t.metadata.uid)
+        })
+        .await;
+        let eu_namespaces = Api::<Namespace>::all(tb.cluster(2).client().await.unwrap());
+        eu_namespaces.delete(&remote_ns, &DeleteParams::default()).await.unwrap();
+        eventually("a new twin in the namespace created again", Duration::from_secs(120), || async {
+            let twin = remote.get_opt("phoenix").await.ok()??;
+            let running = twin.status.as_ref()?.phase.as_deref() == Some("Running");
+            (twin.metadata.uid.as_ref() != Some(&first) && running).then_some(())
+        })
+        .await;
+
         // Ending the offloading: the remote namespace goes with the twins, and the local
         // pods that ran there are deleted (their owners would create them again, locally).
         local.create(&PostParams::default(), &bare_pod("last", json!({}))).await.unwrap();
