@@ -1468,3 +1468,76 @@ async fn offloaded_pods_through_an_outage_and_an_unpeering() {
     })
     .await;
 }
+
+/// Issue 9, point 3: without declared resources, cluster 2's virtual node offers what its
+/// Ready nodes have left once its own pods (not our twins) take their requests.
+#[tokio::test]
+async fn the_virtual_node_offers_what_the_remote_has_left() {
+    use k8s_openapi::api::core::v1::Pod;
+    with_topology(|tb, t| async move {
+        let worker = kwok_node(tb, 2).await;
+        let client = tb.cluster(1).client().await.unwrap();
+        let rcs = Api::<RemoteCluster>::all(client.clone());
+        let nodes = Api::<Node>::all(client.clone());
+        let name = format!("liqo-{}", t.ids[1]);
+        let offered = |nodes: Api<Node>, name: String| async move {
+            let node = nodes.get(&name).await.ok()?;
+            let a = node.status?.allocatable?;
+            Some((a.get("cpu")?.0.clone(), a.get("pods")?.0.clone()))
+        };
+        rcs.patch(
+            "cluster-2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resources": null}})),
+        )
+        .await
+        .unwrap();
+        let eu = tb.cluster(2).client().await.unwrap();
+        let running_there = Api::<Pod>::all(eu.clone())
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|p| {
+                p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(worker.as_str())
+                    && !p.metadata.labels.clone().unwrap_or_default().contains_key("offloading.liqo.io/origin-cluster-id")
+            })
+            .count();
+        let pods_left = (500 - running_there).to_string();
+        eventually("the remote's own total on the virtual node", WAIT, || async {
+            let (cpu, pods) = offered(nodes.clone(), name.clone()).await?;
+            (cpu == "32" && pods == pods_left).then_some(())
+        })
+        .await;
+        // A pod of cluster 2's own, asking for 2 CPUs: the virtual node offers that much less.
+        let ns = unique("own");
+        let own_ns: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        Api::<Namespace>::all(eu.clone()).create(&PostParams::default(), &own_ns).await.unwrap();
+        let own = bare_pod(
+            "own",
+            json!({"nodeName": worker, "containers": [{"name": "app", "image": "x", "resources": {"requests": {"cpu": "2"}}}]}),
+        );
+        Api::<Pod>::namespaced(eu.clone(), &ns).create(&PostParams::default(), &own).await.unwrap();
+        eventually("2 CPUs less on the virtual node", WAIT, || async {
+            let (cpu, _) = offered(nodes.clone(), name.clone()).await?;
+            (cpu == "30").then_some(())
+        })
+        .await;
+        // Declared resources again, as the other tests expect.
+        rcs.patch(
+            "cluster-2",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"resources": {"cpu": "8", "memory": "16Gi", "pods": "110"}}})),
+        )
+        .await
+        .unwrap();
+        eventually("the declared resources back", WAIT, || async {
+            let (cpu, _) = offered(nodes.clone(), name.clone()).await?;
+            (cpu == "8").then_some(())
+        })
+        .await;
+        Api::<Namespace>::all(eu).delete(&ns, &DeleteParams::default()).await.unwrap();
+    })
+    .await;
+}
