@@ -18,10 +18,9 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::objects;
+use super::{RemoteError, objects, remote};
 use crate::{
     api::{FIELD_MANAGER, NamespaceOffloading},
-    client::REMOTE_TIMEOUT,
     controller::{
         metrics::ControllerMetrics,
         only_this,
@@ -41,17 +40,7 @@ pub struct Context {
     pub metrics: Arc<ControllerMetrics>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum ObjectsError {
-    #[error("in cluster {cluster_id}: {source}")]
-    Remote {
-        cluster_id: String,
-        #[source]
-        source: kube::Error,
-    },
-    #[error("in cluster {0}: no answer within {REMOTE_TIMEOUT:?}")]
-    Timeout(String),
-}
+pub type ObjectsError = RemoteError;
 
 /// A kind copied into remote namespaces.
 pub trait Reflected:
@@ -194,19 +183,6 @@ pub async fn reconcile(
     })
 }
 
-async fn remote<T>(
-    cluster_id: &str,
-    fut: impl Future<Output = Result<T, kube::Error>>,
-) -> Result<T, ObjectsError> {
-    match tokio::time::timeout(REMOTE_TIMEOUT, fut).await {
-        Ok(r) => r.map_err(|source| ObjectsError::Remote {
-            cluster_id: cluster_id.to_owned(),
-            source,
-        }),
-        Err(_) => Err(ObjectsError::Timeout(cluster_id.to_owned())),
-    }
-}
-
 /// Brings one kind in one cluster's remote namespace to the local namespace's objects;
 /// `false` when the peer's watch of that kind has not listed yet (nothing is done).
 async fn reflect<K: Reflected>(
@@ -244,7 +220,7 @@ async fn reflect<K: Reflected>(
             Some(_) => {
                 // Ours (the watch holds only ours): applied over, as our field manager.
                 let params = PatchParams::apply(FIELD_MANAGER).force();
-                let body = serde_json::to_value(&desired).map_err(|e| ObjectsError::Remote {
+                let body = serde_json::to_value(&desired).map_err(|e| RemoteError::Api {
                     cluster_id: cluster_id.to_owned(),
                     source: kube::Error::SerdeError(e),
                 })?;
@@ -255,7 +231,7 @@ async fn reflect<K: Reflected>(
             }
             None => match remote(cluster_id, api.create(&PostParams::default(), &desired)).await {
                 Ok(_) => {}
-                Err(ObjectsError::Remote { source, .. })
+                Err(RemoteError::Api { source, .. })
                     if classify(&source) == Reason::AlreadyExists =>
                 {
                     let found = remote(cluster_id, api.get_opt(&name)).await?;
@@ -267,7 +243,7 @@ async fn reflect<K: Reflected>(
                 }
                 // The namespace there is being deleted or not yet created: the offloading
                 // controller is on it, and its status change wakes us.
-                Err(ObjectsError::Remote { source, .. })
+                Err(RemoteError::Api { source, .. })
                     if is_not_found(&source) || classify(&source) == Reason::Forbidden => {}
                 Err(e) => return Err(e),
             },
@@ -287,7 +263,7 @@ async fn reflect<K: Reflected>(
             ..DeleteParams::default()
         };
         match remote(cluster_id, api.delete(&name, &params)).await {
-            Err(ObjectsError::Remote { source, .. }) if is_not_found(&source) => {}
+            Err(RemoteError::Api { source, .. }) if is_not_found(&source) => {}
             other => {
                 other?;
             }

@@ -18,13 +18,16 @@ use kube::{
     },
 };
 
-use super::forge::{self, TwinOwner};
+use super::{
+    RemoteError,
+    forge::{self, TwinOwner},
+    remote,
+};
 use crate::{
     api::{
         NamespaceOffloading, OFFLOADING_NAME, REMOTE_CLUSTER_ID_LABEL, SCHEDULING_ENABLED_LABEL,
         is_virtual_node,
     },
-    client::REMOTE_TIMEOUT,
     controller::{
         metrics::ControllerMetrics,
         only_this,
@@ -55,14 +58,8 @@ pub struct Context {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PodError {
-    #[error("in cluster {cluster_id}: {source}")]
-    Remote {
-        cluster_id: String,
-        #[source]
-        source: kube::Error,
-    },
-    #[error("in cluster {0}: no answer within {REMOTE_TIMEOUT:?}")]
-    Timeout(String),
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
     #[error("locally: {0}")]
     Local(#[from] kube::Error),
 }
@@ -89,19 +86,6 @@ pub fn on_virtual_node(nodes: &Store<Node>, pod: &Pod) -> bool {
 /// A node name of ours (`liqo-<id>`) that no node carries any more.
 fn gone_virtual_node(nodes: &Store<Node>, node_name: &str) -> bool {
     node_name.starts_with("liqo-") && nodes.get(&ObjectRef::new(node_name)).is_none()
-}
-
-async fn remote<T>(
-    cluster_id: &str,
-    fut: impl Future<Output = Result<T, kube::Error>>,
-) -> Result<T, PodError> {
-    match tokio::time::timeout(REMOTE_TIMEOUT, fut).await {
-        Ok(r) => r.map_err(|source| PodError::Remote {
-            cluster_id: cluster_id.to_owned(),
-            source,
-        }),
-        Err(_) => Err(PodError::Timeout(cluster_id.to_owned())),
-    }
 }
 
 pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, PodError> {
@@ -187,7 +171,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, PodEr
             };
             let api = Api::<Pod>::namespaced(peer.client.clone(), &remote_namespace);
             match remote(&cluster_id, api.delete(&name, &params)).await {
-                Err(PodError::Remote { source, .. }) if is_not_found(&source) => {}
+                Err(RemoteError::Api { source, .. }) if is_not_found(&source) => {}
                 other => {
                     other?;
                 }
@@ -219,7 +203,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, PodEr
                     tracing::debug!(%namespace, pod = %name, %cluster_id, "twin created");
                     Ok(Action::requeue(SOON))
                 }
-                Err(PodError::Remote { source, .. })
+                Err(RemoteError::Api { source, .. })
                     if classify(&source) == Reason::AlreadyExists =>
                 {
                     // Not in our watch of twins: someone else's (or ours, not seen yet).
@@ -235,7 +219,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, PodEr
                     }
                     Ok(Action::requeue(SOON))
                 }
-                Err(PodError::Remote { source, .. })
+                Err(RemoteError::Api { source, .. })
                     if matches!(classify(&source), Reason::Invalid | Reason::Forbidden)
                         && !is_not_found(&source) =>
                 {
@@ -243,7 +227,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, PodEr
                     report(&ctx, &pod, "Refused", &why).await?;
                     Ok(Action::requeue(Duration::from_secs(30)))
                 }
-                Err(e) => Err(e),
+                Err(e) => Err(e.into()),
             }
         }
     }
@@ -274,7 +258,7 @@ async fn finish_deletion(
                 ..DeleteParams::default()
             };
             match remote(cluster_id, api.delete(&twin.name_any(), &params)).await {
-                Err(PodError::Remote { source, .. }) if is_not_found(&source) => {}
+                Err(RemoteError::Api { source, .. }) if is_not_found(&source) => {}
                 other => {
                     other?;
                 }
@@ -285,6 +269,12 @@ async fn finish_deletion(
         }
         return Ok(Action::requeue(SOON));
     }
+    complete_local_deletion(ctx, pod).await
+}
+
+/// Removes the local pod at once (grace 0: nothing runs it any more); one already gone, or
+/// replaced meanwhile (uid precondition), is left as it is.
+async fn complete_local_deletion(ctx: &Context, pod: &Pod) -> Result<Action, PodError> {
     let params = DeleteParams {
         grace_period_seconds: Some(0),
         preconditions: only_this(&pod.metadata),
@@ -313,19 +303,7 @@ async fn send_back(ctx: &Context, pod: &Pod, why: &str) -> Result<Action, PodErr
         "Offloading",
     )
     .await;
-    let params = DeleteParams {
-        grace_period_seconds: Some(0),
-        preconditions: only_this(&pod.metadata),
-        ..DeleteParams::default()
-    };
-    let api = Api::<Pod>::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
-    match api.delete(&pod.name_any(), &params).await {
-        Ok(_) => Ok(Action::await_change()),
-        Err(e) if is_not_found(&e) || classify(&e) == Reason::Conflict => {
-            Ok(Action::await_change())
-        }
-        Err(e) => Err(e.into()),
-    }
+    complete_local_deletion(ctx, pod).await
 }
 
 /// Writes the twin's status onto the local pod, when it says something new.
