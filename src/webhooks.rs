@@ -106,7 +106,7 @@ pub fn configurations(
         // Nothing outside the request changes (the validating webhook says otherwise).
         side_effects: "None".into(),
         // Well under the API server's 10 s default: answers come from memory, or from a
-        // few API calls bounded at 1 s each (3.5 s in all).
+        // few API calls (reads bounded at 1 s each, 3.5 s in all; the label at 3 s).
         timeout_seconds: Some(5),
         // Fail closed: a pod admitted without its constraints could run where the namespace
         // forbids, and a NamespaceOffloading without validation could be one that cannot work.

@@ -4,16 +4,18 @@
 
 pub mod offloading;
 pub mod pod;
+pub mod wire;
 
 use std::{borrow::Cow, sync::Arc};
 
-use kube::core::{
-    DynamicObject,
-    admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation},
-};
+use kube::core::admission::Operation;
 use serde_json::Value;
 
 pub use self::pod::NodeInfo;
+use self::{
+    pod::PodView,
+    wire::{ReadError, Request, Review},
+};
 use crate::api::{
     DNS1123_LABEL_MAX, NamespaceOffloading, NamespaceOffloadingSpec, SCHEDULING_ENABLED_LABEL,
 };
@@ -90,7 +92,7 @@ impl Verdict {
 pub struct BadRequest(pub String);
 
 /// The review to send back, and how it ended.
-pub type Answer = (AdmissionReview<DynamicObject>, Verdict);
+pub type Answer = (Review, Verdict);
 
 /// Where a review stands after the pure decision: answered, or waiting for one API call
 /// that the caller makes (this module makes none).
@@ -109,14 +111,14 @@ pub enum Outcome {
 
 /// A pod review waiting for its namespace's NamespaceOffloading to be read.
 pub struct PendingPod {
-    request: AdmissionRequest<DynamicObject>,
+    request: Request<PodView>,
     webhook: Webhook,
     local_cluster_id: String,
 }
 
 impl PendingPod {
     pub fn namespace(&self) -> &str {
-        self.request.namespace.as_deref().unwrap_or_default()
+        &self.request.namespace
     }
 
     /// Whether an absent NamespaceOffloading is worth reading again shortly: the namespace
@@ -132,35 +134,36 @@ impl PendingPod {
         found: Result<Option<NamespaceOffloading>, String>,
         lookup: &dyn Lookup,
     ) -> Answer {
-        let decided = found
-            .map_err(|e| {
-                format!(
+        let nso = match found {
+            Ok(nso) => nso,
+            Err(e) => {
+                let message = format!(
                     "cannot read the NamespaceOffloading of namespace {:?} to place the pod: {e}; try again",
                     self.namespace()
-                )
-            })
-            .and_then(|nso| {
-                place_pod(
-                    &self.request,
-                    self.webhook,
-                    nso.as_ref(),
-                    lookup,
-                    &self.local_cluster_id,
-                )
-            });
+                );
+                return unavailable(&self.request, message);
+            }
+        };
+        let decided = place_pod(
+            &self.request,
+            self.webhook,
+            nso.as_ref(),
+            lookup,
+            &self.local_cluster_id,
+        );
         answer(&self.request, decided)
     }
 }
 
 /// A NamespaceOffloading creation, allowed once its namespace carries the scheduling label.
 pub struct PendingMark {
-    request: AdmissionRequest<DynamicObject>,
+    request: Request,
     warnings: Vec<String>,
 }
 
 impl PendingMark {
     pub fn namespace(&self) -> &str {
-        self.request.namespace.as_deref().unwrap_or_default()
+        &self.request.namespace
     }
 
     pub fn marked(self) -> Answer {
@@ -172,7 +175,7 @@ impl PendingMark {
             "cannot label namespace {:?} {SCHEDULING_ENABLED_LABEL}=true, which makes the pod webhook place its pods from the first one: {error}; try again",
             self.namespace()
         );
-        answer(&self.request, Err(message))
+        unavailable(&self.request, message)
     }
 }
 
@@ -183,38 +186,54 @@ pub fn review(
     lookup: &dyn Lookup,
     local_cluster_id: &str,
 ) -> Result<Outcome, BadRequest> {
-    let request: AdmissionRequest<DynamicObject> =
-        match serde_json::from_slice::<AdmissionReview<DynamicObject>>(body) {
-            Ok(review) => review
-                .try_into()
-                .map_err(|_| BadRequest("the AdmissionReview has no request to answer".into()))?,
-            Err(e) => return undecodable(body, &e).map(Outcome::Answered),
-        };
+    if matches!(webhook, Webhook::Pod | Webhook::PodEnabledLabel) {
+        return review_pod(webhook, body, lookup, local_cluster_id);
+    }
+    let request = match Request::parse(body) {
+        Ok(request) => request,
+        Err(ReadError::Malformed(e)) => return undecodable(body, &e).map(Outcome::Answered),
+        Err(e @ ReadError::NoRequest) => return Err(BadRequest(e.to_string())),
+    };
     let decided = match webhook {
-        Webhook::Pod | Webhook::PodEnabledLabel => {
-            if request.operation != Operation::Create {
-                Ok(Decision::Allow(Vec::new()))
-            } else {
-                let namespace = request.namespace.as_deref().unwrap_or_default();
-                match lookup.offloading(namespace) {
-                    Some(nso) => place_pod(&request, webhook, Some(&nso), lookup, local_cluster_id),
-                    None => {
-                        return Ok(Outcome::ReadOffloading(PendingPod {
-                            request,
-                            webhook,
-                            local_cluster_id: local_cluster_id.to_owned(),
-                        }));
-                    }
-                }
-            }
-        }
-        Webhook::OffloadingDefaults => review_defaults(&request),
         Webhook::OffloadingValidation => match review_validation(&request, local_cluster_id) {
             Ok(Decision::Allow(warnings)) if needs_mark(&request) => {
                 return Ok(Outcome::MarkNamespace(PendingMark { request, warnings }));
             }
             other => other,
         },
+        _ => review_defaults(&request),
+    };
+    Ok(Outcome::Answered(answer(&request, decided)))
+}
+
+/// A pod review: its object decoded with the review, in one pass, for the three fields
+/// placement reads.
+fn review_pod(
+    webhook: Webhook,
+    body: &[u8],
+    lookup: &dyn Lookup,
+    local_cluster_id: &str,
+) -> Result<Outcome, BadRequest> {
+    let request = match Request::<PodView>::parse(body) {
+        Ok(request) => request,
+        Err(ReadError::Malformed(e)) => return undecodable(body, &e).map(Outcome::Answered),
+        Err(e @ ReadError::NoRequest) => return Err(BadRequest(e.to_string())),
+    };
+    if request.operation != Operation::Create {
+        return Ok(Outcome::Answered(answer(
+            &request,
+            Ok(Decision::Allow(Vec::new())),
+        )));
+    }
+    let decided = match lookup.offloading(&request.namespace) {
+        Some(nso) => place_pod(&request, webhook, Some(&nso), lookup, local_cluster_id),
+        None => {
+            return Ok(Outcome::ReadOffloading(PendingPod {
+                request,
+                webhook,
+                local_cluster_id: local_cluster_id.to_owned(),
+            }));
+        }
     };
     Ok(Outcome::Answered(answer(&request, decided)))
 }
@@ -223,42 +242,42 @@ pub fn review(
 /// namespace is labelled before the object exists: a label without an object only makes
 /// pods local (see [`place_pod`]) until the controller clears it.
 /// (Validation has already refused any other name.)
-fn needs_mark(request: &AdmissionRequest<DynamicObject>) -> bool {
+fn needs_mark(request: &Request) -> bool {
     request.operation == Operation::Create && !request.dry_run
 }
 
-fn answer(request: &AdmissionRequest<DynamicObject>, decided: Result<Decision, String>) -> Answer {
-    let response = AdmissionResponse::from(request);
-    let (response, verdict) = match decided {
-        Ok(Decision::Allow(warnings)) => (with_warnings(response, warnings), Verdict::Allowed),
-        Ok(Decision::Patch(patch, warnings)) => match response.clone().with_patch(patch) {
-            Ok(r) => (with_warnings(r, warnings), Verdict::Patched),
-            Err(e) => (
-                response.deny(format!("cannot encode the patch: {e}")),
-                Verdict::Denied,
-            ),
-        },
-        Err(message) => (response.deny(message), Verdict::Denied),
-    };
-    (response.into_review(), verdict)
+fn answer<O>(request: &Request<O>, decided: Result<Decision, String>) -> Answer {
+    let (version, uid) = (&request.api_version, &request.uid);
+    match decided {
+        Ok(Decision::Allow(warnings)) => {
+            (Review::allowed(version, uid, warnings), Verdict::Allowed)
+        }
+        Ok(Decision::Patch(patch, warnings)) => (
+            Review::patched(version, uid, patch, warnings),
+            Verdict::Patched,
+        ),
+        Err(message) => (Review::denied(version, uid, message), Verdict::Denied),
+    }
+}
+
+/// A refusal that a retry may overcome (an API call that failed or timed out): HTTP 503,
+/// which the API server passes on, so clients and controllers retry instead of taking the
+/// refusal for a verdict on the object.
+fn unavailable<O>(request: &Request<O>, message: String) -> Answer {
+    let review = Review::unavailable(&request.api_version, &request.uid, message);
+    (review, Verdict::Denied)
 }
 
 enum Decision {
     Allow(Vec<String>),
-    Patch(json_patch::Patch, Vec<String>),
-}
-
-fn with_warnings(mut response: AdmissionResponse, warnings: Vec<String>) -> AdmissionResponse {
-    if !warnings.is_empty() {
-        response.warnings = Some(warnings);
-    }
-    response
+    /// A JSON patch, encoded.
+    Patch(Vec<u8>, Vec<String>),
 }
 
 /// A body that parses as JSON with a request uid, but whose object cannot be decoded, gets
 /// a denial echoing the uid (the API server discards answers without it); anything else
 /// is a bad request.
-fn undecodable(body: &[u8], error: &serde_json::Error) -> Result<Answer, BadRequest> {
+fn undecodable(body: &[u8], error: &str) -> Result<Answer, BadRequest> {
     let bad = || {
         BadRequest(format!(
             "cannot parse the body as an AdmissionReview: {error}"
@@ -269,30 +288,22 @@ fn undecodable(body: &[u8], error: &serde_json::Error) -> Result<Answer, BadRequ
         .pointer("/request/uid")
         .and_then(Value::as_str)
         .ok_or_else(bad)?;
-    let mut response =
-        AdmissionResponse::invalid(format!("cannot decode the admission request: {error}"));
-    response.uid = uid.to_owned();
-    if let Some(v) = value.get("apiVersion").and_then(Value::as_str) {
-        response.types.api_version = v.to_owned();
-    }
-    Ok((response.into_review(), Verdict::Denied))
+    let version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("admission.k8s.io/v1");
+    let message = format!("cannot decode the admission request: {error}");
+    Ok((Review::denied(version, uid, message), Verdict::Denied))
 }
 
-fn object_json(request: &AdmissionRequest<DynamicObject>) -> Result<Value, String> {
-    let object = request
-        .object
-        .as_ref()
-        .ok_or("the admission request carries no object")?;
-    serde_json::to_value(object).map_err(|e| format!("cannot read the object: {e}"))
-}
-
-fn patch_between(before: &Value, after: &Value, warnings: Vec<String>) -> Decision {
+fn patch_between(before: &Value, after: &Value, warnings: Vec<String>) -> Result<Decision, String> {
     let patch = json_patch::diff(before, after);
     if patch.0.is_empty() {
-        Decision::Allow(warnings)
-    } else {
-        Decision::Patch(patch, warnings)
+        return Ok(Decision::Allow(warnings));
     }
+    serde_json::to_vec(&patch)
+        .map(|bytes| Decision::Patch(bytes, warnings))
+        .map_err(|e| format!("cannot encode the patch: {e}"))
 }
 
 /// The placement in force for a new pod, given its namespace's NamespaceOffloading (if
@@ -343,56 +354,51 @@ pub fn placement_for<'a>(
 }
 
 fn place_pod(
-    request: &AdmissionRequest<DynamicObject>,
+    request: &Request<PodView>,
     webhook: Webhook,
     nso: Option<&NamespaceOffloading>,
     lookup: &dyn Lookup,
     local_cluster_id: &str,
 ) -> Result<Decision, String> {
-    let namespace = request.namespace.as_deref().unwrap_or_default();
+    let pod = request
+        .object
+        .as_ref()
+        .ok_or("the admission request carries no object")?;
+    let namespace = &request.namespace;
     let (spec, warning) = placement_for(webhook, namespace, nso, local_cluster_id);
-    let pod = object_json(request)?;
-    if let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str)
-        && !node.is_empty()
-    {
+    if let Some(node) = pod.node_name() {
         pod::check_preset_node(&spec, node, lookup.node(node).as_ref())?;
     }
-    let mutated = pod::mutate(&pod, &spec)
+    let ops = pod::patch(pod, &spec)
         .map_err(|e| format!("cannot apply the offloading policy to the pod: {e}"))?;
-    Ok(patch_between(&pod, &mutated, warning.into_iter().collect()))
+    let warnings = warning.into_iter().collect();
+    if ops.is_empty() {
+        return Ok(Decision::Allow(warnings));
+    }
+    serde_json::to_vec(&ops)
+        .map(|bytes| Decision::Patch(bytes, warnings))
+        .map_err(|e| format!("cannot encode the patch: {e}"))
 }
 
-fn review_defaults(request: &AdmissionRequest<DynamicObject>) -> Result<Decision, String> {
-    let object = object_json(request)?;
-    Ok(patch_between(
-        &object,
-        &offloading::with_defaults(&object),
-        Vec::new(),
-    ))
+fn review_defaults(request: &Request) -> Result<Decision, String> {
+    let object = request.object_json()?;
+    patch_between(&object, &offloading::with_defaults(&object), Vec::new())
 }
 
-fn review_validation(
-    request: &AdmissionRequest<DynamicObject>,
-    local_cluster_id: &str,
-) -> Result<Decision, String> {
-    let object = object_json(request)?;
+fn review_validation(request: &Request, local_cluster_id: &str) -> Result<Decision, String> {
+    let object = request.object_json()?;
     match request.operation {
         Operation::Create => {
             let name = object
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or(&request.name);
-            let namespace = request.namespace.as_deref().unwrap_or_default();
-            offloading::validate_create(name, namespace, &object, local_cluster_id)
+            offloading::validate_create(name, &request.namespace, &object, local_cluster_id)
                 .map(Decision::Allow)
         }
         Operation::Update => {
             let old = request
-                .old_object
-                .as_ref()
-                .map(serde_json::to_value)
-                .transpose()
-                .map_err(|e| format!("cannot read the old object: {e}"))?
+                .old_object_json()?
                 .ok_or("an UPDATE review carries no old object")?;
             offloading::validate_update(&old, &object).map(|()| Decision::Allow(Vec::new()))
         }
@@ -487,10 +493,10 @@ mod tests {
     }
 
     fn apply_patch(review: &Value, response: &Value) -> Value {
-        // kube serializes the patch bytes as a JSON array of numbers, which the API
-        // server's decoder accepts as well as base64.
-        let bytes: Vec<u8> = serde_json::from_value(response["response"]["patch"].clone()).unwrap();
-        let patch: json_patch::Patch = serde_json::from_slice(&bytes).unwrap();
+        // base64, as the API server documents the field.
+        let bytes: k8s_openapi::ByteString =
+            serde_json::from_value(response["response"]["patch"].clone()).unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes.0).unwrap();
         let mut object = review["request"]["object"].clone();
         json_patch::patch(&mut object, &patch).unwrap();
         object
@@ -588,7 +594,10 @@ mod tests {
             panic!("a cache miss must ask for a read");
         };
         let (out, _) = pending.resume(Err("connection refused".into()), &Fixed::default());
-        let message = denial((serde_json::to_value(out).unwrap(), Verdict::Denied), "u5");
+        let out = serde_json::to_value(out).unwrap();
+        // Transient: 503, which clients retry, not a 403 verdict on the pod.
+        assert_eq!(out["response"]["status"]["code"], 503);
+        let message = denial((out, Verdict::Denied), "u5");
         assert!(
             message.contains("cannot read the NamespaceOffloading"),
             "{message}"

@@ -14,8 +14,8 @@ use std::{
 
 use axum::{
     Router,
-    body::Bytes,
-    extract::{DefaultBodyLimit, State},
+    body::{Body, Bytes},
+    extract::State,
     http::{StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -71,24 +71,46 @@ pub fn webhook_router(state: Arc<AppState>) -> Router {
     for webhook in Webhook::ALL {
         router = router.route(
             webhook.path(),
-            post(move |state: State<Arc<AppState>>, body: Bytes| answer(webhook, state, body)),
+            post(move |state: State<Arc<AppState>>, body: Body| {
+                within_limits(webhook, state, body)
+            }),
         );
     }
-    router
-        .layer(axum::middleware::from_fn(timeout))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .with_state(state)
+    router.with_state(state)
 }
 
-async fn timeout(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+/// Reads the body (at most [`MAX_BODY_BYTES`]) and answers, all within
+/// [`REQUEST_TIMEOUT`], so a client trickling its body holds nothing for long. One timer
+/// per request and no middleware: this is the admission hot path (docs/benchmarks.md).
+async fn within_limits(webhook: Webhook, state: State<Arc<AppState>>, body: Body) -> Response {
+    let answered = tokio::time::timeout(REQUEST_TIMEOUT, async move {
+        match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+            Ok(bytes) => answer(webhook, state, bytes).await,
+            Err(e) => {
+                let too_large = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                if too_large {
+                    let message = format!("the body is larger than {MAX_BODY_BYTES} bytes\n");
+                    (StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
+                } else {
+                    let message = format!("cannot read the body: {e}\n");
+                    (StatusCode::BAD_REQUEST, message).into_response()
+                }
+            }
+        }
+    });
+    match answered.await {
         Ok(response) => response,
         Err(_) => (StatusCode::REQUEST_TIMEOUT, "request timed out\n").into_response(),
     }
 }
 
-/// The API server answers these calls well within the webhook's own 5 s.
+/// The API server answers these calls well within the webhook's own 5 s: a read of the
+/// NamespaceOffloading (up to three, with the pauses below: 3.5 s in all) ...
 const API_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+/// ... or the one label patch of a NamespaceOffloading's creation, which may wait longer
+/// (a thousand namespaces labelled at once keep the API server busy for seconds).
+const MARK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pauses before reading a NamespaceOffloading again that a marked namespace lacks.
 const ABSENT_RETRIES: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(400)];
 
@@ -129,15 +151,21 @@ async fn answer(webhook: Webhook, State(state): State<Arc<AppState>>, body: Byte
             state
                 .metrics
                 .review(webhook.label(), verdict.label(), seconds);
-            if let Some(response) = &review.response {
-                tracing::debug!(
-                    webhook = webhook.label(),
-                    uid = %response.uid,
-                    result = verdict.label(),
-                    "admission review answered"
-                );
+            tracing::debug!(
+                webhook = webhook.label(),
+                uid = %review.response.uid,
+                result = verdict.label(),
+                "admission review answered"
+            );
+            // Encoded here rather than by axum::Json, which grows its buffer from 128 bytes.
+            match serde_json::to_vec(&review) {
+                Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+                Err(e) => (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("cannot encode the answer: {e}\n"),
+                )
+                    .into_response(),
             }
-            axum::Json(review).into_response()
         }
         Err(bad) => {
             state.metrics.review(webhook.label(), "invalid", seconds);
@@ -185,14 +213,14 @@ async fn mark_namespace(state: &AppState, namespace: &str) -> Result<(), String>
     };
     let api = Api::<Namespace>::all(client.clone());
     let marked = match tokio::time::timeout(
-        API_CALL_TIMEOUT,
+        MARK_TIMEOUT,
         api.patch(namespace, &params, &Patch::Merge(&patch)),
     )
     .await
     {
         Ok(Ok(_)) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {API_CALL_TIMEOUT:?}")),
+        Err(_) => Err(format!("no answer within {MARK_TIMEOUT:?}")),
     };
     state.metrics.api_call(
         "mark-namespace",
