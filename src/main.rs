@@ -5,6 +5,13 @@ use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 use clap::{Parser, Subcommand};
 use namespace_offloading::{cli, peer, run};
 
+// The release binary is static (musl), whose allocator serialises threads and is slow
+// with many small allocations: admission answered 2.5x fewer reviews with it (see
+// docs/benchmarks.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Namespace offloading for multi-cluster Kubernetes (Liqo's offloading.liqo.io API).
 #[derive(Parser)]
 #[command(version, about)]
