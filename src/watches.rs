@@ -22,7 +22,10 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::api::{NamespaceOffloading, OFFLOADING_NAME, RemoteCluster};
+use crate::{
+    api::{NamespaceOffloading, OFFLOADING_NAME, RemoteCluster},
+    reflection::objects::{DEFAULT_SERVICE_ACCOUNT, ROOT_CA_CONFIGMAP, TOKEN_SECRET_TYPE},
+};
 
 /// How many changes a subscriber may lag behind before the watch waits for it.
 const BUFFER: usize = 1024;
@@ -224,22 +227,25 @@ impl LocalWatches {
                 Default::default(),
                 keep_all,
             ),
+            // What is never reflected is left out by the server: every namespace has a
+            // kube-root-ca.crt and a default account, a thousand namespaces a thousand each.
             secrets: SharedWatch::new(
                 "secrets",
                 Api::all(client.clone()),
-                Default::default(),
+                watcher::Config::default().fields(&format!("type!={TOKEN_SECRET_TYPE}")),
                 keep_all,
             ),
             configmaps: SharedWatch::new(
                 "configmaps",
                 Api::all(client.clone()),
-                Default::default(),
+                watcher::Config::default().fields(&format!("metadata.name!={ROOT_CA_CONFIGMAP}")),
                 keep_all,
             ),
             service_accounts: SharedWatch::new(
                 "serviceaccounts",
                 Api::all(client.clone()),
-                Default::default(),
+                watcher::Config::default()
+                    .fields(&format!("metadata.name!={DEFAULT_SERVICE_ACCOUNT}")),
                 keep_all,
             ),
         }

@@ -110,6 +110,17 @@ pub struct Identity {
 /// How often twins left without their local pod are looked for.
 const TWIN_SWEEP: Duration = Duration::from_secs(30);
 
+/// Reconciles each controller runs at once. kube's client speaks HTTP/1.1, so every
+/// request in flight is a connection of its own, kept in the pool for 90 s after: without
+/// a bound, a thousand namespaces labelled at once opened over a thousand connections
+/// (about 40 MiB), and the API server, flooded, timed our own webhook's calls out.
+pub const CONCURRENCY: u16 = 16;
+
+/// The controllers' common configuration.
+fn config() -> Config {
+    Config::default().concurrency(CONCURRENCY)
+}
+
 /// How long a watch may take to list before the wait is logged.
 const LISTING_PATIENCE: Duration = Duration::from_secs(15);
 
@@ -242,6 +253,7 @@ pub async fn run(
             })
             .reconcile_on(remote_changes.peerings)
             .reconcile_all_on(activation(peering_active.clone()))
+            .with_config(config())
             .graceful_shutdown_on(shutdown.clone())
             .run(
                 when_active(peering_active, peering::reconcile),
@@ -278,7 +290,7 @@ pub async fn run(
             )
             .reconcile_all_on(activation(placement_active.clone()))
             // A Deployment's pods arrive as a burst: one look at the namespace per burst.
-            .with_config(Config::default().debounce(Duration::from_millis(500)))
+            .with_config(config().debounce(Duration::from_millis(500)))
             .graceful_shutdown_on(shutdown.clone())
             .run(
                 when_active(placement_active, placement::reconcile),
@@ -296,6 +308,7 @@ pub async fn run(
             .reconcile_all_on(virtual_nodes_changed)
             .reconcile_on(remote_changes.offloadings)
             .reconcile_all_on(activation(offloading_active.clone()))
+            .with_config(config())
             .graceful_shutdown_on(shutdown.clone())
             .run(
                 when_active(offloading_active, offloading::reconcile),
@@ -323,6 +336,7 @@ pub async fn run(
                 offloadings_deleted.filter_map(|nso| futures::future::ready(namespace_of(&nso))),
             )
             .reconcile_all_on(activation(enabled_label_active.clone()))
+            .with_config(config())
             .graceful_shutdown_on(shutdown.clone())
             .run(
                 when_active(enabled_label_active, enabled_label::reconcile),
@@ -363,7 +377,7 @@ pub async fn run(
             .reconcile_on(gone)
             .reconcile_on(remote_changes.objects)
             .reconcile_all_on(activation(objects_active.clone()))
-            .with_config(Config::default().debounce(Duration::from_millis(300)))
+            .with_config(config().debounce(Duration::from_millis(300)))
             .graceful_shutdown_on(shutdown.clone())
             .run(
                 when_active(
@@ -418,6 +432,7 @@ pub async fn run(
         .reconcile_on(remote_changes.pods)
         .reconcile_on(bound_to_gone_node)
         .reconcile_all_on(activation(pods_active.clone()))
+        .with_config(config())
         .graceful_shutdown_on(shutdown.clone())
         .run(
             when_active(pods_active.clone(), crate::reflection::pods::reconcile),

@@ -50,12 +50,19 @@ pub fn same_metadata(remote: &ObjectMeta, desired: &ObjectMeta) -> bool {
     remote.labels == desired.labels && remote.annotations == desired.annotations
 }
 
+/// Each cluster's own CA bundle, in every namespace: never copied.
+pub const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
+/// Each namespace's own account: never copied.
+pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+/// Tokens a cluster issues for its own accounts: never copied.
+pub const TOKEN_SECRET_TYPE: &str = "kubernetes.io/service-account-token";
+
 pub fn configmap(
     local: &ConfigMap,
     local_cluster_id: &str,
     remote_namespace: &str,
 ) -> Option<ConfigMap> {
-    if local.metadata.name.as_deref() == Some("kube-root-ca.crt") {
+    if local.metadata.name.as_deref() == Some(ROOT_CA_CONFIGMAP) {
         return None;
     }
     Some(ConfigMap {
@@ -67,7 +74,7 @@ pub fn configmap(
 }
 
 pub fn secret(local: &Secret, local_cluster_id: &str, remote_namespace: &str) -> Option<Secret> {
-    if local.type_.as_deref() == Some("kubernetes.io/service-account-token") {
+    if local.type_.as_deref() == Some(TOKEN_SECRET_TYPE) {
         return None;
     }
     Some(Secret {
@@ -85,7 +92,7 @@ pub fn service_account(
     local_cluster_id: &str,
     remote_namespace: &str,
 ) -> Option<ServiceAccount> {
-    if local.metadata.name.as_deref() == Some("default") {
+    if local.metadata.name.as_deref() == Some(DEFAULT_SERVICE_ACCOUNT) {
         return None;
     }
     Some(ServiceAccount {

@@ -33,7 +33,7 @@ use crate::{
         NamespaceOffloading, OFFLOADING_NAME, OffloadingPhase, RemoteCluster,
         SCHEDULING_ENABLED_LABEL,
     },
-    reason::is_not_found,
+    reason::{Reason, classify, is_not_found},
     selector,
     status::ClusterState,
 };
@@ -129,6 +129,14 @@ pub fn error_policy(
             // A late event for an object whose deletion already completed.
             finalizer::Error::RemoveFinalizer(e) if is_not_found(e) => {
                 return Action::await_change();
+            }
+            // The finalizer was added meanwhile (by the reconcile of the event before,
+            // which the store had not caught up with): kube's patch tests the list first.
+            finalizer::Error::AddFinalizer(e)
+                if matches!(classify(e), Reason::Invalid | Reason::Conflict) =>
+            {
+                tracing::debug!(namespace = nso.namespace().unwrap_or_default(), %error, "finalizer added meanwhile");
+                return Action::requeue(Duration::from_millis(500));
             }
             _ => {}
         }
