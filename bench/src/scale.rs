@@ -1,0 +1,435 @@
+//! Benchmark 3: offloading at scale on three real clusters. Namespaces labelled
+//! `liqo.io/enabled=true` in cluster 1, offloaded by the release binary to clusters 2 and
+//! 3, against the same remote namespaces created (and deleted) directly in the same run
+//! with the same client settings; then many offloaded namespaces at rest: the manager's
+//! memory and its API requests, read from the API servers' audit logs.
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, stream};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, Client,
+    api::{DeleteParams, DynamicObject, ListParams, PostParams},
+    core::{ApiResource, GroupVersionKind},
+};
+use namespace_offloading::{
+    api::ENABLED_LABEL,
+    client::{LOCAL_USER_AGENT, remote_user_agent},
+    controller::remote_namespace::ORIGIN_NAMESPACE_LABEL,
+    identity,
+};
+use serde_json::json;
+use testbed::Testbed;
+
+use crate::{
+    proc,
+    report::{Line, Section},
+    setup::{self, Manager},
+};
+
+/// How many namespaces, and how long at rest.
+#[derive(Clone, Copy, Debug)]
+pub struct Size {
+    pub namespaces: usize,
+    pub at_rest: usize,
+    pub window: Duration,
+}
+
+impl Size {
+    pub fn full() -> Self {
+        Self {
+            namespaces: 200,
+            at_rest: 1_000,
+            window: Duration::from_secs(60),
+        }
+    }
+
+    pub fn quick() -> Self {
+        Self {
+            namespaces: 20,
+            at_rest: 50,
+            window: Duration::from_secs(10),
+        }
+    }
+}
+
+const WAIT: Duration = Duration::from_secs(600);
+/// Namespaces the user creates at once (the "labelled at once" of both scenarios).
+const USER_CONCURRENCY: usize = 64;
+/// The baseline's requests in flight: what the manager's controllers allow (each of its
+/// concurrent reconciles writes to both remote clusters), so both sides use the same
+/// client settings.
+const BASELINE_CONCURRENCY: usize = 2 * namespace_offloading::controller::CONCURRENCY as usize;
+const BENCH_LABEL: &str = "bench.offloading.liqo.io/set";
+
+pub async fn run(manager: &Path, work: &Path, size: Size) -> Result<Section, String> {
+    eprintln!("scale: starting three clusters and a manager in each");
+    let tb = setup::testbed(&work.join("testbed"), 3).await?;
+    let (managers, local_id) = peered(manager, &tb).await?;
+    let ours = &managers[0];
+    let pid = ours.process.pid();
+    let clients = [
+        client(&tb, 1).await?,
+        client(&tb, 2).await?,
+        client(&tb, 3).await?,
+    ];
+    let remotes = [clients[1].clone(), clients[2].clone()];
+
+    // Baseline: the same remote namespaces, created and deleted directly.
+    eprintln!(
+        "scale: baseline, {} namespaces created and deleted directly in clusters 2 and 3",
+        2 * size.namespaces
+    );
+    let names: Vec<(usize, String)> = (0..size.namespaces)
+        .flat_map(|i| {
+            [
+                (0, format!("baseline-{i:04}")),
+                (1, format!("baseline-{i:04}")),
+            ]
+        })
+        .collect();
+    let began = Instant::now();
+    for_all(&names, BASELINE_CONCURRENCY, |(c, name)| {
+        create_namespace(remotes[*c].clone(), name.clone(), "baseline", false)
+    })
+    .await?;
+    let base_create = began.elapsed();
+    let began = Instant::now();
+    for_all(&names, BASELINE_CONCURRENCY, |(c, name)| {
+        delete_namespace(remotes[*c].clone(), name.clone())
+    })
+    .await?;
+    for remote in &remotes {
+        gone(remote, &format!("{BENCH_LABEL}=baseline")).await?;
+    }
+    let base_delete = began.elapsed();
+
+    // Ours: the namespaces labelled at once, until every NamespaceOffloading is Ready.
+    eprintln!(
+        "scale: {} namespaces labelled liqo.io/enabled=true in cluster 1, then deleted",
+        size.namespaces
+    );
+    let cpu = proc::cpu_seconds(pid);
+    let local: Vec<String> = (0..size.namespaces)
+        .map(|i| format!("offloaded-{i:04}"))
+        .collect();
+    let began = Instant::now();
+    for_all(&local, USER_CONCURRENCY, |name| {
+        create_namespace(clients[0].clone(), name.clone(), "offloaded", true)
+    })
+    .await?;
+    all_ready(&clients[0], size.namespaces).await?;
+    let ours_create = began.elapsed();
+    let began = Instant::now();
+    for_all(&local, USER_CONCURRENCY, |name| {
+        delete_namespace(clients[0].clone(), name.clone())
+    })
+    .await?;
+    for remote in &remotes {
+        gone(remote, ORIGIN_NAMESPACE_LABEL).await?;
+    }
+    let ours_delete = began.elapsed();
+    let cpu_seconds = proc::cpu_seconds(pid) - cpu;
+    let peak = proc::peak_rss_mib(pid);
+    gone(&clients[0], &format!("{BENCH_LABEL}=offloaded")).await?;
+
+    // At rest: many offloaded namespaces, nothing changing.
+    eprintln!(
+        "scale: {} offloaded namespaces, then {:?} at rest",
+        size.at_rest, size.window
+    );
+    let rest: Vec<String> = (0..size.at_rest)
+        .map(|i| format!("at-rest-{i:04}"))
+        .collect();
+    let began = Instant::now();
+    for_all(&rest, USER_CONCURRENCY, |name| {
+        create_namespace(clients[0].clone(), name.clone(), "at-rest", true)
+    })
+    .await?;
+    all_ready(&clients[0], size.at_rest).await?;
+    let rest_ready = began.elapsed();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let logs = [
+        tb.cluster(1).audit_log(),
+        tb.cluster(2).audit_log(),
+        tb.cluster(3).audit_log(),
+    ];
+    let marks = [logs[0].mark(), logs[1].mark(), logs[2].mark()];
+    tokio::time::sleep(size.window).await;
+    let rss = proc::rss_mib(pid);
+    let per_minute = 60.0 / size.window.as_secs_f64();
+    let local_activity = logs[0].activity(LOCAL_USER_AGENT, marks[0]);
+    let peer_ua = remote_user_agent(&local_id);
+    let peer_activity = [
+        logs[1].activity(&peer_ua, marks[1]),
+        logs[2].activity(&peer_ua, marks[2]),
+    ];
+    let watches =
+        |a: &testbed::audit::Activity| a.open_watches.values().map(Vec::len).sum::<usize>();
+    let local_rpm = local_activity.request_count() as f64 * per_minute;
+    let peer_rpm: Vec<f64> = peer_activity
+        .iter()
+        .map(|a| a.request_count() as f64 * per_minute)
+        .collect();
+    drop(managers);
+
+    let n = size.namespaces;
+    let lines = vec![
+        Line::new(
+            &format!("{n} namespaces offloaded to 2 clusters, until all Ready"),
+            secs(ours_create),
+            format!(
+                "{} (the {} remote namespaces created directly)",
+                secs(base_create),
+                2 * n
+            ),
+        )
+        .against(ratio(ours_create, base_create), "time", false, 1.3),
+        Line::new(
+            &format!("{n} offloaded namespaces deleted, until gone remotely"),
+            secs(ours_delete),
+            format!("{} (the {} deleted directly)", secs(base_delete), 2 * n),
+        ),
+        Line::new(
+            &format!("manager CPU and peak RSS over both ({n} namespaces)"),
+            format!("{cpu_seconds:.1} CPU s, {peak:.1} MiB"),
+            String::new(),
+        ),
+        Line::new(
+            &format!("{} offloaded namespaces at rest: manager RSS", size.at_rest),
+            format!("{rss:.1} MiB"),
+            String::new(),
+        )
+        .target("<= 64 MiB", rss <= 64.0),
+        Line::new(
+            &format!(
+                "{} offloaded namespaces at rest: API requests/min",
+                size.at_rest
+            ),
+            format!(
+                "cluster 1: {local_rpm:.0} ({} watches); each peer: {} ({} watches)",
+                watches(&local_activity),
+                peer_rpm
+                    .iter()
+                    .map(|r| format!("{r:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                watches(&peer_activity[0]),
+            ),
+            String::new(),
+        ),
+    ];
+    let figures = json!({
+        "namespaces": n,
+        "remote_clusters": 2,
+        "baseline_create_s": base_create.as_secs_f64(),
+        "ours_create_s": ours_create.as_secs_f64(),
+        "create_ratio": ratio(ours_create, base_create),
+        "baseline_delete_s": base_delete.as_secs_f64(),
+        "ours_delete_s": ours_delete.as_secs_f64(),
+        "delete_ratio": ratio(ours_delete, base_delete),
+        "manager_cpu_s": cpu_seconds,
+        "manager_peak_rss_mib": peak,
+        "at_rest": {
+            "namespaces": size.at_rest,
+            "ready_s": rest_ready.as_secs_f64(),
+            "window_s": size.window.as_secs_f64(),
+            "manager_rss_mib": rss,
+            "cluster_1": {"requests_per_minute": local_rpm, "requests": local_activity.requests, "open_watches": local_activity.open_watches.keys().collect::<Vec<_>>()},
+            "peers": peer_activity.iter().zip(&peer_rpm).map(|(a, rpm)| json!({
+                "requests_per_minute": rpm, "requests": a.requests,
+                "open_watches": a.open_watches.keys().collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        },
+    });
+    Ok(Section {
+        name: "offloading-scale".into(),
+        lines,
+        figures,
+    })
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn ratio(ours: Duration, base: Duration) -> f64 {
+    ours.as_secs_f64() / base.as_secs_f64().max(1e-3)
+}
+
+async fn client(tb: &Testbed, n: usize) -> Result<Client, String> {
+    tb.cluster(n).client().await.map_err(|e| e.to_string())
+}
+
+/// A manager in each cluster (clusters 2 and 3 labelled region=eu and region=us), cluster
+/// 1 peered with both; the managers, and cluster 1's ID.
+async fn peered(manager: &Path, tb: &Testbed) -> Result<(Vec<Manager>, String), String> {
+    let mut managers = Vec::new();
+    for (n, labels) in [(1, "region=local"), (2, "region=eu"), (3, "region=us")] {
+        let kubeconfig = tb.cluster(n).kubeconfig();
+        setup::install_crds(kubeconfig)?;
+        setup::kubectl(kubeconfig, &["create", "namespace", "liqo"], None)?;
+        managers.push(
+            setup::start_manager(
+                manager,
+                &tb.log_dir(),
+                &format!("cluster-{n}-manager"),
+                kubeconfig,
+                n == 1,
+                &[
+                    "--namespace=liqo".into(),
+                    format!("--cluster-labels={labels}"),
+                ],
+            )
+            .await?,
+        );
+    }
+    for n in [2, 3] {
+        let kubeconfig = tb.cluster(n).kubeconfig();
+        setup::wait_for(
+            &format!("cluster {n}'s identity"),
+            Duration::from_secs(60),
+            || {
+                setup::kubectl(
+                    kubeconfig,
+                    &["get", "configmap", "-n", "liqo", identity::CONFIGMAP],
+                    None,
+                )
+                .is_ok()
+            },
+        )
+        .await?;
+        let out = std::process::Command::new(manager)
+            .args(["peer", &format!("cluster-{n}"), "--namespace", "liqo"])
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .arg("--local-kubeconfig")
+            .arg(tb.cluster(1).kubeconfig())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "peering with cluster {n} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    let local = tb.cluster(1).kubeconfig();
+    setup::wait_for("both virtual nodes", Duration::from_secs(120), || {
+        setup::kubectl(
+            local,
+            &[
+                "get",
+                "nodes",
+                "-l",
+                "liqo.io/type=virtual-node",
+                "-o",
+                "name",
+            ],
+            None,
+        )
+        .is_ok_and(|out| out.lines().count() == 2)
+    })
+    .await?;
+    let id = setup::kubectl(
+        local,
+        &[
+            "get",
+            "namespace",
+            "kube-system",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+        None,
+    )?;
+    Ok((managers, id.trim().to_owned()))
+}
+
+/// Runs `f` for every item, `limit` at a time; the first error, if any.
+async fn for_all<T, F, Fut>(items: &[T], limit: usize, f: F) -> Result<(), String>
+where
+    F: Fn(&T) -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let results: Vec<Result<(), String>> = stream::iter(items.iter().map(f))
+        .buffer_unordered(limit)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+async fn create_namespace(
+    client: Client,
+    name: String,
+    set: &str,
+    offload: bool,
+) -> Result<(), String> {
+    let mut labels = json!({BENCH_LABEL: set});
+    if offload {
+        labels[ENABLED_LABEL] = "true".into();
+    }
+    let ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))
+            .map_err(|e| e.to_string())?;
+    Api::<Namespace>::all(client)
+        .create(&PostParams::default(), &ns)
+        .await
+        .map(drop)
+        .map_err(|e| format!("cannot create namespace {name}: {e}"))
+}
+
+async fn delete_namespace(client: Client, name: String) -> Result<(), String> {
+    Api::<Namespace>::all(client)
+        .delete(&name, &DeleteParams::default())
+        .await
+        .map(drop)
+        .map_err(|e| format!("cannot delete namespace {name}: {e}"))
+}
+
+/// Polls until no namespace matches `selector`.
+async fn gone(client: &Client, selector: &str) -> Result<(), String> {
+    let api = Api::<Namespace>::all(client.clone());
+    let started = Instant::now();
+    while started.elapsed() < WAIT {
+        match api
+            .list_metadata(&ListParams::default().labels(selector))
+            .await
+        {
+            Ok(list) if list.items.is_empty() => return Ok(()),
+            _ => tokio::time::sleep(Duration::from_millis(250)).await,
+        }
+    }
+    Err(format!("namespaces {selector} still there after {WAIT:?}"))
+}
+
+/// Polls until `n` NamespaceOffloadings report Ready.
+async fn all_ready(client: &Client, n: usize) -> Result<(), String> {
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        "offloading.liqo.io",
+        "v1alpha1",
+        "NamespaceOffloading",
+    ));
+    let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
+    let started = Instant::now();
+    let mut ready = 0;
+    while started.elapsed() < WAIT {
+        if let Ok(list) = api.list(&ListParams::default()).await {
+            ready = list
+                .items
+                .iter()
+                .filter(|o| o.data["status"]["offloadingPhase"] == "Ready")
+                .count();
+            if ready >= n {
+                return Ok(());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(format!(
+        "{ready} of {n} NamespaceOffloadings Ready after {WAIT:?}"
+    ))
+}

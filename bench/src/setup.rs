@@ -1,0 +1,183 @@
+//! Setting the scene: the test bed's clusters, our CRDs, certificates, and the manager
+//! under test started as users start it (the release binary's `run`).
+
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use testbed::{Lifetime, Process, Testbed, TestbedConfig, process::free_port};
+
+/// Starts `clusters` clusters (without schedulers: nothing here runs pods) under `root`.
+pub async fn testbed(root: &Path, clusters: usize) -> Result<Testbed, String> {
+    let binaries = testbed::control_plane_binaries().map_err(|e| e.to_string())?;
+    let config = TestbedConfig::new(root.to_owned(), binaries, clusters, 0);
+    Testbed::start(config).await.map_err(|e| e.to_string())
+}
+
+/// Runs kubectl against `kubeconfig`; its stdout, or an error with its stderr.
+pub fn kubectl(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
+    let mut child = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run kubectl: {e}"))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input.as_bytes())
+            .map_err(|e| format!("cannot feed kubectl: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("kubectl failed: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(format!(
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+/// Our CRDs, established.
+pub fn install_crds(kubeconfig: &Path) -> Result<(), String> {
+    let crds = testbed::repository().join("manifests/crd.yaml");
+    kubectl(kubeconfig, &["apply", "-f", &crds.to_string_lossy()], None)?;
+    kubectl(
+        kubeconfig,
+        &[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/namespaceoffloadings.offloading.liqo.io",
+            "crd/remoteclusters.offloading.liqo.io",
+        ],
+        None,
+    )
+    .map(drop)
+}
+
+/// A CA and a serving certificate for 127.0.0.1, written by the manager's `certs`.
+pub fn certificates(manager: &Path, dir: &Path) -> Result<(), String> {
+    let out = Command::new(manager)
+        .args(["certs", "--ip", "127.0.0.1", "--out"])
+        .arg(dir)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", manager.display()))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} certs failed: {}",
+            manager.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A running manager.
+pub struct Manager {
+    pub process: Process,
+    pub webhook_port: u16,
+    pub admin_port: u16,
+}
+
+/// Starts `manager run` against `kubeconfig` with `extra` arguments, and waits until it
+/// reports ready (its caches are synced). With `register`, its webhooks are registered
+/// with the API server.
+pub async fn start_manager(
+    manager: &Path,
+    log_dir: &Path,
+    name: &str,
+    kubeconfig: &Path,
+    register: bool,
+    extra: &[String],
+) -> Result<Manager, String> {
+    let webhook_port = free_port().map_err(|e| e.to_string())?;
+    let admin_port = free_port().map_err(|e| e.to_string())?;
+    let mut args = vec![
+        "run".to_owned(),
+        format!("--kubeconfig={}", kubeconfig.display()),
+        format!("--webhook-listen=127.0.0.1:{webhook_port}"),
+        format!("--admin-listen=127.0.0.1:{admin_port}"),
+        format!("--instance={name}"),
+    ];
+    if register {
+        args.push(format!("--webhook-url=https://127.0.0.1:{webhook_port}"));
+    }
+    args.extend(extra.iter().cloned());
+    let process = spawn(name, manager, &args, log_dir)?;
+    let manager = Manager {
+        process,
+        webhook_port,
+        admin_port,
+    };
+    wait_for(&format!("{name} ready"), Duration::from_secs(120), || {
+        http_status(admin_port, "/ready") == Some(200)
+    })
+    .await?;
+    Ok(manager)
+}
+
+/// Starts a process that dies with this one, its output in `log_dir/NAME.log`.
+pub fn spawn(
+    name: &str,
+    program: &Path,
+    args: &[String],
+    log_dir: &Path,
+) -> Result<Process, String> {
+    Process::spawn(
+        name,
+        program,
+        args,
+        &log_dir.join(format!("{name}.log")),
+        Lifetime::Attached,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The status code of a plain-HTTP GET on loopback, if anything answered.
+pub fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// Polls `check` every 100 ms until it holds, or fails naming `what` after `timeout`.
+pub async fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> bool,
+) -> Result<(), String> {
+    let started = Instant::now();
+    while started.elapsed() < timeout {
+        if check() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("timed out after {timeout:?} waiting for {what}"))
+}
+
+/// Where a benchmark keeps its clusters and logs (wiped first).
+pub fn work_dir(base: &Path, name: &str) -> Result<PathBuf, String> {
+    let dir = base.join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    Ok(dir)
+}
