@@ -9,7 +9,9 @@ RUN apt-get update && apt-get install -y --no-install-recommends musl-tools \
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src src
+# The workspace's other members (never in the binary): cargo resolves the whole workspace.
 COPY testbed testbed
+COPY bench bench
 COPY scripts/build-release scripts/build-release
 RUN scripts/build-release
 
