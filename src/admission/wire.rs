@@ -175,26 +175,28 @@ impl Review {
     }
 
     pub fn denied(api_version: &str, uid: &str, message: String) -> Self {
-        Self::new(api_version, uid, |r| {
-            r.allowed = false;
-            r.status = Some(Status {
-                status: "Failure",
-                message,
-                reason: "Forbidden",
-                code: 403,
-            });
-        })
+        Self::refused(api_version, uid, message, "Forbidden", 403)
     }
 
     /// Refused for now: something the answer needed failed, and a retry may succeed.
     pub fn unavailable(api_version: &str, uid: &str, message: String) -> Self {
+        Self::refused(api_version, uid, message, "ServiceUnavailable", 503)
+    }
+
+    fn refused(
+        api_version: &str,
+        uid: &str,
+        message: String,
+        reason: &'static str,
+        code: u16,
+    ) -> Self {
         Self::new(api_version, uid, |r| {
             r.allowed = false;
             r.status = Some(Status {
                 status: "Failure",
                 message,
-                reason: "ServiceUnavailable",
-                code: 503,
+                reason,
+                code,
             });
         })
     }
