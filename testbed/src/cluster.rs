@@ -2,7 +2,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    sync::Mutex,
+    sync::{Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
@@ -22,6 +22,8 @@ pub struct Cluster {
     name: String,
     dir: PathBuf,
     port: u16,
+    /// Where kwok serves the kubelet API of its nodes (HTTPS on 127.0.0.1), once started.
+    kwok_port: OnceLock<u16>,
     kubeconfig: PathBuf,
     /// How the API server was started, to start it again after [`Cluster::stop_apiserver`].
     apiserver: (PathBuf, Vec<String>, PathBuf, super::Lifetime),
@@ -30,6 +32,19 @@ pub struct Cluster {
 
 /// What kwok does for its nodes and their pods (testbed/kwok/stages.yaml).
 const KWOK_STAGES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/kwok/stages.yaml");
+
+/// What kwok's kubelet API answers for its pods: logs, exec, attach and port-forward
+/// (testbed/kwok/debugging.yaml). Its paths are relative to [`KWOK_DIR`], where kwok runs.
+const KWOK_DEBUGGING: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/kwok/debugging.yaml");
+
+/// kwok's working directory: the relative paths in [`KWOK_DEBUGGING`] resolve here.
+const KWOK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/kwok");
+
+/// What `kubectl logs` prints for every container of a pod on a kwok node: the lines of
+/// testbed/kwok/container.log (a CRI log file) without their timestamp, stream and tag.
+pub const KWOK_CONTAINER_LOG: &str = "testbed: kwok plays this container's kubelet\n\
+     testbed: these lines come from testbed/kwok/container.log\n\
+     testbed: the last line of the log\n";
 
 /// The node annotation (value `fake`) that hands a test node to kwok.
 pub const KWOK_ANNOTATION: &str = "kwok.x-k8s.io/node";
@@ -69,6 +84,18 @@ impl Cluster {
             format!("--service-account-key-file={}", p(pki::SA_PUB)),
             format!("--service-account-signing-key-file={}", p(pki::SA_KEY)),
             "--service-cluster-ip-range=10.0.0.0/24".into(),
+            // The API server's side of `kubectl logs`, `exec`, `attach` and `port-forward`:
+            // it calls the node's kubelet (kwok, or a virtual kubelet) over HTTPS with this
+            // client certificate, at the node's InternalIP (127.0.0.1: the Hostname address,
+            // tried first by default, is the node's name and resolves nowhere). Kubelets'
+            // serving certificates are not checked (no --kubelet-certificate-authority), so a
+            // virtual kubelet may serve a self-signed one.
+            format!(
+                "--kubelet-client-certificate={}",
+                p(pki::KUBELET_CLIENT_CERT)
+            ),
+            format!("--kubelet-client-key={}", p(pki::KUBELET_CLIENT_KEY)),
+            "--kubelet-preferred-address-types=InternalIP".into(),
             "--allow-privileged=true".into(),
             // Both webhook plugins are on by default. ServiceAccount admission would wait
             // for a token controller the test bed does not run; TaintNodesByCondition
@@ -97,6 +124,7 @@ impl Cluster {
             name: c.name.clone(),
             dir,
             port,
+            kwok_port: OnceLock::new(),
             kubeconfig,
             apiserver: (binary, args, log, config.lifetime),
             processes: Mutex::new(vec![apiserver]),
@@ -120,7 +148,8 @@ impl Cluster {
                 // namespace and garbagecollector finish namespace deletion; the
                 // workload controllers let a demo use Deployments. No node lifecycle
                 // controller: the test bed's Node objects have no kubelet behind them.
-                "--controllers=namespace,garbagecollector,deployment,replicaset".into(),
+                "--controllers=namespace,garbagecollector,deployment,replicaset,endpointslice"
+                    .into(),
                 // No health port: several clusters would fight over the default one.
                 "--secure-port=0".into(),
                 "--profiling=false".into(),
@@ -148,7 +177,10 @@ impl Cluster {
         }
         // kwok plays the kubelet of the test nodes that ask for it (annotation
         // kwok.x-k8s.io/node=fake): their pods run, with IPs, and deletions complete. Never
-        // our virtual nodes, whose pods run in another cluster.
+        // our virtual nodes, whose pods run in another cluster. It also serves those nodes'
+        // kubelet API (HTTPS, certificate from the cluster CA) on kwok_port, which its node
+        // stage writes into each node's status.daemonEndpoints, so kubectl logs, exec and
+        // port-forward reach it through the API server.
         let kwok = binaries.join("kwok");
         if kwok.exists() {
             let index = self
@@ -157,7 +189,12 @@ impl Cluster {
                 .next()
                 .and_then(|n| n.parse::<u8>().ok())
                 .unwrap_or(1);
-            started.push(Process::spawn(
+            let pki_dir = self.dir.join("pki");
+            let p = |f: &str| pki_dir.join(f).display().to_string();
+            // Chosen just before kwok binds it, so that nothing else takes it meanwhile.
+            let kwok_port = process::free_port()?;
+            let _ = self.kwok_port.set(kwok_port);
+            started.push(Process::spawn_in(
                 &format!("{} kwok", self.name),
                 &kwok,
                 &[
@@ -166,11 +203,16 @@ impl Cluster {
                     // Pod IPs distinct per cluster, as real clusters' pod CIDRs are.
                     format!("--cidr=10.{}.0.0/16", 100 + u16::from(index)),
                     "--node-ip=127.0.0.1".into(),
-                    format!("--server-address=127.0.0.1:{}", process::free_port()?),
-                    format!("--config={}", KWOK_STAGES),
+                    format!("--server-address=127.0.0.1:{kwok_port}"),
+                    format!("--node-port={kwok_port}"),
+                    format!("--tls-cert-file={}", p(pki::KWOK_CERT)),
+                    format!("--tls-private-key-file={}", p(pki::KWOK_KEY)),
+                    format!("--config={KWOK_STAGES}"),
+                    format!("--config={KWOK_DEBUGGING}"),
                 ],
                 &config.root.join(format!("logs/{}-kwok.log", self.name)),
                 config.lifetime,
+                Path::new(KWOK_DIR),
             )?);
         }
         self.lock().extend(started);
@@ -287,9 +329,41 @@ impl Cluster {
         AuditLog::new(self.dir.join(audit::LOG))
     }
 
-    /// The cluster's own directory (PKI, kubeconfig).
+    /// The cluster's own directory (PKI under `pki/`, kubeconfig).
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The cluster CA's certificate (PEM, `<dir>/pki/ca.crt`): it signs the API server's
+    /// serving certificate and every client certificate the API server accepts.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("pki").join(pki::CA_CERT)
+    }
+
+    /// The CA (PEM file) that signs the client certificate kube-apiserver presents to
+    /// kubelets (`<dir>/pki/apiserver-kubelet-client.crt`, CN
+    /// `kube-apiserver-kubelet-client`, organization `system:masters`). A kubelet, such as
+    /// a virtual kubelet, authenticates the API server by verifying the client certificate
+    /// of each request against it, as a real kubelet does with `--client-ca-file`. Today
+    /// this is the cluster CA, [`Cluster::ca_cert`]; ask for it by this name.
+    pub fn kubelet_client_ca(&self) -> PathBuf {
+        self.ca_cert()
+    }
+
+    /// The client certificate and key (PEM files) kube-apiserver presents to kubelets.
+    pub fn kubelet_client_cert(&self) -> (PathBuf, PathBuf) {
+        let pki = self.dir.join("pki");
+        (
+            pki.join(pki::KUBELET_CLIENT_CERT),
+            pki.join(pki::KUBELET_CLIENT_KEY),
+        )
+    }
+
+    /// The port of kwok's kubelet API on 127.0.0.1 (HTTPS), the one every kwok node
+    /// advertises in `status.daemonEndpoints.kubeletEndpoint.Port`; `None` when the
+    /// binaries have no kwok.
+    pub fn kwok_port(&self) -> Option<u16> {
+        self.kwok_port.get().copied()
     }
 
     /// A new admin client. Build one per test: a client is tied to the Tokio runtime it
@@ -350,4 +424,28 @@ fn write_kubeconfig(
     });
     let text = serde_json::to_string_pretty(&kubeconfig).unwrap_or_default();
     std::fs::write(path, text).map_err(|e| TestbedError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `KWOK_CONTAINER_LOG` is what kubectl prints of testbed/kwok/container.log.
+    #[test]
+    fn kwok_container_log_matches_its_file() {
+        let file =
+            std::fs::read_to_string(Path::new(KWOK_DIR).join("container.log")).unwrap_or_default();
+        let mut printed = String::new();
+        for line in file.lines() {
+            // CRI log format: <RFC 3339 time> <stream> <F: full line> <content>.
+            let fields: Vec<&str> = line.splitn(4, ' ').collect();
+            assert!(
+                matches!(fields.as_slice(), [_, "stdout", "F", _]),
+                "not a full stdout CRI line: {line:?}"
+            );
+            printed.push_str(fields[3]);
+            printed.push('\n');
+        }
+        assert_eq!(printed, KWOK_CONTAINER_LOG);
+    }
 }

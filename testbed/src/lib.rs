@@ -9,6 +9,7 @@
 
 pub mod audit;
 mod cluster;
+pub mod kubectl;
 mod pki;
 pub mod process;
 
@@ -27,7 +28,7 @@ use futures::FutureExt;
 
 pub use self::{
     audit::AuditLog,
-    cluster::{Cluster, KWOK_ANNOTATION},
+    cluster::{Cluster, KWOK_ANNOTATION, KWOK_CONTAINER_LOG},
     process::{Lifetime, Process},
 };
 

@@ -1,6 +1,9 @@
 //! The certificates and keys of one test cluster: its own CA, the API server's serving
-//! certificate, an admin client certificate in `system:masters`, and the service-account
-//! signing key. Each cluster has its own CA, as separate real clusters would.
+//! certificate, an admin client certificate in `system:masters`, the service-account
+//! signing key, and the two ends of the API server's link to kubelets: the client
+//! certificate kube-apiserver presents to a kubelet (`kubectl logs`, `exec`, `port-forward`
+//! go through it) and kwok's serving certificate for its kubelet API. Each cluster has its
+//! own CA, as separate real clusters would; the one CA signs everything.
 
 use std::{fs, path::Path};
 
@@ -19,6 +22,18 @@ pub const ADMIN_CERT: &str = "admin.crt";
 pub const ADMIN_KEY: &str = "admin.key";
 pub const SA_KEY: &str = "sa.key";
 pub const SA_PUB: &str = "sa.pub";
+/// The client certificate kube-apiserver presents to kubelets (`--kubelet-client-certificate`).
+/// A kubelet authenticates the API server by it: signed by [`CA_CERT`], CN
+/// `kube-apiserver-kubelet-client`, organization `system:masters`, as kubeadm makes it.
+pub const KUBELET_CLIENT_CERT: &str = "apiserver-kubelet-client.crt";
+pub const KUBELET_CLIENT_KEY: &str = "apiserver-kubelet-client.key";
+/// kwok's serving certificate for its kubelet API on 127.0.0.1 (kube-apiserver always
+/// speaks HTTPS to a kubelet).
+pub const KWOK_CERT: &str = "kwok.crt";
+pub const KWOK_KEY: &str = "kwok.key";
+
+/// The common name of [`KUBELET_CLIENT_CERT`].
+pub const KUBELET_CLIENT_CN: &str = "kube-apiserver-kubelet-client";
 
 /// PEM-encoded material for one cluster.
 pub struct ClusterPki {
@@ -29,6 +44,10 @@ pub struct ClusterPki {
     pub admin_key: String,
     pub sa_key: String,
     pub sa_pub: String,
+    pub kubelet_client_cert: String,
+    pub kubelet_client_key: String,
+    pub kwok_cert: String,
+    pub kwok_key: String,
 }
 
 impl ClusterPki {
@@ -64,6 +83,22 @@ impl ClusterPki {
         admin.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let admin_cert = admin.signed_by(&admin_key, &issuer)?;
 
+        let kubelet_client_key = KeyPair::generate()?;
+        let mut kubelet_client = CertificateParams::default();
+        kubelet_client.distinguished_name = name(KUBELET_CLIENT_CN, Some("system:masters"));
+        kubelet_client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let kubelet_client_cert = kubelet_client.signed_by(&kubelet_client_key, &issuer)?;
+
+        let kwok_key = KeyPair::generate()?;
+        let mut kwok = CertificateParams::default();
+        kwok.distinguished_name = name("kwok-kubelet", None);
+        kwok.subject_alt_names = vec![
+            SanType::IpAddress([127, 0, 0, 1].into()),
+            SanType::DnsName("localhost".try_into()?),
+        ];
+        kwok.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let kwok_cert = kwok.signed_by(&kwok_key, &issuer)?;
+
         let sa = KeyPair::generate()?;
         Ok(Self {
             ca_cert: ca_cert.pem(),
@@ -73,6 +108,10 @@ impl ClusterPki {
             admin_key: admin_key.serialize_pem(),
             sa_key: sa.serialize_pem(),
             sa_pub: sa.public_key_pem(),
+            kubelet_client_cert: kubelet_client_cert.pem(),
+            kubelet_client_key: kubelet_client_key.serialize_pem(),
+            kwok_cert: kwok_cert.pem(),
+            kwok_key: kwok_key.serialize_pem(),
         })
     }
 
@@ -86,6 +125,10 @@ impl ClusterPki {
             (ADMIN_KEY, &self.admin_key),
             (SA_KEY, &self.sa_key),
             (SA_PUB, &self.sa_pub),
+            (KUBELET_CLIENT_CERT, &self.kubelet_client_cert),
+            (KUBELET_CLIENT_KEY, &self.kubelet_client_key),
+            (KWOK_CERT, &self.kwok_cert),
+            (KWOK_KEY, &self.kwok_key),
         ] {
             let path = dir.join(file);
             fs::write(&path, pem).map_err(|e| TestbedError::io(&path, e))?;

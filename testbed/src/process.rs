@@ -70,6 +70,30 @@ impl Process {
         log: &Path,
         lifetime: Lifetime,
     ) -> Result<Self, TestbedError> {
+        Self::start(name, program, args, log, lifetime, None)
+    }
+
+    /// [`Process::spawn`] in the working directory `dir` (for relative paths in a
+    /// program's configuration, such as kwok's).
+    pub fn spawn_in(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+        lifetime: Lifetime,
+        dir: &Path,
+    ) -> Result<Self, TestbedError> {
+        Self::start(name, program, args, log, lifetime, Some(dir))
+    }
+
+    fn start(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        log: &Path,
+        lifetime: Lifetime,
+        dir: Option<&Path>,
+    ) -> Result<Self, TestbedError> {
         let io_err = |source| TestbedError::Io {
             context: format!("cannot start {name} ({})", program.display()),
             source,
@@ -96,6 +120,9 @@ impl Process {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
+        if let Some(dir) = dir {
+            cmd.current_dir(dir);
+        }
         let child = match lifetime {
             Lifetime::Attached => {
                 let (tx, rx) = mpsc::channel();
