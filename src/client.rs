@@ -43,7 +43,12 @@ pub fn remote_user_agent(local_cluster_id: &str) -> String {
 /// A client for the local cluster: `path`, or else `$KUBECONFIG`, `~/.kube/config` or the
 /// in-cluster service account.
 pub async fn local(path: Option<&Path>) -> Result<Client, ClientError> {
-    let config = match path {
+    build(local_config(path).await?, LOCAL_USER_AGENT)
+}
+
+/// The local cluster's connection settings, found as [`local`] finds them.
+pub async fn local_config(path: Option<&Path>) -> Result<Config, ClientError> {
+    Ok(match path {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path).map_err(|source| ClientError::Read {
                 path: path.display().to_string(),
@@ -54,8 +59,7 @@ pub async fn local(path: Option<&Path>) -> Result<Client, ClientError> {
                 .map_err(ClientError::Unusable)?
         }
         None => Config::infer().await.map_err(ClientError::Infer)?,
-    };
-    build(config, LOCAL_USER_AGENT)
+    })
 }
 
 /// A client for a peered cluster from its kubeconfig's text. Connecting gives up after

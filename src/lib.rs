@@ -11,6 +11,7 @@ pub mod client;
 pub mod controller;
 pub mod crypto;
 pub mod identity;
+pub mod kubelet;
 pub mod labels;
 pub mod leader;
 pub mod metrics;

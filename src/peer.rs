@@ -13,7 +13,7 @@ use crate::{
     api::FIELD_MANAGER,
     api::{
         RemoteCluster, RemoteClusterSpec,
-        remote_cluster::{SecretKeyRef, claimed_elsewhere},
+        remote_cluster::{AddressTranslation, SecretKeyRef, claimed_elsewhere},
     },
     identity::Identity,
 };
@@ -44,6 +44,23 @@ pub struct PeerArgs {
     /// remote's Ready nodes' total.
     #[arg(long, value_parser = parse_resources)]
     pub resources: Option<BTreeMap<String, Quantity>>,
+    /// How this cluster's endpoint addresses appear there, for networks that NAT between
+    /// clusters: FROM=TO, two CIDRs of the same size (repeatable). Default: unchanged.
+    #[arg(long = "address-translation", value_name = "FROM=TO", value_parser = parse_translation)]
+    pub address_translation: Vec<AddressTranslation>,
+}
+
+fn parse_translation(text: &str) -> Result<AddressTranslation, String> {
+    let (from, to) = text.split_once('=').ok_or_else(|| {
+        format!("{text:?} has no '=': use FROM=TO, like 10.244.0.0/16=10.250.0.0/16")
+    })?;
+    let rule = AddressTranslation {
+        from: from.trim().to_owned(),
+        to: to.trim().to_owned(),
+    };
+    crate::reflection::translation::AddressMap::new(std::slice::from_ref(&rule))
+        .map_err(|e| e.to_string())?;
+    Ok(rule)
 }
 
 fn parse_resources(text: &str) -> Result<BTreeMap<String, Quantity>, String> {
@@ -148,6 +165,7 @@ pub async fn peer(args: PeerArgs) -> Result<(), String> {
             cluster_labels: args.cluster_labels.clone(),
             identity_namespace: Some(args.identity_namespace.clone()),
             resources: args.resources.clone(),
+            address_translation: args.address_translation.clone(),
         },
     );
     let body = serde_json::to_value(&rc).map_err(|e| e.to_string())?;

@@ -86,6 +86,19 @@ pub struct RunArgs {
     /// This replica's name, in events and leases.
     #[arg(long, env = "POD_NAME")]
     pub instance: Option<String>,
+    /// Address of the virtual nodes' kubelet API (logs, exec, port-forward of offloaded
+    /// pods), which the API server calls. Port 0 picks a free one.
+    #[arg(long, default_value = "0.0.0.0:10250")]
+    pub kubelet_listen: SocketAddr,
+    /// The address virtual nodes advertise for it (their InternalIP). Default: the
+    /// listening address, or 127.0.0.1 when that is unspecified.
+    #[arg(long, env = "POD_IP")]
+    pub kubelet_address: Option<IpAddr>,
+    /// CA bundle (PEM) that signs the API server's kubelet client certificate
+    /// (--kubelet-client-certificate). Default: the CA the manager trusts for its API
+    /// server (the cluster CA, which signs it in kubeadm-made clusters).
+    #[arg(long)]
+    pub kubelet_client_ca: Option<PathBuf>,
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_grace: Duration,
@@ -111,6 +124,10 @@ pub enum RunError {
     Url(String),
     #[error(transparent)]
     Tls(#[from] tls::TlsError),
+    #[error(transparent)]
+    KubeletTls(#[from] crate::kubelet::server::KubeletTlsError),
+    #[error("cannot read --kubelet-client-ca {path}: {message}")]
+    KubeletClientCa { path: PathBuf, message: String },
     #[error("cannot read --ca-bundle-file {path}: {source}")]
     CaBundle {
         path: PathBuf,
@@ -256,12 +273,14 @@ pub async fn run(args: RunArgs) -> Result<(), RunError> {
             request: stop_tx.clone(),
             leadership_lost: lost.clone(),
         };
+        let kubelet = kubelet(&args).await?;
         Some(start_controllers(
             &args,
             &client,
             &state.local_cluster_id,
             &metrics,
             watches,
+            kubelet,
             stopping,
         )?)
     };
@@ -371,6 +390,7 @@ fn start_controllers(
     local_cluster_id: &str,
     metrics: &Metrics,
     watches: LocalWatches,
+    kubelet: crate::kubelet::Serving,
     stopping: Stopping,
 ) -> Result<tokio::task::JoinHandle<()>, RunError> {
     let instance = args
@@ -404,6 +424,7 @@ fn start_controllers(
         controller_metrics,
         watches,
         leader_rx,
+        Some(kubelet),
         shutdown,
     ));
     Ok(tokio::spawn(async move {
@@ -413,6 +434,46 @@ fn start_controllers(
             let _ = stopping.request.send(true);
         }
     }))
+}
+
+/// The virtual nodes' kubelet API: bound, with its TLS, and the endpoint nodes advertise.
+async fn kubelet(args: &RunArgs) -> Result<crate::kubelet::Serving, RunError> {
+    let client_cas = match &args.kubelet_client_ca {
+        Some(path) => {
+            let unreadable = |message: String| RunError::KubeletClientCa {
+                path: path.clone(),
+                message,
+            };
+            let pem = std::fs::read(path).map_err(|e| unreadable(e.to_string()))?;
+            <rustls::pki_types::CertificateDer as rustls::pki_types::pem::PemObject>::pem_slice_iter(&pem)
+                .map(|c| c.map(|c| c.to_vec()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| unreadable(e.to_string()))?
+        }
+        None => crate::client::local_config(args.kubeconfig.as_deref())
+            .await?
+            .root_cert
+            .unwrap_or_default(),
+    };
+    let listener = server::bind(args.kubelet_listen).await?;
+    let bound = listener.local_addr()?;
+    let address = args
+        .kubelet_address
+        .unwrap_or(if bound.ip().is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            bound.ip()
+        });
+    let tls = crate::kubelet::server::tls_config(address, &client_cas)?;
+    tracing::info!(listen = %bound, %address, "virtual nodes' kubelet API");
+    Ok(crate::kubelet::Serving {
+        listener,
+        tls,
+        endpoint: crate::kubelet::Endpoint {
+            address,
+            port: bound.port(),
+        },
+    })
 }
 
 /// Publishes this cluster's identity for peers, retrying until it succeeds (the namespace

@@ -10,7 +10,10 @@
 use std::{fmt::Debug, future::Future, hash::Hash, sync::Arc};
 
 use futures::{Stream, StreamExt, channel::mpsc, stream::BoxStream};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::{
+    core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service, ServiceAccount},
+    discovery::v1::EndpointSlice,
+};
 use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
@@ -24,7 +27,10 @@ use tokio::sync::watch;
 
 use crate::{
     api::{NamespaceOffloading, OFFLOADING_NAME, RemoteCluster},
-    reflection::objects::{DEFAULT_SERVICE_ACCOUNT, ROOT_CA_CONFIGMAP, TOKEN_SECRET_TYPE},
+    reflection::{
+        objects::{DEFAULT_SERVICE_ACCOUNT, ROOT_CA_CONFIGMAP, TOKEN_SECRET_TYPE},
+        services::{MANAGED_BY_LABEL, SERVICE_NAME_LABEL, SLICE_MANAGER},
+    },
 };
 
 /// How many changes a subscriber may lag behind before the watch waits for it.
@@ -188,6 +194,10 @@ pub struct LocalWatches {
     /// Reflected into the remote namespaces with Secrets.
     pub configmaps: SharedWatch<ConfigMap>,
     pub service_accounts: SharedWatch<ServiceAccount>,
+    /// Reflected into every remote namespace, with their endpoints.
+    pub services: SharedWatch<Service>,
+    /// Services' slices only, and not those we wrote.
+    pub endpoint_slices: SharedWatch<EndpointSlice>,
 }
 
 impl LocalWatches {
@@ -246,6 +256,20 @@ impl LocalWatches {
                 Api::all(client.clone()),
                 watcher::Config::default()
                     .fields(&format!("metadata.name!={DEFAULT_SERVICE_ACCOUNT}")),
+                keep_all,
+            ),
+            services: SharedWatch::new(
+                "services",
+                Api::all(client.clone()),
+                Default::default(),
+                keep_all,
+            ),
+            endpoint_slices: SharedWatch::new(
+                "endpointslices",
+                Api::all(client.clone()),
+                watcher::Config::default().labels(&format!(
+                    "{SERVICE_NAME_LABEL},{MANAGED_BY_LABEL}!={SLICE_MANAGER}"
+                )),
                 keep_all,
             ),
         }

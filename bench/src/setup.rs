@@ -112,6 +112,8 @@ pub async fn start_manager(
         format!("--kubeconfig={}", kubeconfig.display()),
         format!("--webhook-listen=127.0.0.1:{webhook_port}"),
         format!("--admin-listen=127.0.0.1:{admin_port}"),
+        // The virtual nodes' kubelet API, on a free port (several managers share a host).
+        "--kubelet-listen=127.0.0.1:0".to_owned(),
         format!("--instance={name}"),
     ];
     if register {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::Condition};
-use kube::CustomResource;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -37,6 +37,26 @@ pub struct RemoteClusterSpec {
     /// Resources the virtual node offers; default: the total of the remote's Ready nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<BTreeMap<String, Quantity>>,
+    /// How this cluster's endpoint addresses appear in the remote one, for networks that
+    /// NAT between clusters: each address in `from` is written there as the same host in
+    /// `to`. Empty (the default): addresses pass through unchanged.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub address_translation: Vec<AddressTranslation>,
+}
+
+/// One CIDR-to-CIDR rule of `addressTranslation`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[x_kube(validation = Rule::new(
+    "isCIDR(self.from) && isCIDR(self.to) && cidr(self.from).ip().family() == cidr(self.to).ip().family() && cidr(self.from).prefixLength() == cidr(self.to).prefixLength()"
+).message("from and to must be CIDRs of the same family and prefix length, like 10.244.0.0/16 and 10.250.0.0/16"))]
+pub struct AddressTranslation {
+    /// Addresses as this cluster knows them (its pod CIDR), like `10.244.0.0/16`.
+    #[schemars(length(max = 43))]
+    pub from: String,
+    /// The same addresses as the remote cluster reaches them, like `10.250.0.0/16`.
+    #[schemars(length(max = 43))]
+    pub to: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]

@@ -43,6 +43,12 @@ struct NamespaceLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConflictLabels {
+    kind: &'static str,
+    cluster_id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PeeringLabels {
     remote_cluster: String,
 }
@@ -60,6 +66,7 @@ pub struct ControllerMetrics {
     peerings: Family<PeeringLabels, Gauge>,
     pods_breaking: Family<NamespaceLabels, Gauge>,
     pods_evicted: Counter,
+    reflection_conflicts: Family<ConflictLabels, Counter>,
     /// Per local namespace, the state of each cluster: the gauge is their count.
     states: Mutex<HashMap<String, BTreeMap<String, &'static str>>>,
 }
@@ -92,6 +99,7 @@ impl ControllerMetrics {
             peerings: Family::default(),
             pods_breaking: Family::default(),
             pods_evicted: Counter::default(),
+            reflection_conflicts: Family::default(),
             states: Mutex::default(),
         };
         registry.register(
@@ -129,7 +137,22 @@ impl ControllerMetrics {
             "Pods evicted because they were created without their namespace's placement, so that their owner recreates them",
             m.pods_evicted.clone(),
         );
+        registry.register(
+            "reflection_conflicts",
+            "Objects not reflected because a remote object of that name was not made by us, by kind and remote cluster",
+            m.reflection_conflicts.clone(),
+        );
         Arc::new(m)
+    }
+
+    /// Counts an object left unreflected because its name is taken remotely.
+    pub fn reflection_conflict(&self, kind: &'static str, cluster_id: &str) {
+        self.reflection_conflicts
+            .get_or_create(&ConflictLabels {
+                kind,
+                cluster_id: cluster_id.into(),
+            })
+            .inc();
     }
 
     /// Counts a reconcile and times it until the returned guard drops.

@@ -161,6 +161,7 @@ pub async fn run(
     metrics: Arc<metrics::ControllerMetrics>,
     mut watches: LocalWatches,
     mut leading: watch::Receiver<bool>,
+    kubelet: Option<crate::kubelet::Serving>,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
     let reporter = Reporter {
@@ -192,6 +193,8 @@ pub async fn run(
     let secrets_listed = ("secrets", watches.secrets.listed());
     let configmaps_listed = ("configmaps", watches.configmaps.listed());
     let service_accounts_listed = ("serviceaccounts", watches.service_accounts.listed());
+    let services_listed = ("services", watches.services.listed());
+    let endpoint_slices_listed = ("endpointslices", watches.endpoint_slices.listed());
     let gate = |controller: &'static str, needs: Vec<(&'static str, Listed)>| {
         gate(controller, leading.clone(), needs, shutdown.clone())
     };
@@ -218,7 +221,7 @@ pub async fn run(
             offloadings_listed.clone(),
             nodes_listed.clone(),
             namespaces_listed.clone(),
-            remote_clusters_listed,
+            remote_clusters_listed.clone(),
             pods_listed.clone(),
         ],
     );
@@ -229,6 +232,9 @@ pub async fn run(
             configmaps_listed,
             secrets_listed,
             service_accounts_listed,
+            services_listed,
+            endpoint_slices_listed,
+            remote_clusters_listed.clone(),
         ],
     );
     let pods_active = gate(
@@ -268,6 +274,7 @@ pub async fn run(
                     recorder: recorder.clone(),
                     holder: me.holder.clone(),
                     metrics: metrics.clone(),
+                    kubelet: kubelet.as_ref().map(|k| k.endpoint.clone()),
                 }),
             )
             .for_each(|_| async {});
@@ -355,14 +362,28 @@ pub async fn run(
     let configmaps_gone = watches.configmaps.deletions();
     let secrets_gone = watches.secrets.deletions();
     let service_accounts_gone = watches.service_accounts.deletions();
-    let gone = futures::stream::select(
-        futures::stream::select(
-            configmaps_gone.map(|o| o.namespace()),
-            secrets_gone.map(|o| o.namespace()),
-        ),
-        service_accounts_gone.map(|o| o.namespace()),
-    )
+    let services_gone = watches.services.deletions();
+    let endpoint_slices_gone = watches.endpoint_slices.deletions();
+    let gone = futures::stream::select_all([
+        configmaps_gone.map(|o| o.namespace()).boxed(),
+        secrets_gone.map(|o| o.namespace()).boxed(),
+        service_accounts_gone.map(|o| o.namespace()).boxed(),
+        services_gone.map(|o| o.namespace()).boxed(),
+        endpoint_slices_gone.map(|o| o.namespace()).boxed(),
+    ])
     .filter_map(|ns| futures::future::ready(ns.map(|ns| offloading_in(&ns))));
+    // A peering's address translation changed: every slice is written again.
+    let translations_changed = {
+        let seen = std::sync::Mutex::new(HashMap::new());
+        watches.remote_clusters.subscribe().filter_map(move |rc| {
+            let rules = rc.spec.address_translation.clone();
+            let changed = seen
+                .lock()
+                .map(|mut seen| seen.insert(rc.name_any(), rules.clone()) != Some(rules))
+                .unwrap_or(false);
+            futures::future::ready(changed.then_some(()))
+        })
+    };
     let namespace_objects =
         Controller::for_shared_stream(watches.offloadings.subscribe(), offloadings.clone())
             .watches_shared_stream(watches.configmaps.subscribe(), |o| {
@@ -374,7 +395,14 @@ pub async fn run(
             .watches_shared_stream(watches.service_accounts.subscribe(), |o| {
                 o.namespace().map(|ns| offloading_in(&ns))
             })
+            .watches_shared_stream(watches.services.subscribe(), |o| {
+                o.namespace().map(|ns| offloading_in(&ns))
+            })
+            .watches_shared_stream(watches.endpoint_slices.subscribe(), |o| {
+                o.namespace().map(|ns| offloading_in(&ns))
+            })
             .reconcile_on(gone)
+            .reconcile_all_on(translations_changed)
             .reconcile_on(remote_changes.objects)
             .reconcile_all_on(activation(objects_active.clone()))
             .with_config(config().debounce(Duration::from_millis(300)))
@@ -391,6 +419,9 @@ pub async fn run(
                     configmaps: watches.configmaps.store(),
                     secrets: secrets.clone(),
                     service_accounts: watches.service_accounts.store(),
+                    services: watches.services.store(),
+                    endpoint_slices: watches.endpoint_slices.store(),
+                    remote_clusters: remote_clusters.clone(),
                     recorder: recorder.clone(),
                     metrics: metrics.clone(),
                 }),
@@ -443,7 +474,7 @@ pub async fn run(
     // Pods gone (even forced): their twins go; and now and then, twins left without a pod.
     let twin_cleanup = {
         let ctx = reflection_context;
-        let mut active = pods_active;
+        let mut active = pods_active.clone();
         let local_pods = pods.clone();
         async move {
             if active.wait_for(|a| *a).await.is_err() {
@@ -470,6 +501,35 @@ pub async fn run(
         }
     };
 
+    // Twins' events, recorded on their local pods.
+    {
+        let mut active = pods_active.clone();
+        let (pods, recorder) = (pods.clone(), recorder.clone());
+        let events = remote_changes.events;
+        tokio::spawn(async move {
+            if active.wait_for(|a| *a).await.is_ok() {
+                crate::reflection::events::run(events, pods, recorder).await;
+            }
+        });
+    }
+
+    // The virtual nodes' kubelet API (logs, exec, port-forward of offloaded pods).
+    if let Some(kubelet) = kubelet {
+        let relay = Arc::new(crate::kubelet::relay::Relay {
+            local_cluster_id: me.local_cluster_id.clone(),
+            pods: pods.clone(),
+            nodes: nodes.clone(),
+            offloadings: offloadings.clone(),
+            peers: peers.clone(),
+        });
+        tokio::spawn(crate::kubelet::server::serve(
+            kubelet.listener,
+            kubelet.tls,
+            relay,
+            shutdown.clone(),
+        ));
+    }
+
     let LocalWatches {
         offloadings: offloadings_watch,
         nodes: nodes_watch,
@@ -479,6 +539,8 @@ pub async fn run(
         secrets: secrets_watch,
         configmaps: configmaps_watch,
         service_accounts: service_accounts_watch,
+        services: services_watch,
+        endpoint_slices: endpoint_slices_watch,
     } = watches;
     tokio::spawn(offloadings_watch.run());
     tokio::spawn(nodes_watch.run());
@@ -492,6 +554,8 @@ pub async fn run(
             tokio::spawn(secrets_watch.run());
             tokio::spawn(configmaps_watch.run());
             tokio::spawn(service_accounts_watch.run());
+            tokio::spawn(services_watch.run());
+            tokio::spawn(endpoint_slices_watch.run());
         }
     };
 

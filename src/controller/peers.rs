@@ -13,9 +13,12 @@ use std::{
 };
 
 use futures::{Stream, StreamExt, channel::mpsc};
-use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Namespace, Node, Pod, PodSpec, PodStatus, ResourceRequirements, Secret,
-    ServiceAccount,
+use k8s_openapi::api::{
+    core::v1::{
+        ConfigMap, Container, Event as CoreEvent, Namespace, Node, Pod, PodSpec, PodStatus,
+        ResourceRequirements, Secret, Service, ServiceAccount,
+    },
+    discovery::v1::EndpointSlice,
 };
 use kube::{
     Api, Client, Resource,
@@ -33,7 +36,11 @@ use crate::{
     api::{NamespaceOffloading, OFFLOADING_NAME, RemoteCluster},
     identity,
     reason::Problem,
-    reflection::forge::{ORIGIN_NAMESPACE_ANNOTATION, twin_selector},
+    reflection::{
+        events::{RemoteEvent, origin_of},
+        forge::{ORIGIN_NAMESPACE_ANNOTATION, twin_selector},
+        services::{MANAGED_BY_LABEL, SLICE_MANAGER},
+    },
     watches::Listed,
 };
 
@@ -63,6 +70,10 @@ pub struct Peer {
     pub configmaps: Watched<ConfigMap>,
     pub secrets: Watched<Secret>,
     pub service_accounts: Watched<ServiceAccount>,
+    pub services: Watched<Service>,
+    /// Only the slices we wrote: a remote endpoint controller copies our Service's labels
+    /// onto its own slices.
+    pub endpoint_slices: Watched<EndpointSlice>,
     _watches: Arc<AbortOnDrop>,
 }
 
@@ -95,6 +106,8 @@ pub struct RemoteChanges {
     pub pods: mpsc::UnboundedReceiver<ObjectRef<Pod>>,
     /// Offloadings one of whose copied objects changed.
     pub objects: mpsc::UnboundedReceiver<ObjectRef<NamespaceOffloading>>,
+    /// Events about pods in our remote namespaces (crate::reflection::events).
+    pub events: mpsc::UnboundedReceiver<RemoteEvent>,
 }
 
 #[derive(Clone)]
@@ -105,6 +118,7 @@ pub struct Peers {
     peering_changed: mpsc::UnboundedSender<ObjectRef<RemoteCluster>>,
     pod_changed: mpsc::UnboundedSender<ObjectRef<Pod>>,
     objects_changed: mpsc::UnboundedSender<ObjectRef<NamespaceOffloading>>,
+    events: mpsc::UnboundedSender<RemoteEvent>,
 }
 
 impl Peers {
@@ -115,6 +129,7 @@ impl Peers {
         let (peering_changed, peerings) = mpsc::unbounded();
         let (pod_changed, pods) = mpsc::unbounded();
         let (objects_changed, objects) = mpsc::unbounded();
+        let (events_tx, events) = mpsc::unbounded();
         let peers = Self {
             peers: Arc::default(),
             local_cluster_id: local_cluster_id.to_owned(),
@@ -122,12 +137,14 @@ impl Peers {
             peering_changed,
             pod_changed,
             objects_changed,
+            events: events_tx,
         };
         let changes = RemoteChanges {
             offloadings,
             peerings,
             pods,
             objects,
+            events,
         };
         (peers, changes)
     }
@@ -225,6 +242,11 @@ impl Peers {
         let (secrets, secrets_task) = self.watch_copies(cluster_id, &client, &ours);
         let (service_accounts, service_accounts_task) =
             self.watch_copies(cluster_id, &client, &ours);
+        let (services, services_task) = self.watch_copies(cluster_id, &client, &ours);
+        let events_task = self.watch_events(cluster_id, &client, namespaces.store.clone());
+        let our_slices = format!("{ours},{MANAGED_BY_LABEL}={SLICE_MANAGER}");
+        let (endpoint_slices, endpoint_slices_task) =
+            self.watch_copies(cluster_id, &client, &our_slices);
         let peer = Peer {
             remote_cluster: remote_cluster.to_owned(),
             credentials_version: version.to_owned(),
@@ -238,6 +260,8 @@ impl Peers {
             configmaps,
             secrets,
             service_accounts,
+            services,
+            endpoint_slices,
             _watches: Arc::new(AbortOnDrop(vec![
                 namespaces_task,
                 identity_task,
@@ -246,6 +270,9 @@ impl Peers {
                 configmaps_task,
                 secrets_task,
                 service_accounts_task,
+                services_task,
+                endpoint_slices_task,
+                events_task,
             ])),
         };
         if let Ok(mut peers) = self.peers.write() {
@@ -289,6 +316,46 @@ impl Peers {
                     .ok()
             },
         )
+    }
+
+    /// Passes on each pod event in our namespaces there that happens after the first
+    /// listing (no store: events are many and read once).
+    fn watch_events(
+        &self,
+        cluster_id: &str,
+        client: &Client,
+        namespaces: Store<Namespace>,
+    ) -> JoinHandle<()> {
+        let sender = self.events.clone();
+        let cluster_id = cluster_id.to_owned();
+        let config = watcher::Config::default().fields("involvedObject.kind=Pod");
+        let events = watcher(Api::<CoreEvent>::all(client.clone()), config).default_backoff();
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(events);
+            let mut listed = false;
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::InitDone) => listed = true,
+                    Ok(watcher::Event::Apply(event)) if listed => {
+                        let origin = event
+                            .metadata
+                            .namespace
+                            .as_deref()
+                            .and_then(|ns| namespaces.get(&ObjectRef::new(ns)))
+                            .and_then(|ns| origin_of(&ns));
+                        if let Some(origin_namespace) = origin {
+                            let _ = sender.unbounded_send(RemoteEvent {
+                                cluster_id: cluster_id.clone(),
+                                origin_namespace,
+                                event,
+                            });
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(%cluster_id, error = %e, "remote event watch error"),
+                }
+            }
+        })
     }
 
     /// Records whether the peering's heartbeat reached the cluster (`None`) or why not.

@@ -8,7 +8,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         coordination::v1::{Lease, LeaseSpec},
-        core::v1::{Node, NodeCondition, NodeSpec, NodeStatus, Taint},
+        core::v1::{
+            DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec,
+            NodeStatus, Taint,
+        },
     },
     apimachinery::pkg::{
         api::resource::Quantity,
@@ -17,9 +20,12 @@ use k8s_openapi::{
 };
 use kube::api::ObjectMeta;
 
-use crate::api::{
-    NOT_ALLOWED_TAINT, REMOTE_CLUSTER_ID_LABEL, TYPE_LABEL, VIRTUAL_NODE,
-    remote_cluster::virtual_node_name,
+use crate::{
+    api::{
+        NOT_ALLOWED_TAINT, REMOTE_CLUSTER_ID_LABEL, TYPE_LABEL, VIRTUAL_NODE,
+        remote_cluster::virtual_node_name,
+    },
+    kubelet::Endpoint,
 };
 
 /// Node leases live here, as the kubelet's do.
@@ -44,12 +50,14 @@ pub fn labels(
     labels
 }
 
-/// The whole Node, for server-side apply (status is applied separately).
+/// The whole Node, for server-side apply (status is applied separately). With `kubelet`,
+/// the node advertises where the API server reaches its kubelet API (logs, exec).
 pub fn node(
     remote_cluster_id: &str,
     cluster_labels: &BTreeMap<String, String>,
     allocatable: &BTreeMap<String, Quantity>,
     reachable: bool,
+    kubelet: Option<&Endpoint>,
     now: &Time,
 ) -> Node {
     let (status, reason, message) = if reachable {
@@ -91,6 +99,23 @@ pub fn node(
                 last_heartbeat_time: Some(now.clone()),
                 last_transition_time: Some(now.clone()),
             }]),
+            addresses: kubelet.map(|k| {
+                vec![
+                    NodeAddress {
+                        type_: "InternalIP".into(),
+                        address: k.address.to_string(),
+                    },
+                    NodeAddress {
+                        type_: "Hostname".into(),
+                        address: virtual_node_name(remote_cluster_id),
+                    },
+                ]
+            }),
+            daemon_endpoints: kubelet.map(|k| NodeDaemonEndpoints {
+                kubelet_endpoint: Some(DaemonEndpoint {
+                    port: i32::from(k.port),
+                }),
+            }),
             ..NodeStatus::default()
         }),
     }
@@ -128,7 +153,29 @@ mod tests {
         ]);
         let allocatable = BTreeMap::from([("cpu".to_owned(), Quantity("8".into()))]);
         let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
-        let n = node("c2", &cluster_labels, &allocatable, true, &now);
+        let kubelet = Endpoint {
+            address: [10, 1, 2, 3].into(),
+            port: 10250,
+        };
+        let n = node(
+            "c2",
+            &cluster_labels,
+            &allocatable,
+            true,
+            Some(&kubelet),
+            &now,
+        );
+        let status = n.status.clone().unwrap();
+        assert_eq!(status.addresses.unwrap()[0].address, "10.1.2.3");
+        assert_eq!(
+            status
+                .daemon_endpoints
+                .unwrap()
+                .kubelet_endpoint
+                .unwrap()
+                .port,
+            10250
+        );
         let labels = n.metadata.labels.clone().unwrap();
         assert_eq!(n.metadata.name.as_deref(), Some("liqo-c2"));
         assert_eq!(labels[TYPE_LABEL], VIRTUAL_NODE);
@@ -146,7 +193,7 @@ mod tests {
                 {"key": "liqo.io/type", "operator": "In", "values": ["virtual-node"]}]}]}))
             .unwrap();
         assert!(selector::matches(&selected, "liqo-c2", &labels));
-        let down = node("c2", &cluster_labels, &allocatable, false, &now);
+        let down = node("c2", &cluster_labels, &allocatable, false, None, &now);
         assert_eq!(down.status.unwrap().conditions.unwrap()[0].status, "False");
     }
 }

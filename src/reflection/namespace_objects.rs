@@ -1,12 +1,16 @@
-//! Keeps each offloaded namespace's ConfigMaps, Secrets and ServiceAccounts copied into its
-//! remote namespace in every cluster where that namespace is Ready: created, kept in sync,
-//! and deleted with the original. Only copies carrying our markers are ever changed or
-//! deleted; a name taken there by someone else is left alone and reported. Reads come from
-//! the local shared watches and each peer's watch of our copies.
+//! Keeps each offloaded namespace's ConfigMaps, Secrets, ServiceAccounts, Services and
+//! EndpointSlices copied into its remote namespace in every cluster where that namespace
+//! is Ready (whether or not pods run there): created, kept in sync, and deleted with the
+//! original. Only copies carrying our markers are ever changed or deleted; a name taken
+//! there by someone else is left alone and reported (an event on the original, a metric).
+//! Reads come from the local shared watches and each peer's watch of our copies.
 
 use std::{collections::BTreeSet, fmt::Debug, sync::Arc, time::Duration};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::{
+    core::v1::{ConfigMap, Secret, Service, ServiceAccount},
+    discovery::v1::EndpointSlice,
+};
 use kube::{
     Api, Resource, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
@@ -18,9 +22,14 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{RemoteError, objects, remote};
+use super::{
+    RemoteError,
+    objects::{self, Destination},
+    remote, services,
+    translation::AddressMap,
+};
 use crate::{
-    api::{FIELD_MANAGER, NamespaceOffloading},
+    api::{FIELD_MANAGER, NamespaceOffloading, RemoteCluster, remote_cluster::virtual_node_name},
     controller::{
         metrics::ControllerMetrics,
         only_this,
@@ -36,6 +45,10 @@ pub struct Context {
     pub configmaps: Store<ConfigMap>,
     pub secrets: Store<Secret>,
     pub service_accounts: Store<ServiceAccount>,
+    pub services: Store<Service>,
+    pub endpoint_slices: Store<EndpointSlice>,
+    /// For each peering's address translation.
+    pub remote_clusters: Store<RemoteCluster>,
     pub recorder: Recorder,
     pub metrics: Arc<ControllerMetrics>,
 }
@@ -54,8 +67,9 @@ pub trait Reflected:
     + 'static
 {
     const KIND: &'static str;
-    /// The copy for `remote_namespace`, unless the object stays home.
-    fn copy(&self, local_cluster_id: &str, remote_namespace: &str) -> Option<Self>;
+    const API_VERSION: &'static str = "v1";
+    /// The copy for that cluster, unless the object stays home.
+    fn copy(&self, to: &Destination) -> Option<Self>;
     /// Whether the remote copy's content is what `desired` says (metadata compared apart).
     fn same_content(&self, desired: &Self) -> bool;
     /// The peer's watch of our copies of this kind.
@@ -64,8 +78,8 @@ pub trait Reflected:
 
 impl Reflected for ConfigMap {
     const KIND: &'static str = "ConfigMap";
-    fn copy(&self, id: &str, ns: &str) -> Option<Self> {
-        objects::configmap(self, id, ns)
+    fn copy(&self, to: &Destination) -> Option<Self> {
+        objects::configmap(self, to.local_cluster_id, to.remote_namespace)
     }
     fn same_content(&self, d: &Self) -> bool {
         self.data == d.data && self.binary_data == d.binary_data && self.immutable == d.immutable
@@ -77,8 +91,8 @@ impl Reflected for ConfigMap {
 
 impl Reflected for Secret {
     const KIND: &'static str = "Secret";
-    fn copy(&self, id: &str, ns: &str) -> Option<Self> {
-        objects::secret(self, id, ns)
+    fn copy(&self, to: &Destination) -> Option<Self> {
+        objects::secret(self, to.local_cluster_id, to.remote_namespace)
     }
     fn same_content(&self, d: &Self) -> bool {
         self.data == d.data && self.type_ == d.type_ && self.immutable == d.immutable
@@ -90,8 +104,8 @@ impl Reflected for Secret {
 
 impl Reflected for ServiceAccount {
     const KIND: &'static str = "ServiceAccount";
-    fn copy(&self, id: &str, ns: &str) -> Option<Self> {
-        objects::service_account(self, id, ns)
+    fn copy(&self, to: &Destination) -> Option<Self> {
+        objects::service_account(self, to.local_cluster_id, to.remote_namespace)
     }
     fn same_content(&self, d: &Self) -> bool {
         self.image_pull_secrets == d.image_pull_secrets
@@ -99,6 +113,33 @@ impl Reflected for ServiceAccount {
     }
     fn remote(peer: &Peer) -> &Watched<Self> {
         &peer.service_accounts
+    }
+}
+
+impl Reflected for Service {
+    const KIND: &'static str = "Service";
+    fn copy(&self, to: &Destination) -> Option<Self> {
+        services::service(self, to)
+    }
+    fn same_content(&self, d: &Self) -> bool {
+        services::same_service(self, d)
+    }
+    fn remote(peer: &Peer) -> &Watched<Self> {
+        &peer.services
+    }
+}
+
+impl Reflected for EndpointSlice {
+    const KIND: &'static str = "EndpointSlice";
+    const API_VERSION: &'static str = "discovery.k8s.io/v1";
+    fn copy(&self, to: &Destination) -> Option<Self> {
+        services::endpoint_slice(self, to)
+    }
+    fn same_content(&self, d: &Self) -> bool {
+        services::same_slice(self, d)
+    }
+    fn remote(peer: &Peer) -> &Watched<Self> {
+        &peer.endpoint_slices
     }
 }
 
@@ -141,37 +182,28 @@ pub async fn reconcile(
         if peer.unreachable.is_some() {
             continue;
         }
+        let addresses = match translation(&ctx.remote_clusters, &peer.remote_cluster) {
+            Ok(map) => map,
+            Err(e) => {
+                // The CRD's rule keeps such rules out; an older CRD may not.
+                tracing::warn!(%cluster_id, error = %e, "address translation ignored");
+                AddressMap::default()
+            }
+        };
+        let virtual_node = virtual_node_name(&cluster_id);
+        let to = Destination {
+            local_cluster_id: &ctx.local_cluster_id,
+            remote_namespace: &remote_namespace,
+            virtual_node: &virtual_node,
+            addresses: &addresses,
+        };
+        let at = (&peer, cluster_id.as_str(), namespace.as_str(), &to);
         let kinds = [
-            reflect(
-                &ctx,
-                &nso,
-                &peer,
-                &cluster_id,
-                &ctx.configmaps,
-                &namespace,
-                &remote_namespace,
-            )
-            .await?,
-            reflect(
-                &ctx,
-                &nso,
-                &peer,
-                &cluster_id,
-                &ctx.secrets,
-                &namespace,
-                &remote_namespace,
-            )
-            .await?,
-            reflect(
-                &ctx,
-                &nso,
-                &peer,
-                &cluster_id,
-                &ctx.service_accounts,
-                &namespace,
-                &remote_namespace,
-            )
-            .await?,
+            reflect(&ctx, at, &ctx.configmaps).await?,
+            reflect(&ctx, at, &ctx.secrets).await?,
+            reflect(&ctx, at, &ctx.service_accounts).await?,
+            reflect(&ctx, at, &ctx.services).await?,
+            reflect(&ctx, at, &ctx.endpoint_slices).await?,
         ];
         waiting |= kinds.iter().any(|listed| !listed);
     }
@@ -183,17 +215,29 @@ pub async fn reconcile(
     })
 }
 
+/// The peering's address translation.
+fn translation(
+    remote_clusters: &Store<RemoteCluster>,
+    remote_cluster: &str,
+) -> Result<AddressMap, super::translation::TranslationError> {
+    remote_clusters
+        .get(&ObjectRef::new(remote_cluster))
+        .map_or(Ok(AddressMap::default()), |rc| {
+            AddressMap::new(&rc.spec.address_translation)
+        })
+}
+
+/// Which peer, cluster, local namespace and destination a reflection is for.
+type At<'a> = (&'a Peer, &'a str, &'a str, &'a Destination<'a>);
+
 /// Brings one kind in one cluster's remote namespace to the local namespace's objects;
 /// `false` when the peer's watch of that kind has not listed yet (nothing is done).
 async fn reflect<K: Reflected>(
     ctx: &Context,
-    nso: &NamespaceOffloading,
-    peer: &Peer,
-    cluster_id: &str,
+    (peer, cluster_id, namespace, to): At<'_>,
     local: &Store<K>,
-    namespace: &str,
-    remote_namespace: &str,
 ) -> Result<bool, ObjectsError> {
+    let remote_namespace = to.remote_namespace;
     let copies = K::remote(peer);
     if !copies.listed.now() {
         return Ok(false);
@@ -205,7 +249,7 @@ async fn reflect<K: Reflected>(
         .into_iter()
         .filter(|o| o.meta().namespace.as_deref() == Some(namespace));
     for original in originals {
-        let Some(desired) = original.copy(&ctx.local_cluster_id, remote_namespace) else {
+        let Some(desired) = original.copy(to) else {
             continue;
         };
         let name = original.name_any();
@@ -225,7 +269,7 @@ async fn reflect<K: Reflected>(
                     source: kube::Error::SerdeError(e),
                 })?;
                 let mut body = body;
-                body["apiVersion"] = "v1".into();
+                body["apiVersion"] = K::API_VERSION.into();
                 body["kind"] = K::KIND.into();
                 remote(cluster_id, api.patch(&name, &params, &Patch::Apply(body))).await?;
             }
@@ -238,7 +282,7 @@ async fn reflect<K: Reflected>(
                     if found
                         .is_some_and(|f| !objects::ours(f.meta(), &ctx.local_cluster_id, namespace))
                     {
-                        conflict(ctx, nso, cluster_id, K::KIND, &name, remote_namespace).await;
+                        conflict(ctx, &*original, cluster_id, remote_namespace).await;
                     }
                 }
                 // The namespace there is being deleted or not yet created: the offloading
@@ -272,21 +316,23 @@ async fn reflect<K: Reflected>(
     Ok(true)
 }
 
-async fn conflict(
+/// Reports, on the original, that its name is taken there by an object we did not make.
+async fn conflict<K: Reflected>(
     ctx: &Context,
-    nso: &NamespaceOffloading,
+    original: &K,
     cluster_id: &str,
-    kind: &str,
-    name: &str,
     remote_namespace: &str,
 ) {
+    let kind = K::KIND;
+    let name = original.name_any();
     let note = format!(
         "{kind} {name} exists in namespace {remote_namespace} of cluster {cluster_id} and was not made here: it is left alone, so pods there that use it see that one; rename or delete it there"
     );
-    tracing::warn!(namespace = nso.namespace().unwrap_or_default(), %cluster_id, kind, name, "reflection conflict");
+    tracing::warn!(namespace = original.namespace().unwrap_or_default(), %cluster_id, kind, name, "reflection conflict");
+    ctx.metrics.reflection_conflict(kind, cluster_id);
     crate::controller::publish(
         &ctx.recorder,
-        nso,
+        original,
         EventType::Warning,
         "ReflectionConflict",
         &note,

@@ -1,5 +1,6 @@
 //! Pure translation of what an offloaded pod needs to start: the ConfigMaps, Secrets and
-//! ServiceAccounts of its namespace, copied into each remote namespace with our markers.
+//! ServiceAccounts of its namespace, copied into each remote namespace with our markers
+//! (Services and EndpointSlices: `services`).
 //! Cluster-specific objects stay home: `kube-root-ca.crt` (each cluster has its own),
 //! service-account token Secrets, and the `default` ServiceAccount (every namespace has
 //! one).
@@ -9,11 +10,21 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use kube::api::ObjectMeta;
 
-use super::forge::ORIGIN_NAMESPACE_ANNOTATION;
+use super::{forge::ORIGIN_NAMESPACE_ANNOTATION, translation::AddressMap};
 use crate::controller::remote_namespace::ORIGIN_CLUSTER_LABEL;
 
+/// Where a copy goes: one cluster's remote namespace.
+pub struct Destination<'a> {
+    pub local_cluster_id: &'a str,
+    pub remote_namespace: &'a str,
+    /// The virtual node standing for that cluster here.
+    pub virtual_node: &'a str,
+    /// How this cluster's addresses appear there.
+    pub addresses: &'a AddressMap,
+}
+
 /// The copy's metadata: the object's labels and annotations plus our markers.
-fn metadata(local: &ObjectMeta, local_cluster_id: &str, remote_namespace: &str) -> ObjectMeta {
+pub fn metadata(local: &ObjectMeta, local_cluster_id: &str, remote_namespace: &str) -> ObjectMeta {
     let mut labels = local.labels.clone().unwrap_or_default();
     labels.insert(ORIGIN_CLUSTER_LABEL.into(), local_cluster_id.into());
     let mut annotations: BTreeMap<String, String> = local.annotations.clone().unwrap_or_default();

@@ -53,6 +53,8 @@ pub struct Context {
     pub recorder: Recorder,
     pub holder: String,
     pub metrics: Arc<super::metrics::ControllerMetrics>,
+    /// Where virtual nodes advertise their kubelet API (logs, exec), if served.
+    pub kubelet: Option<crate::kubelet::Endpoint>,
 }
 
 #[derive(Debug, thiserror::Error)]

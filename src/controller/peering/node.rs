@@ -42,7 +42,14 @@ pub async fn apply(
         .unwrap_or_default();
     let allocatable = allocatable.unwrap_or(&current_allocatable);
     let now = Time(Timestamp::now());
-    let mut node = virtual_node::node(cluster_id, labels, allocatable, reachable, &now);
+    let mut node = virtual_node::node(
+        cluster_id,
+        labels,
+        allocatable,
+        reachable,
+        ctx.kubelet.as_ref(),
+        &now,
+    );
     // Keep the condition's times while its status holds.
     if let Some(old) = existing
         .as_ref()
@@ -89,7 +96,12 @@ fn up_to_date(existing: &Node, desired: &Node) -> bool {
     let taints =
         existing.spec.as_ref().map(|s| &s.taints) == desired.spec.as_ref().map(|s| &s.taints);
     let status = match (&existing.status, &desired.status) {
-        (Some(e), Some(d)) => e.allocatable == d.allocatable && e.conditions == d.conditions,
+        (Some(e), Some(d)) => {
+            e.allocatable == d.allocatable
+                && e.conditions == d.conditions
+                && (d.addresses.is_none() || e.addresses == d.addresses)
+                && (d.daemon_endpoints.is_none() || e.daemon_endpoints == d.daemon_endpoints)
+        }
         _ => false,
     };
     labels && taints && status

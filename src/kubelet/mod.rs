@@ -1,0 +1,26 @@
+//! The kubelet API of the virtual nodes, the part of Liqo's virtual kubelet that makes
+//! `kubectl logs`, `exec`, `attach` and `port-forward` work for offloaded pods: the API
+//! server calls the node's advertised address (one listener serves every virtual node),
+//! and each call is relayed to the twin's cluster (`relay`). `route` is the pure mapping
+//! of paths; `server` the TLS listener.
+
+pub mod relay;
+pub mod route;
+pub mod server;
+
+use std::net::IpAddr;
+
+/// Where the API server reaches the virtual nodes' kubelet API: written into each
+/// virtual node's status (`addresses`, `daemonEndpoints.kubeletEndpoint.Port`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    pub address: IpAddr,
+    pub port: u16,
+}
+
+/// The kubelet API, ready to serve: its listener and TLS, and what nodes advertise.
+pub struct Serving {
+    pub listener: tokio::net::TcpListener,
+    pub tls: std::sync::Arc<rustls::ServerConfig>,
+    pub endpoint: Endpoint,
+}

@@ -1,0 +1,208 @@
+//! Relays one kubelet API call to the twin's cluster: the local pod's virtual node names
+//! the cluster, its NamespaceOffloading the remote namespace, and the call goes to that
+//! API server's pod subresource as the peering's account. Streams (logs) pass through;
+//! upgrades (exec, attach, port-forward: SPDY or WebSocket) are joined byte for byte once
+//! both sides switched protocols, so the session runs end to end between the two API
+//! servers and nothing here parses it. Errors from the remote side pass through verbatim.
+
+use axum::body::Body;
+use http::{HeaderMap, HeaderName, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::reflector::{ObjectRef, Store};
+
+use super::route::{self, Target, Unsupported};
+use crate::{
+    api::{NamespaceOffloading, OFFLOADING_NAME},
+    client::REMOTE_TIMEOUT,
+    controller::peers::Peers,
+    reflection::pods::cluster_of,
+};
+
+/// Headers that negotiate the upgrade, passed on in both directions.
+const UPGRADE_HEADERS: [&str; 6] = [
+    "upgrade",
+    "connection",
+    "x-stream-protocol-version",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-protocol",
+];
+const SWITCHED_HEADERS: [&str; 5] = [
+    "upgrade",
+    "connection",
+    "x-stream-protocol-version",
+    "sec-websocket-accept",
+    "sec-websocket-protocol",
+];
+
+/// Where the relay looks things up: the manager's shared stores and peer registry.
+pub struct Relay {
+    pub local_cluster_id: String,
+    pub pods: Store<Pod>,
+    pub nodes: Store<Node>,
+    pub offloadings: Store<NamespaceOffloading>,
+    pub peers: Peers,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Unsupported(#[from] Unsupported),
+    #[error("pod {0} is not known to this cluster's manager (yet); retry in a moment")]
+    NoPod(String),
+    #[error("pod {0} is not bound to a virtual node, so it does not run in a remote cluster")]
+    NotOffloaded(String),
+    #[error("namespace {0} has no NamespaceOffloading, so its pods have no twin to relay to")]
+    NoOffloading(String),
+    #[error("cluster {0} is not connected (see `kubectl get remoteclusters`)")]
+    NotConnected(String),
+    #[error("cluster {cluster_id}: {source}")]
+    Remote {
+        cluster_id: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cluster {0}: no answer within {REMOTE_TIMEOUT:?}")]
+    Timeout(String),
+    #[error("cannot build the request to cluster {0}: {1}")]
+    Request(String, http::Error),
+}
+
+impl RelayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Unsupported(_) | Self::NoPod(_) | Self::NotOffloaded(_) => StatusCode::NOT_FOUND,
+            Self::NoOffloading(_) | Self::NotConnected(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Remote { .. } => StatusCode::BAD_GATEWAY,
+            Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Request(..) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// A resolved call: which cluster, and the request to send there.
+struct Resolved {
+    cluster_id: String,
+    client: kube::Client,
+    path: String,
+}
+
+impl Relay {
+    /// Answers one call; errors become a plain-text answer the API server shows the user.
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
+        match self.relay(request).await {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::debug!(error = %e, "kubelet call not relayed");
+                let mut response = Response::new(Body::from(format!("{e}\n")));
+                *response.status_mut() = e.status();
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                response
+            }
+        }
+    }
+
+    fn resolve(&self, target: &Target, query: Option<&str>) -> Result<Resolved, RelayError> {
+        let key = format!("{}/{}", target.namespace, target.pod);
+        let pod = self
+            .pods
+            .get(&ObjectRef::new(&target.pod).within(&target.namespace))
+            .ok_or_else(|| RelayError::NoPod(key.clone()))?;
+        let cluster_id = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .and_then(|node| cluster_of(&self.nodes, node))
+            .ok_or_else(|| RelayError::NotOffloaded(key.clone()))?;
+        let offloading = self
+            .offloadings
+            .get(&ObjectRef::new(OFFLOADING_NAME).within(&target.namespace))
+            .ok_or_else(|| RelayError::NoOffloading(target.namespace.clone()))?;
+        let remote_namespace = offloading
+            .spec
+            .remote_namespace_name(&target.namespace, &self.local_cluster_id);
+        let peer = self
+            .peers
+            .get(&cluster_id)
+            .ok_or_else(|| RelayError::NotConnected(cluster_id.clone()))?;
+        Ok(Resolved {
+            path: route::remote_path(target, &remote_namespace, query),
+            cluster_id,
+            client: peer.client,
+        })
+    }
+
+    async fn relay(&self, mut request: Request<Incoming>) -> Result<Response<Body>, RelayError> {
+        let target = route::parse(request.uri().path())?;
+        let to = self.resolve(&target, request.uri().query())?;
+        let upgrading = request.headers().contains_key(header::UPGRADE);
+        let mut outgoing = Request::builder()
+            .method(request.method().clone())
+            .uri(&to.path);
+        if upgrading && let Some(headers) = outgoing.headers_mut() {
+            copy_headers(request.headers(), headers, &UPGRADE_HEADERS);
+        }
+        let outgoing = outgoing
+            .body(kube::client::Body::empty())
+            .map_err(|e| RelayError::Request(to.cluster_id.clone(), e))?;
+        tracing::debug!(call = target.call.name(), cluster_id = %to.cluster_id, path = %to.path, "relaying kubelet call");
+        let response = tokio::time::timeout(REMOTE_TIMEOUT, to.client.send(outgoing))
+            .await
+            .map_err(|_| RelayError::Timeout(to.cluster_id.clone()))?
+            .map_err(|source| RelayError::Remote {
+                cluster_id: to.cluster_id.clone(),
+                source,
+            })?;
+        if upgrading && response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let mut switched = Response::new(Body::empty());
+            *switched.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            copy_headers(
+                response.headers(),
+                switched.headers_mut(),
+                &SWITCHED_HEADERS,
+            );
+            let here = hyper::upgrade::on(&mut request);
+            let there = hyper::upgrade::on(response);
+            let cluster_id = to.cluster_id;
+            tokio::spawn(async move {
+                match futures::future::try_join(here, there).await {
+                    Ok((here, there)) => {
+                        let (mut here, mut there) = (TokioIo::new(here), TokioIo::new(there));
+                        match tokio::io::copy_bidirectional(&mut here, &mut there).await {
+                            Ok((up, down)) => {
+                                tracing::debug!(%cluster_id, up, down, "stream relayed")
+                            }
+                            Err(e) => tracing::debug!(%cluster_id, error = %e, "stream ended"),
+                        }
+                    }
+                    Err(e) => tracing::debug!(%cluster_id, error = %e, "upgrade failed"),
+                }
+            });
+            return Ok(switched);
+        }
+        // A stream (logs), or the remote's refusal: passed on as it came.
+        let (parts, body) = response.into_parts();
+        let mut answer = Response::new(Body::new(body));
+        *answer.status_mut() = parts.status;
+        copy_headers(
+            &parts.headers,
+            answer.headers_mut(),
+            &["content-type", "content-length"],
+        );
+        Ok(answer)
+    }
+}
+
+fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, names: &[&'static str]) {
+    for name in names {
+        let name = HeaderName::from_static(name);
+        for value in from.get_all(&name) {
+            to.append(name.clone(), value.clone());
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The kubelet API paths the API server calls for `kubectl logs`, `exec`, `attach` and
+//! `port-forward`, and the remote API server's pod subresource each one maps to.
+
+/// What the API server asks of a kubelet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Call {
+    Logs,
+    Exec,
+    Attach,
+    PortForward,
+}
+
+impl Call {
+    /// The pod subresource serving the same thing through an API server.
+    fn subresource(self) -> &'static str {
+        match self {
+            Self::Logs => "log",
+            Self::Exec => "exec",
+            Self::Attach => "attach",
+            Self::PortForward => "portforward",
+        }
+    }
+
+    /// Static label for metrics and logs.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Logs => "logs",
+            Self::Exec => "exec",
+            Self::Attach => "attach",
+            Self::PortForward => "portforward",
+        }
+    }
+}
+
+/// A parsed kubelet API call about one pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub call: Call,
+    pub namespace: String,
+    pub pod: String,
+    pub container: Option<String>,
+}
+
+/// A path this server does not serve.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{0} is not served by this virtual node: only containerLogs, exec, attach and portForward are (it relays them to the pod's twin)"
+)]
+pub struct Unsupported(pub String);
+
+/// Parses `/containerLogs/{ns}/{pod}/{container}`, `/exec|attach/{ns}/{pod}[/{uid}]/{container}`
+/// and `/portForward/{ns}/{pod}[/{uid}]`.
+pub fn parse(path: &str) -> Result<Target, Unsupported> {
+    let unsupported = || Unsupported(path.to_owned());
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (call, rest) = match segments.split_first() {
+        Some((&"containerLogs", rest)) => (Call::Logs, rest),
+        Some((&"exec", rest)) => (Call::Exec, rest),
+        Some((&"attach", rest)) => (Call::Attach, rest),
+        Some((&"portForward", rest)) => (Call::PortForward, rest),
+        _ => return Err(unsupported()),
+    };
+    if rest.iter().any(|s| s.is_empty()) {
+        return Err(unsupported());
+    }
+    let (namespace, pod, container) = match (call, rest) {
+        (Call::Logs, [ns, pod, container]) => (ns, pod, Some(container)),
+        (Call::Exec | Call::Attach, [ns, pod, container] | [ns, pod, _, container]) => {
+            (ns, pod, Some(container))
+        }
+        (Call::PortForward, [ns, pod] | [ns, pod, _]) => (ns, pod, None),
+        _ => return Err(unsupported()),
+    };
+    Ok(Target {
+        call,
+        namespace: (*namespace).to_owned(),
+        pod: (*pod).to_owned(),
+        container: container.map(|c| (*c).to_owned()),
+    })
+}
+
+/// The remote API server's path and query for the twin `pod` in `remote_namespace`. The
+/// kubelet's stream flags (`input`, `output`, `error`, `tty` = 1) become the API's
+/// (`stdin`, `stdout`, `stderr`, `tty` = true); everything else passes as it came.
+pub fn remote_path(target: &Target, remote_namespace: &str, query: Option<&str>) -> String {
+    let mut query_out = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        let (k, v) = match (target.call, k.as_ref()) {
+            (_, "container") => continue,
+            (Call::Exec | Call::Attach, "input") => ("stdin", truth(&v)),
+            (Call::Exec | Call::Attach, "output") => ("stdout", truth(&v)),
+            (Call::Exec | Call::Attach, "error") => ("stderr", truth(&v)),
+            (Call::Exec | Call::Attach, "tty") => ("tty", truth(&v)),
+            (Call::PortForward, "port") => ("ports", v.as_ref()),
+            (_, k) => (k, v.as_ref()),
+        };
+        query_out.append_pair(k, v);
+    }
+    if let Some(container) = &target.container {
+        query_out.append_pair("container", container);
+    }
+    let query = query_out.finish();
+    // Namespace and pod names are DNS labels: nothing to escape.
+    let mut path = format!(
+        "/api/v1/namespaces/{remote_namespace}/pods/{}/{}",
+        target.pod,
+        target.call.subresource()
+    );
+    if !query.is_empty() {
+        path.push('?');
+        path.push_str(&query);
+    }
+    path
+}
+
+fn truth(v: &str) -> &'static str {
+    if matches!(v, "1" | "true" | "True") {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_api_servers_kubelet_paths_are_understood() {
+        let logs = parse("/containerLogs/shop/web-1/app").unwrap();
+        assert_eq!(
+            logs,
+            Target {
+                call: Call::Logs,
+                namespace: "shop".into(),
+                pod: "web-1".into(),
+                container: Some("app".into())
+            }
+        );
+        assert_eq!(
+            parse("/exec/shop/web-1/uid-1/app")
+                .unwrap()
+                .container
+                .as_deref(),
+            Some("app")
+        );
+        assert_eq!(parse("/attach/shop/web-1/app").unwrap().call, Call::Attach);
+        let pf = parse("/portForward/shop/web-1").unwrap();
+        assert_eq!((pf.call, pf.container), (Call::PortForward, None));
+        for bad in [
+            "/pods",
+            "/stats/summary",
+            "/exec/shop",
+            "/containerLogs/shop//app",
+            "/run/a/b/c",
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert!(err.to_string().contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn each_call_maps_to_the_twins_subresource_with_the_apis_parameters() {
+        let exec = parse("/exec/shop/web-1/app").unwrap();
+        assert_eq!(
+            remote_path(
+                &exec,
+                "shop-c1",
+                Some("command=sh&command=-c&command=echo+a%26b&input=1&output=1&tty=1")
+            ),
+            "/api/v1/namespaces/shop-c1/pods/web-1/exec?command=sh&command=-c&command=echo+a%26b&stdin=true&stdout=true&tty=true&container=app"
+        );
+        let logs = parse("/containerLogs/shop/web-1/app").unwrap();
+        assert_eq!(
+            remote_path(
+                &logs,
+                "shop-c1",
+                Some("follow=true&sinceSeconds=60&tailLines=5")
+            ),
+            "/api/v1/namespaces/shop-c1/pods/web-1/log?follow=true&sinceSeconds=60&tailLines=5&container=app"
+        );
+        let pf = parse("/portForward/shop/web-1").unwrap();
+        assert_eq!(
+            remote_path(&pf, "shop-c1", Some("port=8080")),
+            "/api/v1/namespaces/shop-c1/pods/web-1/portforward?ports=8080"
+        );
+        assert_eq!(
+            remote_path(&pf, "shop-c1", None),
+            "/api/v1/namespaces/shop-c1/pods/web-1/portforward"
+        );
+    }
+}

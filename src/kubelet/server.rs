@@ -1,0 +1,141 @@
+//! The HTTPS listener of the virtual nodes' kubelet API: a serving certificate for the
+//! advertised address, client certificates checked against the CA that signs the API
+//! server's kubelet client certificate, HTTP/1.1 with upgrades.
+
+use std::{net::IpAddr, sync::Arc, time::Duration};
+
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use rustls::{
+    RootCertStore, ServerConfig,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::WebPkiClientVerifier,
+};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+use super::relay::Relay;
+use crate::certs;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Long enough for a day's certificate rotation never to matter: the process restarts
+/// far more often, and a new certificate comes with it.
+const SERVING_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KubeletTlsError {
+    #[error(
+        "no CA to check the API server's kubelet client certificate against: pass --kubelet-client-ca (the CA of the API server's --kubelet-client-certificate)"
+    )]
+    NoClientCa,
+    #[error("the kubelet client CA is unusable: {0}")]
+    ClientCa(String),
+    #[error("cannot make the kubelet serving certificate: {0}")]
+    Serving(String),
+}
+
+/// TLS for the kubelet API: serving `address`, requiring a client certificate from
+/// `client_cas` (DER).
+pub fn tls_config(
+    address: IpAddr,
+    client_cas: &[Vec<u8>],
+) -> Result<Arc<ServerConfig>, KubeletTlsError> {
+    if client_cas.is_empty() {
+        return Err(KubeletTlsError::NoClientCa);
+    }
+    let mut roots = RootCertStore::empty();
+    for der in client_cas {
+        roots
+            .add(CertificateDer::from(der.clone()))
+            .map_err(|e| KubeletTlsError::ClientCa(e.to_string()))?;
+    }
+    let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .map_err(|e| KubeletTlsError::ClientCa(e.to_string()))?;
+    // API servers do not check kubelet serving certificates unless told to
+    // (--kubelet-certificate-authority); ours is signed by a CA made for it.
+    let serving = || -> Result<_, certs::CertError> {
+        let ca = certs::generate_ca(SERVING_VALIDITY)?;
+        let pair = certs::issue_serving(
+            &ca,
+            &["namespace-offloading-kubelet".to_owned()],
+            &[address],
+            SERVING_VALIDITY,
+        )?;
+        Ok((pair, ca))
+    };
+    let (pair, ca) = serving().map_err(|e| KubeletTlsError::Serving(e.to_string()))?;
+    let mut chain = CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| KubeletTlsError::Serving(e.to_string()))?;
+    chain.extend(
+        CertificateDer::pem_slice_iter(ca.cert_pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| KubeletTlsError::Serving(e.to_string()))?,
+    );
+    let key = PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes())
+        .map_err(|e| KubeletTlsError::Serving(e.to_string()))?;
+    let mut config = ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| KubeletTlsError::Serving(e.to_string()))?;
+    // Upgrades (exec, attach, port-forward) need HTTP/1.1.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves the kubelet API until `shutdown` turns true; open streams end with the process.
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    relay: Arc<Relay>,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    let acceptor = TlsAcceptor::from(tls);
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()).http1_only());
+    let graceful = GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "kubelet API: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let builder = builder.clone();
+        let relay = relay.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    return tracing::debug!(%peer, error = %e, "kubelet API: TLS handshake refused");
+                }
+                Err(_) => return tracing::debug!(%peer, "kubelet API: TLS handshake timed out"),
+            };
+            let service = service_fn(move |request| {
+                let relay = relay.clone();
+                async move { Ok::<_, std::convert::Infallible>(relay.handle(request).await) }
+            });
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            if let Err(e) = watcher.watch(connection).await {
+                tracing::debug!(%peer, error = %e, "kubelet API: connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
+}
