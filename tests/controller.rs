@@ -1372,7 +1372,7 @@ async fn configmaps_secrets_and_service_accounts_follow_into_the_remote_namespac
         .await;
         let still = eu_cms.get("theirs").await.unwrap();
         assert_eq!(still.data.unwrap()["owner"], "cluster-2");
-        event(&client, &ns, "ReflectionConflict", "offloading").await;
+        event(&client, &ns, "ReflectionConflict", "theirs").await;
 
         // Deleted with the original.
         cms.delete("settings", &DeleteParams::default()).await.unwrap();
@@ -1538,6 +1538,274 @@ async fn the_virtual_node_offers_what_the_remote_has_left() {
         })
         .await;
         Api::<Namespace>::all(eu).delete(&ns, &DeleteParams::default()).await.unwrap();
+    })
+    .await;
+}
+
+/// The slices in `namespace` of cluster `n` for Service `service` written by `manager`
+/// (`endpointslice.kubernetes.io/managed-by`), as their endpoints' addresses.
+async fn slice_addresses(
+    tb: &Testbed,
+    n: usize,
+    namespace: &str,
+    service: &str,
+    manager: &str,
+) -> Vec<String> {
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    let client = tb.cluster(n).client().await.unwrap();
+    let selector = format!(
+        "kubernetes.io/service-name={service},endpointslice.kubernetes.io/managed-by={manager}"
+    );
+    let slices = Api::<EndpointSlice>::namespaced(client, namespace)
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .unwrap();
+    let mut addresses: Vec<String> = slices
+        .items
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .flat_map(|e| e.addresses.clone())
+        .collect();
+    addresses.sort();
+    addresses
+}
+
+/// Issue 13, points 1, 2 and 4, with a whole app in one `kubectl apply`: its Services
+/// reach every selected cluster (cluster 3 runs none of its pods), each cluster's
+/// endpoints cover the pods of every cluster without duplicating those that run there,
+/// cluster 3's peering translates cluster 1's addresses, a Service name taken remotely
+/// is left alone and reported, deletion follows, and a twin's event shows on its pod.
+#[tokio::test]
+async fn services_and_endpoints_reach_every_selected_cluster() {
+    use k8s_openapi::api::core::v1::{Pod, Service};
+    const OURS: &str = "namespace-offloading.liqo.io";
+    const THEIRS: &str = "endpointslice-controller.k8s.io";
+    with_topology(|tb, t| async move {
+        kwok_node(tb, 1).await;
+        let worker = kwok_node(tb, 2).await;
+        // The twin keeps the pod's nodeSelector (region=eu): cluster 2's node matches it.
+        Api::<Node>::all(tb.cluster(2).client().await.unwrap())
+            .patch(&worker, &PatchParams::default(),
+                   &Patch::Merge(json!({"metadata": {"labels": {"region": "eu"}}})))
+            .await
+            .unwrap();
+        let kc = tb.cluster(1).kubeconfig();
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("services");
+        create_namespace(&client, &ns, json!({})).await;
+        apply_offloading(tb, &ns, "  podOffloadingStrategy: LocalAndRemote\n");
+        let status = phase(&client, &ns, "Ready").await;
+        assert!(condition(&status, &t.ids[2], "Ready").is_some(), "cluster 3 selected: {status}");
+        let remote_ns = format!("{ns}-{}", t.ids[0]);
+        // Someone else's Service in cluster 3, of a name the app uses.
+        let us = tb.cluster(3).client().await.unwrap();
+        let theirs: Service = serde_json::from_value(json!({
+            "metadata": {"name": "taken", "labels": {"owner": "cluster-3"}},
+            "spec": {"ports": [{"port": 1234}]}})).unwrap();
+        Api::<Service>::namespaced(us.clone(), &remote_ns).create(&PostParams::default(), &theirs).await.unwrap();
+        // Cluster 1's pods (kwok's 10.101.0.0/16) appear in cluster 3 as 10.201.0.0/16.
+        let rcs = Api::<RemoteCluster>::all(client.clone());
+        let translate = |rules: Value| json!({"spec": {"addressTranslation": rules}});
+        rcs.patch("cluster-3", &PatchParams::default(),
+                  &Patch::Merge(translate(json!([{"from": "10.101.0.0/16", "to": "10.201.0.0/16"}]))))
+            .await
+            .unwrap();
+
+        let app = json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web", "namespace": ns},
+             "spec": {"type": "NodePort", "selector": {"app": "web"},
+                      "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "taken", "namespace": ns},
+             "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}},
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-local", "namespace": ns, "labels": {"app": "web"}},
+             "spec": {"nodeSelector": {"kubernetes.io/hostname": "cluster-1-worker"},
+                      "containers": [{"name": "app", "image": "registry.example/web:1"}]}},
+            {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-eu", "namespace": ns, "labels": {"app": "web"}},
+             "spec": {"nodeSelector": {"region": "eu"},
+                      "containers": [{"name": "app", "image": "registry.example/web:1"}]}},
+        ]});
+        let (ok, _, err) = kubectl(kc, &["apply", "-f", "-"], Some(&app.to_string()));
+        assert!(ok, "{err}");
+
+        // The Service in both remote clusters, node port and cluster IP theirs to pick.
+        for n in [2, 3] {
+            let svcs = Api::<Service>::namespaced(tb.cluster(n).client().await.unwrap(), &remote_ns);
+            let copy = eventually(&format!("Service web in cluster {n}"), WAIT, || async {
+                svcs.get_opt("web").await.ok()?
+            })
+            .await;
+            let spec = copy.spec.unwrap();
+            assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+            assert_eq!(spec.selector.unwrap()["app"], "web");
+            let port = &spec.ports.unwrap()[0];
+            assert_eq!((port.port, port.node_port.is_some()), (80, true));
+        }
+        // Cluster 3's own "taken" is untouched; the conflict is on the local Service.
+        event(&client, &ns, "ReflectionConflict", "taken").await;
+        let still = Api::<Service>::namespaced(us.clone(), &remote_ns).get("taken").await.unwrap();
+        assert_eq!(still.spec.unwrap().ports.unwrap()[0].port, 1234);
+        assert_eq!(still.metadata.labels.unwrap()["owner"], "cluster-3");
+        let (_, metrics) = http_get(t.admin_ports.lock().unwrap()[0], "/metrics").unwrap();
+        let counter = format!(
+            "namespace_offloading_reflection_conflicts_total{{kind=\"Service\",cluster_id=\"{}\"}}",
+            t.ids[2]
+        );
+        assert!(metrics.contains(&counter), "{counter} missing from:\n{metrics}");
+
+        // Endpoints: each pod once in every cluster.
+        let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+        let mut ips = Vec::new();
+        for name in ["web-local", "web-eu"] {
+            let ip = eventually(&format!("{name} Running with an IP"), WAIT, || async {
+                let status = pods.get_opt(name).await.ok()??.status?;
+                (status.phase.as_deref() == Some("Running")).then_some(status.pod_ip?)
+            })
+            .await;
+            ips.push(ip);
+        }
+        let (local_ip, eu_ip) = (ips[0].clone(), ips[1].clone());
+        assert!(local_ip.starts_with("10.101.") && eu_ip.starts_with("10.102."), "{ips:?}");
+        let mut both = vec![local_ip.clone(), eu_ip.clone()];
+        both.sort();
+        eventually("cluster 1's endpoints cover both pods", WAIT, || async {
+            (slice_addresses(tb, 1, &ns, "web", THEIRS).await == both).then_some(())
+        })
+        .await;
+        eventually("cluster 2: the local pod reflected, its own twin by its controller", WAIT, || async {
+            let reflected = slice_addresses(tb, 2, &remote_ns, "web", OURS).await;
+            let own = slice_addresses(tb, 2, &remote_ns, "web", THEIRS).await;
+            (reflected == [local_ip.clone()] && own == [eu_ip.clone()]).then_some(())
+        })
+        .await;
+        let translated = local_ip.replacen("10.101.", "10.201.", 1);
+        let mut in_us = vec![translated, eu_ip.clone()];
+        in_us.sort();
+        eventually("cluster 3: both pods, cluster 1's translated", WAIT, || async {
+            (slice_addresses(tb, 3, &remote_ns, "web", OURS).await == in_us).then_some(())
+        })
+        .await;
+
+        // A twin's event shows on the local pod.
+        let eu = tb.cluster(2).client().await.unwrap();
+        let twin = Api::<Pod>::namespaced(eu.clone(), &remote_ns).get("web-eu").await.unwrap();
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let remote_event: k8s_openapi::api::core::v1::Event = serde_json::from_value(json!({
+            "metadata": {"name": "web-eu.oom", "namespace": remote_ns},
+            "involvedObject": {"kind": "Pod", "apiVersion": "v1", "name": "web-eu",
+                               "namespace": remote_ns, "uid": twin.metadata.uid},
+            "reason": "OOMKilling", "type": "Warning", "count": 1,
+            "message": "Memory cgroup out of memory: killed process 42 (web)",
+            "firstTimestamp": now, "lastTimestamp": now, "source": {"component": "kubelet"},
+        }))
+        .unwrap();
+        Api::<k8s_openapi::api::core::v1::Event>::namespaced(eu.clone(), &remote_ns)
+            .create(&PostParams::default(), &remote_event)
+            .await
+            .unwrap();
+        let reflected = event(&client, &ns, "OOMKilling", "web-eu").await;
+        let note = reflected.note.unwrap_or_default();
+        assert!(note.contains("killed process 42") && note.contains(&t.ids[1]), "{note}");
+        let (ok, described, err) = kubectl(kc, &["describe", "pod", "web-eu", "-n", &ns], None);
+        assert!(ok && described.contains("OOMKilling"), "{described}{err}");
+
+        // Deleted with the original, endpoints too.
+        let (ok, _, err) = kubectl(kc, &["delete", "service", "web", "-n", &ns], None);
+        assert!(ok, "{err}");
+        for n in [2, 3] {
+            let svcs = Api::<Service>::namespaced(tb.cluster(n).client().await.unwrap(), &remote_ns);
+            eventually(&format!("Service web gone from cluster {n}"), WAIT, || async {
+                let svc = svcs.get_opt("web").await.ok()?;
+                let slices = slice_addresses(tb, n, &remote_ns, "web", OURS).await;
+                (svc.is_none() && slices.is_empty()).then_some(())
+            })
+            .await;
+        }
+        assert!(Api::<Service>::namespaced(us, &remote_ns).get_opt("taken").await.unwrap().is_some());
+        rcs.patch("cluster-3", &PatchParams::default(), &Patch::Merge(translate(Value::Null)))
+            .await
+            .unwrap();
+        delete_namespace(&client, &ns).await;
+    })
+    .await;
+}
+
+/// Issue 13, point 3: `kubectl logs`, `logs -f`, `exec` and `port-forward` of a pod that
+/// runs in cluster 2, through cluster 1's API server: it calls the virtual node's kubelet
+/// API (our manager), which relays each call to cluster 2's API server, which calls kwok.
+/// Errors from the remote side reach the user as they are.
+#[tokio::test]
+async fn kubectl_logs_exec_and_port_forward_reach_an_offloaded_pod() {
+    use k8s_openapi::api::core::v1::Pod;
+    use testbed::{
+        KWOK_CONTAINER_LOG,
+        kubectl::{Streaming, output, run},
+    };
+    with_topology(|tb, _| async move {
+        kwok_node(tb, 2).await;
+        let kc = tb.cluster(1).kubeconfig();
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("kubelet");
+        create_namespace(&client, &ns, json!({})).await;
+        apply_offloading(
+            tb,
+            &ns,
+            "  podOffloadingStrategy: Remote\n  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - {key: region, operator: In, values: [eu]}\n",
+        );
+        phase(&client, &ns, "Ready").await;
+        let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+        pods.create(&PostParams::default(), &bare_pod("web", json!({}))).await.unwrap();
+        eventually("the pod Running in cluster 2", WAIT, || async {
+            let status = pods.get_opt("web").await.ok()??.status?;
+            (status.phase.as_deref() == Some("Running")).then_some(())
+        })
+        .await;
+
+        let logs = run(kc, &["logs", "-n", &ns, "web"], None).await;
+        assert_eq!(logs, KWOK_CONTAINER_LOG);
+        let last = KWOK_CONTAINER_LOG.lines().last().unwrap();
+        let tail = run(kc, &["logs", "-n", &ns, "web", "--tail=1", "--since=87600h"], None).await;
+        assert_eq!(tail.trim_end(), last);
+        let mut follow = Streaming::spawn(kc, &["logs", "-f", "--tail=1", "-n", &ns, "web"]);
+        follow.line(|l| l == last).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(follow.still_running(), "logs -f ended: {}", follow.stderr().await);
+        follow.stop().await;
+
+        let hi = run(kc, &["exec", "-n", &ns, "web", "--", "echo", "hi"], None).await;
+        assert_eq!(hi, "hi\n");
+        let echoed = run(
+            kc,
+            &["exec", "-i", "-n", &ns, "web", "--", "head", "-n", "1"],
+            Some("through two API servers\n"),
+        )
+        .await;
+        assert_eq!(echoed, "through two API servers\n");
+        // The remote side's error, as it came.
+        let (ok, _, err) =
+            output(kc, &["exec", "-n", &ns, "web", "--", "no-such-command"], None).await;
+        assert!(!ok && err.contains("no-such-command"), "{err}");
+
+        let mut forward = Streaming::spawn(
+            kc,
+            &["port-forward", "-n", &ns, "pod/web", "--address=127.0.0.1", ":8080"],
+        );
+        let line = forward.line(|l| l.starts_with("Forwarding from 127.0.0.1:")).await;
+        let port: u16 = line
+            .trim_start_matches("Forwarding from 127.0.0.1:")
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap();
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        conn.write_all(b"ping through port-forward\n").await.unwrap();
+        let mut back = vec![0; 26];
+        tokio::time::timeout(WAIT, conn.read_exact(&mut back)).await.unwrap().unwrap();
+        assert_eq!(back, b"ping through port-forward\n");
+        drop(conn);
+        forward.stop().await;
+
+        delete_namespace(&client, &ns).await;
     })
     .await;
 }
