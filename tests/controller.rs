@@ -1805,6 +1805,29 @@ async fn kubectl_logs_exec_and_port_forward_reach_an_offloaded_pod() {
         drop(conn);
         forward.stop().await;
 
+        // Straight to the virtual node's kubelet API: a certificate from the cluster CA is
+        // not enough, the caller needs nodes/proxy (as with a kubelet's webhook authz).
+        let node = pods.get("web").await.unwrap().spec.unwrap().node_name.unwrap();
+        let status = Api::<Node>::all(client.clone()).get(&node).await.unwrap().status.unwrap();
+        let port = status.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port;
+        let url = format!("https://127.0.0.1:{port}/containerLogs/{ns}/web/app");
+        let curl = |cert: Option<(std::path::PathBuf, std::path::PathBuf)>| {
+            let mut cmd = std::process::Command::new("curl");
+            cmd.args(["-sk", "--max-time", "10", "-w", "\n%{http_code}"]);
+            if let Some((cert, key)) = cert {
+                cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+            }
+            let out = cmd.arg(&url).output().unwrap();
+            (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let (ok, answer) = curl(Some(tb.cluster(1).viewer_cert()));
+        assert!(ok && answer.ends_with("\n403"), "{answer}");
+        assert!(answer.contains("testbed-viewer may not get nodes/proxy"), "{answer}");
+        let (ok, _) = curl(None);
+        assert!(!ok, "no client certificate: the handshake is refused");
+        let (ok, answer) = curl(Some(tb.cluster(1).admin_cert()));
+        assert!(ok && answer == format!("{KWOK_CONTAINER_LOG}\n200"), "{answer}");
+
         delete_namespace(&client, &ns).await;
     })
     .await;

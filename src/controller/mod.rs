@@ -521,6 +521,7 @@ pub async fn run(
             nodes: nodes.clone(),
             offloadings: offloadings.clone(),
             peers: peers.clone(),
+            authorizer: crate::kubelet::authz::Authorizer::new(client.clone()),
         });
         tokio::spawn(crate::kubelet::server::serve(
             kubelet.listener,

@@ -2,8 +2,10 @@
 //! `kubectl logs`, `exec`, `attach` and `port-forward` work for offloaded pods: the API
 //! server calls the node's advertised address (one listener serves every virtual node),
 //! and each call is relayed to the twin's cluster (`relay`). `route` is the pure mapping
-//! of paths; `server` the TLS listener.
+//! of paths; `server` the TLS listener; `authz` who may call (as a kubelet's webhook
+//! authorization decides).
 
+pub mod authz;
 pub mod relay;
 pub mod route;
 pub mod server;

@@ -12,7 +12,10 @@ use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::route::{self, Target, Unsupported};
+use super::{
+    authz::{self, Authorizer, AuthzError, Identity},
+    route::{self, Target, Unsupported},
+};
 use crate::{
     api::{NamespaceOffloading, OFFLOADING_NAME},
     client::REMOTE_TIMEOUT,
@@ -44,6 +47,7 @@ pub struct Relay {
     pub nodes: Store<Node>,
     pub offloadings: Store<NamespaceOffloading>,
     pub peers: Peers,
+    pub authorizer: Authorizer,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +72,8 @@ pub enum RelayError {
     Timeout(String),
     #[error("cannot build the request to cluster {0}: {1}")]
     Request(String, http::Error),
+    #[error(transparent)]
+    Authz(#[from] AuthzError),
 }
 
 impl RelayError {
@@ -78,12 +84,15 @@ impl RelayError {
             Self::Remote { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Request(..) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Authz(AuthzError::Review { .. }) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Authz(_) => StatusCode::FORBIDDEN,
         }
     }
 }
 
 /// A resolved call: which cluster, and the request to send there.
 struct Resolved {
+    node: String,
     cluster_id: String,
     client: kube::Client,
     path: String,
@@ -91,8 +100,12 @@ struct Resolved {
 
 impl Relay {
     /// Answers one call; errors become a plain-text answer the API server shows the user.
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<Body> {
-        match self.relay(request).await {
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        who: Option<&Identity>,
+    ) -> Response<Body> {
+        match self.relay(request, who).await {
             Ok(response) => response,
             Err(e) => {
                 tracing::debug!(error = %e, "kubelet call not relayed");
@@ -113,12 +126,13 @@ impl Relay {
             .pods
             .get(&ObjectRef::new(&target.pod).within(&target.namespace))
             .ok_or_else(|| RelayError::NoPod(key.clone()))?;
-        let cluster_id = pod
+        let node = pod
             .spec
             .as_ref()
-            .and_then(|s| s.node_name.as_deref())
-            .and_then(|node| cluster_of(&self.nodes, node))
-            .ok_or_else(|| RelayError::NotOffloaded(key.clone()))?;
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        let cluster_id =
+            cluster_of(&self.nodes, &node).ok_or_else(|| RelayError::NotOffloaded(key.clone()))?;
         let offloading = self
             .offloadings
             .get(&ObjectRef::new(OFFLOADING_NAME).within(&target.namespace))
@@ -131,15 +145,23 @@ impl Relay {
             .get(&cluster_id)
             .ok_or_else(|| RelayError::NotConnected(cluster_id.clone()))?;
         Ok(Resolved {
+            node,
             path: route::remote_path(target, &remote_namespace, query),
             cluster_id,
             client: peer.client,
         })
     }
 
-    async fn relay(&self, mut request: Request<Incoming>) -> Result<Response<Body>, RelayError> {
+    async fn relay(
+        &self,
+        mut request: Request<Incoming>,
+        who: Option<&Identity>,
+    ) -> Result<Response<Body>, RelayError> {
         let target = route::parse(request.uri().path())?;
         let to = self.resolve(&target, request.uri().query())?;
+        self.authorizer
+            .check(who, authz::verb(request.method()), &to.node)
+            .await?;
         let upgrading = request.headers().contains_key(header::UPGRADE);
         let mut outgoing = Request::builder()
             .method(request.method().clone())

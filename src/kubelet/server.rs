@@ -17,7 +17,10 @@ use rustls::{
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use super::relay::Relay;
+use super::{
+    authz::{self, Identity},
+    relay::Relay,
+};
 use crate::certs;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -124,9 +127,19 @@ pub async fn serve(
                 }
                 Err(_) => return tracing::debug!(%peer, "kubelet API: TLS handshake timed out"),
             };
+            // Who is calling: the certificate the handshake verified.
+            let who: Option<Arc<Identity>> = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|cert| authz::identity(cert))
+                .map(Arc::new);
             let service = service_fn(move |request| {
-                let relay = relay.clone();
-                async move { Ok::<_, std::convert::Infallible>(relay.handle(request).await) }
+                let (relay, who) = (relay.clone(), who.clone());
+                async move {
+                    Ok::<_, std::convert::Infallible>(relay.handle(request, who.as_deref()).await)
+                }
             });
             let connection = builder
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)

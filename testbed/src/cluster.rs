@@ -359,6 +359,19 @@ impl Cluster {
         )
     }
 
+    /// A client certificate (PEM files: certificate, key) signed by the cluster CA for
+    /// `testbed-viewer`, a user with no rights: what anyone else with a certificate can do.
+    pub fn viewer_cert(&self) -> (PathBuf, PathBuf) {
+        let pki = self.dir.join("pki");
+        (pki.join(pki::VIEWER_CERT), pki.join(pki::VIEWER_KEY))
+    }
+
+    /// The admin client certificate (PEM files: certificate, key), in `system:masters`.
+    pub fn admin_cert(&self) -> (PathBuf, PathBuf) {
+        let pki = self.dir.join("pki");
+        (pki.join(pki::ADMIN_CERT), pki.join(pki::ADMIN_KEY))
+    }
+
     /// The port of kwok's kubelet API on 127.0.0.1 (HTTPS), the one every kwok node
     /// advertises in `status.daemonEndpoints.kubeletEndpoint.Port`; `None` when the
     /// binaries have no kwok.

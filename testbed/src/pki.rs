@@ -32,6 +32,11 @@ pub const KUBELET_CLIENT_KEY: &str = "apiserver-kubelet-client.key";
 pub const KWOK_CERT: &str = "kwok.crt";
 pub const KWOK_KEY: &str = "kwok.key";
 
+/// A client certificate for a user with no rights at all (CN `testbed-viewer`, no
+/// groups): what anyone else holding a certificate from the CA can do.
+pub const VIEWER_CERT: &str = "viewer.crt";
+pub const VIEWER_KEY: &str = "viewer.key";
+
 /// The common name of [`KUBELET_CLIENT_CERT`].
 pub const KUBELET_CLIENT_CN: &str = "kube-apiserver-kubelet-client";
 
@@ -48,6 +53,8 @@ pub struct ClusterPki {
     pub kubelet_client_key: String,
     pub kwok_cert: String,
     pub kwok_key: String,
+    pub viewer_cert: String,
+    pub viewer_key: String,
 }
 
 impl ClusterPki {
@@ -99,6 +106,12 @@ impl ClusterPki {
         kwok.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let kwok_cert = kwok.signed_by(&kwok_key, &issuer)?;
 
+        let viewer_key = KeyPair::generate()?;
+        let mut viewer = CertificateParams::default();
+        viewer.distinguished_name = name("testbed-viewer", None);
+        viewer.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let viewer_cert = viewer.signed_by(&viewer_key, &issuer)?;
+
         let sa = KeyPair::generate()?;
         Ok(Self {
             ca_cert: ca_cert.pem(),
@@ -112,6 +125,8 @@ impl ClusterPki {
             kubelet_client_key: kubelet_client_key.serialize_pem(),
             kwok_cert: kwok_cert.pem(),
             kwok_key: kwok_key.serialize_pem(),
+            viewer_cert: viewer_cert.pem(),
+            viewer_key: viewer_key.serialize_pem(),
         })
     }
 
@@ -129,6 +144,8 @@ impl ClusterPki {
             (KUBELET_CLIENT_KEY, &self.kubelet_client_key),
             (KWOK_CERT, &self.kwok_cert),
             (KWOK_KEY, &self.kwok_key),
+            (VIEWER_CERT, &self.viewer_cert),
+            (VIEWER_KEY, &self.viewer_key),
         ] {
             let path = dir.join(file);
             fs::write(&path, pem).map_err(|e| TestbedError::io(&path, e))?;

@@ -1,0 +1,196 @@
+//! Who may use the virtual nodes' kubelet API, decided as a kubelet with webhook
+//! authorization decides: the client certificate names the user (CN) and groups (O), and a
+//! SubjectAccessReview asks the local API server whether they may `<verb> nodes/proxy` on
+//! that node. kube-apiserver's own kubelet client certificate passes (kubeadm puts it in
+//! `system:masters`); anyone else with a certificate from the same CA needs that right,
+//! so a certificate alone never opens a remote pod. Answers are kept a while, as the
+//! kubelet's authorizer cache keeps them.
+
+use std::{
+    collections::HashMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
+use kube::{Api, Client, api::PostParams};
+
+/// How long an answer is reused: allowed ones longer, as the kubelet does (5 min / 30 s).
+const ALLOWED_FOR: Duration = Duration::from_secs(300);
+const DENIED_FOR: Duration = Duration::from_secs(30);
+
+/// The authenticated client, from its certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Identity {
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+/// The user and groups a client certificate (DER) names, as kube-apiserver reads them.
+pub fn identity(der: &[u8]) -> Option<Identity> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let subject = cert.subject();
+    let user = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok().map(str::to_owned))
+        .collect();
+    Some(Identity { user, groups })
+}
+
+/// The verb a kubelet checks for an HTTP method.
+pub fn verb(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::POST => "create",
+        http::Method::PUT => "update",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        _ => "get",
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthzError {
+    #[error("the client certificate names no user (no common name)")]
+    NoIdentity,
+    #[error("user {user} may not {verb} nodes/proxy on node {node}{reason}")]
+    Denied {
+        user: String,
+        verb: &'static str,
+        node: String,
+        reason: String,
+    },
+    #[error("cannot ask the API server whether {user} may {verb} nodes/proxy: {source}")]
+    Review {
+        user: String,
+        verb: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+type Key = (Identity, &'static str, String);
+
+/// Asks, and remembers, whether an identity may use a node's kubelet API.
+pub struct Authorizer {
+    client: Client,
+    answers: Mutex<HashMap<Key, (bool, String, Instant)>>,
+}
+
+impl Authorizer {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            answers: Mutex::default(),
+        }
+    }
+
+    pub async fn check(
+        &self,
+        who: Option<&Identity>,
+        verb: &'static str,
+        node: &str,
+    ) -> Result<(), AuthzError> {
+        let who = who.ok_or(AuthzError::NoIdentity)?;
+        let key = (who.clone(), verb, node.to_owned());
+        let cached = self.answers.lock().ok().and_then(|answers| {
+            answers
+                .get(&key)
+                .filter(|(_, _, until)| *until > Instant::now())
+                .map(|(allowed, reason, _)| (*allowed, reason.clone()))
+        });
+        let (allowed, reason) = match cached {
+            Some(answer) => answer,
+            None => {
+                let answer = self.review(who, verb, node).await?;
+                if let Ok(mut answers) = self.answers.lock() {
+                    let now = Instant::now();
+                    answers.retain(|_, (_, _, until)| *until > now);
+                    let ttl = if answer.0 { ALLOWED_FOR } else { DENIED_FOR };
+                    answers.insert(key, (answer.0, answer.1.clone(), now + ttl));
+                }
+                answer
+            }
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(AuthzError::Denied {
+                user: who.user.clone(),
+                verb,
+                node: node.to_owned(),
+                reason: if reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {reason}")
+                },
+            })
+        }
+    }
+
+    async fn review(
+        &self,
+        who: &Identity,
+        verb: &'static str,
+        node: &str,
+    ) -> Result<(bool, String), AuthzError> {
+        let review = SubjectAccessReview {
+            spec: SubjectAccessReviewSpec {
+                user: Some(who.user.clone()),
+                groups: Some(who.groups.clone()),
+                resource_attributes: Some(ResourceAttributes {
+                    verb: Some(verb.into()),
+                    resource: Some("nodes".into()),
+                    subresource: Some("proxy".into()),
+                    name: Some(node.into()),
+                    ..ResourceAttributes::default()
+                }),
+                ..SubjectAccessReviewSpec::default()
+            },
+            ..SubjectAccessReview::default()
+        };
+        let answer = Api::<SubjectAccessReview>::all(self.client.clone())
+            .create(&PostParams::default(), &review)
+            .await
+            .map_err(|source| AuthzError::Review {
+                user: who.user.clone(),
+                verb,
+                source,
+            })?;
+        let status = answer.status.unwrap_or_default();
+        Ok((status.allowed, status.reason.unwrap_or_default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use rcgen::{CertificateParams, DnType, KeyPair};
+
+    use super::*;
+
+    #[test]
+    fn the_certificate_names_the_user_and_groups() {
+        let mut params = CertificateParams::default();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "kube-apiserver-kubelet-client");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "system:masters");
+        let cert = params.self_signed(&KeyPair::generate().unwrap()).unwrap();
+        assert_eq!(
+            identity(cert.der()),
+            Some(Identity {
+                user: "kube-apiserver-kubelet-client".into(),
+                groups: vec!["system:masters".into()],
+            })
+        );
+        assert_eq!(identity(b"not a certificate"), None);
+        assert_eq!(verb(&http::Method::POST), "create");
+        assert_eq!(verb(&http::Method::GET), "get");
+    }
+}
