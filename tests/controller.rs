@@ -1085,6 +1085,8 @@ async fn at_rest_the_manager_keeps_one_watch_per_kind_per_cluster() {
             "namespaces",
             "pods",
             "remoteclusters",
+            "services",
+            "endpointslices",
         ] {
             assert!(
                 local.open_watches.contains_key(kind),
@@ -1098,6 +1100,9 @@ async fn at_rest_the_manager_keeps_one_watch_per_kind_per_cluster() {
             "pods",
             "secrets",
             "serviceaccounts",
+            "services",
+            "endpointslices",
+            "events",
         ] {
             assert!(
                 remote.open_watches.contains_key(kind),
@@ -1107,6 +1112,18 @@ async fn at_rest_the_manager_keeps_one_watch_per_kind_per_cluster() {
         delete_namespace(&client, &ns).await;
     })
     .await;
+}
+
+/// Creates namespace `ns` offloaded with `podOffloadingStrategy: Remote` to cluster 2
+/// only (region=eu), and waits until it is Ready.
+async fn offload_remotely_to_eu(tb: &Testbed, client: &Client, ns: &str) {
+    create_namespace(client, ns, json!({})).await;
+    apply_offloading(
+        tb,
+        ns,
+        "  podOffloadingStrategy: Remote\n  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - {key: region, operator: In, values: [eu]}\n",
+    );
+    phase(client, ns, "Ready").await;
 }
 
 /// A kwok-managed node in cluster `n`: kwok plays its kubelet, so pods bound to it run.
@@ -1152,40 +1169,58 @@ async fn an_offloaded_pod_runs_in_its_cluster_and_reports_back() {
         kwok_node(tb, 2).await;
         let client = tb.cluster(1).client().await.unwrap();
         let ns = unique("pods");
-        create_namespace(&client, &ns, json!({})).await;
-        apply_offloading(
-            tb,
-            &ns,
-            "  podOffloadingStrategy: Remote\n  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - {key: region, operator: In, values: [eu]}\n",
-        );
-        phase(&client, &ns, "Ready").await;
+        offload_remotely_to_eu(tb, &client, &ns).await;
         let remote_ns = format!("{ns}-{}", t.ids[0]);
         let local = Api::<Pod>::namespaced(client.clone(), &ns);
         let remote = Api::<Pod>::namespaced(tb.cluster(2).client().await.unwrap(), &remote_ns);
         let virtual_node = format!("liqo-{}", t.ids[1]);
 
         // Runs there, and its status (Running, the twin's IP) is the local pod's.
-        local.create(&PostParams::default(), &bare_pod("web", json!({}))).await.unwrap();
+        local
+            .create(&PostParams::default(), &bare_pod("web", json!({})))
+            .await
+            .unwrap();
         let running = eventually("the local pod Running with the twin's IP", WAIT, || async {
             let pod = local.get_opt("web").await.ok()??;
             let status = pod.status.as_ref()?;
-            (status.phase.as_deref() == Some("Running") && status.pod_ip.is_some())
-                .then_some(pod)
+            (status.phase.as_deref() == Some("Running") && status.pod_ip.is_some()).then_some(pod)
         })
         .await;
-        assert_eq!(running.spec.as_ref().unwrap().node_name.as_deref(), Some(virtual_node.as_str()));
+        assert_eq!(
+            running.spec.as_ref().unwrap().node_name.as_deref(),
+            Some(virtual_node.as_str())
+        );
         let twin = remote.get("web").await.unwrap();
-        assert_eq!(twin.status.as_ref().unwrap().pod_ip, running.status.as_ref().unwrap().pod_ip);
-        assert_eq!(twin.spec.as_ref().unwrap().node_name.as_deref(), Some("cluster-2-worker"));
+        assert_eq!(
+            twin.status.as_ref().unwrap().pod_ip,
+            running.status.as_ref().unwrap().pod_ip
+        );
+        assert_eq!(
+            twin.spec.as_ref().unwrap().node_name.as_deref(),
+            Some("cluster-2-worker")
+        );
         let markers = twin.metadata.annotations.clone().unwrap();
-        assert_eq!(markers["offloading.liqo.io/origin-pod-uid"], running.metadata.uid.clone().unwrap());
+        assert_eq!(
+            markers["offloading.liqo.io/origin-pod-uid"],
+            running.metadata.uid.clone().unwrap()
+        );
         assert_eq!(twin.metadata.labels.clone().unwrap()["app"], "web");
-        let (_, wide, _) = kubectl(tb.cluster(1).kubeconfig(), &["get", "pods", "-n", &ns, "-o", "wide"], None);
-        assert!(wide.contains("Running") && wide.contains(&virtual_node), "{wide}");
+        let (_, wide, _) = kubectl(
+            tb.cluster(1).kubeconfig(),
+            &["get", "pods", "-n", &ns, "-o", "wide"],
+            None,
+        );
+        assert!(
+            wide.contains("Running") && wide.contains(&virtual_node),
+            "{wide}"
+        );
 
         // A twin deleted by hand comes back while the local pod lives.
         let first_uid = twin.metadata.uid.clone().unwrap();
-        remote.delete("web", &DeleteParams::default()).await.unwrap();
+        remote
+            .delete("web", &DeleteParams::default())
+            .await
+            .unwrap();
         eventually("the twin recreated", WAIT, || async {
             let twin = remote.get_opt("web").await.ok()??;
             (twin.metadata.uid.as_deref() != Some(first_uid.as_str())
@@ -1206,34 +1241,71 @@ async fn an_offloaded_pod_runs_in_its_cluster_and_reports_back() {
         // Storage that lives here: no twin, and the pod says why. (A claim would keep it
         // from being scheduled at all in the test bed, which has no volumes: a host path.)
         let host = json!({"volumes": [{"name": "data", "hostPath": {"path": "/var/lib/data"}}]});
-        local.create(&PostParams::default(), &bare_pod("stateful", host)).await.unwrap();
-        let why = eventually("the pod to say why it cannot run remotely", WAIT, || async {
-            let pod = local.get_opt("stateful").await.ok()??;
-            let c = pod.status?.conditions?.into_iter().find(|c| c.type_ == "offloading.liqo.io/RemotePod")?;
-            (c.reason.as_deref() == Some("Unsupported")).then_some(c.message.unwrap_or_default())
-        })
+        local
+            .create(&PostParams::default(), &bare_pod("stateful", host))
+            .await
+            .unwrap();
+        let why = eventually(
+            "the pod to say why it cannot run remotely",
+            WAIT,
+            || async {
+                let pod = local.get_opt("stateful").await.ok()??;
+                let c = pod
+                    .status?
+                    .conditions?
+                    .into_iter()
+                    .find(|c| c.type_ == "offloading.liqo.io/RemotePod")?;
+                (c.reason.as_deref() == Some("Unsupported"))
+                    .then_some(c.message.unwrap_or_default())
+            },
+        )
         .await;
-        assert!(why.contains("\"data\"") && why.contains("hostPath"), "{why}");
+        assert!(
+            why.contains("\"data\"") && why.contains("hostPath"),
+            "{why}"
+        );
         assert!(remote.get_opt("stateful").await.unwrap().is_none());
 
         // A name taken there by someone else: reported, never touched.
         let stranger = bare_pod("taken", json!({"nodeName": "cluster-2-worker"}));
-        remote.create(&PostParams::default(), &stranger).await.unwrap();
+        remote
+            .create(&PostParams::default(), &stranger)
+            .await
+            .unwrap();
         let stranger_uid = remote.get("taken").await.unwrap().metadata.uid.unwrap();
-        local.create(&PostParams::default(), &bare_pod("taken", json!({}))).await.unwrap();
+        local
+            .create(&PostParams::default(), &bare_pod("taken", json!({})))
+            .await
+            .unwrap();
         eventually("the conflict reported on the local pod", WAIT, || async {
             let pod = local.get_opt("taken").await.ok()??;
-            let c = pod.status?.conditions?.into_iter().find(|c| c.type_ == "offloading.liqo.io/RemotePod")?;
+            let c = pod
+                .status?
+                .conditions?
+                .into_iter()
+                .find(|c| c.type_ == "offloading.liqo.io/RemotePod")?;
             (c.reason.as_deref() == Some("NameTaken")).then_some(())
         })
         .await;
         let still = remote.get("taken").await.unwrap();
         assert_eq!(still.metadata.uid.as_deref(), Some(stranger_uid.as_str()));
-        assert!(!still.metadata.annotations.unwrap_or_default().contains_key("offloading.liqo.io/origin-pod-uid"));
+        assert!(
+            !still
+                .metadata
+                .annotations
+                .unwrap_or_default()
+                .contains_key("offloading.liqo.io/origin-pod-uid")
+        );
 
-        local.delete("stateful", &DeleteParams::default()).await.ok();
+        local
+            .delete("stateful", &DeleteParams::default())
+            .await
+            .ok();
         local.delete("taken", &DeleteParams::default()).await.ok();
-        remote.delete("taken", &DeleteParams::default().grace_period(0)).await.ok();
+        remote
+            .delete("taken", &DeleteParams::default().grace_period(0))
+            .await
+            .ok();
 
         // A pod that ended keeps its final status: no new twin once its twin is gone.
         let once = bare_pod("once", json!({"restartPolicy": "Never"}));
@@ -1257,35 +1329,58 @@ async fn an_offloaded_pod_runs_in_its_cluster_and_reports_back() {
             (pod.status?.phase.as_deref() == Some("Succeeded")).then_some(())
         })
         .await;
-        remote.delete("once", &DeleteParams::default().grace_period(0)).await.unwrap();
+        remote
+            .delete("once", &DeleteParams::default().grace_period(0))
+            .await
+            .unwrap();
         eventually("the ended twin gone", WAIT, || async {
             remote.get_opt("once").await.ok()?.is_none().then_some(())
         })
         .await;
         tokio::time::sleep(Duration::from_secs(3)).await;
-        assert!(remote.get_opt("once").await.unwrap().is_none(), "an ended pod got a new twin");
+        assert!(
+            remote.get_opt("once").await.unwrap().is_none(),
+            "an ended pod got a new twin"
+        );
         let ended = local.get("once").await.unwrap();
         assert_eq!(ended.status.unwrap().phase.as_deref(), Some("Succeeded"));
 
         // The remote namespace lost (deleted there by hand): created again, and the pod's
         // twin with it.
-        local.create(&PostParams::default(), &bare_pod("phoenix", json!({}))).await.unwrap();
+        local
+            .create(&PostParams::default(), &bare_pod("phoenix", json!({})))
+            .await
+            .unwrap();
         let first = eventually("the phoenix twin", WAIT, || async {
-            remote.get_opt("phoenix").await.ok()?.and_then(|t| t.metadata.uid)
+            remote
+                .get_opt("phoenix")
+                .await
+                .ok()?
+                .and_then(|t| t.metadata.uid)
         })
         .await;
         let eu_namespaces = Api::<Namespace>::all(tb.cluster(2).client().await.unwrap());
-        eu_namespaces.delete(&remote_ns, &DeleteParams::default()).await.unwrap();
-        eventually("a new twin in the namespace created again", Duration::from_secs(120), || async {
-            let twin = remote.get_opt("phoenix").await.ok()??;
-            let running = twin.status.as_ref()?.phase.as_deref() == Some("Running");
-            (twin.metadata.uid.as_ref() != Some(&first) && running).then_some(())
-        })
+        eu_namespaces
+            .delete(&remote_ns, &DeleteParams::default())
+            .await
+            .unwrap();
+        eventually(
+            "a new twin in the namespace created again",
+            Duration::from_secs(120),
+            || async {
+                let twin = remote.get_opt("phoenix").await.ok()??;
+                let running = twin.status.as_ref()?.phase.as_deref() == Some("Running");
+                (twin.metadata.uid.as_ref() != Some(&first) && running).then_some(())
+            },
+        )
         .await;
 
         // Ending the offloading: the remote namespace goes with the twins, and the local
         // pods that ran there are deleted (their owners would create them again, locally).
-        local.create(&PostParams::default(), &bare_pod("last", json!({}))).await.unwrap();
+        local
+            .create(&PostParams::default(), &bare_pod("last", json!({})))
+            .await
+            .unwrap();
         eventually("the last pod Running remotely", WAIT, || async {
             let pod = local.get_opt("last").await.ok()??;
             (pod.status?.phase.as_deref() == Some("Running")).then_some(())
@@ -1293,13 +1388,22 @@ async fn an_offloaded_pod_runs_in_its_cluster_and_reports_back() {
         .await;
         let (ok, _, err) = kubectl(
             tb.cluster(1).kubeconfig(),
-            &["delete", "namespaceoffloading", "offloading", "-n", &ns, "--wait=false"],
+            &[
+                "delete",
+                "namespaceoffloading",
+                "offloading",
+                "-n",
+                &ns,
+                "--wait=false",
+            ],
             None,
         );
         assert!(ok, "{err}");
-        eventually("the offloaded pod deleted as the offloading ends", WAIT, || async {
-            local.get_opt("last").await.ok()?.is_none().then_some(())
-        })
+        eventually(
+            "the offloaded pod deleted as the offloading ends",
+            WAIT,
+            || async { local.get_opt("last").await.ok()?.is_none().then_some(()) },
+        )
         .await;
         gone(tb, 2, &remote_ns).await;
         delete_namespace(&client, &ns).await;
@@ -1745,15 +1849,11 @@ async fn kubectl_logs_exec_and_port_forward_reach_an_offloaded_pod() {
         let kc = tb.cluster(1).kubeconfig();
         let client = tb.cluster(1).client().await.unwrap();
         let ns = unique("kubelet");
-        create_namespace(&client, &ns, json!({})).await;
-        apply_offloading(
-            tb,
-            &ns,
-            "  podOffloadingStrategy: Remote\n  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - {key: region, operator: In, values: [eu]}\n",
-        );
-        phase(&client, &ns, "Ready").await;
+        offload_remotely_to_eu(tb, &client, &ns).await;
         let pods = Api::<Pod>::namespaced(client.clone(), &ns);
-        pods.create(&PostParams::default(), &bare_pod("web", json!({}))).await.unwrap();
+        pods.create(&PostParams::default(), &bare_pod("web", json!({})))
+            .await
+            .unwrap();
         eventually("the pod Running in cluster 2", WAIT, || async {
             let status = pods.get_opt("web").await.ok()??.status?;
             (status.phase.as_deref() == Some("Running")).then_some(())
@@ -1763,12 +1863,21 @@ async fn kubectl_logs_exec_and_port_forward_reach_an_offloaded_pod() {
         let logs = run(kc, &["logs", "-n", &ns, "web"], None).await;
         assert_eq!(logs, KWOK_CONTAINER_LOG);
         let last = KWOK_CONTAINER_LOG.lines().last().unwrap();
-        let tail = run(kc, &["logs", "-n", &ns, "web", "--tail=1", "--since=87600h"], None).await;
+        let tail = run(
+            kc,
+            &["logs", "-n", &ns, "web", "--tail=1", "--since=87600h"],
+            None,
+        )
+        .await;
         assert_eq!(tail.trim_end(), last);
         let mut follow = Streaming::spawn(kc, &["logs", "-f", "--tail=1", "-n", &ns, "web"]);
         follow.line(|l| l == last).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert!(follow.still_running(), "logs -f ended: {}", follow.stderr().await);
+        assert!(
+            follow.still_running(),
+            "logs -f ended: {}",
+            follow.stderr().await
+        );
         follow.stop().await;
 
         let hi = run(kc, &["exec", "-n", &ns, "web", "--", "echo", "hi"], None).await;
@@ -1781,35 +1890,72 @@ async fn kubectl_logs_exec_and_port_forward_reach_an_offloaded_pod() {
         .await;
         assert_eq!(echoed, "through two API servers\n");
         // The remote side's error, as it came.
-        let (ok, _, err) =
-            output(kc, &["exec", "-n", &ns, "web", "--", "no-such-command"], None).await;
+        let (ok, _, err) = output(
+            kc,
+            &["exec", "-n", &ns, "web", "--", "no-such-command"],
+            None,
+        )
+        .await;
         assert!(!ok && err.contains("no-such-command"), "{err}");
 
         let mut forward = Streaming::spawn(
             kc,
-            &["port-forward", "-n", &ns, "pod/web", "--address=127.0.0.1", ":8080"],
+            &[
+                "port-forward",
+                "-n",
+                &ns,
+                "pod/web",
+                "--address=127.0.0.1",
+                ":8080",
+            ],
         );
-        let line = forward.line(|l| l.starts_with("Forwarding from 127.0.0.1:")).await;
+        let line = forward
+            .line(|l| l.starts_with("Forwarding from 127.0.0.1:"))
+            .await;
         let port: u16 = line
             .trim_start_matches("Forwarding from 127.0.0.1:")
             .split_whitespace()
             .next()
             .and_then(|p| p.parse().ok())
             .unwrap();
-        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        conn.write_all(b"ping through port-forward\n").await.unwrap();
+        conn.write_all(b"ping through port-forward\n")
+            .await
+            .unwrap();
         let mut back = vec![0; 26];
-        tokio::time::timeout(WAIT, conn.read_exact(&mut back)).await.unwrap().unwrap();
+        tokio::time::timeout(WAIT, conn.read_exact(&mut back))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(back, b"ping through port-forward\n");
         drop(conn);
         forward.stop().await;
 
         // Straight to the virtual node's kubelet API: a certificate from the cluster CA is
         // not enough, the caller needs nodes/proxy (as with a kubelet's webhook authz).
-        let node = pods.get("web").await.unwrap().spec.unwrap().node_name.unwrap();
-        let status = Api::<Node>::all(client.clone()).get(&node).await.unwrap().status.unwrap();
-        let port = status.daemon_endpoints.unwrap().kubelet_endpoint.unwrap().port;
+        let node = pods
+            .get("web")
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .node_name
+            .unwrap();
+        let status = Api::<Node>::all(client.clone())
+            .get(&node)
+            .await
+            .unwrap()
+            .status
+            .unwrap();
+        let port = status
+            .daemon_endpoints
+            .unwrap()
+            .kubelet_endpoint
+            .unwrap()
+            .port;
         let url = format!("https://127.0.0.1:{port}/containerLogs/{ns}/web/app");
         let curl = |cert: Option<(std::path::PathBuf, std::path::PathBuf)>| {
             let mut cmd = std::process::Command::new("curl");
@@ -1818,15 +1964,24 @@ async fn kubectl_logs_exec_and_port_forward_reach_an_offloaded_pod() {
                 cmd.arg("--cert").arg(cert).arg("--key").arg(key);
             }
             let out = cmd.arg(&url).output().unwrap();
-            (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
         };
         let (ok, answer) = curl(Some(tb.cluster(1).viewer_cert()));
         assert!(ok && answer.ends_with("\n403"), "{answer}");
-        assert!(answer.contains("testbed-viewer may not get nodes/proxy"), "{answer}");
+        assert!(
+            answer.contains("testbed-viewer may not get nodes/proxy"),
+            "{answer}"
+        );
         let (ok, _) = curl(None);
         assert!(!ok, "no client certificate: the handshake is refused");
         let (ok, answer) = curl(Some(tb.cluster(1).admin_cert()));
-        assert!(ok && answer == format!("{KWOK_CONTAINER_LOG}\n200"), "{answer}");
+        assert!(
+            ok && answer == format!("{KWOK_CONTAINER_LOG}\n200"),
+            "{answer}"
+        );
 
         delete_namespace(&client, &ns).await;
     })

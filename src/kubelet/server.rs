@@ -5,25 +5,20 @@
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use hyper::service::service_fn;
-use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
-    server::{conn::auto, graceful::GracefulShutdown},
-};
+use hyper_util::{rt::TokioExecutor, server::conn::auto};
 use rustls::{
     RootCertStore, ServerConfig,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
     server::WebPkiClientVerifier,
 };
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 use super::{
     authz::{self, Identity},
     relay::Relay,
 };
-use crate::certs;
+use crate::{certs, server::accept};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Long enough for a day's certificate rotation never to matter: the process restarts
 /// far more often, and a new certificate comes with it.
 const SERVING_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -90,65 +85,33 @@ pub fn tls_config(
     Ok(Arc::new(config))
 }
 
-/// Serves the kubelet API until `shutdown` turns true; open streams end with the process.
+/// Serves the kubelet API until `shutdown` resolves; open streams get a moment to end.
 pub async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     relay: Arc<Relay>,
     shutdown: impl Future<Output = ()>,
 ) {
-    tokio::pin!(shutdown);
-    let acceptor = TlsAcceptor::from(tls);
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()).http1_only());
-    let graceful = GracefulShutdown::new();
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(conn) => conn,
-            Err(e) => {
-                tracing::warn!(error = %e, "kubelet API: accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        let builder = builder.clone();
+    let serving = accept::Serving {
+        name: "kubelet",
+        builder: auto::Builder::new(TokioExecutor::new()).http1_only(),
+        upgrades: true,
+        grace: Duration::from_secs(2),
+    };
+    accept::serve_tls(listener, tls, serving, shutdown, move |session| {
+        // Who is calling: the certificate the handshake verified.
+        let who: Option<Arc<Identity>> = session
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|cert| authz::identity(cert))
+            .map(Arc::new);
         let relay = relay.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    return tracing::debug!(%peer, error = %e, "kubelet API: TLS handshake refused");
-                }
-                Err(_) => return tracing::debug!(%peer, "kubelet API: TLS handshake timed out"),
-            };
-            // Who is calling: the certificate the handshake verified.
-            let who: Option<Arc<Identity>> = stream
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|chain| chain.first())
-                .and_then(|cert| authz::identity(cert))
-                .map(Arc::new);
-            let service = service_fn(move |request| {
-                let (relay, who) = (relay.clone(), who.clone());
-                async move {
-                    Ok::<_, std::convert::Infallible>(relay.handle(request, who.as_deref()).await)
-                }
-            });
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%peer, error = %e, "kubelet API: connection ended with an error");
+        service_fn(move |request| {
+            let (relay, who) = (relay.clone(), who.clone());
+            async move {
+                Ok::<_, std::convert::Infallible>(relay.handle(request, who.as_deref()).await)
             }
-        });
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
+        })
+    })
+    .await;
 }

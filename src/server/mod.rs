@@ -1,6 +1,7 @@
 //! The HTTPS webhook server (axum on rustls) and the plain-HTTP admin server (probes,
 //! metrics).
 
+pub mod accept;
 pub mod tls;
 
 use std::{
@@ -21,12 +22,11 @@ use axum::{
     routing::{get, post},
 };
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    rt::{TokioExecutor, TokioTimer},
+    server::conn::auto,
     service::TowerToHyperService,
 };
 use tokio::{net::TcpListener, sync::watch};
-use tokio_rustls::TlsAcceptor;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
@@ -264,8 +264,8 @@ pub fn admin_router(ready: Arc<AtomicBool>, metrics: Arc<Metrics>) -> Router {
         )
 }
 
-/// Serves `router` over TLS on `listener` until `shutdown` turns true, then lets in-flight
-/// requests finish for up to `grace`.
+/// Serves the webhook router over TLS until `shutdown` turns true; in-flight requests get
+/// `grace` to finish.
 pub async fn serve_tls(
     listener: TcpListener,
     router: Router,
@@ -273,7 +273,6 @@ pub async fn serve_tls(
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let acceptor = TlsAcceptor::from(tls);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -283,47 +282,19 @@ pub async fn serve_tls(
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Duration::from_secs(30));
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
-    loop {
-        let accepted = tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|stop| *stop) => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (tcp, peer) = match accepted {
-            Ok(conn) => conn,
-            Err(e) => {
-                // Out of file descriptors and the like: pause rather than spin.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let acceptor = acceptor.clone();
-        let builder = builder.clone();
-        let service = TowerToHyperService::new(router.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-            };
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(e) = watcher.watch(connection).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    tracing::info!("webhook server draining connections");
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("webhook server stopped"),
-        _ = tokio::time::sleep(grace) => tracing::warn!(?grace, "connections still open after the grace period; closing"),
-    }
+    let serving = accept::Serving {
+        name: "webhook",
+        builder,
+        upgrades: false,
+        grace,
+    };
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    accept::serve_tls(listener, tls, serving, stop, move |_| {
+        TowerToHyperService::new(router.clone())
+    })
+    .await;
 }
 
 /// Serves the admin router on plain HTTP until `shutdown` turns true.
