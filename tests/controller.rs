@@ -1002,6 +1002,31 @@ async fn at_rest_the_manager_keeps_one_watch_per_kind_per_cluster() {
         let ns = unique("at-rest");
         create_namespace(&client, &ns, json!({"liqo.io/enabled": "true"})).await;
         phase(&client, &ns, "Ready").await;
+        // A Service with no pods (an empty EndpointSlice), reflected: at rest, it costs no writes.
+        let svc: k8s_openapi::api::core::v1::Service = serde_json::from_value(json!({
+            "metadata": {"name": "idle"},
+            "spec": {"selector": {"app": "idle"}, "ports": [{"port": 80}]}}))
+        .unwrap();
+        Api::namespaced(client.clone(), &ns)
+            .create(&PostParams::default(), &svc)
+            .await
+            .unwrap();
+        let remote_ns = format!("{ns}-{}", t.ids[0]);
+        eventually(
+            "the idle Service and its slice in cluster 2",
+            WAIT,
+            || async {
+                let two = tb.cluster(2).client().await.ok()?;
+                let slices = Api::<k8s_openapi::api::discovery::v1::EndpointSlice>::namespaced(
+                    two, &remote_ns,
+                )
+                .list(&kube::api::ListParams::default().labels("kubernetes.io/service-name=idle"))
+                .await
+                .ok()?;
+                (!slices.items.is_empty()).then_some(())
+            },
+        )
+        .await;
         // At rest: what earlier tests deleted has finished going (terminations call the
         // remotes until their namespaces are gone).
         let namespaces = Api::<Namespace>::all(client.clone());
@@ -1059,6 +1084,15 @@ async fn at_rest_the_manager_keeps_one_watch_per_kind_per_cluster() {
                 .filter(|r| r.starts_with("list "))
                 .collect();
             assert!(lists.is_empty(), "{cluster}: lists at rest: {lists:?}");
+            let writes: Vec<_> = activity
+                .requests
+                .keys()
+                .filter(|r| r.ends_with(" services") || r.ends_with(" endpointslices"))
+                .collect();
+            assert!(
+                writes.is_empty(),
+                "{cluster}: Service or slice requests at rest: {writes:?}"
+            );
             let watched_reads: Vec<_> = activity
                 .requests
                 .keys()

@@ -127,10 +127,14 @@ pub fn endpoint_slice(local: &EndpointSlice, to: &Destination) -> Option<Endpoin
     })
 }
 
+/// Whether the remote slice says what `desired` does (an empty list and none alike: the
+/// API server may return either, and a difference there would rewrite it forever).
 pub fn same_slice(remote: &EndpointSlice, desired: &EndpointSlice) -> bool {
     remote.address_type == desired.address_type
-        && remote.endpoints == desired.endpoints
-        && remote.ports == desired.ports
+        && remote.endpoints.as_deref().unwrap_or_default()
+            == desired.endpoints.as_deref().unwrap_or_default()
+        && remote.ports.as_deref().unwrap_or_default()
+            == desired.ports.as_deref().unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -250,6 +254,12 @@ mod tests {
             local.endpoints.as_ref().unwrap()[2].conditions
         );
         assert!(same_slice(&copy.clone(), &copy));
+        let empty = |endpoints| EndpointSlice {
+            endpoints,
+            ..copy.clone()
+        };
+        assert!(same_slice(&empty(None), &empty(Some(vec![]))));
+        assert!(!same_slice(&empty(None), &copy));
     }
 
     #[test]
