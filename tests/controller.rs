@@ -1878,7 +1878,7 @@ async fn kubectl_logs_exec_and_port_forward_reach_an_offloaded_pod() {
         KWOK_CONTAINER_LOG,
         kubectl::{Streaming, output, run},
     };
-    with_topology(|tb, _| async move {
+    with_topology(|tb, t| async move {
         kwok_node(tb, 2).await;
         let kc = tb.cluster(1).kubeconfig();
         let client = tb.cluster(1).client().await.unwrap();
@@ -2016,6 +2016,18 @@ async fn kubectl_logs_exec_and_port_forward_reach_an_offloaded_pod() {
             ok && answer == format!("{KWOK_CONTAINER_LOG}\n200"),
             "{answer}"
         );
+        let (_, metrics) = http_get(t.admin_ports.lock().unwrap()[0], "/metrics").unwrap();
+        for counted in [
+            "namespace_offloading_kubelet_calls_total{call=\"logs\",code=\"200\"}",
+            "namespace_offloading_kubelet_calls_total{call=\"logs\",code=\"403\"}",
+            "namespace_offloading_kubelet_calls_total{call=\"exec\",code=\"101\"}",
+            "namespace_offloading_kubelet_calls_total{call=\"portforward\",code=\"101\"}",
+        ] {
+            assert!(
+                metrics.contains(counted),
+                "{counted} missing from:\n{metrics}"
+            );
+        }
 
         delete_namespace(&client, &ns).await;
     })

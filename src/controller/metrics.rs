@@ -49,6 +49,12 @@ struct ConflictLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KubeletCallLabels {
+    call: &'static str,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PeeringLabels {
     remote_cluster: String,
 }
@@ -67,6 +73,7 @@ pub struct ControllerMetrics {
     pods_breaking: Family<NamespaceLabels, Gauge>,
     pods_evicted: Counter,
     reflection_conflicts: Family<ConflictLabels, Counter>,
+    kubelet_calls: Family<KubeletCallLabels, Counter>,
     /// Per local namespace, the state of each cluster: the gauge is their count.
     states: Mutex<HashMap<String, BTreeMap<String, &'static str>>>,
 }
@@ -100,6 +107,7 @@ impl ControllerMetrics {
             pods_breaking: Family::default(),
             pods_evicted: Counter::default(),
             reflection_conflicts: Family::default(),
+            kubelet_calls: Family::default(),
             states: Mutex::default(),
         };
         registry.register(
@@ -142,7 +150,19 @@ impl ControllerMetrics {
             "Objects not reflected because a remote object of that name was not made by us, by kind and remote cluster",
             m.reflection_conflicts.clone(),
         );
+        registry.register(
+            "kubelet_calls",
+            "Calls to the virtual nodes' kubelet API (logs, exec, attach, portforward), by call and the HTTP status answered (101: a stream joined)",
+            m.kubelet_calls.clone(),
+        );
         Arc::new(m)
+    }
+
+    /// Counts one kubelet API call and its answer.
+    pub fn kubelet_call(&self, call: &'static str, code: u16) {
+        self.kubelet_calls
+            .get_or_create(&KubeletCallLabels { call, code })
+            .inc();
     }
 
     /// Counts an object left unreflected because its name is taken remotely.

@@ -522,6 +522,7 @@ pub async fn run(
             offloadings: offloadings.clone(),
             peers: peers.clone(),
             authorizer: crate::kubelet::authz::Authorizer::new(client.clone()),
+            metrics: metrics.clone(),
         });
         tokio::spawn(crate::kubelet::server::serve(
             kubelet.listener,

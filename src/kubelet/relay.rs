@@ -48,6 +48,7 @@ pub struct Relay {
     pub offloadings: Store<NamespaceOffloading>,
     pub peers: Peers,
     pub authorizer: Authorizer,
+    pub metrics: std::sync::Arc<crate::controller::metrics::ControllerMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +106,13 @@ impl Relay {
         request: Request<Incoming>,
         who: Option<&Identity>,
     ) -> Response<Body> {
+        let call = route::parse(request.uri().path()).map_or("unsupported", |t| t.call.name());
+        let response = self.answer(request, who).await;
+        self.metrics.kubelet_call(call, response.status().as_u16());
+        response
+    }
+
+    async fn answer(&self, request: Request<Incoming>, who: Option<&Identity>) -> Response<Body> {
         match self.relay(request, who).await {
             Ok(response) => response,
             Err(e) => {
