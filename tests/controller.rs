@@ -1876,7 +1876,7 @@ async fn kubectl_logs_exec_and_port_forward_reach_an_offloaded_pod() {
     use k8s_openapi::api::core::v1::Pod;
     use testbed::{
         KWOK_CONTAINER_LOG,
-        kubectl::{Streaming, output, run},
+        kubectl::{Streaming, output, port_forward, run},
     };
     with_topology(|tb, t| async move {
         kwok_node(tb, 2).await;
@@ -1932,26 +1932,7 @@ async fn kubectl_logs_exec_and_port_forward_reach_an_offloaded_pod() {
         .await;
         assert!(!ok && err.contains("no-such-command"), "{err}");
 
-        let mut forward = Streaming::spawn(
-            kc,
-            &[
-                "port-forward",
-                "-n",
-                &ns,
-                "pod/web",
-                "--address=127.0.0.1",
-                ":8080",
-            ],
-        );
-        let line = forward
-            .line(|l| l.starts_with("Forwarding from 127.0.0.1:"))
-            .await;
-        let port: u16 = line
-            .trim_start_matches("Forwarding from 127.0.0.1:")
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap();
+        let (forward, port) = port_forward(kc, &ns, "web", 8080).await;
         let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .unwrap();

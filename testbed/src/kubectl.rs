@@ -126,3 +126,35 @@ impl Streaming {
         let _ = self.child.kill().await;
     }
 }
+
+/// `kubectl port-forward pod/<pod> :<port>` on 127.0.0.1: the running kubectl, and the
+/// local port it chose (read from its "Forwarding from" line).
+pub async fn port_forward(
+    kubeconfig: &Path,
+    namespace: &str,
+    pod: &str,
+    port: u16,
+) -> (Streaming, u16) {
+    const FORWARDING: &str = "Forwarding from 127.0.0.1:";
+    let target = format!("pod/{pod}");
+    let remote = format!(":{port}");
+    let mut forward = Streaming::spawn(
+        kubeconfig,
+        &[
+            "port-forward",
+            "-n",
+            namespace,
+            &target,
+            "--address=127.0.0.1",
+            &remote,
+        ],
+    );
+    let line = forward.line(|l| l.starts_with(FORWARDING)).await;
+    let local = line
+        .trim_start_matches(FORWARDING)
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no local port in {line:?}"));
+    (forward, local)
+}

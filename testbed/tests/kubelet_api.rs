@@ -14,7 +14,7 @@ use kube::{Api, Client, api::PostParams};
 use serde_json::json;
 use testbed::{
     Cluster, KWOK_ANNOTATION, KWOK_CONTAINER_LOG, Testbed, TestbedConfig,
-    kubectl::{Streaming, run},
+    kubectl::{Streaming, port_forward, run},
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
@@ -104,27 +104,7 @@ async fn check_kubelet_api(tb: &Testbed) {
     assert_eq!(echoed, "through the kubelet API\n");
 
     // Port-forward: kwok answers every port with an echo; one connection end to end.
-    let target = format!("pod/{pod}");
-    let mut forward = Streaming::spawn(
-        kubeconfig,
-        &[
-            "port-forward",
-            "-n",
-            ns,
-            &target,
-            "--address=127.0.0.1",
-            ":8080",
-        ],
-    );
-    let line = forward
-        .line(|l| l.starts_with("Forwarding from 127.0.0.1:"))
-        .await;
-    let port: u16 = line
-        .trim_start_matches("Forwarding from 127.0.0.1:")
-        .split_whitespace()
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no local port in {line:?}"));
+    let (mut forward, port) = port_forward(kubeconfig, ns, pod, 8080).await;
     let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
