@@ -2,14 +2,13 @@
 //! under test started as users start it (the release binary's `run`).
 
 use std::{
-    io::{Read, Write},
-    net::TcpStream,
+    io::Write,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-use testbed::{Lifetime, Process, Testbed, TestbedConfig, process::free_port};
+use testbed::{Lifetime, Process, Testbed, TestbedConfig};
 
 /// Starts `clusters` clusters (without schedulers: nothing here runs pods) under `root`.
 pub async fn testbed(root: &Path, clusters: usize) -> Result<Testbed, String> {
@@ -87,51 +86,7 @@ pub fn certificates(manager: &Path, dir: &Path) -> Result<(), String> {
     }
 }
 
-/// A running manager.
-pub struct Manager {
-    pub process: Process,
-    pub webhook_port: u16,
-    pub admin_port: u16,
-}
-
-/// Starts `manager run` against `kubeconfig` with `extra` arguments, and waits until it
-/// reports ready (its caches are synced). With `register`, its webhooks are registered
-/// with the API server.
-pub async fn start_manager(
-    manager: &Path,
-    log_dir: &Path,
-    name: &str,
-    kubeconfig: &Path,
-    register: bool,
-    extra: &[String],
-) -> Result<Manager, String> {
-    let webhook_port = free_port().map_err(|e| e.to_string())?;
-    let admin_port = free_port().map_err(|e| e.to_string())?;
-    let mut args = vec![
-        "run".to_owned(),
-        format!("--kubeconfig={}", kubeconfig.display()),
-        format!("--webhook-listen=127.0.0.1:{webhook_port}"),
-        format!("--admin-listen=127.0.0.1:{admin_port}"),
-        // The virtual nodes' kubelet API, on a free port (several managers share a host).
-        "--kubelet-listen=127.0.0.1:0".to_owned(),
-        format!("--instance={name}"),
-    ];
-    if register {
-        args.push(format!("--webhook-url=https://127.0.0.1:{webhook_port}"));
-    }
-    args.extend(extra.iter().cloned());
-    let process = spawn(name, manager, &args, log_dir)?;
-    let manager = Manager {
-        process,
-        webhook_port,
-        admin_port,
-    };
-    wait_for(&format!("{name} ready"), Duration::from_secs(120), || {
-        http_status(admin_port, "/ready") == Some(200)
-    })
-    .await?;
-    Ok(manager)
-}
+pub use testbed::manager::{Manager, start as start_manager};
 
 /// Starts a process that dies with this one, its output in `log_dir/NAME.log`.
 pub fn spawn(
@@ -148,16 +103,6 @@ pub fn spawn(
         Lifetime::Attached,
     )
     .map_err(|e| e.to_string())
-}
-
-/// The status code of a plain-HTTP GET on loopback, if anything answered.
-pub fn http_status(port: u16, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
 /// Polls `check` every 100 ms until it holds, or fails naming `what` after `timeout`.

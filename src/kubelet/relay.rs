@@ -106,14 +106,9 @@ impl Relay {
         request: Request<Incoming>,
         who: Option<&Identity>,
     ) -> Response<Body> {
-        let call = route::parse(request.uri().path()).map_or("unsupported", |t| t.call.name());
-        let response = self.answer(request, who).await;
-        self.metrics.kubelet_call(call, response.status().as_u16());
-        response
-    }
-
-    async fn answer(&self, request: Request<Incoming>, who: Option<&Identity>) -> Response<Body> {
-        match self.relay(request, who).await {
+        let target = route::parse(request.uri().path());
+        let call = target.as_ref().map_or("unsupported", |t| t.call.name());
+        let response = match self.relay(request, target, who).await {
             Ok(response) => response,
             Err(e) => {
                 tracing::debug!(error = %e, "kubelet call not relayed");
@@ -125,7 +120,9 @@ impl Relay {
                 );
                 response
             }
-        }
+        };
+        self.metrics.kubelet_call(call, response.status().as_u16());
+        response
     }
 
     fn resolve(&self, target: &Target, query: Option<&str>) -> Result<Resolved, RelayError> {
@@ -163,9 +160,10 @@ impl Relay {
     async fn relay(
         &self,
         mut request: Request<Incoming>,
+        target: Result<Target, Unsupported>,
         who: Option<&Identity>,
     ) -> Result<Response<Body>, RelayError> {
-        let target = route::parse(request.uri().path())?;
+        let target = target?;
         let to = self.resolve(&target, request.uri().query())?;
         self.authorizer
             .check(who, authz::verb(request.method()), &to.node)

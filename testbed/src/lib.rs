@@ -10,6 +10,7 @@
 pub mod audit;
 mod cluster;
 pub mod kubectl;
+pub mod manager;
 mod pki;
 pub mod process;
 

@@ -169,15 +169,10 @@ pub fn install_crds(kubeconfig: &Path) -> Result<(), String> {
     }
 }
 
-/// A `namespace-offloading run` process started by a test.
-pub struct Manager {
-    pub process: testbed::Process,
-    pub webhook_port: u16,
-    pub admin_port: u16,
-}
+pub use testbed::manager::Manager;
 
-/// Starts the manager against `kubeconfig` on free loopback ports (registering its webhooks
-/// at its own address when `register`), with `extra` flags, and waits until it is ready.
+/// Starts this build's manager (or `$NSO_MANAGER_BIN`, another build to compare) against
+/// `kubeconfig`, with `extra` flags, and waits until it is ready (`testbed::manager`).
 /// Its log goes to the test bed's log directory as `<name>.log`.
 pub async fn start_manager(
     tb: &Testbed,
@@ -186,52 +181,10 @@ pub async fn start_manager(
     register: bool,
     extra: &[String],
 ) -> Result<Manager, String> {
-    use testbed::{Lifetime, Process, process::free_port};
-    let webhook_port = free_port().map_err(|e| e.to_string())?;
-    let admin_port = free_port().map_err(|e| e.to_string())?;
-    let mut args = vec![
-        "run".to_owned(),
-        format!("--kubeconfig={}", kubeconfig.display()),
-        format!("--webhook-listen=127.0.0.1:{webhook_port}"),
-        format!("--admin-listen=127.0.0.1:{admin_port}"),
-        // The virtual nodes' kubelet API, on a free port (several managers share a host).
-        "--kubelet-listen=127.0.0.1:0".to_owned(),
-        format!("--instance={name}"),
-    ];
-    if register {
-        args.push(format!("--webhook-url=https://127.0.0.1:{webhook_port}"));
-    }
-    args.extend(extra.iter().cloned());
-    // Another build of the manager (e.g. the previous release, to compare), if asked.
     let binary = std::env::var_os("NSO_MANAGER_BIN")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_namespace-offloading").into());
-    let mut process = Process::spawn(
-        name,
-        &binary,
-        &args,
-        &tb.log_dir().join(format!("{name}.log")),
-        Lifetime::Attached,
-    )
-    .map_err(|e| e.to_string())?;
-    let started = std::time::Instant::now();
-    while started.elapsed() < Duration::from_secs(60) {
-        if let Some(status) = process.exited() {
-            return Err(format!(
-                "{name} exited ({status}); see {}",
-                process.log().display()
-            ));
-        }
-        if matches!(http_get(admin_port, "/ready"), Ok((200, _))) {
-            return Ok(Manager {
-                process,
-                webhook_port,
-                admin_port,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Err(format!("{name} did not become ready within 60 s"))
+    testbed::manager::start(&binary, &tb.log_dir(), name, kubeconfig, register, extra).await
 }
 
 /// Creates a Ready Node (no kubelet behind it); a virtual one carries `liqo.io/type` and the
