@@ -79,7 +79,7 @@ async fn every_cluster_runs_the_supported_release_asked_for() {
             let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap();
             assert_eq!(version.major, "1");
             assert!(
-                namespace_offloading::preflight::SUPPORTED_MINORS.contains(&minor),
+                namespace_offloading::plumbing::preflight::SUPPORTED_MINORS.contains(&minor),
                 "{} runs {}, outside the supported range",
                 cluster.name(),
                 version.git_version

@@ -18,7 +18,7 @@ use kube::{
     Api, Client,
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
-use namespace_offloading::api::{NamespaceOffloading, RemoteCluster};
+use namespace_offloading::model::api::{NamespaceOffloading, RemoteCluster};
 use serde_json::{Value, json};
 use support::{eventually, http_get, kubectl, unique};
 use testbed::{Process, Testbed};
@@ -1048,10 +1048,12 @@ async fn at_rest_the_manager_keeps_one_watch_per_kind_per_cluster() {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(30),
         );
-        let local_ua = std::env::var("NSO_AUDIT_USER_AGENT")
-            .unwrap_or_else(|_| namespace_offloading::client::LOCAL_USER_AGENT.to_owned());
-        let peer_ua = std::env::var("NSO_AUDIT_PEER_USER_AGENT")
-            .unwrap_or_else(|_| namespace_offloading::client::remote_user_agent(&t.ids[0]));
+        let local_ua = std::env::var("NSO_AUDIT_USER_AGENT").unwrap_or_else(|_| {
+            namespace_offloading::plumbing::client::LOCAL_USER_AGENT.to_owned()
+        });
+        let peer_ua = std::env::var("NSO_AUDIT_PEER_USER_AGENT").unwrap_or_else(|_| {
+            namespace_offloading::plumbing::client::remote_user_agent(&t.ids[0])
+        });
         let logs = [tb.cluster(1).audit_log(), tb.cluster(2).audit_log()];
         let marks = [logs[0].mark(), logs[1].mark()];
         tokio::time::sleep(window).await;

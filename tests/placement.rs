@@ -14,7 +14,7 @@ use kube::{
     Api, Client,
     api::{DeleteParams, ListParams, Patch, PatchParams, PostParams},
 };
-use namespace_offloading::api::NamespaceOffloading;
+use namespace_offloading::model::api::NamespaceOffloading;
 use serde_json::{Value, json};
 use support::{create_node, eventually, http_get, kubectl, unique};
 use testbed::{Process, Testbed};

@@ -516,7 +516,7 @@ async fn file_certificates_serve_and_sigterm_stops_cleanly() {
 
 #[tokio::test]
 async fn self_managed_certificates_are_renewed_before_expiry_keeping_the_ca() {
-    use namespace_offloading::certs::managed::ManagedConfig;
+    use namespace_offloading::plumbing::certs::managed::ManagedConfig;
     with_webhooks(|tb, _| async move {
         let client = tb.cluster(1).client().await.unwrap();
         let config = ManagedConfig {
@@ -777,12 +777,15 @@ async fn the_manager_works_with_only_its_service_account_permissions() {
             .create(&PostParams::default(), &namespace)
             .await
             .unwrap();
-        let nsos =
-            Api::<namespace_offloading::api::NamespaceOffloading>::namespaced(client.clone(), &ns);
+        let nsos = Api::<namespace_offloading::model::api::NamespaceOffloading>::namespaced(
+            client.clone(),
+            &ns,
+        );
         let remote = eventually("phase Ready", WAIT_LEADER, || async {
             let status = nsos.get_opt("offloading").await.unwrap()?.status?;
-            (status.offloading_phase == Some(namespace_offloading::api::OffloadingPhase::Ready))
-                .then_some(status.remote_namespace_name?)
+            (status.offloading_phase
+                == Some(namespace_offloading::model::api::OffloadingPhase::Ready))
+            .then_some(status.remote_namespace_name?)
         })
         .await;
         let two = Api::<Namespace>::all(tb.cluster(2).client().await.unwrap());

@@ -7,7 +7,7 @@ use std::{hint::black_box, sync::Arc};
 
 use bench::fixtures;
 use criterion::{Criterion, criterion_group, criterion_main};
-use namespace_offloading::{
+use namespace_offloading::model::{
     admission::{self, Lookup, NodeInfo, Outcome, Webhook},
     api::{NamespaceOffloading, NamespaceOffloadingSpec},
 };
@@ -82,8 +82,8 @@ fn offloadings(c: &mut Criterion) {
 /// server runs it minus TLS and HTTP parsing: what the framework adds to `pod/Remote+own`.
 fn router(c: &mut Criterion) {
     use namespace_offloading::{
-        metrics::Metrics,
-        server::{AppState, webhook_router},
+        plumbing::metrics::Metrics,
+        webhooks::server::{AppState, webhook_router},
     };
     use tower::ServiceExt;
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -68,7 +68,7 @@ struct ServerFigures {
 }
 
 pub async fn run(manager: &Path, work: &Path, size: Size) -> Result<Section, String> {
-    namespace_offloading::crypto::install_crypto_provider();
+    namespace_offloading::plumbing::crypto::install_crypto_provider();
     let certs = work.join("certs");
     setup::certificates(manager, &certs)?;
     eprintln!(

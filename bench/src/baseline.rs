@@ -11,7 +11,7 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo},
     server::conn::auto,
 };
-use namespace_offloading::server::tls;
+use namespace_offloading::plumbing::https::tls;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -85,7 +85,7 @@ fn status(code: u16, message: String) -> Response<Full<Bytes>> {
 
 /// Serves until the process is stopped.
 pub async fn serve(listen: SocketAddr, cert: &Path, key: &Path) -> Result<(), String> {
-    namespace_offloading::crypto::install_crypto_provider();
+    namespace_offloading::plumbing::crypto::install_crypto_provider();
     let certs = tls::FileCerts::new(cert, key).map_err(|e| e.to_string())?;
     // Our server's own TLS configuration (versions, ALPN, provider), same certificate.
     let acceptor = TlsAcceptor::from(tls::server_config(Arc::new(certs)));

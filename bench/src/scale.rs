@@ -17,10 +17,8 @@ use kube::{
     core::{ApiResource, GroupVersionKind},
 };
 use namespace_offloading::{
-    api::ENABLED_LABEL,
-    client::{LOCAL_USER_AGENT, remote_user_agent},
-    controller::remote_namespace::ORIGIN_NAMESPACE_LABEL,
-    identity,
+    model::markers::{ENABLED_LABEL, IDENTITY_CONFIGMAP, ORIGIN_NAMESPACE_LABEL},
+    plumbing::client::{LOCAL_USER_AGENT, remote_user_agent},
 };
 use serde_json::json;
 use testbed::Testbed;
@@ -63,7 +61,8 @@ const USER_CONCURRENCY: usize = 64;
 /// The baseline's requests in flight: what the manager's controllers allow (each of its
 /// concurrent reconciles writes to both remote clusters), so both sides use the same
 /// client settings.
-const BASELINE_CONCURRENCY: usize = 2 * namespace_offloading::controller::CONCURRENCY as usize;
+const BASELINE_CONCURRENCY: usize =
+    2 * namespace_offloading::manager::controllers::CONCURRENCY as usize;
 const BENCH_LABEL: &str = "bench.offloading.liqo.io/set";
 
 pub async fn run(manager: &Path, work: &Path, size: Size) -> Result<Section, String> {
@@ -296,7 +295,7 @@ async fn peered(manager: &Path, tb: &Testbed) -> Result<(Vec<Manager>, String), 
             || {
                 setup::kubectl(
                     kubeconfig,
-                    &["get", "configmap", "-n", "liqo", identity::CONFIGMAP],
+                    &["get", "configmap", "-n", "liqo", IDENTITY_CONFIGMAP],
                     None,
                 )
                 .is_ok()

@@ -23,13 +23,13 @@ const DENIED_FOR: Duration = Duration::from_secs(30);
 
 /// The authenticated client, from its certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Identity {
+pub struct Caller {
     pub user: String,
     pub groups: Vec<String>,
 }
 
 /// The user and groups a client certificate (DER) names, as kube-apiserver reads them.
-pub fn identity(der: &[u8]) -> Option<Identity> {
+pub fn identity(der: &[u8]) -> Option<Caller> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
     let user = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
@@ -37,7 +37,7 @@ pub fn identity(der: &[u8]) -> Option<Identity> {
         .iter_organization()
         .filter_map(|o| o.as_str().ok().map(str::to_owned))
         .collect();
-    Some(Identity { user, groups })
+    Some(Caller { user, groups })
 }
 
 /// The verb a kubelet checks for an HTTP method.
@@ -71,7 +71,7 @@ pub enum AuthzError {
     },
 }
 
-type Key = (Identity, &'static str, String);
+type Key = (Caller, &'static str, String);
 
 /// Asks, and remembers, whether an identity may use a node's kubelet API.
 pub struct Authorizer {
@@ -89,7 +89,7 @@ impl Authorizer {
 
     pub async fn check(
         &self,
-        who: Option<&Identity>,
+        who: Option<&Caller>,
         verb: &'static str,
         node: &str,
     ) -> Result<(), AuthzError> {
@@ -132,7 +132,7 @@ impl Authorizer {
 
     async fn review(
         &self,
-        who: &Identity,
+        who: &Caller,
         verb: &'static str,
         node: &str,
     ) -> Result<(bool, String), AuthzError> {
@@ -184,7 +184,7 @@ mod tests {
         let cert = params.self_signed(&KeyPair::generate().unwrap()).unwrap();
         assert_eq!(
             identity(cert.der()),
-            Some(Identity {
+            Some(Caller {
                 user: "kube-apiserver-kubelet-client".into(),
                 groups: vec!["system:masters".into()],
             })

@@ -10,19 +10,11 @@ pub mod relay;
 pub mod route;
 pub mod server;
 
-use std::net::IpAddr;
-
-/// Where the API server reaches the virtual nodes' kubelet API: written into each
-/// virtual node's status (`addresses`, `daemonEndpoints.kubeletEndpoint.Port`).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Endpoint {
-    pub address: IpAddr,
-    pub port: u16,
-}
+use crate::model::virtual_node::KubeletEndpoint;
 
 /// The kubelet API, ready to serve: its listener and TLS, and what nodes advertise.
 pub struct Serving {
     pub listener: tokio::net::TcpListener,
     pub tls: std::sync::Arc<rustls::ServerConfig>,
-    pub endpoint: Endpoint,
+    pub endpoint: KubeletEndpoint,
 }

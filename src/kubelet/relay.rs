@@ -9,18 +9,15 @@ use axum::body::Body;
 use http::{HeaderMap, HeaderName, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 
 use super::{
-    authz::{self, Authorizer, AuthzError, Identity},
+    authz::{self, Authorizer, AuthzError, Caller},
     route::{self, Target, Unsupported},
 };
+use crate::context::Shared;
 use crate::{
-    api::{NamespaceOffloading, OFFLOADING_NAME},
-    client::REMOTE_TIMEOUT,
-    controller::peers::Peers,
-    reflection::pods::cluster_of,
+    context::peers::cluster_of, model::api::OFFLOADING_NAME, plumbing::client::REMOTE_TIMEOUT,
 };
 
 /// Headers that negotiate the upgrade, passed on in both directions.
@@ -42,13 +39,8 @@ const SWITCHED_HEADERS: [&str; 5] = [
 
 /// Where the relay looks things up: the manager's shared stores and peer registry.
 pub struct Relay {
-    pub local_cluster_id: String,
-    pub pods: Store<Pod>,
-    pub nodes: Store<Node>,
-    pub offloadings: Store<NamespaceOffloading>,
-    pub peers: Peers,
+    pub shared: Shared,
     pub authorizer: Authorizer,
-    pub metrics: std::sync::Arc<crate::controller::metrics::ControllerMetrics>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,11 +93,7 @@ struct Resolved {
 
 impl Relay {
     /// Answers one call; errors become a plain-text answer the API server shows the user.
-    pub async fn handle(
-        &self,
-        request: Request<Incoming>,
-        who: Option<&Identity>,
-    ) -> Response<Body> {
+    pub async fn handle(&self, request: Request<Incoming>, who: Option<&Caller>) -> Response<Body> {
         let target = route::parse(request.uri().path());
         let call = target.as_ref().map_or("unsupported", |t| t.call.name());
         let response = match self.relay(request, target, who).await {
@@ -121,13 +109,17 @@ impl Relay {
                 response
             }
         };
-        self.metrics.kubelet_call(call, response.status().as_u16());
+        self.shared
+            .metrics
+            .kubelet_call(call, response.status().as_u16());
         response
     }
 
     fn resolve(&self, target: &Target, query: Option<&str>) -> Result<Resolved, RelayError> {
         let key = format!("{}/{}", target.namespace, target.pod);
         let pod = self
+            .shared
+            .stores
             .pods
             .get(&ObjectRef::new(&target.pod).within(&target.namespace))
             .ok_or_else(|| RelayError::NoPod(key.clone()))?;
@@ -136,16 +128,19 @@ impl Relay {
             .as_ref()
             .and_then(|s| s.node_name.clone())
             .unwrap_or_default();
-        let cluster_id =
-            cluster_of(&self.nodes, &node).ok_or_else(|| RelayError::NotOffloaded(key.clone()))?;
+        let cluster_id = cluster_of(&self.shared.stores.nodes, &node)
+            .ok_or_else(|| RelayError::NotOffloaded(key.clone()))?;
         let offloading = self
+            .shared
+            .stores
             .offloadings
             .get(&ObjectRef::new(OFFLOADING_NAME).within(&target.namespace))
             .ok_or_else(|| RelayError::NoOffloading(target.namespace.clone()))?;
         let remote_namespace = offloading
             .spec
-            .remote_namespace_name(&target.namespace, &self.local_cluster_id);
+            .remote_namespace_name(&target.namespace, &self.shared.replica.local_cluster_id);
         let peer = self
+            .shared
             .peers
             .get(&cluster_id)
             .ok_or_else(|| RelayError::NotConnected(cluster_id.clone()))?;
@@ -161,7 +156,7 @@ impl Relay {
         &self,
         mut request: Request<Incoming>,
         target: Result<Target, Unsupported>,
-        who: Option<&Identity>,
+        who: Option<&Caller>,
     ) -> Result<Response<Body>, RelayError> {
         let target = target?;
         let to = self.resolve(&target, request.uri().query())?;

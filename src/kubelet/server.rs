@@ -14,10 +14,10 @@ use rustls::{
 use tokio::net::TcpListener;
 
 use super::{
-    authz::{self, Identity},
+    authz::{self, Caller},
     relay::Relay,
 };
-use crate::{certs, server::accept};
+use crate::plumbing::{certs, https::accept};
 
 /// Long enough for a day's certificate rotation never to matter: the process restarts
 /// far more often, and a new certificate comes with it.
@@ -100,7 +100,7 @@ pub async fn serve(
     };
     accept::serve_tls(listener, tls, serving, shutdown, move |session| {
         // Who is calling: the certificate the handshake verified.
-        let who: Option<Arc<Identity>> = session
+        let who: Option<Arc<Caller>> = session
             .peer_certificates()
             .and_then(|chain| chain.first())
             .and_then(|cert| authz::identity(cert))

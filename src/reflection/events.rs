@@ -3,7 +3,7 @@
 //! an image pull, an OOM kill). Each peer's watch of pod events passes on what changes
 //! after its first listing; older events are not replayed at start-up.
 
-use k8s_openapi::api::core::v1::{Event as CoreEvent, Namespace, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
 use kube::{
     Resource,
     runtime::{
@@ -12,16 +12,7 @@ use kube::{
     },
 };
 
-use crate::controller::remote_namespace::ORIGIN_NAMESPACE_LABEL;
-
-/// A remote event about a pod, with the cluster it happened in.
-#[derive(Clone, Debug)]
-pub struct RemoteEvent {
-    pub cluster_id: String,
-    /// The local namespace the remote one stands for.
-    pub origin_namespace: String,
-    pub event: CoreEvent,
-}
+use crate::context::peers::RemoteEvent;
 
 /// The local pod's reference and the event to record on it, if the remote event is about
 /// the twin of a local pod running in that cluster (same name, bound to its virtual node).
@@ -66,16 +57,6 @@ pub fn reflected(
     Some((pod.object_ref(&()), event))
 }
 
-/// The origin namespace a remote namespace of ours carries.
-pub fn origin_of(namespace: &Namespace) -> Option<String> {
-    namespace
-        .metadata
-        .labels
-        .as_ref()?
-        .get(ORIGIN_NAMESPACE_LABEL)
-        .cloned()
-}
-
 /// Records each reflected event on its local pod, until the stream ends.
 pub async fn run(
     mut events: futures::channel::mpsc::UnboundedReceiver<RemoteEvent>,
@@ -84,7 +65,7 @@ pub async fn run(
 ) {
     use futures::StreamExt;
     while let Some(remote) = events.next().await {
-        let node = crate::api::remote_cluster::virtual_node_name(&remote.cluster_id);
+        let node = crate::model::api::remote_cluster::virtual_node_name(&remote.cluster_id);
         if let Some((pod, event)) = reflected(&remote, &local_pods, &node)
             && let Err(e) = recorder.publish(&event, &pod).await
         {

@@ -16,42 +16,35 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams, PostParams},
     runtime::{
         controller::Action,
-        events::{EventType, Recorder},
+        events::EventType,
         reflector::{ObjectRef, Store},
     },
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use super::{
-    RemoteError,
-    objects::{self, Destination},
-    remote, services,
-    translation::AddressMap,
+use crate::{context::Shared, model::preconditions::only_this};
+use crate::{
+    context::peers::{Peer, Watched},
+    model::{
+        api::{NamespaceOffloading, RemoteCluster, remote_cluster::virtual_node_name},
+        markers::FIELD_MANAGER,
+        reason::{Reason, classify, is_not_found},
+        status::READY,
+    },
 };
 use crate::{
-    api::{FIELD_MANAGER, NamespaceOffloading, RemoteCluster, remote_cluster::virtual_node_name},
-    controller::{
-        metrics::ControllerMetrics,
-        only_this,
-        peers::{Peer, Peers, Watched},
+    context::remote_call::{RemoteError, remote},
+    model::{
+        forge::{
+            objects::{self, Destination},
+            services,
+        },
+        translation::AddressMap,
     },
-    reason::{Reason, classify, is_not_found},
-    status::READY,
 };
 
-pub struct Context {
-    pub local_cluster_id: String,
-    pub peers: Peers,
-    pub configmaps: Store<ConfigMap>,
-    pub secrets: Store<Secret>,
-    pub service_accounts: Store<ServiceAccount>,
-    pub services: Store<Service>,
-    pub endpoint_slices: Store<EndpointSlice>,
-    /// For each peering's address translation.
-    pub remote_clusters: Store<RemoteCluster>,
-    pub recorder: Recorder,
-    pub metrics: Arc<ControllerMetrics>,
-}
+/// Reflection needs nothing beyond what every worker shares.
+pub type Context = Shared;
 
 pub type ObjectsError = RemoteError;
 
@@ -182,7 +175,7 @@ pub async fn reconcile(
         if peer.unreachable.is_some() {
             continue;
         }
-        let addresses = match translation(&ctx.remote_clusters, &peer.remote_cluster) {
+        let addresses = match translation(&ctx.stores.remote_clusters, &peer.remote_cluster) {
             Ok(map) => map,
             Err(e) => {
                 // The CRD's rule keeps such rules out; an older CRD may not.
@@ -192,18 +185,18 @@ pub async fn reconcile(
         };
         let virtual_node = virtual_node_name(&cluster_id);
         let to = Destination {
-            local_cluster_id: &ctx.local_cluster_id,
+            local_cluster_id: &ctx.replica.local_cluster_id,
             remote_namespace: &remote_namespace,
             virtual_node: &virtual_node,
             addresses: &addresses,
         };
         let at = (&peer, cluster_id.as_str(), namespace.as_str(), &to);
         let kinds = [
-            reflect(&ctx, at, &ctx.configmaps).await?,
-            reflect(&ctx, at, &ctx.secrets).await?,
-            reflect(&ctx, at, &ctx.service_accounts).await?,
-            reflect(&ctx, at, &ctx.services).await?,
-            reflect(&ctx, at, &ctx.endpoint_slices).await?,
+            reflect(&ctx, at, &ctx.stores.configmaps).await?,
+            reflect(&ctx, at, &ctx.stores.secrets).await?,
+            reflect(&ctx, at, &ctx.stores.service_accounts).await?,
+            reflect(&ctx, at, &ctx.stores.services).await?,
+            reflect(&ctx, at, &ctx.stores.endpoint_slices).await?,
         ];
         waiting |= kinds.iter().any(|listed| !listed);
     }
@@ -219,7 +212,7 @@ pub async fn reconcile(
 fn translation(
     remote_clusters: &Store<RemoteCluster>,
     remote_cluster: &str,
-) -> Result<AddressMap, super::translation::TranslationError> {
+) -> Result<AddressMap, crate::model::translation::TranslationError> {
     remote_clusters
         .get(&ObjectRef::new(remote_cluster))
         .map_or(Ok(AddressMap::default()), |rc| {
@@ -279,9 +272,9 @@ async fn reflect<K: Reflected>(
                     if classify(&source) == Reason::AlreadyExists =>
                 {
                     let found = remote(cluster_id, api.get_opt(&name)).await?;
-                    if found
-                        .is_some_and(|f| !objects::ours(f.meta(), &ctx.local_cluster_id, namespace))
-                    {
+                    if found.is_some_and(|f| {
+                        !objects::ours(f.meta(), &ctx.replica.local_cluster_id, namespace)
+                    }) {
                         conflict(ctx, &*original, cluster_id, remote_namespace).await;
                     }
                 }
@@ -298,7 +291,7 @@ async fn reflect<K: Reflected>(
         let name = copy.name_any();
         if copy.meta().namespace.as_deref() != Some(remote_namespace)
             || wanted.contains(&name)
-            || !objects::ours(copy.meta(), &ctx.local_cluster_id, namespace)
+            || !objects::ours(copy.meta(), &ctx.replica.local_cluster_id, namespace)
         {
             continue;
         }
@@ -330,7 +323,7 @@ async fn conflict<K: Reflected>(
     );
     tracing::warn!(namespace = original.namespace().unwrap_or_default(), %cluster_id, kind, name, "reflection conflict");
     ctx.metrics.reflection_conflict(kind, cluster_id);
-    crate::controller::publish(
+    crate::context::writes::record_event(
         &ctx.recorder,
         original,
         EventType::Warning,

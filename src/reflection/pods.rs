@@ -7,54 +7,38 @@
 
 use std::{sync::Arc, time::Duration};
 
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodCondition, PodStatus};
+use k8s_openapi::api::core::v1::{Node, Pod, PodCondition, PodStatus};
 use kube::{
-    Api, Client, ResourceExt,
+    Api, ResourceExt,
     api::{DeleteParams, Patch, PatchParams, PostParams},
     runtime::{
         controller::Action,
-        events::{EventType, Recorder},
+        events::EventType,
         reflector::{ObjectRef, Store},
     },
 };
 
-use super::{
-    RemoteError,
-    forge::{self, TwinOwner},
-    remote,
+use crate::model::markers::{ORIGIN_NAMESPACE_ANNOTATION, TWIN_CONDITION};
+use crate::{context::Shared, model::preconditions::only_this};
+use crate::{
+    context::peers::{Peer, cluster_of},
+    model::{
+        api::OFFLOADING_NAME,
+        markers::SCHEDULING_ENABLED_LABEL,
+        reason::{Reason, classify, is_not_found, message},
+    },
 };
 use crate::{
-    api::{
-        NamespaceOffloading, OFFLOADING_NAME, REMOTE_CLUSTER_ID_LABEL, SCHEDULING_ENABLED_LABEL,
-        is_virtual_node,
-    },
-    controller::{
-        metrics::ControllerMetrics,
-        only_this,
-        peers::{Peer, Peers},
-    },
-    reason::{Reason, classify, is_not_found, message},
+    context::remote_call::{RemoteError, remote},
+    model::forge::twin::{self as forge, TwinOwner},
 };
 
-/// The local pod condition that says why it has no twin (when it has none).
-pub const TWIN_CONDITION: &str = "offloading.liqo.io/RemotePod";
 /// How soon a pod waiting on a remote change is looked at again (its watch usually wakes
 /// it sooner).
 const SOON: Duration = Duration::from_secs(2);
 
-pub struct Context {
-    pub client: Client,
-    pub local_cluster_id: String,
-    pub peers: Peers,
-    /// Every Node (which virtual node stands for which cluster).
-    pub nodes: Store<Node>,
-    /// NamespaceOffloadings (where each namespace's pods go remotely).
-    pub offloadings: Store<NamespaceOffloading>,
-    /// Namespaces (whether one is offloaded at all).
-    pub namespaces: Store<Namespace>,
-    pub recorder: Recorder,
-    pub metrics: Arc<ControllerMetrics>,
-}
+/// Reflection needs nothing beyond what every worker shares.
+pub type Context = Shared;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PodError {
@@ -62,16 +46,6 @@ pub enum PodError {
     Remote(#[from] RemoteError),
     #[error("locally: {0}")]
     Local(#[from] kube::Error),
-}
-
-/// The cluster a node stands for, if it is a virtual node.
-pub fn cluster_of(nodes: &Store<Node>, node_name: &str) -> Option<String> {
-    let node = nodes.get(&ObjectRef::new(node_name))?;
-    let labels = node.labels();
-    if !is_virtual_node(labels) {
-        return None;
-    }
-    labels.get(REMOTE_CLUSTER_ID_LABEL).cloned()
 }
 
 /// Whether a pod is bound to a virtual node, or to one of our names that is gone (its
@@ -92,7 +66,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, PodEr
     let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
         return Ok(Action::await_change());
     };
-    if gone_virtual_node(&ctx.nodes, &node) {
+    if gone_virtual_node(&ctx.stores.nodes, &node) {
         // Its cluster was unpeered: nothing runs it any more (and nothing can be deleted
         // there). As for a node that is gone, the pod goes; its owner creates it again.
         return send_back(
@@ -102,7 +76,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, PodEr
         )
         .await;
     }
-    let Some(cluster_id) = cluster_of(&ctx.nodes, &node) else {
+    let Some(cluster_id) = cluster_of(&ctx.stores.nodes, &node) else {
         return Ok(Action::await_change());
     };
     let _timer = ctx.metrics.reconcile("pods");
@@ -116,12 +90,14 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, PodEr
     }
     let namespace = pod.namespace().unwrap_or_default();
     let Some(offloading) = ctx
+        .stores
         .offloadings
         .get(&ObjectRef::new(OFFLOADING_NAME).within(&namespace))
     else {
         // Not offloaded (any more), or not seen yet: only a namespace without the
         // scheduling label is surely not offloaded.
         let marked = ctx
+            .stores
             .namespaces
             .get(&ObjectRef::new(&namespace))
             .is_some_and(|ns| {
@@ -143,7 +119,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, PodEr
     }
     let remote_namespace = offloading
         .spec
-        .remote_namespace_name(&namespace, &ctx.local_cluster_id);
+        .remote_namespace_name(&namespace, &ctx.replica.local_cluster_id);
     let name = pod.name_any();
     let twin = peer
         .pods
@@ -151,7 +127,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, PodEr
         .get(&ObjectRef::new(&name).within(&remote_namespace));
     let owner = twin
         .as_deref()
-        .map(|t| forge::owner(t, &pod, &ctx.local_cluster_id));
+        .map(|t| forge::owner(t, &pod, &ctx.replica.local_cluster_id));
 
     if pod.metadata.deletion_timestamp.is_some() {
         return finish_deletion(&ctx, &pod, &peer, &cluster_id, twin.as_deref(), owner).await;
@@ -194,7 +170,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, PodEr
             let twin = forge::twin(
                 &pod,
                 &offloading.spec,
-                &ctx.local_cluster_id,
+                &ctx.replica.local_cluster_id,
                 &remote_namespace,
             );
             let api = Api::<Pod>::namespaced(peer.client.clone(), &remote_namespace);
@@ -209,7 +185,7 @@ pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, PodEr
                     // Not in our watch of twins: someone else's (or ours, not seen yet).
                     let existing = remote(&cluster_id, api.get_opt(&name)).await?;
                     if existing.as_ref().is_some_and(|e| {
-                        forge::owner(e, &pod, &ctx.local_cluster_id) == TwinOwner::Other
+                        forge::owner(e, &pod, &ctx.replica.local_cluster_id) == TwinOwner::Other
                     }) {
                         let why = format!(
                             "a pod named {name} that this cluster did not create exists in namespace {remote_namespace} of cluster {cluster_id}: it is left alone; rename or delete it there"
@@ -294,7 +270,7 @@ async fn complete_local_deletion(ctx: &Context, pod: &Pod) -> Result<Action, Pod
 /// and the webhook places the new one); says why in an event first.
 async fn send_back(ctx: &Context, pod: &Pod, why: &str) -> Result<Action, PodError> {
     tracing::info!(namespace = pod.namespace().unwrap_or_default(), pod = %pod.name_any(), why, "offloaded pod deleted");
-    crate::controller::publish(
+    crate::context::writes::record_event(
         &ctx.recorder,
         pod,
         EventType::Normal,
@@ -373,7 +349,7 @@ async fn report(ctx: &Context, pod: &Pod, reason: &str, why: &str) -> Result<(),
         Err(e) => return Err(e.into()),
     }
     tracing::info!(namespace = pod.namespace().unwrap_or_default(), pod = %pod.name_any(), reason, why, "pod cannot run remotely");
-    crate::controller::publish(
+    crate::context::writes::record_event(
         &ctx.recorder,
         pod,
         EventType::Warning,
@@ -396,7 +372,7 @@ pub async fn delete_twin_of(ctx: &Context, pod: &Pod) {
     let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
         return;
     };
-    let Some(cluster_id) = cluster_of(&ctx.nodes, node) else {
+    let Some(cluster_id) = cluster_of(&ctx.stores.nodes, node) else {
         return;
     };
     let Some(peer) = ctx.peers.get(&cluster_id) else {
@@ -406,7 +382,7 @@ pub async fn delete_twin_of(ctx: &Context, pod: &Pod) {
     let name = pod.name_any();
     for twin in peer.pods.store.state() {
         if twin.name_any() == name
-            && forge::owner(&twin, pod, &ctx.local_cluster_id) == TwinOwner::This
+            && forge::owner(&twin, pod, &ctx.replica.local_cluster_id) == TwinOwner::This
         {
             let api = Api::<Pod>::namespaced(
                 peer.client.clone(),
@@ -438,7 +414,7 @@ pub async fn sweep(ctx: &Context, local_pods: &Store<Pod>) {
                 .metadata
                 .annotations
                 .as_ref()
-                .and_then(|a| a.get(forge::ORIGIN_NAMESPACE_ANNOTATION))
+                .and_then(|a| a.get(ORIGIN_NAMESPACE_ANNOTATION))
             else {
                 continue;
             };
@@ -446,7 +422,7 @@ pub async fn sweep(ctx: &Context, local_pods: &Store<Pod>) {
             let orphan = match &local {
                 None => true,
                 Some(local) => {
-                    forge::owner(&twin, local, &ctx.local_cluster_id) == TwinOwner::Stale
+                    forge::owner(&twin, local, &ctx.replica.local_cluster_id) == TwinOwner::Stale
                 }
             };
             if orphan && twin.metadata.deletion_timestamp.is_none() {

@@ -1,0 +1,89 @@
+//! Floor 3: what the workers share beyond the plumbing: the peered clusters, each with a
+//! client and its watches (`peers`), calls to them within a deadline (`remote_call`), the
+//! writes every worker makes the same way (`writes`), and [`Shared`], the one context the
+//! manager builds for all of them.
+
+pub mod peers;
+pub mod remote_call;
+pub mod writes;
+
+use std::sync::Arc;
+
+use k8s_openapi::api::{
+    core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service, ServiceAccount},
+    discovery::v1::EndpointSlice,
+};
+use kube::{
+    Client,
+    runtime::{events::Recorder, reflector::Store},
+};
+
+use crate::{
+    model::api::{NamespaceOffloading, RemoteCluster},
+    plumbing::{metrics::ControllerMetrics, watches::LocalWatches},
+};
+
+/// Who this manager is.
+#[derive(Clone, Debug)]
+pub struct Replica {
+    /// This cluster's ID (DefaultName suffix, ownership of remote namespaces and twins).
+    pub local_cluster_id: String,
+    /// This replica's name (events, leases).
+    pub holder: String,
+}
+
+/// What every worker reads and writes through, built once by the manager. A worker with
+/// state of its own keeps it in its own context next to this one, which that context
+/// dereferences to (so `ctx.client`, `ctx.peers` read the same everywhere).
+#[derive(Clone)]
+pub struct Shared {
+    /// The local cluster.
+    pub client: Client,
+    pub replica: Replica,
+    /// Events about local objects, as this replica.
+    pub recorder: Recorder,
+    /// The connected remote clusters.
+    pub peers: peers::Peers,
+    pub metrics: Arc<ControllerMetrics>,
+    /// The local shared watches' stores: read these, never GET what they hold.
+    pub stores: Stores,
+}
+
+/// The stores of the local shared watches (`plumbing::watches::LocalWatches`).
+#[derive(Clone)]
+pub struct Stores {
+    /// NamespaceOffloadings named `offloading` (where each namespace's pods go).
+    pub offloadings: Store<NamespaceOffloading>,
+    /// Every Node (the virtual nodes are the clusters).
+    pub nodes: Store<Node>,
+    /// Every Namespace (the scheduling label).
+    pub namespaces: Store<Namespace>,
+    /// Every pod of the cluster.
+    pub pods: Store<Pod>,
+    /// Every RemoteCluster: which clusters are peered even before they connect.
+    pub remote_clusters: Store<RemoteCluster>,
+    /// Peering credentials, and the Secrets of offloaded namespaces.
+    pub secrets: Store<Secret>,
+    pub configmaps: Store<ConfigMap>,
+    pub service_accounts: Store<ServiceAccount>,
+    pub services: Store<Service>,
+    pub endpoint_slices: Store<EndpointSlice>,
+}
+
+impl Stores {
+    /// The stores of `watches` (filled once the watches run).
+    pub fn of(watches: &LocalWatches) -> Self {
+        Self {
+            offloadings: watches.offloadings.store(),
+            nodes: watches.nodes.store(),
+            namespaces: watches.namespaces.store(),
+            pods: watches.pods.store(),
+            remote_clusters: watches.remote_clusters.store(),
+            secrets: watches.secrets.store(),
+            configmaps: watches.configmaps.store(),
+            service_accounts: watches.service_accounts.store(),
+            services: watches.services.store(),
+            endpoint_slices: watches.endpoint_slices.store(),
+        }
+    }
+}

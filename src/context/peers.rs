@@ -1,0 +1,540 @@
+//! The connected remote clusters, by cluster ID: a client for each and one watch per kind
+//! through it, each filling a store the controllers read instead of calling the remote:
+//! - the namespaces we created there (also: one deleted by someone else wakes the
+//!   NamespaceOffloading it belongs to, and is recreated within seconds);
+//! - the remote's identity ConfigMap (also: new cluster labels wake its RemoteCluster, so
+//!   they reach the virtual node within seconds, not at the next heartbeat);
+//! - its nodes (the virtual node's allocatable);
+//! - our twins of local pods (each change wakes the local pod it stands for).
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, RwLock},
+};
+
+use futures::{Stream, StreamExt, channel::mpsc};
+use k8s_openapi::api::{
+    core::v1::{
+        ConfigMap, Container, Event as CoreEvent, Namespace, Node, Pod, PodSpec, PodStatus,
+        ResourceRequirements, Secret, Service, ServiceAccount,
+    },
+    discovery::v1::EndpointSlice,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, ObjectRef, Store},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+
+use crate::model::markers::{ORIGIN_CLUSTER_LABEL, ORIGIN_NAMESPACE_LABEL};
+use crate::model::{api::is_virtual_node, markers::REMOTE_CLUSTER_ID_LABEL};
+use crate::{
+    model::{
+        api::{NamespaceOffloading, OFFLOADING_NAME, RemoteCluster},
+        forge::twin::twin_selector,
+        markers::{MANAGED_BY_LABEL, ORIGIN_NAMESPACE_ANNOTATION, SLICE_MANAGER},
+        reason::Problem,
+        remote_namespace::origin_of,
+    },
+    plumbing::watches::Listed,
+};
+
+/// A connected remote cluster.
+#[derive(Clone)]
+pub struct Peer {
+    /// The RemoteCluster object it comes from.
+    pub remote_cluster: String,
+    /// Which Secret version the client was built from (rebuilt when it changes).
+    pub credentials_version: String,
+    /// Where its identity ConfigMap is watched (watched anew when the RemoteCluster's
+    /// `identityNamespace` changes).
+    pub identity_namespace: String,
+    pub client: Client,
+    /// Why the peering's last heartbeat failed, while it fails. Such a cluster is not
+    /// contacted until it answers again, so it never holds up the others.
+    pub unreachable: Option<Problem>,
+    /// The namespaces we created there.
+    pub namespaces: Watched<Namespace>,
+    /// Its published identity.
+    pub identity: Watched<ConfigMap>,
+    /// Its nodes.
+    pub nodes: Watched<Node>,
+    /// Its pods: our twins of local pods in full, the others reduced to their requests.
+    pub pods: Watched<Pod>,
+    /// Our copies of offloaded namespaces' objects.
+    pub configmaps: Watched<ConfigMap>,
+    pub secrets: Watched<Secret>,
+    pub service_accounts: Watched<ServiceAccount>,
+    pub services: Watched<Service>,
+    /// Only the slices we wrote: a remote endpoint controller copies our Service's labels
+    /// onto its own slices.
+    pub endpoint_slices: Watched<EndpointSlice>,
+    _watches: Arc<AbortOnDrop>,
+}
+
+/// A remote watch's store, and whether it has listed once.
+#[derive(Clone)]
+pub struct Watched<K: kube::runtime::reflector::Lookup + Clone + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    pub store: Store<K>,
+    pub listed: Listed,
+}
+
+/// The peer's watch tasks, stopped when the last copy of the peer goes.
+struct AbortOnDrop(Vec<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// What changed in remote clusters and asks for a reconcile here.
+pub struct RemoteChanges {
+    pub offloadings: mpsc::UnboundedReceiver<ObjectRef<NamespaceOffloading>>,
+    pub peerings: mpsc::UnboundedReceiver<ObjectRef<RemoteCluster>>,
+    /// Local pods whose twin changed.
+    pub pods: mpsc::UnboundedReceiver<ObjectRef<Pod>>,
+    /// Offloadings one of whose copied objects changed.
+    pub objects: mpsc::UnboundedReceiver<ObjectRef<NamespaceOffloading>>,
+    /// Events about pods in our remote namespaces (crate::reflection::events).
+    pub events: mpsc::UnboundedReceiver<RemoteEvent>,
+}
+
+#[derive(Clone)]
+pub struct Peers {
+    peers: Arc<RwLock<BTreeMap<String, Peer>>>,
+    local_cluster_id: String,
+    offloading_changed: mpsc::UnboundedSender<ObjectRef<NamespaceOffloading>>,
+    peering_changed: mpsc::UnboundedSender<ObjectRef<RemoteCluster>>,
+    pod_changed: mpsc::UnboundedSender<ObjectRef<Pod>>,
+    objects_changed: mpsc::UnboundedSender<ObjectRef<NamespaceOffloading>>,
+    events: mpsc::UnboundedSender<RemoteEvent>,
+}
+
+impl Peers {
+    /// The registry, and the streams of objects to reconcile because something changed in
+    /// a remote cluster.
+    pub fn new(local_cluster_id: &str) -> (Self, RemoteChanges) {
+        let (offloading_changed, offloadings) = mpsc::unbounded();
+        let (peering_changed, peerings) = mpsc::unbounded();
+        let (pod_changed, pods) = mpsc::unbounded();
+        let (objects_changed, objects) = mpsc::unbounded();
+        let (events_tx, events) = mpsc::unbounded();
+        let peers = Self {
+            peers: Arc::default(),
+            local_cluster_id: local_cluster_id.to_owned(),
+            offloading_changed,
+            peering_changed,
+            pod_changed,
+            objects_changed,
+            events: events_tx,
+        };
+        let changes = RemoteChanges {
+            offloadings,
+            peerings,
+            pods,
+            objects,
+            events,
+        };
+        (peers, changes)
+    }
+
+    pub fn get(&self, cluster_id: &str) -> Option<Peer> {
+        self.peers.read().ok()?.get(cluster_id).cloned()
+    }
+
+    pub fn cluster_ids(&self) -> Vec<String> {
+        self.peers
+            .read()
+            .map(|p| p.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Registers (or replaces) a peer and starts its watches (the identity ConfigMap in
+    /// `identity_namespace`). A RemoteCluster stands for one cluster: an entry it left
+    /// under another cluster ID (the remote was reinstalled, or its `spec.clusterID`
+    /// fixed) is dropped.
+    pub fn insert(
+        &self,
+        cluster_id: &str,
+        remote_cluster: &str,
+        identity_namespace: &str,
+        version: &str,
+        client: Client,
+    ) {
+        let ours = watcher::Config::default()
+            .labels(&format!("{ORIGIN_CLUSTER_LABEL}={}", self.local_cluster_id));
+        let changed = self.offloading_changed.clone();
+        let (namespaces, namespaces_task) = watch(
+            cluster_id,
+            Api::<Namespace>::all(client.clone()),
+            ours,
+            Wake::Always,
+            |_| {},
+            move |ns: &Namespace| {
+                let origin = ns.metadata.labels.as_ref()?.get(ORIGIN_NAMESPACE_LABEL)?;
+                let _ = changed.unbounded_send(ObjectRef::new(OFFLOADING_NAME).within(origin));
+                Some(())
+            },
+        );
+        let by_name = watcher::Config::default().fields(&format!(
+            "metadata.name={}",
+            crate::model::markers::IDENTITY_CONFIGMAP
+        ));
+        let changed = self.peering_changed.clone();
+        let target = ObjectRef::<RemoteCluster>::new(remote_cluster);
+        let (identity, identity_task) = watch(
+            cluster_id,
+            Api::<ConfigMap>::namespaced(client.clone(), identity_namespace),
+            by_name,
+            Wake::AfterFirstListing,
+            |_| {},
+            move |_: &ConfigMap| changed.unbounded_send(target.clone()).ok(),
+        );
+        // Its nodes change all the time (kubelet status): read at each heartbeat, and once
+        // they are first listed (a new virtual node's allocatable).
+        let changed = self.peering_changed.clone();
+        let target = ObjectRef::<RemoteCluster>::new(remote_cluster);
+        let (nodes, nodes_task) = watch(
+            cluster_id,
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default(),
+            Wake::FirstListing,
+            crate::plumbing::watches::trim_node,
+            move |_: &Node| changed.unbounded_send(target.clone()).ok(),
+        );
+        let changed = self.pod_changed.clone();
+        // Every pod there: our twins in full, the others reduced to what they ask of their
+        // node (the virtual node offers what is left).
+        let local_cluster_id = self.local_cluster_id.clone();
+        let (pods, pods_task) = watch(
+            cluster_id,
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default(),
+            Wake::Always,
+            move |pod: &mut Pod| {
+                if !is_twin_of(pod, &local_cluster_id) {
+                    reduce_to_requests(pod);
+                }
+            },
+            move |twin: &Pod| {
+                let origin = twin
+                    .metadata
+                    .annotations
+                    .as_ref()?
+                    .get(ORIGIN_NAMESPACE_ANNOTATION)?;
+                let name = twin.metadata.name.as_deref()?;
+                changed
+                    .unbounded_send(ObjectRef::new(name).within(origin))
+                    .ok()
+            },
+        );
+        let ours = twin_selector(&self.local_cluster_id);
+        let (configmaps, configmaps_task) = self.watch_copies(cluster_id, &client, &ours);
+        let (secrets, secrets_task) = self.watch_copies(cluster_id, &client, &ours);
+        let (service_accounts, service_accounts_task) =
+            self.watch_copies(cluster_id, &client, &ours);
+        let (services, services_task) = self.watch_copies(cluster_id, &client, &ours);
+        let events_task = self.watch_events(cluster_id, &client, namespaces.store.clone());
+        let our_slices = format!("{ours},{MANAGED_BY_LABEL}={SLICE_MANAGER}");
+        let (endpoint_slices, endpoint_slices_task) =
+            self.watch_copies(cluster_id, &client, &our_slices);
+        let peer = Peer {
+            remote_cluster: remote_cluster.to_owned(),
+            credentials_version: version.to_owned(),
+            identity_namespace: identity_namespace.to_owned(),
+            client,
+            unreachable: None,
+            namespaces,
+            identity,
+            nodes,
+            pods,
+            configmaps,
+            secrets,
+            service_accounts,
+            services,
+            endpoint_slices,
+            _watches: Arc::new(AbortOnDrop(vec![
+                namespaces_task,
+                identity_task,
+                nodes_task,
+                pods_task,
+                configmaps_task,
+                secrets_task,
+                service_accounts_task,
+                services_task,
+                endpoint_slices_task,
+                events_task,
+            ])),
+        };
+        if let Ok(mut peers) = self.peers.write() {
+            peers.retain(|id, p| id == cluster_id || p.remote_cluster != remote_cluster);
+            peers.insert(cluster_id.to_owned(), peer);
+        }
+    }
+
+    /// A watch of our copies of one kind there: a change wakes the offloading of the
+    /// namespace the copy comes from.
+    fn watch_copies<K>(
+        &self,
+        cluster_id: &str,
+        client: &Client,
+        ours: &str,
+    ) -> (Watched<K>, JoinHandle<()>)
+    where
+        K: Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+    {
+        let changed = self.objects_changed.clone();
+        watch(
+            cluster_id,
+            Api::<K>::all(client.clone()),
+            watcher::Config::default().labels(ours),
+            Wake::AfterFirstListing,
+            |_| {},
+            move |copy: &K| {
+                let origin = copy
+                    .meta()
+                    .annotations
+                    .as_ref()?
+                    .get(ORIGIN_NAMESPACE_ANNOTATION)?;
+                changed
+                    .unbounded_send(ObjectRef::new(OFFLOADING_NAME).within(origin))
+                    .ok()
+            },
+        )
+    }
+
+    /// Passes on each pod event in our namespaces there that happens after the first
+    /// listing (no store: events are many and read once).
+    fn watch_events(
+        &self,
+        cluster_id: &str,
+        client: &Client,
+        namespaces: Store<Namespace>,
+    ) -> JoinHandle<()> {
+        let sender = self.events.clone();
+        let cluster_id = cluster_id.to_owned();
+        let config = watcher::Config::default().fields("involvedObject.kind=Pod");
+        let events = watcher(Api::<CoreEvent>::all(client.clone()), config).default_backoff();
+        tokio::spawn(async move {
+            let mut events = std::pin::pin!(events);
+            let mut listed = false;
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::InitDone) => listed = true,
+                    Ok(watcher::Event::Apply(event)) if listed => {
+                        let origin = event
+                            .metadata
+                            .namespace
+                            .as_deref()
+                            .and_then(|ns| namespaces.get(&ObjectRef::new(ns)))
+                            .and_then(|ns| origin_of(&ns));
+                        if let Some(origin_namespace) = origin {
+                            let _ = sender.unbounded_send(RemoteEvent {
+                                cluster_id: cluster_id.clone(),
+                                origin_namespace,
+                                event,
+                            });
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(%cluster_id, error = %e, "remote event watch error"),
+                }
+            }
+        })
+    }
+
+    /// Records whether the peering's heartbeat reached the cluster (`None`) or why not.
+    pub fn set_unreachable(&self, cluster_id: &str, remote_cluster: &str, why: Option<Problem>) {
+        if let Ok(mut peers) = self.peers.write()
+            && let Some(peer) = peers.get_mut(cluster_id)
+            && peer.remote_cluster == remote_cluster
+        {
+            peer.unreachable = why;
+        }
+    }
+
+    /// Forgets every peer that came from this RemoteCluster; returns their cluster IDs.
+    pub fn remove_remote_cluster(&self, remote_cluster: &str) -> Vec<String> {
+        let Ok(mut peers) = self.peers.write() else {
+            return Vec::new();
+        };
+        let gone: Vec<String> = peers
+            .iter()
+            .filter(|(_, p)| p.remote_cluster == remote_cluster)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &gone {
+            peers.remove(id);
+        }
+        gone
+    }
+
+    /// The peer registered for a RemoteCluster, with its cluster ID.
+    pub fn by_remote_cluster(&self, remote_cluster: &str) -> Option<(String, Peer)> {
+        self.peers
+            .read()
+            .ok()?
+            .iter()
+            .find(|(_, p)| p.remote_cluster == remote_cluster)
+            .map(|(id, p)| (id.clone(), p.clone()))
+    }
+}
+
+/// A remote event about a pod, with the cluster it happened in.
+#[derive(Clone, Debug)]
+pub struct RemoteEvent {
+    pub cluster_id: String,
+    /// The local namespace the remote one stands for.
+    pub origin_namespace: String,
+    pub event: CoreEvent,
+}
+
+/// The cluster a node stands for, if it is a virtual node.
+pub fn cluster_of(nodes: &Store<Node>, node_name: &str) -> Option<String> {
+    let node = nodes.get(&ObjectRef::new(node_name))?;
+    let labels = node.labels();
+    if !is_virtual_node(labels) {
+        return None;
+    }
+    labels.get(REMOTE_CLUSTER_ID_LABEL).cloned()
+}
+
+/// Whether a remote pod carries our marker.
+pub fn is_twin_of(pod: &Pod, local_cluster_id: &str) -> bool {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(ORIGIN_CLUSTER_LABEL))
+        .is_some_and(|id| id == local_cluster_id)
+}
+
+/// A remote pod that is not ours, reduced to its node, phase and requests.
+fn reduce_to_requests(pod: &mut Pod) {
+    let keep_requests = |c: &Container| Container {
+        name: c.name.clone(),
+        resources: c.resources.as_ref().map(|r| ResourceRequirements {
+            requests: r.requests.clone(),
+            ..ResourceRequirements::default()
+        }),
+        ..Container::default()
+    };
+    pod.metadata.annotations = None;
+    pod.metadata.labels = None;
+    pod.metadata.owner_references = None;
+    pod.spec = pod.spec.take().map(|spec| PodSpec {
+        node_name: spec.node_name,
+        containers: spec.containers.iter().map(keep_requests).collect(),
+        init_containers: spec
+            .init_containers
+            .map(|cs| cs.iter().map(keep_requests).collect()),
+        overhead: spec.overhead,
+        ..PodSpec::default()
+    });
+    pod.status = pod.status.take().map(|status| PodStatus {
+        phase: status.phase,
+        ..PodStatus::default()
+    });
+}
+
+/// Which changes of a remote watch call for a reconcile here.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// Everything, the first listing included.
+    Always,
+    /// What changes after the first listing (which the registering reconcile just read).
+    AfterFirstListing,
+    /// The first listing only (later changes are read at the next heartbeat).
+    FirstListing,
+}
+
+/// One watch in a remote cluster: its store, and a task keeping it filled that calls
+/// `changed` as `wake` says. `trim` drops what no reader needs.
+fn watch<K, F, T>(
+    cluster_id: &str,
+    api: Api<K>,
+    config: watcher::Config,
+    wake: Wake,
+    trim: T,
+    changed: F,
+) -> (Watched<K>, JoinHandle<()>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    F: Fn(&K) -> Option<()> + Send + 'static,
+    T: Fn(&mut K) + Send + 'static,
+{
+    let (store, writer) = reflector::store();
+    let (listed_tx, listed) = Listed::new();
+    let events = reflector::reflector(
+        writer,
+        watcher(api, config).default_backoff().modify(move |o| {
+            o.meta_mut().managed_fields = None;
+            trim(o);
+        }),
+    );
+    let id = cluster_id.to_owned();
+    let task = tokio::spawn(drive(id, events, listed_tx, wake, changed));
+    (Watched { store, listed }, task)
+}
+
+async fn drive<K, F>(
+    cluster_id: String,
+    events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+    listed_tx: tokio::sync::watch::Sender<bool>,
+    wake: Wake,
+    changed: F,
+) where
+    F: Fn(&K) -> Option<()>,
+{
+    let mut events = std::pin::pin!(events);
+    let mut first = true;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(watcher::Event::InitApply(o)) if first => {
+                if wake != Wake::AfterFirstListing {
+                    changed(&o);
+                }
+            }
+            Ok(watcher::Event::InitDone) => {
+                first = false;
+                let _ = listed_tx.send(true);
+            }
+            Ok(
+                watcher::Event::Apply(o) | watcher::Event::Delete(o) | watcher::Event::InitApply(o),
+            ) => {
+                if wake != Wake::FirstListing {
+                    changed(&o);
+                }
+            }
+            Ok(watcher::Event::Init) => {}
+            Err(e) => {
+                // Until it lists again, readers ask the API server (and so see why it fails:
+                // unreachable, or no longer allowed).
+                let _ = listed_tx.send(false);
+                tracing::debug!(%cluster_id, error = %e, "remote watch error");
+            }
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! NamespaceOffloading reconciliation: select clusters by their virtual nodes, create the
+//! remote namespaces we own, report per-cluster conditions and the phase, keep the
+//! scheduling label on the local namespace, and on termination delete what we created.
+//!
+//! `selection` decides which clusters, `remote` acts on each of them, `status` reports.
+
+mod remote;
+mod selection;
+mod status;
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::{
+        controller::Action,
+        events::EventType,
+        finalizer::{self, Event as Finalizer, finalizer},
+        reflector::ObjectRef,
+    },
+};
+
+use crate::context::Shared;
+use crate::model::{
+    api::{NamespaceOffloading, OFFLOADING_NAME, OffloadingPhase, RemoteCluster},
+    markers::{OFFLOADING_FINALIZER, SCHEDULING_ENABLED_LABEL},
+    reason::{Reason, classify, is_not_found},
+    selector,
+    status::ClusterState,
+};
+
+/// Re-check everything this often even without events.
+pub const RESYNC: Duration = Duration::from_secs(300);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+pub struct Context {
+    pub shared: Shared,
+    /// Enforces placement; at termination, pods still waiting with remote constraints are
+    /// sent back before the offloading is gone.
+    pub placement: Arc<crate::controllers::placement::Context>,
+    /// Consecutive failures per (namespace, cluster), for per-cluster backoff.
+    pub failures: Mutex<HashMap<(String, String), u32>>,
+}
+
+impl std::ops::Deref for Context {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+impl Context {
+    /// The live (not being deleted) RemoteCluster for a cluster ID.
+    fn remote_cluster_of(&self, cluster_id: &str) -> Option<Arc<RemoteCluster>> {
+        self.stores.remote_clusters.state().into_iter().find(|rc| {
+            rc.metadata.deletion_timestamp.is_none() && rc.cluster_id() == Some(cluster_id)
+        })
+    }
+
+    /// Cluster IDs of every live RemoteCluster that knows its cluster ID.
+    fn peered_cluster_ids(&self) -> Vec<String> {
+        self.stores
+            .remote_clusters
+            .state()
+            .iter()
+            .filter(|rc| rc.metadata.deletion_timestamp.is_none())
+            .filter_map(|rc| rc.cluster_id().map(str::to_owned))
+            .collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OffloadingError {
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    /// Termination goes on: some remote namespaces still exist.
+    #[error("waiting for remote namespaces to be deleted: {0}")]
+    Waiting(String),
+    #[error(transparent)]
+    Finalizer(#[from] Box<finalizer::Error<OffloadingError>>),
+}
+
+pub async fn reconcile(
+    nso: Arc<NamespaceOffloading>,
+    ctx: Arc<Context>,
+) -> Result<Action, OffloadingError> {
+    // Other names have no effect (the webhook rejects them; this covers it being bypassed).
+    if nso.name_any() != OFFLOADING_NAME {
+        return Ok(Action::await_change());
+    }
+    let _timer = ctx.metrics.reconcile("offloading");
+    let namespace = nso.namespace().unwrap_or_default();
+    let api = Api::<NamespaceOffloading>::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, OFFLOADING_FINALIZER, nso, |event| async {
+        match event {
+            Finalizer::Apply(nso) => apply(&nso, &ctx).await,
+            Finalizer::Cleanup(nso) => cleanup(&nso, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| OffloadingError::Finalizer(Box::new(e)))
+}
+
+pub fn error_policy(
+    nso: Arc<NamespaceOffloading>,
+    error: &OffloadingError,
+    ctx: Arc<Context>,
+) -> Action {
+    if let OffloadingError::Finalizer(e) = error {
+        match &**e {
+            finalizer::Error::CleanupFailed(OffloadingError::Waiting(_)) => {
+                return Action::requeue(Duration::from_secs(2));
+            }
+            // A late event for an object whose deletion already completed.
+            finalizer::Error::RemoveFinalizer(e) if is_not_found(e) => {
+                return Action::await_change();
+            }
+            // The finalizer was added meanwhile (by the reconcile of the event before,
+            // which the store had not caught up with): kube's patch tests the list first.
+            finalizer::Error::AddFinalizer(e)
+                if matches!(classify(e), Reason::Invalid | Reason::Conflict) =>
+            {
+                tracing::debug!(namespace = nso.namespace().unwrap_or_default(), %error, "finalizer added meanwhile");
+                return Action::requeue(Duration::from_millis(500));
+            }
+            _ => {}
+        }
+    }
+    let reason = match error {
+        OffloadingError::Kube(_) => "kubernetes",
+        OffloadingError::Waiting(_) => "waiting",
+        OffloadingError::Finalizer(_) => "finalizer",
+    };
+    ctx.metrics.error("offloading", reason);
+    tracing::warn!(namespace = nso.namespace().unwrap_or_default(), %error, "offloading reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn apply(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, OffloadingError> {
+    let namespace = nso.namespace().unwrap_or_default();
+    let remote_name = nso
+        .spec
+        .remote_namespace_name(&namespace, &ctx.replica.local_cluster_id);
+    // First, so that a namespace the admission webhook marked stays marked even while the
+    // remote calls below take their time.
+    set_scheduling_label(ctx, &namespace, true).await?;
+    let problems = selector::validate(&nso.spec.cluster_selector, "spec.clusterSelector");
+    status::mark_selector(nso, ctx, &problems).await?;
+
+    let selector_valid = problems.is_empty();
+    let wanted = selection::clusters(nso, &ctx.stores.nodes, selector_valid);
+    let states: BTreeMap<String, ClusterState> = join_all(wanted.iter().map(|(id, selected)| {
+        let remote_name = &remote_name;
+        let namespace = &namespace;
+        async move {
+            let state = remote::ensure(
+                ctx,
+                id,
+                (*selected, selection::was_ready(nso, id)),
+                selector_valid,
+                remote_name,
+                namespace,
+            )
+            .await;
+            (id.clone(), state)
+        }
+    }))
+    .await
+    .into_iter()
+    .collect();
+
+    ctx.metrics.remote_namespaces(&namespace, &states);
+    let phase = crate::model::status::phase(false, !problems.is_empty(), &states);
+    status::write(nso, ctx, &remote_name, phase, &states).await?;
+    Ok(Action::requeue(next_look(ctx, &namespace, &states)))
+}
+
+/// Per-cluster backoff: each failing cluster doubles its own delay; the next reconcile
+/// comes when the soonest is due.
+fn next_look(ctx: &Context, namespace: &str, states: &BTreeMap<String, ClusterState>) -> Duration {
+    let mut soonest = RESYNC;
+    if let Ok(mut failures) = ctx.failures.lock() {
+        for (id, state) in states {
+            let key = (namespace.to_owned(), id.clone());
+            match state {
+                ClusterState::Failed(_) | ClusterState::Pending => {
+                    let n = failures.entry(key).or_default();
+                    *n = n.saturating_add(1);
+                    // 1 s, 2 s, 4 s ... up to MAX_BACKOFF.
+                    let delay = Duration::from_secs(1u64 << (*n - 1).min(6)).min(MAX_BACKOFF);
+                    soonest = soonest.min(delay);
+                }
+                _ => {
+                    failures.remove(&key);
+                }
+            }
+        }
+    }
+    soonest
+}
+
+/// Sets or clears `liqo.io/scheduling-enabled` on the local namespace (read from the
+/// shared watch; written only when it differs).
+async fn set_scheduling_label(ctx: &Context, namespace: &str, on: bool) -> Result<(), kube::Error> {
+    let Some(ns) = ctx.stores.namespaces.get(&ObjectRef::new(namespace)) else {
+        return Ok(());
+    };
+    let has = ns
+        .labels()
+        .get(SCHEDULING_ENABLED_LABEL)
+        .map(String::as_str)
+        == Some("true");
+    if has == on || (!on && ns.metadata.deletion_timestamp.is_some()) {
+        return Ok(());
+    }
+    let value = on.then_some("true");
+    let patch = serde_json::json!({"metadata": {"labels": {SCHEDULING_ENABLED_LABEL: value}}});
+    match Api::<Namespace>::all(ctx.client.clone())
+        .patch(namespace, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn cleanup(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, OffloadingError> {
+    let namespace = nso.namespace().unwrap_or_default();
+    // From the immutable spec, not from the status (which anyone allowed to write the status
+    // subresource could point at another namespace).
+    let remote_name = nso
+        .spec
+        .remote_namespace_name(&namespace, &ctx.replica.local_cluster_id);
+    // The scheduling label stays until the end: the pod webhook gives new pods the Local
+    // placement while the offloading terminates. No pod still waiting for a node goes to a
+    // remote cluster either (best effort: a pod that cannot be evicted is reported, and
+    // never holds up the termination).
+    crate::controllers::placement::enforce_at_end(nso, &ctx.placement).await;
+
+    // Every cluster with a peering: connected ones, and those whose RemoteCluster has not
+    // connected yet (just after a restart): termination waits for them. A cluster whose
+    // peering was removed counts as done: nothing can be deleted there.
+    let mut ids: BTreeSet<String> = ctx.peers.cluster_ids().into_iter().collect();
+    ids.extend(
+        ctx.peered_cluster_ids()
+            .into_iter()
+            .filter(|id| selection::may_hold_ours(nso, id)),
+    );
+    let remaining: Vec<(String, ClusterState)> = join_all(ids.into_iter().map(|id| {
+        let remote_name = &remote_name;
+        let namespace = &namespace;
+        async move {
+            let state = remote::remove(ctx, &id, remote_name, namespace).await;
+            (id, state)
+        }
+    }))
+    .await
+    .into_iter()
+    .filter_map(|(id, state)| state.map(|s| (id, s)))
+    .collect();
+
+    let states: BTreeMap<String, ClusterState> = remaining.iter().cloned().collect();
+    ctx.metrics.remote_namespaces(&namespace, &states);
+    status::write(
+        nso,
+        ctx,
+        &remote_name,
+        OffloadingPhase::Terminating,
+        &states,
+    )
+    .await?;
+    if remaining.is_empty() {
+        // While another finalizer keeps the object, it is still ending: new pods stay local
+        // (the webhook) until it is gone, and the label-offloading controller then clears
+        // the label.
+        if nso.finalizers().iter().all(|f| f == OFFLOADING_FINALIZER) {
+            set_scheduling_label(ctx, &namespace, false).await?;
+        }
+        ctx.placement.forget(&namespace);
+        status::publish(
+            ctx,
+            nso,
+            EventType::Normal,
+            "OffloadingTerminated",
+            "every remote namespace is gone",
+        )
+        .await;
+        Ok(Action::await_change())
+    } else {
+        let ids: Vec<&str> = remaining.iter().map(|(id, _)| id.as_str()).collect();
+        Err(OffloadingError::Waiting(ids.join(", ")))
+    }
+}

@@ -1,0 +1,153 @@
+//! How an offloading reports: its status (per-cluster conditions, phase, `Ready`), the
+//! annotation naming an invalid selector, and an event when the phase changes.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+use kube::{
+    Api, ResourceExt,
+    api::{Patch, PatchParams},
+    runtime::events::EventType,
+};
+
+use super::Context;
+use crate::model::markers::SELECTOR_ERROR_ANNOTATION;
+use crate::model::{
+    api::{NamespaceOffloading, NamespaceOffloadingStatus, OffloadingPhase},
+    markers::FIELD_MANAGER,
+    status::{self, ClusterState},
+};
+
+pub async fn mark_selector(
+    nso: &NamespaceOffloading,
+    ctx: &Context,
+    problems: &[String],
+) -> Result<(), kube::Error> {
+    let current = nso.annotations().get(SELECTOR_ERROR_ANNOTATION).cloned();
+    let wanted = (!problems.is_empty()).then(|| problems.join("; "));
+    if current == wanted {
+        return Ok(());
+    }
+    let api = Api::<NamespaceOffloading>::namespaced(
+        ctx.client.clone(),
+        &nso.namespace().unwrap_or_default(),
+    );
+    let patch =
+        serde_json::json!({"metadata": {"annotations": {SELECTOR_ERROR_ANNOTATION: wanted}}});
+    api.patch(
+        &nso.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    if let Some(message) = wanted {
+        publish(
+            ctx,
+            nso,
+            EventType::Warning,
+            "InvalidClusterSelector",
+            &message,
+        )
+        .await;
+    }
+    Ok(())
+}
+
+pub async fn write(
+    nso: &NamespaceOffloading,
+    ctx: &Context,
+    remote_name: &str,
+    phase: OffloadingPhase,
+    states: &BTreeMap<String, ClusterState>,
+) -> Result<(), kube::Error> {
+    let now = Time(Timestamp::now());
+    let previous = nso.status.clone().unwrap_or_default();
+    let conditions = states
+        .iter()
+        .map(|(id, state)| {
+            let before = previous
+                .remote_namespaces_conditions
+                .get(id)
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            let after = status::cluster_conditions(state, remote_name, before, &now);
+            let changed = |c: &crate::model::api::RemoteNamespaceCondition| {
+                !before
+                    .iter()
+                    .any(|b| b.type_ == c.type_ && b.status == c.status && b.reason == c.reason)
+            };
+            for c in after.iter().filter(|c| changed(c)) {
+                tracing::info!(
+                    namespace = nso.namespace().unwrap_or_default(),
+                    cluster_id = %id,
+                    condition = %c.type_,
+                    status = %c.status,
+                    reason = c.reason.as_deref().unwrap_or_default(),
+                    message = c.message.as_deref().unwrap_or_default(),
+                    "remote namespace condition changed"
+                );
+            }
+            (id.clone(), after)
+        })
+        .collect();
+    let generation = nso.metadata.generation;
+    let status = NamespaceOffloadingStatus {
+        remote_namespace_name: Some(remote_name.to_owned()),
+        offloading_phase: Some(phase),
+        remote_namespaces_conditions: conditions,
+        observed_generation: generation,
+        conditions: vec![status::ready_condition(
+            phase,
+            generation,
+            &previous.conditions,
+            &now,
+        )],
+    };
+    // The other conditions (PodsConform) belong to the placement controller.
+    let mut current = previous.clone();
+    current.conditions.retain(|c| c.type_ == status::READY);
+    if nso.status.is_some() && current == status {
+        return Ok(());
+    }
+    let status = serde_json::to_value(&status).map_err(kube::Error::SerdeError)?;
+    crate::context::writes::apply_offloading_status(&ctx.client, nso, FIELD_MANAGER, status)
+        .await?;
+    if previous.offloading_phase != Some(phase) {
+        let type_ = match phase {
+            OffloadingPhase::SomeFailed
+            | OffloadingPhase::AllFailed
+            | OffloadingPhase::NoClusterSelected => EventType::Warning,
+            _ => EventType::Normal,
+        };
+        let failures: Vec<String> = states
+            .iter()
+            .filter_map(|(id, s)| match s {
+                ClusterState::Failed(p) => Some(format!("{id}: {p}")),
+                _ => None,
+            })
+            .collect();
+        let note = if failures.is_empty() {
+            format!("offloading phase is now {phase:?}")
+        } else {
+            format!("offloading phase is now {phase:?}; {}", failures.join("; "))
+        };
+        tracing::info!(
+            namespace = nso.namespace().unwrap_or_default(),
+            ?phase,
+            "offloading phase changed"
+        );
+        publish(ctx, nso, type_, &format!("{phase:?}"), &note).await;
+    }
+    Ok(())
+}
+
+pub async fn publish(
+    ctx: &Context,
+    nso: &NamespaceOffloading,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
+    crate::context::writes::record_event(&ctx.recorder, nso, type_, reason, note, "Offloading")
+        .await;
+}

@@ -1,0 +1,290 @@
+//! What peering does towards a remote cluster: build a client from the credentials Secret,
+//! learn the remote's identity (its published ConfigMap, read from the peer's watch once
+//! connected) and check that it answers, and sum its nodes' allocatable.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Node, Pod, Secret},
+    apimachinery::pkg::api::resource::Quantity,
+};
+use kube::{Api, Client, ResourceExt, runtime::reflector::ObjectRef};
+
+use super::Context;
+use crate::{
+    context::peers::is_twin_of,
+    model::{
+        api::{RemoteCluster, is_virtual_node},
+        identity::ClusterIdentity,
+        quantity,
+        reason::{Problem, Reason},
+    },
+    plumbing::client::{self, REMOTE_TIMEOUT},
+};
+
+/// What connecting found out.
+pub struct Contact {
+    pub cluster_id: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub reachable: Result<(), Problem>,
+}
+
+/// Where the remote publishes its identity.
+pub fn identity_namespace(rc: &RemoteCluster) -> &str {
+    rc.spec.identity_namespace.as_deref().unwrap_or("liqo")
+}
+
+/// A client for the RemoteCluster's credentials (the registered peer's while the Secret is
+/// unchanged), and the Secret's version.
+pub async fn remote_client(ctx: &Context, rc: &RemoteCluster) -> Result<(Client, String), Problem> {
+    let r = &rc.spec.kubeconfig_secret;
+    let watched = ctx
+        .stores
+        .secrets
+        .get(&ObjectRef::new(&r.name).within(&r.namespace));
+    let secret = match watched {
+        Some(secret) => secret,
+        // Created a moment ago (the RemoteCluster came first)? Ask before calling it missing.
+        None => Api::<Secret>::namespaced(ctx.client.clone(), &r.namespace)
+            .get_opt(&r.name)
+            .await
+            .map_err(|e| {
+                Problem::new(
+                    Reason::SecretUnreadable,
+                    format!("cannot read Secret {}/{}: {e}", r.namespace, r.name),
+                )
+            })?
+            .map(Arc::new)
+            .ok_or_else(|| {
+                Problem::new(
+                    Reason::SecretNotFound,
+                    format!("Secret {}/{} does not exist", r.namespace, r.name),
+                )
+            })?,
+    };
+    let version = secret.resource_version().unwrap_or_default();
+    if let Some((_, peer)) = ctx.peers.by_remote_cluster(&rc.name_any())
+        && peer.credentials_version == version
+    {
+        return Ok((peer.client, version));
+    }
+    let key = r.key.as_deref().unwrap_or("kubeconfig");
+    let bad = |m: String| Problem::new(Reason::InvalidKubeconfig, m);
+    let bytes = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .ok_or_else(|| {
+            bad(format!(
+                "Secret {}/{} has no key {key:?}",
+                r.namespace, r.name
+            ))
+        })?;
+    let text = String::from_utf8(bytes.0.clone())
+        .map_err(|_| bad("the kubeconfig is not UTF-8".into()))?;
+    let client = client::remote(&text, &ctx.replica.local_cluster_id)
+        .await
+        .map_err(|e| bad(e.to_string()))?;
+    Ok((client, version))
+}
+
+/// Who the remote is and whether it answers. A connected peer's identity comes from its
+/// watch, and a cheap `/version` call is the heartbeat; a new connection reads the
+/// identity once.
+pub async fn contact(ctx: &Context, client: &Client, version: &str, rc: &RemoteCluster) -> Contact {
+    let namespace = identity_namespace(rc);
+    let watched = ctx
+        .peers
+        .by_remote_cluster(&rc.name_any())
+        .filter(|(_, p)| {
+            p.credentials_version == version
+                && p.identity_namespace == namespace
+                && p.identity.listed.now()
+        })
+        .map(|(_, p)| {
+            p.identity
+                .store
+                .get(&ObjectRef::new(crate::model::markers::IDENTITY_CONFIGMAP).within(namespace))
+        });
+    let (published, reachable) = match watched {
+        Some(cm) => {
+            let answered = tokio::time::timeout(REMOTE_TIMEOUT, client.apiserver_version()).await;
+            let reachable = match answered {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(Problem::new(
+                    crate::model::reason::classify(&e),
+                    format!("the remote API server failed: {e}"),
+                )),
+                Err(_) => Err(did_not_answer()),
+            };
+            match cm.as_deref().map(from_configmap).transpose() {
+                Ok(published) => (published, reachable),
+                Err(problem) => (None, reachable.and(Err(problem))),
+            }
+        }
+        None => match tokio::time::timeout(
+            REMOTE_TIMEOUT,
+            crate::plumbing::identity::read(client, namespace),
+        )
+        .await
+        {
+            Ok(Ok(identity)) => (identity, Ok(())),
+            Ok(Err(e)) => (None, Err(Problem::new(e.reason(), e.to_string()))),
+            Err(_) => (None, Err(did_not_answer())),
+        },
+    };
+    Contact {
+        cluster_id: rc
+            .spec
+            .cluster_id
+            .clone()
+            .or_else(|| published.as_ref().map(|i| i.cluster_id.clone())),
+        labels: rc
+            .spec
+            .cluster_labels
+            .clone()
+            .or_else(|| published.map(|i| i.labels))
+            .unwrap_or_default(),
+        reachable,
+    }
+}
+
+fn from_configmap(cm: &ConfigMap) -> Result<ClusterIdentity, Problem> {
+    ClusterIdentity::from_configmap(cm).map_err(|why| {
+        Problem::new(
+            Reason::InvalidIdentity,
+            format!(
+                "the identity ConfigMap {} is not valid: {why}",
+                cm.name_any()
+            ),
+        )
+    })
+}
+
+fn did_not_answer() -> Problem {
+    Problem::new(
+        Reason::Unreachable,
+        format!("the remote API server did not answer within {REMOTE_TIMEOUT:?}"),
+    )
+}
+
+/// What the virtual node offers: the RemoteCluster's declared resources, or else what the
+/// remote's Ready nodes (its own virtual nodes excluded) have left once its other pods'
+/// requests are taken (our twins are accounted here, on the virtual node itself), from
+/// the peer's node and pod watches. `None` until both have listed.
+pub fn allocatable(
+    ctx: &Context,
+    cluster_id: &str,
+    rc: &RemoteCluster,
+) -> Option<BTreeMap<String, Quantity>> {
+    if let Some(resources) = &rc.spec.resources {
+        return Some(resources.clone());
+    }
+    let peer = ctx.peers.get(cluster_id)?;
+    if !peer.nodes.listed.now() || !peer.pods.listed.now() {
+        return None;
+    }
+    Some(offered(
+        &peer.nodes.store.state(),
+        &peer.pods.store.state(),
+        &ctx.replica.local_cluster_id,
+    ))
+}
+
+/// What a cluster's Ready nodes (its virtual nodes excluded) have left once the requests of
+/// its running pods that are not our twins are taken.
+pub fn offered(
+    nodes: &[Arc<Node>],
+    pods: &[Arc<Pod>],
+    local_cluster_id: &str,
+) -> BTreeMap<String, Quantity> {
+    let ready: Vec<&Arc<Node>> = nodes
+        .iter()
+        .filter(|n| {
+            let ready = n
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+            // Virtual nodes of the remote's own peerings are not its capacity.
+            ready && !is_virtual_node(n.labels())
+        })
+        .collect();
+    let total = quantity::sum(
+        ready
+            .iter()
+            .filter_map(|n| n.status.as_ref()?.allocatable.as_ref()),
+    );
+    let mut used: BTreeMap<String, f64> = BTreeMap::new();
+    for pod in pods {
+        let on_ready_node = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| ready.iter().any(|r| r.metadata.name.as_deref() == Some(n)));
+        let finished = matches!(
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+            Some("Succeeded" | "Failed")
+        );
+        if !on_ready_node || finished || is_twin_of(pod, local_cluster_id) {
+            continue;
+        }
+        for (name, v) in quantity::pod_requests(pod) {
+            *used.entry(name).or_default() += v;
+        }
+    }
+    quantity::remaining(&total, &used)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn arc<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Arc<T> {
+        Arc::new(serde_json::from_value(v).unwrap())
+    }
+
+    #[test]
+    fn a_virtual_node_offers_what_the_remote_has_left() {
+        let node = |name: &str, ready: &str, labels: serde_json::Value| {
+            arc::<Node>(json!({
+                "metadata": {"name": name, "labels": labels},
+                "status": {"allocatable": {"cpu": "4", "pods": "110"},
+                           "conditions": [{"type": "Ready", "status": ready}]},
+            }))
+        };
+        let nodes = [
+            node("a", "True", json!({})),
+            node("b", "True", json!({})),
+            node("down", "False", json!({})),
+            node("liqo-x", "True", json!({"liqo.io/type": "virtual-node"})),
+        ];
+        let pod = |node: &str, cpu: &str, phase: &str, labels: serde_json::Value| {
+            arc::<Pod>(json!({
+                "metadata": {"name": "p", "labels": labels},
+                "spec": {"nodeName": node, "containers": [
+                    {"name": "c", "resources": {"requests": {"cpu": cpu}}}]},
+                "status": {"phase": phase},
+            }))
+        };
+        let pods = [
+            pod("a", "1", "Running", json!({})),
+            pod("b", "500m", "Pending", json!({})),
+            // Not counted: finished, on a node that is not Ready, on a virtual node, or ours.
+            pod("a", "1", "Succeeded", json!({})),
+            pod("down", "1", "Running", json!({})),
+            pod("liqo-x", "1", "Running", json!({})),
+            pod(
+                "b",
+                "1",
+                "Running",
+                json!({"offloading.liqo.io/origin-cluster-id": "us"}),
+            ),
+        ];
+        let left = offered(&nodes, &pods, "us");
+        assert_eq!(left["cpu"].0, "6500m");
+        assert_eq!(left["pods"].0, "218");
+    }
+}

@@ -1,0 +1,513 @@
+//! The workers wired to the shared watches: the controllers (peering, offloading, quick
+//! offloading, placement), reflection (twins, namespace objects, events) and the virtual
+//! nodes' kubelet API.
+//!
+//! Every controller reads the shared watches of `plumbing::watches` and is triggered by its
+//! own subscriptions to them. The controllers run on every replica from the start, but each
+//! reconciles only once this replica leads and the watches it reads have listed: then it
+//! reconciles everything once, and from there on what changes.
+
+use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
+
+use futures::{StreamExt, future::Either};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Client, ResourceExt,
+    runtime::{
+        Controller,
+        controller::{Action, Config},
+        events::{Recorder, Reporter},
+        reflector::ObjectRef,
+    },
+};
+use tokio::sync::watch;
+
+use crate::{
+    context::{Replica, Shared, Stores, peers},
+    controllers::{enabled_label, offloading, peering, placement},
+    model::api::{NamespaceOffloading, OFFLOADING_NAME, is_virtual_node},
+    plumbing::{
+        metrics,
+        watches::{Listed, LocalWatches},
+    },
+};
+
+/// The NamespaceOffloading that governs a namespace.
+fn offloading_in(namespace: &str) -> ObjectRef<NamespaceOffloading> {
+    ObjectRef::new(OFFLOADING_NAME).within(namespace)
+}
+
+fn namespace_of(nso: &NamespaceOffloading) -> Option<ObjectRef<Namespace>> {
+    nso.namespace().map(|ns| ObjectRef::new(&ns))
+}
+
+/// How often twins left without their local pod are looked for.
+const TWIN_SWEEP: Duration = Duration::from_secs(30);
+
+/// Reconciles each controller runs at once. kube's client speaks HTTP/1.1, so every
+/// request in flight is a connection of its own, kept in the pool for 90 s after: without
+/// a bound, a thousand namespaces labelled at once opened over a thousand connections
+/// (about 40 MiB), and the API server, flooded, timed our own webhook's calls out.
+pub const CONCURRENCY: u16 = 16;
+
+/// The controllers' common configuration.
+fn config() -> Config {
+    Config::default().concurrency(CONCURRENCY)
+}
+
+/// How long a watch may take to list before the wait is logged.
+const LISTING_PATIENCE: Duration = Duration::from_secs(15);
+
+/// What a reconciler does before it may act: nothing, until something changes.
+type Idle<E> = futures::future::Ready<Result<Action, E>>;
+
+/// A reconciler that does nothing until `active` (this replica leads and the watches the
+/// controller reads have listed): before, the store may be half-filled and another replica may be acting.
+fn when_active<K, C, E, F, Fut>(
+    active: watch::Receiver<bool>,
+    reconcile: F,
+) -> impl FnMut(Arc<K>, Arc<C>) -> Either<Fut, Idle<E>>
+where
+    F: Fn(Arc<K>, Arc<C>) -> Fut,
+    Fut: Future<Output = Result<Action, E>>,
+{
+    move |object, ctx| {
+        if *active.borrow() {
+            Either::Left(reconcile(object, ctx))
+        } else {
+            Either::Right(futures::future::ready(Ok(Action::await_change())))
+        }
+    }
+}
+
+/// Fires once, when `active` turns true: every controller then reconciles everything.
+fn activation(mut active: watch::Receiver<bool>) -> impl futures::Stream<Item = ()> + Send {
+    futures::stream::once(async move { active.wait_for(|a| *a).await.is_ok() })
+        .filter_map(|ok| futures::future::ready(ok.then_some(())))
+}
+
+/// Starts the controllers on the local watches. NamespaceOffloadings and Nodes are watched
+/// from now on (the webhooks need them on every replica); the other kinds once `leading`
+/// turns true. Runs until `shutdown` resolves.
+pub async fn run(
+    client: Client,
+    me: Replica,
+    metrics: Arc<metrics::ControllerMetrics>,
+    mut watches: LocalWatches,
+    mut leading: watch::Receiver<bool>,
+    kubelet: Option<crate::kubelet::Serving>,
+    shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
+) {
+    let reporter = Reporter {
+        controller: "namespace-offloading".into(),
+        instance: Some(me.holder.clone()),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let (peers, remote_changes) = peers::Peers::new(&me.local_cluster_id);
+    let shared = Shared {
+        client: client.clone(),
+        replica: me.clone(),
+        recorder: recorder.clone(),
+        peers: peers.clone(),
+        metrics: metrics.clone(),
+        stores: Stores::of(&watches),
+    };
+
+    // Subscriptions first: a shared watch feeds only those who subscribed before it started.
+    let offloadings = watches.offloadings.store();
+    let nodes = watches.nodes.store();
+    let namespaces = watches.namespaces.store();
+    let pods = watches.pods.store();
+    let remote_clusters = watches.remote_clusters.store();
+    let virtual_nodes_changed =
+        futures::stream::select(watches.nodes.subscribe(), watches.nodes.deletions())
+            .filter_map(|n| futures::future::ready(is_virtual_node(n.labels()).then_some(())));
+    let pods_deleted = watches.pods.deletions();
+    let pods_gone = watches.pods.deletions();
+    let offloadings_deleted = watches.offloadings.deletions();
+    // Each controller acts once this replica leads and the watches it reads have listed.
+    let offloadings_listed = ("namespaceoffloadings", watches.offloadings.listed());
+    let nodes_listed = ("nodes", watches.nodes.listed());
+    let namespaces_listed = ("namespaces", watches.namespaces.listed());
+    let pods_listed = ("pods", watches.pods.listed());
+    let remote_clusters_listed = ("remoteclusters", watches.remote_clusters.listed());
+    let secrets_listed = ("secrets", watches.secrets.listed());
+    let configmaps_listed = ("configmaps", watches.configmaps.listed());
+    let service_accounts_listed = ("serviceaccounts", watches.service_accounts.listed());
+    let services_listed = ("services", watches.services.listed());
+    let endpoint_slices_listed = ("endpointslices", watches.endpoint_slices.listed());
+    let gate = |controller: &'static str, needs: Vec<(&'static str, Listed)>| {
+        gate(controller, leading.clone(), needs, shutdown.clone())
+    };
+    let peering_active = gate(
+        "peering",
+        vec![
+            remote_clusters_listed.clone(),
+            secrets_listed.clone(),
+            nodes_listed.clone(),
+        ],
+    );
+    let placement_active = gate(
+        "placement",
+        vec![
+            offloadings_listed.clone(),
+            pods_listed.clone(),
+            nodes_listed.clone(),
+        ],
+    );
+    // Its termination enforces placement too, so it reads pods.
+    let offloading_active = gate(
+        "offloading",
+        vec![
+            offloadings_listed.clone(),
+            nodes_listed.clone(),
+            namespaces_listed.clone(),
+            remote_clusters_listed.clone(),
+            pods_listed.clone(),
+        ],
+    );
+    let objects_active = gate(
+        "namespace-objects",
+        vec![
+            offloadings_listed.clone(),
+            configmaps_listed,
+            secrets_listed,
+            service_accounts_listed,
+            services_listed,
+            endpoint_slices_listed,
+            remote_clusters_listed.clone(),
+        ],
+    );
+    let pods_active = gate(
+        "pods",
+        vec![
+            pods_listed,
+            nodes_listed.clone(),
+            offloadings_listed.clone(),
+            namespaces_listed.clone(),
+        ],
+    );
+    let enabled_label_active = gate(
+        "quick-offloading",
+        vec![namespaces_listed, offloadings_listed],
+    );
+
+    let peering =
+        Controller::for_shared_stream(watches.remote_clusters.subscribe(), remote_clusters.clone())
+            .watches_shared_stream(watches.secrets.subscribe(), {
+                let remote_clusters = remote_clusters.clone();
+                move |secret| peering::using_secret(&remote_clusters, &secret)
+            })
+            .reconcile_on(remote_changes.peerings)
+            .reconcile_all_on(activation(peering_active.clone()))
+            .with_config(config())
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                when_active(peering_active, peering::reconcile),
+                peering::error_policy,
+                Arc::new(peering::Context {
+                    shared: shared.clone(),
+                    kubelet: kubelet.as_ref().map(|k| k.endpoint.clone()),
+                }),
+            )
+            .for_each(|_| async {});
+
+    let placement_context = Arc::new(placement::Context::new(shared.clone()));
+    let placement =
+        Controller::for_shared_stream(watches.offloadings.subscribe(), offloadings.clone())
+            .watches_shared_stream(watches.pods.subscribe(), |pod| {
+                placement::offloading_of(&pod)
+            })
+            .reconcile_on(
+                pods_deleted
+                    .filter_map(|pod| futures::future::ready(placement::offloading_of(&pod))),
+            )
+            .reconcile_all_on(activation(placement_active.clone()))
+            // A Deployment's pods arrive as a burst: one look at the namespace per burst.
+            .with_config(config().debounce(Duration::from_millis(500)))
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                when_active(placement_active, placement::reconcile),
+                placement::error_policy,
+                placement_context.clone(),
+            )
+            .for_each(|_| async {});
+
+    let offloading =
+        Controller::for_shared_stream(watches.offloadings.subscribe(), offloadings.clone())
+            .watches_shared_stream(watches.namespaces.subscribe(), |ns| {
+                Some(ObjectRef::<NamespaceOffloading>::new(OFFLOADING_NAME).within(&ns.name_any()))
+            })
+            // Clusters come and go, and change labels, with their virtual nodes.
+            .reconcile_all_on(virtual_nodes_changed)
+            .reconcile_on(remote_changes.offloadings)
+            .reconcile_all_on(activation(offloading_active.clone()))
+            .with_config(config())
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                when_active(offloading_active, offloading::reconcile),
+                offloading::error_policy,
+                Arc::new(offloading::Context {
+                    shared: shared.clone(),
+                    failures: std::sync::Mutex::new(HashMap::new()),
+                    placement: placement_context,
+                }),
+            )
+            .for_each(|_| async {});
+
+    let enabled_label =
+        Controller::for_shared_stream(watches.namespaces.subscribe(), namespaces.clone())
+            .watches_shared_stream(watches.offloadings.subscribe(), |nso| namespace_of(&nso))
+            // A namespace left with the scheduling label and no NamespaceOffloading is cleared.
+            .reconcile_on(
+                offloadings_deleted.filter_map(|nso| futures::future::ready(namespace_of(&nso))),
+            )
+            .reconcile_all_on(activation(enabled_label_active.clone()))
+            .with_config(config())
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                when_active(enabled_label_active, enabled_label::reconcile),
+                enabled_label::error_policy,
+                Arc::new(enabled_label::Context {
+                    shared: shared.clone(),
+                    unbacked_since: std::sync::Mutex::default(),
+                }),
+            )
+            .for_each(|_| async {});
+
+    // What offloaded pods need to start, copied into the remote namespaces.
+    let configmaps_gone = watches.configmaps.deletions();
+    let secrets_gone = watches.secrets.deletions();
+    let service_accounts_gone = watches.service_accounts.deletions();
+    let services_gone = watches.services.deletions();
+    let endpoint_slices_gone = watches.endpoint_slices.deletions();
+    let gone = futures::stream::select_all([
+        configmaps_gone.map(|o| o.namespace()).boxed(),
+        secrets_gone.map(|o| o.namespace()).boxed(),
+        service_accounts_gone.map(|o| o.namespace()).boxed(),
+        services_gone.map(|o| o.namespace()).boxed(),
+        endpoint_slices_gone.map(|o| o.namespace()).boxed(),
+    ])
+    .filter_map(|ns| futures::future::ready(ns.map(|ns| offloading_in(&ns))));
+    // A peering's address translation changed: every slice is written again.
+    let translations_changed = {
+        let seen = std::sync::Mutex::new(HashMap::new());
+        watches.remote_clusters.subscribe().filter_map(move |rc| {
+            let rules = rc.spec.address_translation.clone();
+            let changed = seen
+                .lock()
+                .map(|mut seen| seen.insert(rc.name_any(), rules.clone()) != Some(rules))
+                .unwrap_or(false);
+            futures::future::ready(changed.then_some(()))
+        })
+    };
+    let namespace_objects =
+        Controller::for_shared_stream(watches.offloadings.subscribe(), offloadings.clone())
+            .watches_shared_stream(watches.configmaps.subscribe(), |o| {
+                o.namespace().map(|ns| offloading_in(&ns))
+            })
+            .watches_shared_stream(watches.secrets.subscribe(), |o| {
+                o.namespace().map(|ns| offloading_in(&ns))
+            })
+            .watches_shared_stream(watches.service_accounts.subscribe(), |o| {
+                o.namespace().map(|ns| offloading_in(&ns))
+            })
+            .watches_shared_stream(watches.services.subscribe(), |o| {
+                o.namespace().map(|ns| offloading_in(&ns))
+            })
+            .watches_shared_stream(watches.endpoint_slices.subscribe(), |o| {
+                o.namespace().map(|ns| offloading_in(&ns))
+            })
+            .reconcile_on(gone)
+            .reconcile_all_on(translations_changed)
+            .reconcile_on(remote_changes.objects)
+            .reconcile_all_on(activation(objects_active.clone()))
+            .with_config(config().debounce(Duration::from_millis(300)))
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                when_active(
+                    objects_active,
+                    crate::reflection::namespace_objects::reconcile,
+                ),
+                crate::reflection::namespace_objects::error_policy,
+                Arc::new(shared.clone()),
+            )
+            .for_each(|_| async {});
+
+    // Offloaded pods: twins in their clusters (crate::reflection::pods).
+    let reflection_context = Arc::new(shared.clone());
+    // A virtual node deleted (its cluster unpeered): the pods bound to it are looked at.
+    let bound_to_gone_node = {
+        let pods = pods.clone();
+        watches.nodes.deletions().flat_map(move |node| {
+            let name = node.name_any();
+            let bound: Vec<ObjectRef<k8s_openapi::api::core::v1::Pod>> = pods
+                .state()
+                .iter()
+                .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&name))
+                .map(|p| ObjectRef::from(&**p))
+                .collect();
+            futures::stream::iter(bound)
+        })
+    };
+    let on_virtual_nodes = {
+        let nodes = nodes.clone();
+        watches.pods.subscribe().filter(move |pod| {
+            futures::future::ready(crate::reflection::pods::on_virtual_node(&nodes, pod))
+        })
+    };
+    let pod_reflection = Controller::for_shared_stream(on_virtual_nodes, pods.clone())
+        .reconcile_on(remote_changes.pods)
+        .reconcile_on(bound_to_gone_node)
+        .reconcile_all_on(activation(pods_active.clone()))
+        .with_config(config())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            when_active(pods_active.clone(), crate::reflection::pods::reconcile),
+            crate::reflection::pods::error_policy,
+            reflection_context.clone(),
+        )
+        .for_each(|_| async {});
+    // Pods gone (even forced): their twins go; and now and then, twins left without a pod.
+    let twin_cleanup = {
+        let ctx = reflection_context;
+        let mut active = pods_active.clone();
+        let local_pods = pods.clone();
+        async move {
+            if active.wait_for(|a| *a).await.is_err() {
+                return;
+            }
+            let mut gone = std::pin::pin!(pods_gone);
+            let mut sweep = tokio::time::interval(TWIN_SWEEP);
+            loop {
+                tokio::select! {
+                    pod = gone.next() => match pod {
+                        Some(pod) => crate::reflection::pods::delete_twin_of(&ctx, &pod).await,
+                        None => return,
+                    },
+                    _ = sweep.tick() => crate::reflection::pods::sweep(&ctx, &local_pods).await,
+                }
+            }
+        }
+    };
+    let stop = shutdown.clone();
+    let twin_cleanup = async move {
+        tokio::select! {
+            _ = twin_cleanup => {}
+            _ = stop => {}
+        }
+    };
+
+    // Twins' events, recorded on their local pods.
+    {
+        let mut active = pods_active.clone();
+        let (pods, recorder) = (pods.clone(), recorder.clone());
+        let events = remote_changes.events;
+        tokio::spawn(async move {
+            if active.wait_for(|a| *a).await.is_ok() {
+                crate::reflection::events::run(events, pods, recorder).await;
+            }
+        });
+    }
+
+    // The virtual nodes' kubelet API (logs, exec, port-forward of offloaded pods).
+    if let Some(kubelet) = kubelet {
+        let relay = Arc::new(crate::kubelet::relay::Relay {
+            shared: shared.clone(),
+            authorizer: crate::kubelet::authz::Authorizer::new(client.clone()),
+        });
+        tokio::spawn(crate::kubelet::server::serve(
+            kubelet.listener,
+            kubelet.tls,
+            relay,
+            shutdown.clone(),
+        ));
+    }
+
+    let LocalWatches {
+        offloadings: offloadings_watch,
+        nodes: nodes_watch,
+        namespaces: namespaces_watch,
+        pods: pods_watch,
+        remote_clusters: remote_clusters_watch,
+        secrets: secrets_watch,
+        configmaps: configmaps_watch,
+        service_accounts: service_accounts_watch,
+        services: services_watch,
+        endpoint_slices: endpoint_slices_watch,
+    } = watches;
+    tokio::spawn(offloadings_watch.run());
+    tokio::spawn(nodes_watch.run());
+
+    // The leader's own watches.
+    let leader_watches = async move {
+        if leading.wait_for(|l| *l).await.is_ok() {
+            tokio::spawn(namespaces_watch.run());
+            tokio::spawn(pods_watch.run());
+            tokio::spawn(remote_clusters_watch.run());
+            tokio::spawn(secrets_watch.run());
+            tokio::spawn(configmaps_watch.run());
+            tokio::spawn(service_accounts_watch.run());
+            tokio::spawn(services_watch.run());
+            tokio::spawn(endpoint_slices_watch.run());
+        }
+    };
+
+    futures::future::join(
+        futures::future::join4(peering, offloading, enabled_label, placement),
+        futures::future::join4(
+            pod_reflection,
+            twin_cleanup,
+            namespace_objects,
+            leader_watches,
+        ),
+    )
+    .await;
+}
+
+/// Turns true once `leading` does and every watch in `needs` has listed (saying which one
+/// it still waits for, every so often); stays true until `shutdown`.
+fn gate(
+    controller: &'static str,
+    mut leading: watch::Receiver<bool>,
+    needs: Vec<(&'static str, Listed)>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> watch::Receiver<bool> {
+    let (open, active) = watch::channel(false);
+    tokio::spawn(async move {
+        let ready = async {
+            if leading.wait_for(|l| *l).await.is_err() {
+                return false;
+            }
+            for (watch, listed) in &needs {
+                loop {
+                    tokio::select! {
+                        ok = listed.wait() => {
+                            if !ok {
+                                return false;
+                            }
+                            break;
+                        }
+                        _ = tokio::time::sleep(LISTING_PATIENCE) => tracing::warn!(
+                            controller, watch,
+                            "still waiting for this watch to list; check the manager's permissions and the CRDs"
+                        ),
+                    }
+                }
+            }
+            true
+        };
+        tokio::pin!(shutdown);
+        let ready = tokio::select! {
+            ready = ready => ready,
+            _ = &mut shutdown => false,
+        };
+        if ready {
+            tracing::info!(controller, "its watches have listed: reconciling");
+            let _ = open.send(true);
+            // Keep the sender until the end: the activation stream watches it.
+            shutdown.await;
+        }
+    });
+    active
+}

@@ -1,0 +1,824 @@
+//! Admission reviews: decode, dispatch to the pure policies in `pod` and `offloading`, and
+//! answer. Nothing here calls the API server: what a decision needs comes from watch
+//! caches through [`Lookup`].
+
+pub mod offloading;
+pub mod pod;
+pub mod wire;
+
+use std::{borrow::Cow, sync::Arc};
+
+use kube::core::admission::Operation;
+use serde_json::Value;
+
+pub use self::pod::NodeInfo;
+use self::{
+    pod::PodView,
+    wire::{ReadError, Request, Review},
+};
+use crate::model::{
+    api::{DNS1123_LABEL_MAX, NamespaceOffloading, NamespaceOffloadingSpec},
+    markers::SCHEDULING_ENABLED_LABEL,
+};
+
+/// What the webhooks read from the watch caches.
+pub trait Lookup: Send + Sync {
+    /// The namespace's `offloading` NamespaceOffloading, if any.
+    fn offloading(&self, namespace: &str) -> Option<Arc<NamespaceOffloading>>;
+    /// A node's labels, if the node exists.
+    fn node(&self, name: &str) -> Option<NodeInfo>;
+}
+
+/// The webhooks this server answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Webhook {
+    /// Pods in namespaces labelled `liqo.io/scheduling-enabled=true` (offloaded).
+    Pod,
+    /// Pods in namespaces labelled `liqo.io/enabled=true` but not (yet) the above: the
+    /// label's defaults apply until its NamespaceOffloading exists.
+    PodEnabledLabel,
+    OffloadingDefaults,
+    OffloadingValidation,
+}
+
+impl Webhook {
+    pub const ALL: [Webhook; 4] = [
+        Webhook::Pod,
+        Webhook::PodEnabledLabel,
+        Webhook::OffloadingDefaults,
+        Webhook::OffloadingValidation,
+    ];
+
+    pub fn path(self) -> &'static str {
+        match self {
+            Webhook::Pod => "/mutate/pod",
+            Webhook::PodEnabledLabel => "/mutate/pod/enabled-label",
+            Webhook::OffloadingDefaults => "/mutate/namespace-offloading",
+            Webhook::OffloadingValidation => "/validate/namespace-offloading",
+        }
+    }
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Webhook::Pod => "pod",
+            Webhook::PodEnabledLabel => "pod-enabled-label",
+            Webhook::OffloadingDefaults => "namespace-offloading-defaults",
+            Webhook::OffloadingValidation => "namespace-offloading-validation",
+        }
+    }
+}
+
+/// How a review ended, for metrics and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    Patched,
+    Denied,
+}
+
+impl Verdict {
+    pub fn label(self) -> &'static str {
+        match self {
+            Verdict::Allowed => "allowed",
+            Verdict::Patched => "patched",
+            Verdict::Denied => "denied",
+        }
+    }
+}
+
+/// A body that is not an AdmissionReview at all: answered with HTTP 400.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadRequest(pub String);
+
+/// The review to send back, and how it ended.
+pub type Answer = (Review, Verdict);
+
+/// Where a review stands after the pure decision: answered, or waiting for one API call
+/// that the caller makes (this module makes none).
+// Lives for one call on the stack; boxing the answer would allocate on the hot path.
+#[allow(clippy::large_enum_variant)]
+pub enum Outcome {
+    Answered(Answer),
+    /// The namespace's NamespaceOffloading is not in the cache (just created, or the cache
+    /// is catching up): read it, then [`PendingPod::resume`].
+    ReadOffloading(PendingPod),
+    /// A NamespaceOffloading `offloading` is about to be created: label its namespace
+    /// `liqo.io/scheduling-enabled=true` first, so the pod webhook covers the very next pod,
+    /// then [`PendingMark::marked`] or [`PendingMark::failed`].
+    MarkNamespace(PendingMark),
+}
+
+/// A pod review waiting for its namespace's NamespaceOffloading to be read.
+pub struct PendingPod {
+    request: Request<PodView>,
+    webhook: Webhook,
+    local_cluster_id: String,
+}
+
+impl PendingPod {
+    pub fn namespace(&self) -> &str {
+        &self.request.namespace
+    }
+
+    /// Whether an absent NamespaceOffloading is worth reading again shortly: the namespace
+    /// is marked, so one is most likely being stored right now.
+    pub fn expects_offloading(&self) -> bool {
+        self.webhook == Webhook::Pod
+    }
+
+    /// Answers with what the read found: `Ok(None)` when the namespace has no
+    /// NamespaceOffloading, `Err` when it could not be read.
+    pub fn resume(
+        self,
+        found: Result<Option<NamespaceOffloading>, String>,
+        lookup: &dyn Lookup,
+    ) -> Answer {
+        let nso = match found {
+            Ok(nso) => nso,
+            Err(e) => {
+                let message = format!(
+                    "cannot read the NamespaceOffloading of namespace {:?} to place the pod: {e}; try again",
+                    self.namespace()
+                );
+                return unavailable(&self.request, message);
+            }
+        };
+        let decided = place_pod(
+            &self.request,
+            self.webhook,
+            nso.as_ref(),
+            lookup,
+            &self.local_cluster_id,
+        );
+        answer(&self.request, decided)
+    }
+}
+
+/// A NamespaceOffloading creation, allowed once its namespace carries the scheduling label.
+pub struct PendingMark {
+    request: Request,
+    warnings: Vec<String>,
+}
+
+impl PendingMark {
+    pub fn namespace(&self) -> &str {
+        &self.request.namespace
+    }
+
+    pub fn marked(self) -> Answer {
+        answer(&self.request, Ok(Decision::Allow(self.warnings)))
+    }
+
+    pub fn failed(self, error: &str) -> Answer {
+        let message = format!(
+            "cannot label namespace {:?} {SCHEDULING_ENABLED_LABEL}=true, which makes the pod webhook place its pods from the first one: {error}; try again",
+            self.namespace()
+        );
+        unavailable(&self.request, message)
+    }
+}
+
+/// Decides one AdmissionReview body, from the caches alone.
+pub fn review(
+    webhook: Webhook,
+    body: &[u8],
+    lookup: &dyn Lookup,
+    local_cluster_id: &str,
+) -> Result<Outcome, BadRequest> {
+    if matches!(webhook, Webhook::Pod | Webhook::PodEnabledLabel) {
+        return review_pod(webhook, body, lookup, local_cluster_id);
+    }
+    let request = match Request::parse(body) {
+        Ok(request) => request,
+        Err(ReadError::Malformed(e)) => return undecodable(body, &e).map(Outcome::Answered),
+        Err(e @ ReadError::NoRequest) => return Err(BadRequest(e.to_string())),
+    };
+    let decided = match webhook {
+        Webhook::OffloadingValidation => match review_validation(&request, local_cluster_id) {
+            Ok(Decision::Allow(warnings)) if needs_mark(&request) => {
+                return Ok(Outcome::MarkNamespace(PendingMark { request, warnings }));
+            }
+            other => other,
+        },
+        _ => review_defaults(&request),
+    };
+    Ok(Outcome::Answered(answer(&request, decided)))
+}
+
+/// A pod review: its object decoded with the review, in one pass, for the three fields
+/// placement reads.
+fn review_pod(
+    webhook: Webhook,
+    body: &[u8],
+    lookup: &dyn Lookup,
+    local_cluster_id: &str,
+) -> Result<Outcome, BadRequest> {
+    let request = match Request::<PodView>::parse(body) {
+        Ok(request) => request,
+        Err(ReadError::Malformed(e)) => return undecodable(body, &e).map(Outcome::Answered),
+        Err(e @ ReadError::NoRequest) => return Err(BadRequest(e.to_string())),
+    };
+    if request.operation != Operation::Create {
+        return Ok(Outcome::Answered(answer(
+            &request,
+            Ok(Decision::Allow(Vec::new())),
+        )));
+    }
+    let decided = match lookup.offloading(&request.namespace) {
+        Some(nso) => place_pod(&request, webhook, Some(&nso), lookup, local_cluster_id),
+        None => {
+            return Ok(Outcome::ReadOffloading(PendingPod {
+                request,
+                webhook,
+                local_cluster_id: local_cluster_id.to_owned(),
+            }));
+        }
+    };
+    Ok(Outcome::Answered(answer(&request, decided)))
+}
+
+/// A real (not dry-run) creation of the one NamespaceOffloading that has effect. Its
+/// namespace is labelled before the object exists: a label without an object only makes
+/// pods local (see [`place_pod`]) until the controller clears it.
+/// (Validation has already refused any other name.)
+fn needs_mark(request: &Request) -> bool {
+    request.operation == Operation::Create && !request.dry_run
+}
+
+fn answer<O>(request: &Request<O>, decided: Result<Decision, String>) -> Answer {
+    let (version, uid) = (&request.api_version, &request.uid);
+    match decided {
+        Ok(Decision::Allow(warnings)) => {
+            (Review::allowed(version, uid, warnings), Verdict::Allowed)
+        }
+        Ok(Decision::Patch(patch, warnings)) => (
+            Review::patched(version, uid, patch, warnings),
+            Verdict::Patched,
+        ),
+        Err(message) => (Review::denied(version, uid, message), Verdict::Denied),
+    }
+}
+
+/// A refusal that a retry may overcome (an API call that failed or timed out): HTTP 503,
+/// which the API server passes on, so clients and controllers retry instead of taking the
+/// refusal for a verdict on the object.
+fn unavailable<O>(request: &Request<O>, message: String) -> Answer {
+    let review = Review::unavailable(&request.api_version, &request.uid, message);
+    (review, Verdict::Denied)
+}
+
+enum Decision {
+    Allow(Vec<String>),
+    /// A JSON patch, encoded.
+    Patch(Vec<u8>, Vec<String>),
+}
+
+/// A body that parses as JSON with a request uid, but whose object cannot be decoded, gets
+/// a denial echoing the uid (the API server discards answers without it); anything else
+/// is a bad request.
+fn undecodable(body: &[u8], error: &str) -> Result<Answer, BadRequest> {
+    let bad = || {
+        BadRequest(format!(
+            "cannot parse the body as an AdmissionReview: {error}"
+        ))
+    };
+    let value: Value = serde_json::from_slice(body).map_err(|_| bad())?;
+    let uid = value
+        .pointer("/request/uid")
+        .and_then(Value::as_str)
+        .ok_or_else(bad)?;
+    let version = value
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("admission.k8s.io/v1");
+    let message = format!("cannot decode the admission request: {error}");
+    Ok((Review::denied(version, uid, message), Verdict::Denied))
+}
+
+fn patch_between(before: &Value, after: &Value, warnings: Vec<String>) -> Result<Decision, String> {
+    let patch = json_patch::diff(before, after);
+    if patch.0.is_empty() {
+        return Ok(Decision::Allow(warnings));
+    }
+    serde_json::to_vec(&patch)
+        .map(|bytes| Decision::Patch(bytes, warnings))
+        .map_err(|e| format!("cannot encode the patch: {e}"))
+}
+
+/// The placement in force for a new pod, given its namespace's NamespaceOffloading (if
+/// any) and which webhook saw the pod, with a warning when it is not the object's own.
+pub fn placement_for<'a>(
+    webhook: Webhook,
+    namespace: &str,
+    nso: Option<&'a NamespaceOffloading>,
+    local_cluster_id: &str,
+) -> (Cow<'a, NamespaceOffloadingSpec>, Option<String>) {
+    match nso {
+        Some(nso) if nso.metadata.deletion_timestamp.is_none() => (Cow::Borrowed(&nso.spec), None),
+        // No new pod goes to a remote cluster once the offloading is ending.
+        Some(_) => (
+            Cow::Owned(NamespaceOffloadingSpec::local_only()),
+            Some(format!(
+                "the offloading of namespace {namespace:?} is terminating: the pod is kept in the local cluster"
+            )),
+        ),
+        // The label was just set and its NamespaceOffloading is not created yet: the label
+        // stands for the defaults.
+        None if webhook == Webhook::PodEnabledLabel => {
+            let defaults = NamespaceOffloadingSpec::label_default();
+            // Only if the label's NamespaceOffloading can exist at all (DefaultName must fit
+            // a namespace name); otherwise nothing is offloaded, and pods stay local.
+            if defaults
+                .remote_namespace_name(namespace, local_cluster_id)
+                .len()
+                <= DNS1123_LABEL_MAX
+            {
+                (Cow::Owned(defaults), None)
+            } else {
+                (
+                    Cow::Owned(NamespaceOffloadingSpec::local_only()),
+                    Some(format!(
+                        "namespace {namespace:?} is too long for the liqo.io/enabled label's default NamespaceOffloading (DefaultName): nothing is offloaded, the pod is kept in the local cluster"
+                    )),
+                )
+            }
+        }
+        None => (
+            Cow::Owned(NamespaceOffloadingSpec::local_only()),
+            Some(format!(
+                "namespace {namespace:?} has no NamespaceOffloading \"offloading\": the pod is kept in the local cluster"
+            )),
+        ),
+    }
+}
+
+fn place_pod(
+    request: &Request<PodView>,
+    webhook: Webhook,
+    nso: Option<&NamespaceOffloading>,
+    lookup: &dyn Lookup,
+    local_cluster_id: &str,
+) -> Result<Decision, String> {
+    let pod = request
+        .object
+        .as_ref()
+        .ok_or("the admission request carries no object")?;
+    let namespace = &request.namespace;
+    let (spec, warning) = placement_for(webhook, namespace, nso, local_cluster_id);
+    if let Some(node) = pod.node_name() {
+        pod::check_preset_node(&spec, node, lookup.node(node).as_ref())?;
+    }
+    let ops = pod::patch(pod, &spec)
+        .map_err(|e| format!("cannot apply the offloading policy to the pod: {e}"))?;
+    let warnings = warning.into_iter().collect();
+    if ops.is_empty() {
+        return Ok(Decision::Allow(warnings));
+    }
+    serde_json::to_vec(&ops)
+        .map(|bytes| Decision::Patch(bytes, warnings))
+        .map_err(|e| format!("cannot encode the patch: {e}"))
+}
+
+fn review_defaults(request: &Request) -> Result<Decision, String> {
+    let object = request.object_json()?;
+    patch_between(&object, &offloading::with_defaults(&object), Vec::new())
+}
+
+fn review_validation(request: &Request, local_cluster_id: &str) -> Result<Decision, String> {
+    let object = request.object_json()?;
+    match request.operation {
+        Operation::Create => {
+            let name = object
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or(&request.name);
+            offloading::validate_create(name, &request.namespace, &object, local_cluster_id)
+                .map(Decision::Allow)
+        }
+        Operation::Update => {
+            let old = request
+                .old_object_json()?
+                .ok_or("an UPDATE review carries no old object")?;
+            offloading::validate_update(&old, &object).map(|()| Decision::Allow(Vec::new()))
+        }
+        _ => Ok(Decision::Allow(Vec::new())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::api::NamespaceOffloadingSpec;
+
+    #[derive(Default)]
+    struct Fixed {
+        offloadings: BTreeMap<String, Arc<NamespaceOffloading>>,
+        nodes: BTreeMap<String, NodeInfo>,
+    }
+
+    impl Lookup for Fixed {
+        fn offloading(&self, namespace: &str) -> Option<Arc<NamespaceOffloading>> {
+            self.offloadings.get(namespace).cloned()
+        }
+        fn node(&self, name: &str) -> Option<NodeInfo> {
+            self.nodes.get(name).cloned()
+        }
+    }
+
+    fn lookup_with(namespace: &str, spec: Value) -> Fixed {
+        let spec: NamespaceOffloadingSpec = serde_json::from_value(spec).unwrap();
+        let mut nso = NamespaceOffloading::new("offloading", spec);
+        nso.metadata.namespace = Some(namespace.into());
+        let mut f = Fixed::default();
+        f.offloadings.insert(namespace.into(), Arc::new(nso));
+        f.nodes.insert("local-1".into(), NodeInfo::default());
+        f
+    }
+
+    /// A review as kube-apiserver 1.34 sends it for `kubectl run web --image=nginx`.
+    fn pod_review(api_version: &str, uid: &str, pod_spec: Value) -> Value {
+        json!({
+            "apiVersion": api_version, "kind": "AdmissionReview",
+            "request": {
+                "uid": uid,
+                "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+                "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+                "name": "web", "namespace": "test-namespace", "operation": "CREATE",
+                "userInfo": {"username": "kubernetes-admin", "groups": ["system:masters", "system:authenticated"]},
+                "object": {"apiVersion": "v1", "kind": "Pod",
+                    "metadata": {"name": "web", "namespace": "test-namespace", "labels": {"run": "web"}},
+                    "spec": pod_spec, "status": {}},
+                "oldObject": null, "dryRun": false,
+                "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions", "fieldManager": "kubectl-run"},
+            },
+        })
+    }
+
+    /// The pure decision on a review, with nothing in the caches.
+    fn decide(webhook: Webhook, body: &Value) -> Outcome {
+        let Ok(outcome) = review(
+            webhook,
+            &serde_json::to_vec(body).unwrap(),
+            &Fixed::default(),
+            "cluster-1-id",
+        ) else {
+            panic!("the review must parse");
+        };
+        outcome
+    }
+
+    /// Answers as the server does, with the lookup standing in for the API server too (a
+    /// namespace it lacks has no NamespaceOffloading; marking always succeeds).
+    fn answer(webhook: Webhook, body: &Value, lookup: &Fixed) -> (Value, Verdict) {
+        let outcome = review(
+            webhook,
+            &serde_json::to_vec(body).unwrap(),
+            lookup,
+            "cluster-1-id",
+        )
+        .unwrap();
+        let (review, verdict) = match outcome {
+            Outcome::Answered(a) => a,
+            Outcome::ReadOffloading(pending) => pending.resume(Ok(None), lookup),
+            Outcome::MarkNamespace(pending) => pending.marked(),
+        };
+        (serde_json::to_value(review).unwrap(), verdict)
+    }
+
+    fn apply_patch(review: &Value, response: &Value) -> Value {
+        // base64, as the API server documents the field.
+        let bytes: k8s_openapi::ByteString =
+            serde_json::from_value(response["response"]["patch"].clone()).unwrap();
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes.0).unwrap();
+        let mut object = review["request"]["object"].clone();
+        json_patch::patch(&mut object, &patch).unwrap();
+        object
+    }
+
+    #[test]
+    fn pod_review_is_patched_with_uid_and_api_version_echoed() {
+        let lookup = lookup_with("test-namespace", json!({"podOffloadingStrategy": "Remote"}));
+        let body = pod_review(
+            "admission.k8s.io/v1",
+            "705ab4f5-6393-11e8-b7cc-42010a800002",
+            json!({"containers": [{"name": "web", "image": "nginx"}]}),
+        );
+        let (out, verdict) = answer(Webhook::Pod, &body, &lookup);
+        assert_eq!(verdict, Verdict::Patched);
+        assert_eq!(out["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(out["kind"], "AdmissionReview");
+        assert_eq!(
+            out["response"]["uid"],
+            "705ab4f5-6393-11e8-b7cc-42010a800002"
+        );
+        assert_eq!(out["response"]["allowed"], true);
+        assert_eq!(out["response"]["patchType"], "JSONPatch");
+        let pod = apply_patch(&body, &out);
+        assert_eq!(
+            pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+                ["nodeSelectorTerms"],
+            json!([{"matchExpressions": [{"key": "liqo.io/type", "operator": "In", "values": ["virtual-node"]}]}])
+        );
+        assert_eq!(
+            pod["spec"]["tolerations"][0]["key"],
+            "virtual-node.liqo.io/not-allowed"
+        );
+
+        // The API server resends the patched pod when another webhook changed it: no patch.
+        let mut again = body.clone();
+        again["request"]["object"] = pod;
+        let (out, verdict) = answer(Webhook::Pod, &again, &lookup);
+        assert_eq!(verdict, Verdict::Allowed);
+        assert!(out["response"].get("patch").is_none());
+    }
+
+    #[test]
+    fn api_version_is_mirrored() {
+        let lookup = lookup_with("test-namespace", json!({}));
+        let body = pod_review("admission.k8s.io/v1beta1", "u1", json!({"containers": []}));
+        let (out, _) = answer(Webhook::Pod, &body, &lookup);
+        assert_eq!(out["apiVersion"], "admission.k8s.io/v1beta1");
+    }
+
+    fn required_terms(pod: &Value) -> &Value {
+        &pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    }
+
+    fn has_toleration(pod: &Value) -> bool {
+        pod["spec"]["tolerations"].as_array().is_some_and(|t| {
+            t.iter()
+                .any(|t| t["key"] == "virtual-node.liqo.io/not-allowed")
+        })
+    }
+
+    const NOT_VN: &str = r#"[{"matchExpressions":[{"key":"liqo.io/type","operator":"NotIn","values":["virtual-node"]}]}]"#;
+
+    #[test]
+    fn a_marked_namespace_without_offloading_keeps_pods_local_with_a_warning() {
+        let body = pod_review("admission.k8s.io/v1", "u2", json!({"containers": []}));
+        let outcome = decide(Webhook::Pod, &body);
+        // Not in the cache: the server must read it before answering.
+        let Outcome::ReadOffloading(pending) = outcome else {
+            panic!("a cache miss must ask for a read");
+        };
+        assert_eq!(pending.namespace(), "test-namespace");
+        let (out, verdict) = pending.resume(Ok(None), &Fixed::default());
+        assert_eq!(verdict, Verdict::Patched);
+        let out = serde_json::to_value(out).unwrap();
+        let pod = apply_patch(&body, &out);
+        assert_eq!(
+            required_terms(&pod),
+            &serde_json::from_str::<Value>(NOT_VN).unwrap()
+        );
+        assert!(!has_toleration(&pod));
+        assert!(
+            out["response"]["warnings"][0]
+                .as_str()
+                .unwrap()
+                .contains("no NamespaceOffloading"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_failed_read_denies_the_pod_with_the_cause() {
+        let body = pod_review("admission.k8s.io/v1", "u5", json!({"containers": []}));
+        let Outcome::ReadOffloading(pending) = decide(Webhook::Pod, &body) else {
+            panic!("a cache miss must ask for a read");
+        };
+        let (out, _) = pending.resume(Err("connection refused".into()), &Fixed::default());
+        let out = serde_json::to_value(out).unwrap();
+        // Transient: 503, which clients retry, not a 403 verdict on the pod.
+        assert_eq!(out["response"]["status"]["code"], 503);
+        let message = denial((out, Verdict::Denied), "u5");
+        assert!(
+            message.contains("cannot read the NamespaceOffloading"),
+            "{message}"
+        );
+        assert!(message.contains("connection refused"), "{message}");
+    }
+
+    #[test]
+    fn the_enabled_label_stands_for_the_defaults_until_its_offloading_exists() {
+        let body = pod_review("admission.k8s.io/v1", "u6", json!({"containers": []}));
+        let (out, verdict) = answer(Webhook::PodEnabledLabel, &body, &Fixed::default());
+        assert_eq!(verdict, Verdict::Patched);
+        let pod = apply_patch(&body, &out);
+        assert_eq!(
+            required_terms(&pod),
+            &json!([
+                {"matchExpressions": [{"key": "liqo.io/type", "operator": "In", "values": ["virtual-node"]}]},
+                {"matchExpressions": [{"key": "liqo.io/type", "operator": "NotIn", "values": ["virtual-node"]}]},
+            ])
+        );
+        assert!(has_toleration(&pod));
+        assert!(out["response"].get("warnings").is_none());
+
+        // A user's own configuration wins over the label's defaults.
+        let lookup = lookup_with("test-namespace", json!({"podOffloadingStrategy": "Remote"}));
+        let (out, _) = answer(Webhook::PodEnabledLabel, &body, &lookup);
+        let pod = apply_patch(&body, &out);
+        assert_eq!(
+            required_terms(&pod),
+            &json!([{"matchExpressions": [{"key": "liqo.io/type", "operator": "In", "values": ["virtual-node"]}]}])
+        );
+    }
+
+    #[test]
+    fn the_label_stands_for_nothing_where_its_default_cannot_exist() {
+        let long = "a-namespace-name-far-too-long-for-default-name-mapping";
+        let mut body = pod_review("admission.k8s.io/v1", "u8", json!({"containers": []}));
+        body["request"]["namespace"] = json!(long);
+        let (out, _) = answer(Webhook::PodEnabledLabel, &body, &Fixed::default());
+        let pod = apply_patch(&body, &out);
+        assert_eq!(
+            required_terms(&pod),
+            &serde_json::from_str::<Value>(NOT_VN).unwrap()
+        );
+        assert!(!has_toleration(&pod));
+        assert!(
+            out["response"]["warnings"][0]
+                .as_str()
+                .unwrap()
+                .contains("too long"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn a_terminating_offloading_keeps_new_pods_local() {
+        let mut lookup = lookup_with("test-namespace", json!({"podOffloadingStrategy": "Remote"}));
+        let nso = lookup.offloadings.get_mut("test-namespace").unwrap();
+        Arc::make_mut(nso).metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        let body = pod_review(
+            "admission.k8s.io/v1",
+            "u7",
+            json!({"containers": [], "tolerations": [{"operator": "Exists"}]}),
+        );
+        let (out, verdict) = answer(Webhook::Pod, &body, &lookup);
+        assert_eq!(verdict, Verdict::Patched);
+        let pod = apply_patch(&body, &out);
+        assert_eq!(
+            required_terms(&pod),
+            &serde_json::from_str::<Value>(NOT_VN).unwrap()
+        );
+        assert!(!has_toleration(&pod));
+        assert!(
+            out["response"]["warnings"][0]
+                .as_str()
+                .unwrap()
+                .contains("is terminating"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn creating_the_offloading_marks_its_namespace_except_on_dry_run() {
+        let body = nso_review("CREATE", "offloading", nso("offloading", json!({})), None);
+        let outcome = decide(Webhook::OffloadingValidation, &body);
+        let Outcome::MarkNamespace(pending) = outcome else {
+            panic!("a creation must mark the namespace");
+        };
+        assert_eq!(pending.namespace(), "test-namespace");
+        let (out, verdict) = pending.failed("namespaces \"test-namespace\" is forbidden");
+        assert_eq!(verdict, Verdict::Denied);
+        let out = serde_json::to_value(out).unwrap();
+        let message = out["response"]["status"]["message"].as_str().unwrap();
+        assert!(message.contains("cannot label namespace"), "{message}");
+        assert!(message.contains("is forbidden"), "{message}");
+
+        let mut dry = body.clone();
+        dry["request"]["dryRun"] = json!(true);
+        let outcome = decide(Webhook::OffloadingValidation, &dry);
+        assert!(matches!(outcome, Outcome::Answered((_, Verdict::Allowed))));
+
+        // A refused creation marks nothing.
+        let bad = nso_review("CREATE", "mine", nso("mine", json!({})), None);
+        let outcome = decide(Webhook::OffloadingValidation, &bad);
+        assert!(matches!(outcome, Outcome::Answered((_, Verdict::Denied))));
+    }
+
+    #[test]
+    fn preset_node_name_breaking_the_strategy_is_denied() {
+        let lookup = lookup_with("test-namespace", json!({"podOffloadingStrategy": "Remote"}));
+        let body = pod_review(
+            "admission.k8s.io/v1",
+            "u3",
+            json!({"nodeName": "local-1", "containers": [{"name": "web", "image": "nginx"}]}),
+        );
+        let message = denial(answer(Webhook::Pod, &body, &lookup), "u3");
+        assert!(
+            message.contains("must run in a remote cluster"),
+            "{message}"
+        );
+    }
+
+    /// Checks that an answer is a denial echoing `uid` and returns its message.
+    fn denial((out, verdict): (Value, Verdict), uid: &str) -> String {
+        assert_eq!(verdict, Verdict::Denied);
+        assert_eq!(out["response"]["uid"], uid);
+        assert_eq!(out["response"]["allowed"], false);
+        out["response"]["status"]["message"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    #[test]
+    fn unreadable_object_is_denied_with_the_uid() {
+        let mut body = pod_review("admission.k8s.io/v1", "u4", json!({}));
+        body["request"]["object"] = json!("not an object");
+        let message = denial(answer(Webhook::Pod, &body, &Fixed::default()), "u4");
+        assert!(
+            message.starts_with("cannot decode the admission request"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn malformed_bodies_are_bad_requests() {
+        for body in [
+            &b"{"[..],
+            b"[]",
+            b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\"}",
+            b"\xff",
+        ] {
+            let Err(err) = review(Webhook::Pod, body, &Fixed::default(), "id") else {
+                panic!("a malformed body must be a bad request");
+            };
+            assert!(!err.0.is_empty());
+        }
+    }
+
+    fn nso_review(operation: &str, name: &str, object: Value, old: Option<Value>) -> Value {
+        json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "nso-uid",
+                "kind": {"group": "offloading.liqo.io", "version": "v1alpha1", "kind": "NamespaceOffloading"},
+                "resource": {"group": "offloading.liqo.io", "version": "v1alpha1", "resource": "namespaceoffloadings"},
+                "name": name, "namespace": "test-namespace", "operation": operation,
+                "userInfo": {"username": "alice"},
+                "object": object, "oldObject": old,
+            },
+        })
+    }
+
+    fn nso(name: &str, spec: Value) -> Value {
+        json!({"apiVersion": "offloading.liqo.io/v1alpha1", "kind": "NamespaceOffloading",
+               "metadata": {"name": name, "namespace": "test-namespace"}, "spec": spec})
+    }
+
+    #[test]
+    fn defaults_are_patched_in() {
+        let body = nso_review("CREATE", "offloading", nso("offloading", json!({})), None);
+        let (out, verdict) = answer(Webhook::OffloadingDefaults, &body, &Fixed::default());
+        assert_eq!(verdict, Verdict::Patched);
+        let object = apply_patch(&body, &out);
+        assert_eq!(object["spec"]["namespaceMappingStrategy"], "DefaultName");
+        assert_eq!(object["spec"]["podOffloadingStrategy"], "LocalAndRemote");
+        assert_eq!(
+            object["spec"]["clusterSelector"]["nodeSelectorTerms"][0]["matchExpressions"][0]["key"],
+            "liqo.io/type"
+        );
+    }
+
+    #[test]
+    fn validation_denies_wrong_names_and_spec_changes() {
+        let body = nso_review("CREATE", "mine", nso("mine", json!({})), None);
+        let message = denial(
+            answer(Webhook::OffloadingValidation, &body, &Fixed::default()),
+            "nso-uid",
+        );
+        assert!(
+            message.contains("must be named \"offloading\""),
+            "{message}"
+        );
+
+        let old = nso("offloading", json!({"podOffloadingStrategy": "Local"}));
+        let new = nso("offloading", json!({"podOffloadingStrategy": "Remote"}));
+        let body = nso_review("UPDATE", "offloading", new, Some(old.clone()));
+        let message = denial(
+            answer(Webhook::OffloadingValidation, &body, &Fixed::default()),
+            "nso-uid",
+        );
+        assert!(message.contains("spec is immutable"), "{message}");
+
+        let body = nso_review("UPDATE", "offloading", old.clone(), Some(old));
+        assert_eq!(
+            answer(Webhook::OffloadingValidation, &body, &Fixed::default()).1,
+            Verdict::Allowed
+        );
+    }
+}

@@ -1,0 +1,309 @@
+//! NamespaceOffloading admission: defaults written into the stored object, and the checks
+//! that reject configurations which cannot work. Both read the object as plain JSON, so a
+//! value outside the enums gets a message of ours rather than a decoding error.
+
+use k8s_openapi::api::core::v1::NodeSelector;
+use serde_json::Value;
+
+use crate::model::{
+    api::{
+        DNS1123_LABEL_MAX, NamespaceMappingStrategy, OFFLOADING_NAME, PodOffloadingStrategy,
+        offloading::default_cluster_selector,
+    },
+    selector,
+};
+
+/// The object with Liqo's defaults filled in: both strategies, and the every-cluster
+/// selector when `clusterSelector` is omitted or has no terms.
+pub fn with_defaults(object: &Value) -> Value {
+    let mut out = object.clone();
+    let Some(root) = out.as_object_mut() else {
+        return out;
+    };
+    let spec = root
+        .entry("spec")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if spec.is_null() {
+        *spec = Value::Object(Default::default());
+    }
+    let Some(spec) = spec.as_object_mut() else {
+        return out;
+    };
+    let mut default = |key: &str, value: Value| {
+        if spec.get(key).is_none_or(Value::is_null) {
+            spec.insert(key.into(), value);
+        }
+    };
+    default("namespaceMappingStrategy", "DefaultName".into());
+    default("podOffloadingStrategy", "LocalAndRemote".into());
+    let no_terms = spec
+        .get("clusterSelector")
+        .and_then(|s| s.get("nodeSelectorTerms"))
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty);
+    if no_terms {
+        spec.insert(
+            "clusterSelector".into(),
+            serde_json::to_value(default_cluster_selector()).unwrap_or(Value::Null),
+        );
+    }
+    out
+}
+
+/// What the validating webhook decides for a CREATE.
+pub fn validate_create(
+    name: &str,
+    namespace: &str,
+    object: &Value,
+    local_cluster_id: &str,
+) -> Result<Vec<String>, String> {
+    if name != OFFLOADING_NAME {
+        return Err(format!(
+            "a NamespaceOffloading must be named {OFFLOADING_NAME:?} (one configuration per namespace); {name:?} would have no effect: create it as {OFFLOADING_NAME:?}"
+        ));
+    }
+    let spec = object.get("spec").cloned().unwrap_or(Value::Null);
+    let mut problems = Vec::new();
+    let mapping = check_enum(
+        &spec,
+        "namespaceMappingStrategy",
+        &NamespaceMappingStrategy::VALUES,
+        &mut problems,
+    );
+    check_enum(
+        &spec,
+        "podOffloadingStrategy",
+        &PodOffloadingStrategy::VALUES,
+        &mut problems,
+    );
+    let mut warnings = Vec::new();
+    match spec.get("clusterSelector").filter(|s| !s.is_null()) {
+        None => {}
+        Some(raw) => match serde_json::from_value::<NodeSelector>(raw.clone()) {
+            Ok(s) => {
+                problems.extend(selector::validate(&s, "spec.clusterSelector"));
+                let remote = spec.get("podOffloadingStrategy").and_then(Value::as_str)
+                    == Some("Remote");
+                let all_empty = s.node_selector_terms.iter().all(crate::model::admission::pod::is_empty_term);
+                // `[]` is defaulted by the mutating webhook; reaching here means it was not.
+                if remote && all_empty {
+                    problems.push("spec.clusterSelector: every term is empty, so it selects no cluster, and podOffloadingStrategy Remote would leave pods nowhere to run: add matchExpressions, or omit clusterSelector to select every cluster".into());
+                }
+                for (i, t) in s.node_selector_terms.iter().enumerate() {
+                    if t.match_expressions.as_ref().is_none_or(Vec::is_empty)
+                        && t.match_fields.as_ref().is_none_or(Vec::is_empty)
+                    {
+                        warnings.push(format!(
+                            "spec.clusterSelector.nodeSelectorTerms[{i}] is empty and selects no cluster"
+                        ));
+                    }
+                }
+            }
+            Err(e) => problems.push(format!(
+                "spec.clusterSelector: not a valid NodeSelector ({e}): use nodeSelectorTerms with matchExpressions or matchFields"
+            )),
+        },
+    }
+    if mapping.as_deref().unwrap_or("DefaultName") == "DefaultName" {
+        let remote = format!("{namespace}-{local_cluster_id}");
+        if remote.len() > DNS1123_LABEL_MAX {
+            let max = DNS1123_LABEL_MAX.saturating_sub(local_cluster_id.len() + 1);
+            problems.push(format!(
+                "the remote namespace name {remote:?} would have {} characters, over the {DNS1123_LABEL_MAX}-character limit of a namespace name: with namespaceMappingStrategy DefaultName the local namespace name can have at most {max} characters, and {namespace:?} has {}; use a shorter namespace or namespaceMappingStrategy EnforceSameName",
+                remote.len(),
+                namespace.len()
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(warnings)
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+fn check_enum(
+    spec: &Value,
+    key: &str,
+    allowed: &[&str],
+    problems: &mut Vec<String>,
+) -> Option<String> {
+    match spec.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if allowed.contains(&s.as_str()) => Some(s.clone()),
+        Some(other) => {
+            problems.push(format!(
+                "spec.{key}: unsupported value {other}: use one of {}",
+                allowed.join(", ")
+            ));
+            None
+        }
+    }
+}
+
+/// What the validating webhook decides for an UPDATE: the spec may not change (metadata
+/// and finalizers may, so the controller can always finish its work).
+pub fn validate_update(old: &Value, new: &Value) -> Result<(), String> {
+    let old_spec = with_defaults(old).get("spec").cloned();
+    let new_spec = with_defaults(new).get("spec").cloned();
+    if old_spec == new_spec {
+        Ok(())
+    } else {
+        Err(
+            "spec is immutable: delete the NamespaceOffloading and create it again with the new configuration (the remote namespaces are recreated)"
+                .into(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const ID: &str = "2b9d6e3c-8f1a-4c55-9e3b-7d2f0a1c4e5b";
+
+    fn nso(spec: Value) -> Value {
+        json!({"apiVersion": "offloading.liqo.io/v1alpha1", "kind": "NamespaceOffloading",
+               "metadata": {"name": "offloading", "namespace": "test-namespace"}, "spec": spec})
+    }
+
+    #[test]
+    fn defaults_fill_what_is_missing_only() {
+        let out = with_defaults(&json!({"metadata": {"name": "offloading"}}));
+        assert_eq!(out["spec"]["namespaceMappingStrategy"], "DefaultName");
+        assert_eq!(out["spec"]["podOffloadingStrategy"], "LocalAndRemote");
+        assert_eq!(
+            out["spec"]["clusterSelector"],
+            json!({"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "liqo.io/type", "operator": "In", "values": ["virtual-node"]}]}]})
+        );
+        let empty_terms =
+            with_defaults(&nso(json!({"clusterSelector": {"nodeSelectorTerms": []}})));
+        assert_eq!(
+            empty_terms["spec"]["clusterSelector"],
+            out["spec"]["clusterSelector"]
+        );
+
+        let custom = nso(json!({
+            "namespaceMappingStrategy": "EnforceSameName",
+            "podOffloadingStrategy": "Remote",
+            "clusterSelector": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "region", "operator": "In", "values": ["eu"]}]}]},
+        }));
+        assert_eq!(with_defaults(&custom), custom);
+    }
+
+    #[test]
+    fn only_the_name_offloading_is_accepted() {
+        let err = validate_create("custom", "ns", &nso(json!({})), ID).unwrap_err();
+        assert!(err.contains("must be named \"offloading\""), "{err}");
+        assert!(validate_create("offloading", "ns", &nso(json!({})), ID).is_ok());
+    }
+
+    #[test]
+    fn enum_values_are_checked_with_the_allowed_list() {
+        let err = validate_create(
+            "offloading",
+            "ns",
+            &nso(json!({"podOffloadingStrategy": "Anywhere", "namespaceMappingStrategy": 3})),
+            ID,
+        )
+        .unwrap_err();
+        assert!(err.contains("spec.namespaceMappingStrategy: unsupported value 3: use one of EnforceSameName, DefaultName"), "{err}");
+        assert!(err.contains("spec.podOffloadingStrategy: unsupported value \"Anywhere\": use one of Local, Remote, LocalAndRemote"), "{err}");
+    }
+
+    #[test]
+    fn selector_problems_are_reported() {
+        let err = validate_create(
+            "offloading",
+            "ns",
+            &nso(
+                json!({"clusterSelector": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "cpu", "operator": "Gt", "values": ["two"]}]}]}}),
+            ),
+            ID,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("matchExpressions[0].values: operator Gt takes exactly one integer"),
+            "{err}"
+        );
+        let err = validate_create(
+            "offloading",
+            "ns",
+            &nso(json!({"clusterSelector": "eu"})),
+            ID,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("spec.clusterSelector: not a valid NodeSelector"),
+            "{err}"
+        );
+        let warnings = validate_create(
+            "offloading",
+            "ns",
+            &nso(json!({"clusterSelector": {"nodeSelectorTerms": [{}]}})),
+            ID,
+        )
+        .unwrap();
+        assert_eq!(warnings.len(), 1);
+        // The same with Remote cannot work: pods would have nowhere to run.
+        let err = validate_create(
+            "offloading",
+            "ns",
+            &nso(json!({"podOffloadingStrategy": "Remote", "clusterSelector": {"nodeSelectorTerms": [{}]}})),
+            ID,
+        )
+        .unwrap_err();
+        assert!(err.contains("every term is empty"), "{err}");
+        // Values must be label values, or every pod would later be rejected for them.
+        let err = validate_create(
+            "offloading",
+            "ns",
+            &nso(
+                json!({"clusterSelector": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "region", "operator": "In", "values": ["eu", "eu west"]}]}]}}),
+            ),
+            ID,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("matchExpressions[0].values[1]: \"eu west\" is not a valid label value"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn default_name_must_fit_a_dns_label() {
+        let ok = "a".repeat(26);
+        assert!(validate_create("offloading", &ok, &nso(json!({})), ID).is_ok());
+        let long = "a".repeat(27);
+        let err = validate_create("offloading", &long, &nso(json!({})), ID).unwrap_err();
+        assert!(err.contains("would have 64 characters"), "{err}");
+        assert!(
+            err.contains("at most 26 characters, and \"aaaaaaaaaaaaaaaaaaaaaaaaaaa\" has 27"),
+            "{err}"
+        );
+        let same = nso(json!({"namespaceMappingStrategy": "EnforceSameName"}));
+        assert!(validate_create("offloading", &long, &same, ID).is_ok());
+    }
+
+    #[test]
+    fn spec_changes_are_rejected_but_metadata_changes_pass() {
+        let old = with_defaults(&nso(json!({})));
+        let mut finalized = old.clone();
+        finalized["metadata"]["finalizers"] = json!(["offloading.liqo.io/remote-namespaces"]);
+        assert!(validate_update(&old, &finalized).is_ok());
+        // Re-applying the original manifest, without the defaults, changes nothing.
+        assert!(validate_update(&old, &nso(json!({}))).is_ok());
+        let changed = nso(json!({"podOffloadingStrategy": "Remote"}));
+        let err = validate_update(&old, &changed).unwrap_err();
+        assert!(
+            err.contains("delete the NamespaceOffloading and create it again"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,7 @@
+//! The pure translations between a local object and its remote counterpart: `twin` for
+//! pods (and the status reflected back), `objects` for ConfigMaps, Secrets and
+//! ServiceAccounts, `services` for Services and EndpointSlices.
+
+pub mod objects;
+pub mod services;
+pub mod twin;

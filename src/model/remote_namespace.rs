@@ -1,0 +1,187 @@
+//! Remote namespaces: the object we create in a selected cluster, and who owns an existing
+//! one. Only namespaces annotated `liqo.io/remote-namespace=<our cluster ID>` are ever
+//! modified or deleted; anything else of the same name is a conflict and left untouched.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::ObjectMeta;
+
+use crate::model::markers::REMOTE_NAMESPACE_ANNOTATION;
+use crate::model::markers::{ORIGIN_CLUSTER_LABEL, ORIGIN_NAMESPACE_LABEL};
+
+/// The namespace to create in a remote cluster.
+pub fn desired(name: &str, local_cluster_id: &str, origin_namespace: &str) -> Namespace {
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            annotations: Some(BTreeMap::from([(
+                REMOTE_NAMESPACE_ANNOTATION.to_owned(),
+                local_cluster_id.to_owned(),
+            )])),
+            labels: Some(BTreeMap::from([
+                (
+                    ORIGIN_NAMESPACE_LABEL.to_owned(),
+                    origin_namespace.to_owned(),
+                ),
+                (ORIGIN_CLUSTER_LABEL.to_owned(), local_cluster_id.to_owned()),
+            ])),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    }
+}
+
+/// What exists in the remote cluster under the name we want.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ownership {
+    /// Nothing: create it.
+    Missing,
+    /// Ours and live.
+    Ours,
+    /// Ours, being deleted (by us or someone else): wait for it to go.
+    OursTerminating,
+    /// Someone else's: never touched. The message says whose and what to do.
+    Conflict(String),
+}
+
+/// Who owns `existing`. Ours means our cluster's annotation *and* our origin namespace: two
+/// local namespaces can map to one remote name (`a` with DefaultName and `a-<id>` with
+/// EnforceSameName), and one must never delete what the other created.
+pub fn ownership(
+    existing: Option<&Namespace>,
+    local_cluster_id: &str,
+    origin_namespace: &str,
+) -> Ownership {
+    let Some(ns) = existing else {
+        return Ownership::Missing;
+    };
+    let name = ns.metadata.name.as_deref().unwrap_or_default();
+    let owner = ns
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(REMOTE_NAMESPACE_ANNOTATION));
+    let origin = ns
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(ORIGIN_NAMESPACE_LABEL));
+    match owner {
+        Some(id)
+            if id == local_cluster_id && origin.map(String::as_str) == Some(origin_namespace) =>
+        {
+            if ns.metadata.deletion_timestamp.is_some() {
+                Ownership::OursTerminating
+            } else {
+                Ownership::Ours
+            }
+        }
+        Some(id) if id == local_cluster_id => Ownership::Conflict(format!(
+            "namespace {name} already exists in this cluster and belongs to the offloading of namespace {} of this same cluster: it is left untouched; use namespaceMappingStrategy DefaultName, or stop that namespace's offloading",
+            origin.map_or("(unknown)", String::as_str)
+        )),
+        Some(other) => Ownership::Conflict(format!(
+            "namespace {name} already exists in this cluster and belongs to the offloading of cluster {other}: it is left untouched; use namespaceMappingStrategy DefaultName to get a name of your own"
+        )),
+        None => Ownership::Conflict(format!(
+            "namespace {name} already exists in this cluster and was not created by offloading (no {REMOTE_NAMESPACE_ANNOTATION} annotation): it is left untouched; delete or rename it there, or use namespaceMappingStrategy DefaultName"
+        )),
+    }
+}
+
+/// Delete options that only delete the very object we looked at: if it was deleted and
+/// recreated by someone else in between, the API server refuses (409) instead.
+pub fn delete_exactly(existing: &Namespace) -> kube::api::DeleteParams {
+    kube::api::DeleteParams {
+        preconditions: crate::model::preconditions::only_this(&existing.metadata),
+        ..kube::api::DeleteParams::background()
+    }
+}
+
+/// The origin namespace a remote namespace of ours carries.
+pub fn origin_of(namespace: &Namespace) -> Option<String> {
+    namespace
+        .metadata
+        .labels
+        .as_ref()?
+        .get(ORIGIN_NAMESPACE_LABEL)
+        .cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: &str = "11111111-1111-4111-8111-111111111111";
+
+    #[test]
+    fn desired_namespace_carries_ownership_and_origin() {
+        let ns = desired("web-id", ME, "web");
+        assert_eq!(
+            ns.metadata.annotations.as_ref().unwrap()[REMOTE_NAMESPACE_ANNOTATION],
+            ME
+        );
+        assert_eq!(
+            ns.metadata.labels.as_ref().unwrap()[ORIGIN_NAMESPACE_LABEL],
+            "web"
+        );
+        assert_eq!(ownership(Some(&ns), ME, "web"), Ownership::Ours);
+    }
+
+    #[test]
+    fn only_our_annotation_makes_a_namespace_ours() {
+        assert_eq!(ownership(None, ME, "web"), Ownership::Missing);
+        let mut theirs = desired("web", "22222222-2222-4222-8222-222222222222", "web");
+        match ownership(Some(&theirs), ME, "web") {
+            Ownership::Conflict(m) => assert!(
+                m.contains("belongs to the offloading of cluster 2222"),
+                "{m}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        theirs.metadata.annotations = None;
+        match ownership(Some(&theirs), ME, "web") {
+            Ownership::Conflict(m) => assert!(m.contains("was not created by offloading"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let mut going = desired("web", ME, "web");
+        going.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        assert_eq!(
+            ownership(Some(&going), ME, "web"),
+            Ownership::OursTerminating
+        );
+    }
+
+    #[test]
+    fn another_local_namespaces_remote_namespace_is_a_conflict() {
+        // Local "web" (DefaultName) and local "web-<id>" (EnforceSameName) map to one name.
+        let ns = desired(&format!("web-{ME}"), ME, "web");
+        match ownership(Some(&ns), ME, &format!("web-{ME}")) {
+            Ownership::Conflict(m) => {
+                assert!(
+                    m.contains("offloading of namespace web of this same cluster"),
+                    "{m}"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut unlabelled = ns.clone();
+        unlabelled.metadata.labels = None;
+        assert!(matches!(
+            ownership(Some(&unlabelled), ME, "web"),
+            Ownership::Conflict(_)
+        ));
+    }
+
+    #[test]
+    fn deletes_are_bound_to_the_uid_seen() {
+        let mut ns = desired("web", ME, "web");
+        ns.metadata.uid = Some("u-1".into());
+        let params = delete_exactly(&ns);
+        assert_eq!(params.preconditions.unwrap().uid.as_deref(), Some("u-1"));
+    }
+}

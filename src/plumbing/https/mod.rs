@@ -1,0 +1,154 @@
+//! HTTPS serving (rustls, HTTP/1.1 and HTTP/2, graceful drain) for the webhooks and the
+//! kubelet API, and the plain-HTTP admin server (probes, metrics).
+
+pub mod accept;
+pub mod tls;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::{
+    Router,
+    http::{StatusCode, header},
+    routing::get,
+};
+use hyper_util::{
+    rt::{TokioExecutor, TokioTimer},
+    server::conn::auto,
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::plumbing::metrics::Metrics;
+
+/// Connections that send no complete request header within this are closed (idle scanners).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A TLS handshake that takes longer than this is abandoned.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `/live` (always 200 while the process serves), `/ready` (200 once the caches synced,
+/// 503 before and during shutdown) and `/metrics`.
+pub fn admin_router(ready: Arc<AtomicBool>, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/live", get(|| async { "ok\n" }))
+        .route(
+            "/ready",
+            get(move || {
+                let ready = ready.load(Ordering::Relaxed);
+                async move {
+                    if ready {
+                        (StatusCode::OK, "ok\n")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.encode();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        text,
+                    )
+                }
+            }),
+        )
+}
+
+/// Serves the webhook router over TLS until `shutdown` turns true; in-flight requests get
+/// `grace` to finish.
+pub async fn serve_tls(
+    listener: TcpListener,
+    router: Router,
+    tls: Arc<rustls::ServerConfig>,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_secs(30));
+    let serving = accept::Serving {
+        name: "webhook",
+        builder,
+        upgrades: false,
+        grace,
+    };
+    let stop = async move {
+        let _ = shutdown.wait_for(|stop| *stop).await;
+    };
+    accept::serve_tls(listener, tls, serving, stop, move |_| {
+        TowerToHyperService::new(router.clone())
+    })
+    .await;
+}
+
+/// Serves the admin router on plain HTTP until `shutdown` turns true.
+pub async fn serve_admin(
+    listener: TcpListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let result = axum::serve(listener, router)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await;
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "admin server failed");
+    }
+}
+
+/// Binds a TCP listener with a message naming the address on failure.
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn admin_routes_report_liveness_readiness_and_metrics() {
+        let ready = Arc::new(AtomicBool::new(false));
+        let admin = admin_router(ready.clone(), Arc::new(Metrics::new()));
+        let get = |path: &'static str| {
+            let admin = admin.clone();
+            async move {
+                admin
+                    .oneshot(Request::get(path).body(Body::empty()).unwrap())
+                    .await
+                    .unwrap()
+                    .status()
+            }
+        };
+        assert_eq!(get("/live").await, StatusCode::OK);
+        assert_eq!(get("/ready").await, StatusCode::SERVICE_UNAVAILABLE);
+        ready.store(true, Ordering::Relaxed);
+        assert_eq!(get("/ready").await, StatusCode::OK);
+        assert_eq!(get("/metrics").await, StatusCode::OK);
+    }
+}

@@ -1,0 +1,14 @@
+//! Floor 2: the I/O building blocks every worker stands on: API clients, the shared
+//! watches of the local cluster, metrics, HTTPS serving, certificates, the leader
+//! election, preflight checks and the cluster identity ConfigMap. Nothing here knows of
+//! peers or of a particular controller.
+
+pub mod certs;
+pub mod client;
+pub mod crypto;
+pub mod https;
+pub mod identity;
+pub mod leader;
+pub mod metrics;
+pub mod preflight;
+pub mod watches;

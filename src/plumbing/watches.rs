@@ -1,0 +1,278 @@
+//! One watch per kind on the local cluster, shared by every reader (kube-runtime's shared
+//! reflectors): the webhook caches and the controllers read the same stores, and each
+//! controller is triggered by its own subscription to the same watch.
+//!
+//! The webhooks need NamespaceOffloadings and Nodes on every replica, so those two watches
+//! start with the process. The others (Namespaces, Pods, RemoteClusters, Secrets,
+//! ConfigMaps, ServiceAccounts) serve only the controllers and start when this replica
+//! leads.
+
+use std::{fmt::Debug, future::Future, hash::Hash, sync::Arc};
+
+use futures::{Stream, StreamExt, channel::mpsc, stream::BoxStream};
+use k8s_openapi::api::{
+    core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service, ServiceAccount},
+    discovery::v1::EndpointSlice,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, Lookup, Store, store::Writer},
+        watcher,
+    },
+};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::model::{
+    api::{NamespaceOffloading, OFFLOADING_NAME, RemoteCluster},
+    forge::{
+        objects::{DEFAULT_SERVICE_ACCOUNT, ROOT_CA_CONFIGMAP, TOKEN_SECRET_TYPE},
+        services::SERVICE_NAME_LABEL,
+    },
+    markers::{MANAGED_BY_LABEL, SLICE_MANAGER},
+};
+
+/// How many changes a subscriber may lag behind before the watch waits for it.
+const BUFFER: usize = 1024;
+/// How often a subscription is polled even without a wake-up (see [`SharedWatch::subscribe`]).
+const RE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Whether a watch has listed once (its store is complete). Any number of tasks may wait
+/// on it at once, which kube's `Store::wait_until_ready` does not allow: it wakes only the
+/// last of concurrent waiters.
+#[derive(Clone)]
+pub struct Listed(watch::Receiver<bool>);
+
+impl Listed {
+    pub fn new() -> (watch::Sender<bool>, Self) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Self(rx))
+    }
+
+    pub fn now(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Resolves once listed; `false` if the watch is gone before.
+    pub async fn wait(&self) -> bool {
+        self.0.clone().wait_for(|l| *l).await.is_ok()
+    }
+}
+
+/// A kind's watch and the store it fills, with subscriptions handed out before it starts.
+pub struct SharedWatch<K: Lookup + Clone + 'static>
+where
+    K::DynamicType: Eq + Hash + Clone,
+{
+    what: &'static str,
+    store: Store<K>,
+    writer: Writer<K>,
+    events: BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>,
+    deletions: Vec<mpsc::UnboundedSender<Arc<K>>>,
+    listed_tx: watch::Sender<bool>,
+    listed: Listed,
+}
+
+impl<K> SharedWatch<K>
+where
+    K: Resource<DynamicType = ()>
+        + Lookup<DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    /// A watch of `api` with `config`; `trim` drops what no reader needs, to save memory.
+    pub fn new(what: &'static str, api: Api<K>, config: watcher::Config, trim: fn(&mut K)) -> Self {
+        let (store, writer) = reflector::store_shared(BUFFER);
+        let events = watcher(api, config)
+            .default_backoff()
+            .modify(move |o| {
+                o.managed_fields_mut().clear();
+                trim(o);
+            })
+            .boxed();
+        let (listed_tx, listed) = Listed::new();
+        Self {
+            what,
+            store,
+            writer,
+            events,
+            deletions: Vec::new(),
+            listed_tx,
+            listed,
+        }
+    }
+
+    pub fn store(&self) -> Store<K> {
+        self.store.clone()
+    }
+
+    pub fn listed(&self) -> Listed {
+        self.listed.clone()
+    }
+
+    /// Every object as it is created or changes (and all of them after each listing).
+    pub fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        let objects = futures::stream::iter(self.writer.subscribe()).flatten();
+        // kube's subscription answers "pending" without asking to be woken when the object
+        // it was told of is already gone (deleted right after a change): a tick re-polls it,
+        // so such a subscriber never falls behind (and never holds the watch back) for long.
+        let ticks = futures::stream::unfold((), |()| async {
+            tokio::time::sleep(RE_POLL).await;
+            Some((None, ()))
+        });
+        futures::stream::select(objects.map(Some), ticks).filter_map(futures::future::ready)
+    }
+
+    /// Every object as it is deleted: shared subscriptions do not carry deletions.
+    pub fn deletions(&mut self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+        let (tx, rx) = mpsc::unbounded();
+        self.deletions.push(tx);
+        rx
+    }
+
+    /// Keeps the store filled and the subscribers fed, until the process ends.
+    pub fn run(self) -> impl Future<Output = ()> + Send + 'static {
+        let Self {
+            what,
+            writer,
+            events,
+            deletions,
+            listed_tx,
+            ..
+        } = self;
+        async move {
+            let mut events = std::pin::pin!(reflector::reflector(writer, events));
+            while let Some(event) = events.next().await {
+                match event {
+                    Ok(watcher::Event::Delete(gone)) => {
+                        let gone = Arc::new(gone);
+                        for tx in &deletions {
+                            let _ = tx.unbounded_send(gone.clone());
+                        }
+                    }
+                    Ok(watcher::Event::InitDone) => {
+                        let _ = listed_tx.send(true);
+                    }
+                    Ok(_) => {}
+                    // The backoff retries; a failing watch leaves the last good store.
+                    Err(e) => tracing::warn!(watch = what, error = %e, "watch error"),
+                }
+            }
+        }
+    }
+}
+
+fn keep_all<K>(_: &mut K) {}
+
+/// Pods and Nodes carry what no reader here needs: drop it (memory scales with them).
+fn trim_pod(pod: &mut Pod) {
+    pod.annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
+}
+
+pub fn trim_node(node: &mut Node) {
+    if let Some(status) = node.status.as_mut() {
+        status.images = None;
+    }
+}
+
+/// The local cluster's watches, one per kind.
+pub struct LocalWatches {
+    /// NamespaceOffloadings named `offloading` (others have no effect; the server filters).
+    pub offloadings: SharedWatch<NamespaceOffloading>,
+    pub nodes: SharedWatch<Node>,
+    pub namespaces: SharedWatch<Namespace>,
+    pub pods: SharedWatch<Pod>,
+    pub remote_clusters: SharedWatch<RemoteCluster>,
+    /// Secrets: peering credentials, and those of offloaded namespaces (reflected).
+    pub secrets: SharedWatch<Secret>,
+    /// Reflected into the remote namespaces with Secrets.
+    pub configmaps: SharedWatch<ConfigMap>,
+    pub service_accounts: SharedWatch<ServiceAccount>,
+    /// Reflected into every remote namespace, with their endpoints.
+    pub services: SharedWatch<Service>,
+    /// Services' slices only, and not those we wrote.
+    pub endpoint_slices: SharedWatch<EndpointSlice>,
+}
+
+impl LocalWatches {
+    /// `streaming_lists`: list pods by streaming (the biggest list we make), where the API
+    /// server supports it.
+    pub fn new(client: &Client, streaming_lists: bool) -> Self {
+        let by_name =
+            watcher::Config::default().fields(&format!("metadata.name={OFFLOADING_NAME}"));
+        let pods = if streaming_lists {
+            watcher::Config::default().streaming_lists()
+        } else {
+            watcher::Config::default()
+        };
+        Self {
+            offloadings: SharedWatch::new(
+                "namespaceoffloadings",
+                Api::all(client.clone()),
+                by_name,
+                keep_all,
+            ),
+            nodes: SharedWatch::new(
+                "nodes",
+                Api::all(client.clone()),
+                Default::default(),
+                trim_node,
+            ),
+            namespaces: SharedWatch::new(
+                "namespaces",
+                Api::all(client.clone()),
+                Default::default(),
+                keep_all,
+            ),
+            pods: SharedWatch::new("pods", Api::all(client.clone()), pods, trim_pod),
+            remote_clusters: SharedWatch::new(
+                "remoteclusters",
+                Api::all(client.clone()),
+                Default::default(),
+                keep_all,
+            ),
+            // What is never reflected is left out by the server: every namespace has a
+            // kube-root-ca.crt and a default account, a thousand namespaces a thousand each.
+            secrets: SharedWatch::new(
+                "secrets",
+                Api::all(client.clone()),
+                watcher::Config::default().fields(&format!("type!={TOKEN_SECRET_TYPE}")),
+                keep_all,
+            ),
+            configmaps: SharedWatch::new(
+                "configmaps",
+                Api::all(client.clone()),
+                watcher::Config::default().fields(&format!("metadata.name!={ROOT_CA_CONFIGMAP}")),
+                keep_all,
+            ),
+            service_accounts: SharedWatch::new(
+                "serviceaccounts",
+                Api::all(client.clone()),
+                watcher::Config::default()
+                    .fields(&format!("metadata.name!={DEFAULT_SERVICE_ACCOUNT}")),
+                keep_all,
+            ),
+            services: SharedWatch::new(
+                "services",
+                Api::all(client.clone()),
+                Default::default(),
+                keep_all,
+            ),
+            endpoint_slices: SharedWatch::new(
+                "endpointslices",
+                Api::all(client.clone()),
+                watcher::Config::default().labels(&format!(
+                    "{SERVICE_NAME_LABEL},{MANAGED_BY_LABEL}!={SLICE_MANAGER}"
+                )),
+                keep_all,
+            ),
+        }
+    }
+}

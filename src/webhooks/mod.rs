@@ -1,0 +1,7 @@
+//! Floor 4, the admission webhooks: the HTTPS handlers (`server`), what they read instead
+//! of calling the API server (`lookup`, over the shared watches), and the webhook
+//! configurations registered with the API server (`registration`).
+
+pub mod lookup;
+pub mod registration;
+pub mod server;

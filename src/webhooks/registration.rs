@@ -1,0 +1,330 @@
+//! Our Mutating- and ValidatingWebhookConfiguration, declared here so the committed
+//! manifests and the ones `run` registers come from one place.
+
+use k8s_openapi::{
+    ByteString,
+    api::admissionregistration::v1::{
+        MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
+        ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
+    },
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement, ObjectMeta},
+};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+};
+
+use crate::model::{
+    admission::Webhook,
+    markers::{ENABLED_LABEL, FIELD_MANAGER, SCHEDULING_ENABLED_LABEL, WEBHOOK_CONFIGURATION},
+};
+
+/// How the API server reaches the webhook server.
+#[derive(Clone, Debug)]
+pub enum Target {
+    /// A base URL such as `https://127.0.0.1:9443` (a server outside the cluster).
+    Url(String),
+    /// A Service in the cluster, on the given port.
+    Service {
+        namespace: String,
+        name: String,
+        port: i32,
+    },
+}
+
+impl Target {
+    fn client_config(&self, webhook: Webhook, ca_bundle: Option<&str>) -> WebhookClientConfig {
+        let ca_bundle = ca_bundle.map(|pem| ByteString(pem.as_bytes().to_vec()));
+        match self {
+            Target::Url(base) => WebhookClientConfig {
+                url: Some(format!("{}{}", base.trim_end_matches('/'), webhook.path())),
+                ca_bundle,
+                service: None,
+            },
+            Target::Service {
+                namespace,
+                name,
+                port,
+            } => WebhookClientConfig {
+                service: Some(ServiceReference {
+                    namespace: namespace.clone(),
+                    name: name.clone(),
+                    path: Some(webhook.path().into()),
+                    port: Some(*port),
+                }),
+                ca_bundle,
+                url: None,
+            },
+        }
+    }
+}
+
+fn rule(group: &str, version: &str, resource: &str, operations: &[&str]) -> RuleWithOperations {
+    RuleWithOperations {
+        api_groups: Some(vec![group.into()]),
+        api_versions: Some(vec![version.into()]),
+        resources: Some(vec![resource.into()]),
+        operations: Some(operations.iter().map(|o| (*o).to_owned()).collect()),
+        scope: Some("Namespaced".into()),
+    }
+}
+
+fn metadata() -> ObjectMeta {
+    ObjectMeta {
+        name: Some(WEBHOOK_CONFIGURATION.into()),
+        labels: Some(
+            [(
+                "app.kubernetes.io/name".into(),
+                "namespace-offloading".into(),
+            )]
+            .into(),
+        ),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Both configurations, with the CA bundle when one is known.
+pub fn configurations(
+    target: &Target,
+    ca_bundle: Option<&str>,
+) -> (MutatingWebhookConfiguration, ValidatingWebhookConfiguration) {
+    let offloading_rule = || {
+        vec![rule(
+            "offloading.liqo.io",
+            "v1alpha1",
+            "namespaceoffloadings",
+            &["CREATE", "UPDATE"],
+        )]
+    };
+    let common = |webhook: Webhook| MutatingWebhook {
+        client_config: target.client_config(webhook, ca_bundle),
+        // Only the review format this server speaks.
+        admission_review_versions: vec!["v1".into()],
+        // Nothing outside the request changes (the validating webhook says otherwise).
+        side_effects: "None".into(),
+        // Well under the API server's 10 s default: answers come from memory, or from a
+        // few API calls (reads bounded at 1 s each, 3.5 s in all; the label at 3 s).
+        timeout_seconds: Some(5),
+        // Fail closed: a pod admitted without its constraints could run where the namespace
+        // forbids, and a NamespaceOffloading without validation could be one that cannot work.
+        failure_policy: Some("Fail".into()),
+        match_policy: Some("Equivalent".into()),
+        ..MutatingWebhook::default()
+    };
+    let mutating = MutatingWebhookConfiguration {
+        metadata: metadata(),
+        webhooks: Some(vec![
+            MutatingWebhook {
+                name: "pod-enabled-label.offloading.liqo.io".into(),
+                rules: Some(vec![rule("", "v1", "pods", &["CREATE"])]),
+                // Namespaces with the quick-offloading label whose NamespaceOffloading is not
+                // admitted yet (a Namespace and a Deployment in one `kubectl apply`): the
+                // label stands for the defaults. Disjoint from the selector below, so no pod
+                // is reviewed twice; listed first because the API server evaluates the
+                // selectors one after the other against its namespace cache, and a
+                // scheduling label arriving between the two checks must not let a pod slip
+                // past both.
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some([(ENABLED_LABEL.into(), "true".into())].into()),
+                    match_expressions: Some(vec![LabelSelectorRequirement {
+                        key: SCHEDULING_ENABLED_LABEL.into(),
+                        operator: "NotIn".into(),
+                        values: Some(vec!["true".into()]),
+                    }]),
+                }),
+                reinvocation_policy: Some("IfNeeded".into()),
+                ..common(Webhook::PodEnabledLabel)
+            },
+            MutatingWebhook {
+                name: "pod.offloading.liqo.io".into(),
+                rules: Some(vec![rule("", "v1", "pods", &["CREATE"])]),
+                // Only namespaces where offloading is active, so every other pod in the
+                // cluster never waits on this webhook. The label is set by the validating
+                // webhook as the NamespaceOffloading is admitted (before the object is even
+                // stored), so the very next pod is covered; the controller keeps it.
+                namespace_selector: Some(LabelSelector {
+                    match_labels: Some([(SCHEDULING_ENABLED_LABEL.into(), "true".into())].into()),
+                    match_expressions: None,
+                }),
+                // Our merge is idempotent: run again if a later webhook changed the pod, so
+                // its affinity cannot undo the strategy.
+                reinvocation_policy: Some("IfNeeded".into()),
+                ..common(Webhook::Pod)
+            },
+            MutatingWebhook {
+                name: "defaults.namespaceoffloading.offloading.liqo.io".into(),
+                rules: Some(offloading_rule()),
+                reinvocation_policy: Some("Never".into()),
+                ..common(Webhook::OffloadingDefaults)
+            },
+        ]),
+    };
+    let m = common(Webhook::OffloadingValidation);
+    // Creating the NamespaceOffloading labels its namespace (see the pod webhook); never
+    // on a dry run.
+    let validation_side_effects = "NoneOnDryRun".to_owned();
+    let validating = ValidatingWebhookConfiguration {
+        metadata: metadata(),
+        webhooks: Some(vec![ValidatingWebhook {
+            name: "validate.namespaceoffloading.offloading.liqo.io".into(),
+            rules: Some(offloading_rule()),
+            client_config: m.client_config,
+            admission_review_versions: m.admission_review_versions,
+            side_effects: validation_side_effects,
+            timeout_seconds: m.timeout_seconds,
+            failure_policy: m.failure_policy,
+            match_policy: m.match_policy,
+            ..ValidatingWebhook::default()
+        }]),
+    };
+    (mutating, validating)
+}
+
+/// Creates or updates both configurations (server-side apply, our field manager).
+pub async fn register(
+    client: &Client,
+    target: &Target,
+    ca_bundle: Option<&str>,
+) -> Result<(), kube::Error> {
+    let (mutating, validating) = configurations(target, ca_bundle);
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let mutating = serde_json::to_value(mutating).map_err(kube::Error::SerdeError)?;
+    let validating = serde_json::to_value(validating).map_err(kube::Error::SerdeError)?;
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .patch(WEBHOOK_CONFIGURATION, &params, &Patch::Apply(mutating))
+        .await?;
+    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .patch(WEBHOOK_CONFIGURATION, &params, &Patch::Apply(validating))
+        .await?;
+    tracing::info!(?target, "webhook configurations registered");
+    Ok(())
+}
+
+/// Parses NAMESPACE/NAME[:PORT] (port 443 by default).
+pub fn parse_service(spec: &str) -> Result<Target, String> {
+    let bad = || format!("invalid service {spec:?}: use NAMESPACE/NAME or NAMESPACE/NAME:PORT");
+    let (namespace, rest) = spec.split_once('/').ok_or_else(bad)?;
+    let (name, port) = match rest.split_once(':') {
+        Some((name, port)) => (name, port.parse().map_err(|_| bad())?),
+        None => (rest, 443),
+    };
+    if namespace.is_empty() || name.is_empty() {
+        return Err(bad());
+    }
+    Ok(Target::Service {
+        namespace: namespace.into(),
+        name: name.into(),
+        port,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_specs_are_parsed_with_clear_errors() {
+        assert!(matches!(
+            parse_service("liqo/nso:8443").unwrap(),
+            Target::Service { port: 8443, .. }
+        ));
+        assert!(matches!(
+            parse_service("liqo/nso").unwrap(),
+            Target::Service { port: 443, .. }
+        ));
+        for bad in ["nso", "/nso", "liqo/", "liqo/nso:http"] {
+            assert!(
+                parse_service(bad).unwrap_err().contains("NAMESPACE/NAME"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn pod_webhook_is_scoped_to_offloaded_namespaces_and_fails_closed() {
+        let (m, v) = configurations(&Target::Url("https://127.0.0.1:9443/".into()), Some("PEM"));
+        let pod = m
+            .webhooks
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|w| w.name == "pod.offloading.liqo.io")
+            .unwrap();
+        assert_eq!(
+            pod.client_config.url.as_deref(),
+            Some("https://127.0.0.1:9443/mutate/pod")
+        );
+        assert_eq!(pod.client_config.ca_bundle.as_ref().unwrap().0, b"PEM");
+        assert_eq!(
+            pod.namespace_selector
+                .as_ref()
+                .unwrap()
+                .match_labels
+                .as_ref()
+                .unwrap()[SCHEDULING_ENABLED_LABEL],
+            "true"
+        );
+        assert_eq!(pod.failure_policy.as_deref(), Some("Fail"));
+        assert_eq!(pod.timeout_seconds, Some(5));
+        assert_eq!(
+            pod.rules.as_ref().unwrap()[0].operations.as_ref().unwrap(),
+            &["CREATE"]
+        );
+        let validate = &v.webhooks.as_ref().unwrap()[0];
+        assert_eq!(
+            validate.rules.as_ref().unwrap()[0]
+                .operations
+                .as_ref()
+                .unwrap(),
+            &["CREATE", "UPDATE"]
+        );
+    }
+
+    #[test]
+    fn the_two_pod_webhooks_cover_offloaded_and_labelled_namespaces_without_overlap() {
+        let (m, v) = configurations(&Target::Url("https://127.0.0.1:9443".into()), None);
+        let webhooks = m.webhooks.unwrap();
+        let labelled = webhooks
+            .iter()
+            .find(|w| w.name == "pod-enabled-label.offloading.liqo.io")
+            .unwrap();
+        assert_eq!(
+            labelled.client_config.url.as_deref(),
+            Some("https://127.0.0.1:9443/mutate/pod/enabled-label")
+        );
+        let selector = labelled.namespace_selector.as_ref().unwrap();
+        assert_eq!(
+            selector.match_labels.as_ref().unwrap()[ENABLED_LABEL],
+            "true"
+        );
+        let excluded = &selector.match_expressions.as_ref().unwrap()[0];
+        assert_eq!(
+            (excluded.key.as_str(), excluded.operator.as_str()),
+            (SCHEDULING_ENABLED_LABEL, "NotIn")
+        );
+        assert_eq!(labelled.failure_policy.as_deref(), Some("Fail"));
+        let validate = &v.webhooks.unwrap()[0];
+        assert_eq!(validate.side_effects, "NoneOnDryRun");
+        assert!(webhooks.iter().all(|w| w.side_effects == "None"));
+    }
+
+    #[test]
+    fn service_target_names_the_path() {
+        let target = Target::Service {
+            namespace: "liqo".into(),
+            name: "namespace-offloading".into(),
+            port: 443,
+        };
+        let (_, v) = configurations(&target, None);
+        let service = v.webhooks.unwrap()[0]
+            .client_config
+            .service
+            .clone()
+            .unwrap();
+        assert_eq!(
+            service.path.as_deref(),
+            Some("/validate/namespace-offloading")
+        );
+        assert_eq!(service.port, Some(443));
+    }
+}
