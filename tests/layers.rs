@@ -6,6 +6,8 @@
 //! trees and in code alike, tests included), so an upward import fails here whatever its
 //! spelling.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
@@ -126,7 +128,7 @@ fn named_paths(code: &str) -> Vec<Vec<String>> {
                 .iter()
                 .position(|t| t == ";")
                 .map_or(tokens.len(), |p| i + p);
-            expand(&tokens[i + 1..end], &mut Vec::new(), &mut paths);
+            expand(&tokens[i + 1..end], &[], &mut paths);
             i = end + 1;
             continue;
         }
@@ -156,9 +158,9 @@ fn named_paths(code: &str) -> Vec<Vec<String>> {
 }
 
 /// Expands a `use` tree's tokens under `prefix`.
-fn expand(tokens: &[String], prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+fn expand(tokens: &[String], prefix: &[String], out: &mut Vec<Vec<String>>) {
     let mut i = 0;
-    let mut path = prefix.clone();
+    let mut path = prefix.to_vec();
     while i < tokens.len() {
         match tokens[i].as_str() {
             "::" => i += 1,
@@ -173,14 +175,14 @@ fn expand(tokens: &[String], prefix: &mut Vec<String>, out: &mut Vec<Vec<String>
                         "}" if depth == 0 => break,
                         "}" => depth -= 1,
                         "," if depth == 0 => {
-                            expand(&tokens[start..j], &mut path.clone(), out);
+                            expand(&tokens[start..j], &path, out);
                             start = j + 1;
                         }
                         _ => {}
                     }
                     j += 1;
                 }
-                expand(&tokens[start..j.min(tokens.len())], &mut path.clone(), out);
+                expand(&tokens[start..j.min(tokens.len())], &path, out);
                 return;
             }
             "as" => break,
@@ -192,7 +194,7 @@ fn expand(tokens: &[String], prefix: &mut Vec<String>, out: &mut Vec<Vec<String>
             }
         }
     }
-    if path.len() > prefix.len() || !path.is_empty() {
+    if !path.is_empty() {
         out.push(path);
     }
 }
