@@ -18,11 +18,11 @@ pub mod model;
 
 pub mod plumbing;
 
-pub mod context;
+pub(crate) mod context;
 
-pub mod controllers;
-pub mod kubelet;
-pub mod reflection;
+pub(crate) mod controllers;
+pub(crate) mod kubelet;
+pub(crate) mod reflection;
 pub mod webhooks;
 
 pub mod manager;

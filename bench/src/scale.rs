@@ -61,8 +61,7 @@ const USER_CONCURRENCY: usize = 64;
 /// The baseline's requests in flight: what the manager's controllers allow (each of its
 /// concurrent reconciles writes to both remote clusters), so both sides use the same
 /// client settings.
-const BASELINE_CONCURRENCY: usize =
-    2 * namespace_offloading::manager::controllers::CONCURRENCY as usize;
+const BASELINE_CONCURRENCY: usize = 2 * namespace_offloading::manager::CONCURRENCY as usize;
 const BENCH_LABEL: &str = "bench.offloading.liqo.io/set";
 
 pub async fn run(manager: &Path, work: &Path, size: Size) -> Result<Section, String> {

@@ -1,8 +1,8 @@
 //! Floor 6, the command line: `run` (the manager) and the subcommands around it (peering,
 //! the CRDs and webhook configurations, certificates). `main.rs` only calls [`main`].
 
-pub mod peer;
-pub mod print;
+pub(crate) mod peer;
+pub(crate) mod print;
 
 use std::{net::IpAddr, path::PathBuf, process::ExitCode};
 

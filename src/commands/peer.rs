@@ -18,35 +18,35 @@ use crate::model::{
 };
 
 #[derive(Debug, clap::Args)]
-pub struct PeerArgs {
+pub(crate) struct PeerArgs {
     /// Name of the RemoteCluster to create.
-    pub name: String,
+    pub(crate) name: String,
     /// Kubeconfig for the remote cluster (stored in a Secret, embedded certificates and all).
     #[arg(long)]
-    pub kubeconfig: std::path::PathBuf,
+    pub(crate) kubeconfig: std::path::PathBuf,
     /// Kubeconfig of the local cluster; default: $KUBECONFIG or ~/.kube/config.
     #[arg(long)]
-    pub local_kubeconfig: Option<std::path::PathBuf>,
+    pub(crate) local_kubeconfig: Option<std::path::PathBuf>,
     /// Namespace for the credentials Secret (the manager's namespace).
     #[arg(long, default_value = "liqo")]
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// Where the remote publishes its identity.
     #[arg(long, default_value = "liqo")]
-    pub identity_namespace: String,
+    pub(crate) identity_namespace: String,
     /// The remote's cluster ID, when it publishes none.
     #[arg(long)]
-    pub cluster_id: Option<String>,
+    pub(crate) cluster_id: Option<String>,
     /// The remote's cluster labels (key=value,...), overriding what it publishes.
     #[arg(long, value_parser = crate::model::identity::parse_labels)]
-    pub cluster_labels: Option<BTreeMap<String, String>>,
+    pub(crate) cluster_labels: Option<BTreeMap<String, String>>,
     /// Resources the virtual node offers (cpu=8,memory=16Gi,pods=110); default: the
     /// remote's Ready nodes' total.
     #[arg(long, value_parser = parse_resources)]
-    pub resources: Option<BTreeMap<String, Quantity>>,
+    pub(crate) resources: Option<BTreeMap<String, Quantity>>,
     /// How this cluster's endpoint addresses appear there, for networks that NAT between
     /// clusters: FROM=TO, two CIDRs of the same size (repeatable). Default: unchanged.
     #[arg(long = "address-translation", value_name = "FROM=TO", value_parser = parse_translation)]
-    pub address_translation: Vec<AddressTranslation>,
+    pub(crate) address_translation: Vec<AddressTranslation>,
 }
 
 fn parse_translation(text: &str) -> Result<AddressTranslation, String> {
@@ -77,7 +77,7 @@ fn parse_resources(text: &str) -> Result<BTreeMap<String, Quantity>, String> {
         .collect()
 }
 
-pub fn secret_name(remote_cluster: &str) -> String {
+pub(crate) fn secret_name(remote_cluster: &str) -> String {
     format!("remote-{remote_cluster}-kubeconfig")
 }
 
@@ -87,7 +87,7 @@ async fn client_from(path: Option<&Path>) -> Result<Client, String> {
         .map_err(|e| e.to_string())
 }
 
-pub async fn peer(args: PeerArgs) -> Result<(), String> {
+pub(crate) async fn peer(args: PeerArgs) -> Result<(), String> {
     let text = std::fs::read_to_string(&args.kubeconfig)
         .map_err(|e| format!("cannot read {}: {e}", args.kubeconfig.display()))?;
     let remote = client_from(Some(&args.kubeconfig)).await?;
@@ -188,7 +188,7 @@ pub async fn peer(args: PeerArgs) -> Result<(), String> {
     Ok(())
 }
 
-pub async fn unpeer(
+pub(crate) async fn unpeer(
     name: &str,
     namespace: &str,
     local_kubeconfig: Option<&Path>,

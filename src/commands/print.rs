@@ -12,7 +12,7 @@ use crate::{
 };
 
 /// Structured logs to stderr; `RUST_LOG` overrides the default level.
-pub fn init_tracing() {
+pub(crate) fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "info,kube=warn,kube_client=warn".into());
     tracing_subscriber::fmt()
@@ -26,7 +26,7 @@ fn yaml<T: serde::Serialize>(value: &T) -> Result<String, String> {
 }
 
 /// The CRD manifests, as committed in `manifests/crd.yaml`.
-pub fn crd_yaml() -> Result<String, String> {
+pub(crate) fn crd_yaml() -> Result<String, String> {
     Ok(format!(
         "{}---\n{}",
         yaml(&NamespaceOffloading::crd())?,
@@ -34,26 +34,26 @@ pub fn crd_yaml() -> Result<String, String> {
     ))
 }
 
-pub fn print_crd() -> Result<(), String> {
+pub(crate) fn print_crd() -> Result<(), String> {
     print!("{}", crd_yaml()?);
     Ok(())
 }
 
 /// Both webhook configurations as a two-document YAML stream, as in
 /// `manifests/webhooks.yaml`.
-pub fn webhook_config_yaml(service: &str) -> Result<String, String> {
+pub(crate) fn webhook_config_yaml(service: &str) -> Result<String, String> {
     let (mutating, validating) = registration::configurations(&parse_service(service)?, None);
     let m = serde_json::to_value(mutating).map_err(|e| e.to_string())?;
     let v = serde_json::to_value(validating).map_err(|e| e.to_string())?;
     Ok(format!("{}---\n{}", yaml(&m)?, yaml(&v)?))
 }
 
-pub fn print_webhook_config(service: &str) -> Result<(), String> {
+pub(crate) fn print_webhook_config(service: &str) -> Result<(), String> {
     print!("{}", webhook_config_yaml(service)?);
     Ok(())
 }
 
-pub fn write_certs(
+pub(crate) fn write_certs(
     out: &Path,
     service: &str,
     dns: &[String],

@@ -3,9 +3,9 @@
 //! writes every worker makes the same way (`writes`), and [`Shared`], the one context the
 //! manager builds for all of them.
 
-pub mod peers;
-pub mod remote_call;
-pub mod writes;
+pub(crate) mod peers;
+pub(crate) mod remote_call;
+pub(crate) mod writes;
 
 use std::sync::Arc;
 
@@ -25,54 +25,54 @@ use crate::{
 
 /// Who this manager is.
 #[derive(Clone, Debug)]
-pub struct Replica {
+pub(crate) struct Replica {
     /// This cluster's ID (DefaultName suffix, ownership of remote namespaces and twins).
-    pub local_cluster_id: String,
+    pub(crate) local_cluster_id: String,
     /// This replica's name (events, leases).
-    pub holder: String,
+    pub(crate) holder: String,
 }
 
 /// What every worker reads and writes through, built once by the manager. A worker with
 /// state of its own keeps it in its own context next to this one, which that context
 /// dereferences to (so `ctx.client`, `ctx.peers` read the same everywhere).
 #[derive(Clone)]
-pub struct Shared {
+pub(crate) struct Shared {
     /// The local cluster.
-    pub client: Client,
-    pub replica: Replica,
+    pub(crate) client: Client,
+    pub(crate) replica: Replica,
     /// Events about local objects, as this replica.
-    pub recorder: Recorder,
+    pub(crate) recorder: Recorder,
     /// The connected remote clusters.
-    pub peers: peers::Peers,
-    pub metrics: Arc<ControllerMetrics>,
+    pub(crate) peers: peers::Peers,
+    pub(crate) metrics: Arc<ControllerMetrics>,
     /// The local shared watches' stores: read these, never GET what they hold.
-    pub stores: Stores,
+    pub(crate) stores: Stores,
 }
 
 /// The stores of the local shared watches (`plumbing::watches::LocalWatches`).
 #[derive(Clone)]
-pub struct Stores {
+pub(crate) struct Stores {
     /// NamespaceOffloadings named `offloading` (where each namespace's pods go).
-    pub offloadings: Store<NamespaceOffloading>,
+    pub(crate) offloadings: Store<NamespaceOffloading>,
     /// Every Node (the virtual nodes are the clusters).
-    pub nodes: Store<Node>,
+    pub(crate) nodes: Store<Node>,
     /// Every Namespace (the scheduling label).
-    pub namespaces: Store<Namespace>,
+    pub(crate) namespaces: Store<Namespace>,
     /// Every pod of the cluster.
-    pub pods: Store<Pod>,
+    pub(crate) pods: Store<Pod>,
     /// Every RemoteCluster: which clusters are peered even before they connect.
-    pub remote_clusters: Store<RemoteCluster>,
+    pub(crate) remote_clusters: Store<RemoteCluster>,
     /// Peering credentials, and the Secrets of offloaded namespaces.
-    pub secrets: Store<Secret>,
-    pub configmaps: Store<ConfigMap>,
-    pub service_accounts: Store<ServiceAccount>,
-    pub services: Store<Service>,
-    pub endpoint_slices: Store<EndpointSlice>,
+    pub(crate) secrets: Store<Secret>,
+    pub(crate) configmaps: Store<ConfigMap>,
+    pub(crate) service_accounts: Store<ServiceAccount>,
+    pub(crate) services: Store<Service>,
+    pub(crate) endpoint_slices: Store<EndpointSlice>,
 }
 
 impl Stores {
     /// The stores of `watches` (filled once the watches run).
-    pub fn of(watches: &LocalWatches) -> Self {
+    pub(crate) fn of(watches: &LocalWatches) -> Self {
         Self {
             offloadings: watches.offloadings.store(),
             nodes: watches.nodes.store(),

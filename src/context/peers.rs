@@ -46,45 +46,45 @@ use crate::{
 
 /// A connected remote cluster.
 #[derive(Clone)]
-pub struct Peer {
+pub(crate) struct Peer {
     /// The RemoteCluster object it comes from.
-    pub remote_cluster: String,
+    pub(crate) remote_cluster: String,
     /// Which Secret version the client was built from (rebuilt when it changes).
-    pub credentials_version: String,
+    pub(crate) credentials_version: String,
     /// Where its identity ConfigMap is watched (watched anew when the RemoteCluster's
     /// `identityNamespace` changes).
-    pub identity_namespace: String,
-    pub client: Client,
+    pub(crate) identity_namespace: String,
+    pub(crate) client: Client,
     /// Why the peering's last heartbeat failed, while it fails. Such a cluster is not
     /// contacted until it answers again, so it never holds up the others.
-    pub unreachable: Option<Problem>,
+    pub(crate) unreachable: Option<Problem>,
     /// The namespaces we created there.
-    pub namespaces: Watched<Namespace>,
+    pub(crate) namespaces: Watched<Namespace>,
     /// Its published identity.
-    pub identity: Watched<ConfigMap>,
+    pub(crate) identity: Watched<ConfigMap>,
     /// Its nodes.
-    pub nodes: Watched<Node>,
+    pub(crate) nodes: Watched<Node>,
     /// Its pods: our twins of local pods in full, the others reduced to their requests.
-    pub pods: Watched<Pod>,
+    pub(crate) pods: Watched<Pod>,
     /// Our copies of offloaded namespaces' objects.
-    pub configmaps: Watched<ConfigMap>,
-    pub secrets: Watched<Secret>,
-    pub service_accounts: Watched<ServiceAccount>,
-    pub services: Watched<Service>,
+    pub(crate) configmaps: Watched<ConfigMap>,
+    pub(crate) secrets: Watched<Secret>,
+    pub(crate) service_accounts: Watched<ServiceAccount>,
+    pub(crate) services: Watched<Service>,
     /// Only the slices we wrote: a remote endpoint controller copies our Service's labels
     /// onto its own slices.
-    pub endpoint_slices: Watched<EndpointSlice>,
+    pub(crate) endpoint_slices: Watched<EndpointSlice>,
     _watches: Arc<AbortOnDrop>,
 }
 
 /// A remote watch's store, and whether it has listed once.
 #[derive(Clone)]
-pub struct Watched<K: kube::runtime::reflector::Lookup + Clone + 'static>
+pub(crate) struct Watched<K: kube::runtime::reflector::Lookup + Clone + 'static>
 where
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    pub store: Store<K>,
-    pub listed: Listed,
+    pub(crate) store: Store<K>,
+    pub(crate) listed: Listed,
 }
 
 /// The peer's watch tasks, stopped when the last copy of the peer goes.
@@ -99,19 +99,19 @@ impl Drop for AbortOnDrop {
 }
 
 /// What changed in remote clusters and asks for a reconcile here.
-pub struct RemoteChanges {
-    pub offloadings: mpsc::UnboundedReceiver<ObjectRef<NamespaceOffloading>>,
-    pub peerings: mpsc::UnboundedReceiver<ObjectRef<RemoteCluster>>,
+pub(crate) struct RemoteChanges {
+    pub(crate) offloadings: mpsc::UnboundedReceiver<ObjectRef<NamespaceOffloading>>,
+    pub(crate) peerings: mpsc::UnboundedReceiver<ObjectRef<RemoteCluster>>,
     /// Local pods whose twin changed.
-    pub pods: mpsc::UnboundedReceiver<ObjectRef<Pod>>,
+    pub(crate) pods: mpsc::UnboundedReceiver<ObjectRef<Pod>>,
     /// Offloadings one of whose copied objects changed.
-    pub objects: mpsc::UnboundedReceiver<ObjectRef<NamespaceOffloading>>,
+    pub(crate) objects: mpsc::UnboundedReceiver<ObjectRef<NamespaceOffloading>>,
     /// Events about pods in our remote namespaces (crate::reflection::events).
-    pub events: mpsc::UnboundedReceiver<RemoteEvent>,
+    pub(crate) events: mpsc::UnboundedReceiver<RemoteEvent>,
 }
 
 #[derive(Clone)]
-pub struct Peers {
+pub(crate) struct Peers {
     peers: Arc<RwLock<BTreeMap<String, Peer>>>,
     local_cluster_id: String,
     offloading_changed: mpsc::UnboundedSender<ObjectRef<NamespaceOffloading>>,
@@ -124,7 +124,7 @@ pub struct Peers {
 impl Peers {
     /// The registry, and the streams of objects to reconcile because something changed in
     /// a remote cluster.
-    pub fn new(local_cluster_id: &str) -> (Self, RemoteChanges) {
+    pub(crate) fn new(local_cluster_id: &str) -> (Self, RemoteChanges) {
         let (offloading_changed, offloadings) = mpsc::unbounded();
         let (peering_changed, peerings) = mpsc::unbounded();
         let (pod_changed, pods) = mpsc::unbounded();
@@ -149,11 +149,11 @@ impl Peers {
         (peers, changes)
     }
 
-    pub fn get(&self, cluster_id: &str) -> Option<Peer> {
+    pub(crate) fn get(&self, cluster_id: &str) -> Option<Peer> {
         self.peers.read().ok()?.get(cluster_id).cloned()
     }
 
-    pub fn cluster_ids(&self) -> Vec<String> {
+    pub(crate) fn cluster_ids(&self) -> Vec<String> {
         self.peers
             .read()
             .map(|p| p.keys().cloned().collect())
@@ -164,7 +164,7 @@ impl Peers {
     /// `identity_namespace`). A RemoteCluster stands for one cluster: an entry it left
     /// under another cluster ID (the remote was reinstalled, or its `spec.clusterID`
     /// fixed) is dropped.
-    pub fn insert(
+    pub(crate) fn insert(
         &self,
         cluster_id: &str,
         remote_cluster: &str,
@@ -361,7 +361,12 @@ impl Peers {
     }
 
     /// Records whether the peering's heartbeat reached the cluster (`None`) or why not.
-    pub fn set_unreachable(&self, cluster_id: &str, remote_cluster: &str, why: Option<Problem>) {
+    pub(crate) fn set_unreachable(
+        &self,
+        cluster_id: &str,
+        remote_cluster: &str,
+        why: Option<Problem>,
+    ) {
         if let Ok(mut peers) = self.peers.write()
             && let Some(peer) = peers.get_mut(cluster_id)
             && peer.remote_cluster == remote_cluster
@@ -371,7 +376,7 @@ impl Peers {
     }
 
     /// Forgets every peer that came from this RemoteCluster; returns their cluster IDs.
-    pub fn remove_remote_cluster(&self, remote_cluster: &str) -> Vec<String> {
+    pub(crate) fn remove_remote_cluster(&self, remote_cluster: &str) -> Vec<String> {
         let Ok(mut peers) = self.peers.write() else {
             return Vec::new();
         };
@@ -387,7 +392,7 @@ impl Peers {
     }
 
     /// The peer registered for a RemoteCluster, with its cluster ID.
-    pub fn by_remote_cluster(&self, remote_cluster: &str) -> Option<(String, Peer)> {
+    pub(crate) fn by_remote_cluster(&self, remote_cluster: &str) -> Option<(String, Peer)> {
         self.peers
             .read()
             .ok()?
@@ -399,15 +404,15 @@ impl Peers {
 
 /// A remote event about a pod, with the cluster it happened in.
 #[derive(Clone, Debug)]
-pub struct RemoteEvent {
-    pub cluster_id: String,
+pub(crate) struct RemoteEvent {
+    pub(crate) cluster_id: String,
     /// The local namespace the remote one stands for.
-    pub origin_namespace: String,
-    pub event: CoreEvent,
+    pub(crate) origin_namespace: String,
+    pub(crate) event: CoreEvent,
 }
 
 /// The cluster a node stands for, if it is a virtual node.
-pub fn cluster_of(nodes: &Store<Node>, node_name: &str) -> Option<String> {
+pub(crate) fn cluster_of(nodes: &Store<Node>, node_name: &str) -> Option<String> {
     let node = nodes.get(&ObjectRef::new(node_name))?;
     let labels = node.labels();
     if !is_virtual_node(labels) {
@@ -417,7 +422,7 @@ pub fn cluster_of(nodes: &Store<Node>, node_name: &str) -> Option<String> {
 }
 
 /// Whether a remote pod carries our marker.
-pub fn is_twin_of(pod: &Pod, local_cluster_id: &str) -> bool {
+pub(crate) fn is_twin_of(pod: &Pod, local_cluster_id: &str) -> bool {
     pod.metadata
         .labels
         .as_ref()

@@ -5,7 +5,7 @@ use crate::plumbing::client::REMOTE_TIMEOUT;
 
 /// A call to a peered cluster that failed.
 #[derive(Debug, thiserror::Error)]
-pub enum RemoteError {
+pub(crate) enum RemoteError {
     #[error("in cluster {cluster_id}: {source}")]
     Api {
         cluster_id: String,
@@ -17,7 +17,7 @@ pub enum RemoteError {
 }
 
 /// Runs a call to `cluster_id` within [`REMOTE_TIMEOUT`].
-pub async fn remote<T>(
+pub(crate) async fn remote<T>(
     cluster_id: &str,
     fut: impl Future<Output = Result<T, kube::Error>>,
 ) -> Result<T, RemoteError> {

@@ -6,7 +6,7 @@ use kube::{Client, ResourceExt, runtime::events::Recorder};
 use crate::model::api::NamespaceOffloading;
 
 /// Publishes an event about `object`. Events are for people: a failure is logged, never fatal.
-pub async fn record_event<K: kube::Resource<DynamicType = ()>>(
+pub(crate) async fn record_event<K: kube::Resource<DynamicType = ()>>(
     recorder: &Recorder,
     object: &K,
     type_: kube::runtime::events::EventType,
@@ -29,7 +29,7 @@ pub async fn record_event<K: kube::Resource<DynamicType = ()>>(
 
 /// Applies `status` (the fields one writer owns) to a NamespaceOffloading's status, as
 /// `field_manager` (server-side apply keeps each writer's conditions apart).
-pub async fn apply_offloading_status(
+pub(crate) async fn apply_offloading_status(
     client: &Client,
     nso: &NamespaceOffloading,
     field_manager: &str,

@@ -32,10 +32,10 @@ const REJECTED_RETRY: Duration = Duration::from_secs(300);
 /// stored, and a creation refused after that (rare) leaves it behind.
 const STALE_MARK_GRACE: Duration = Duration::from_secs(30);
 
-pub struct Context {
-    pub shared: Shared,
+pub(crate) struct Context {
+    pub(crate) shared: Shared,
     /// Namespaces seen with the scheduling label and no NamespaceOffloading, since when.
-    pub unbacked_since: Mutex<HashMap<String, Instant>>,
+    pub(crate) unbacked_since: Mutex<HashMap<String, Instant>>,
 }
 
 impl std::ops::Deref for Context {
@@ -48,7 +48,7 @@ impl std::ops::Deref for Context {
 
 #[derive(Debug, thiserror::Error)]
 #[error("kubernetes: {0}")]
-pub struct EnabledLabelError(#[from] kube::Error);
+pub(crate) struct EnabledLabelError(#[from] kube::Error);
 
 fn label_created(nso: &NamespaceOffloading) -> bool {
     nso.annotations()
@@ -57,7 +57,10 @@ fn label_created(nso: &NamespaceOffloading) -> bool {
         == Some(ENABLED_LABEL)
 }
 
-pub async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, EnabledLabelError> {
+pub(crate) async fn reconcile(
+    ns: Arc<Namespace>,
+    ctx: Arc<Context>,
+) -> Result<Action, EnabledLabelError> {
     let _timer = ctx.metrics.reconcile("quick-offloading");
     if ns.metadata.deletion_timestamp.is_some() {
         if let Ok(mut since) = ctx.unbacked_since.lock() {
@@ -195,7 +198,11 @@ async fn unbacked_mark(
     Ok(None)
 }
 
-pub fn error_policy(ns: Arc<Namespace>, error: &EnabledLabelError, ctx: Arc<Context>) -> Action {
+pub(crate) fn error_policy(
+    ns: Arc<Namespace>,
+    error: &EnabledLabelError,
+    ctx: Arc<Context>,
+) -> Action {
     ctx.metrics.error("quick-offloading", "kubernetes");
     tracing::warn!(namespace = %ns.name_any(), %error, "enabled-label reconcile failed");
     Action::requeue(Duration::from_secs(5))

@@ -4,7 +4,7 @@
 //! are in `model` (`remote_namespace`, `virtual_node`, `quantity`, `status`,
 //! `conformance`); `manager::controllers` wires them to the shared watches.
 
-pub mod enabled_label;
-pub mod offloading;
-pub mod peering;
-pub mod placement;
+pub(crate) mod enabled_label;
+pub(crate) mod offloading;
+pub(crate) mod peering;
+pub(crate) mod placement;

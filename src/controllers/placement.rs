@@ -29,7 +29,7 @@ use crate::model::{
 };
 
 /// The status condition this controller owns.
-pub const PODS_CONFORM: &str = "PodsConform";
+pub(crate) const PODS_CONFORM: &str = "PodsConform";
 /// An eviction refused now (a PodDisruptionBudget, a transient error) may pass later.
 const RETRY: Duration = Duration::from_secs(10);
 /// At most this many pod names in a message.
@@ -40,8 +40,8 @@ const NAMES_SHOWN: usize = 5;
 const EVICTIONS_BEFORE_GIVING_UP: usize = 3;
 const EVICTION_WINDOW: Duration = Duration::from_secs(300);
 
-pub struct Context {
-    pub shared: Shared,
+pub(crate) struct Context {
+    pub(crate) shared: Shared,
     /// Per namespace, the breaching pods already reported by an event (by uid), so one
     /// breach is one event.
     reported: Mutex<HashMap<String, HashSet<String>>>,
@@ -60,7 +60,7 @@ impl std::ops::Deref for Context {
 }
 
 impl Context {
-    pub fn new(shared: Shared) -> Self {
+    pub(crate) fn new(shared: Shared) -> Self {
         Self {
             shared,
             reported: Mutex::default(),
@@ -70,7 +70,7 @@ impl Context {
     }
 
     /// Drops what is kept about a namespace whose offloading is gone.
-    pub fn forget(&self, namespace: &str) {
+    pub(crate) fn forget(&self, namespace: &str) {
         self.metrics.pods_breaking(namespace, None);
         if let Ok(mut a) = self.announced.lock() {
             a.remove(namespace);
@@ -99,12 +99,12 @@ impl Context {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum PlacementError {
+pub(crate) enum PlacementError {
     #[error("cannot write the PodsConform condition: {0}")]
     Status(#[source] kube::Error),
 }
 
-pub async fn reconcile(
+pub(crate) async fn reconcile(
     nso: Arc<NamespaceOffloading>,
     ctx: Arc<Context>,
 ) -> Result<Action, PlacementError> {
@@ -123,7 +123,7 @@ pub async fn reconcile(
     })
 }
 
-pub fn error_policy(
+pub(crate) fn error_policy(
     nso: Arc<NamespaceOffloading>,
     error: &PlacementError,
     ctx: Arc<Context>,
@@ -134,28 +134,28 @@ pub fn error_policy(
 }
 
 /// The pods of an offloaded namespace, for the controller's trigger.
-pub fn offloading_of(pod: &Pod) -> Option<ObjectRef<NamespaceOffloading>> {
+pub(crate) fn offloading_of(pod: &Pod) -> Option<ObjectRef<NamespaceOffloading>> {
     pod.namespace()
         .map(|ns| ObjectRef::new(crate::model::api::OFFLOADING_NAME).within(&ns))
 }
 
-pub struct Enforced {
+pub(crate) struct Enforced {
     /// Pods still breaking the placement (reported, or their eviction refused).
-    pub breaking: Vec<Finding>,
+    pub(crate) breaking: Vec<Finding>,
     /// An eviction was refused or failed: try again later.
-    pub retry: bool,
+    pub(crate) retry: bool,
 }
 
 /// As the offloading ends: no pod still waiting for a node goes to a remote cluster.
 /// Best effort, never an error: a pod that cannot be evicted is reported, and the
 /// termination goes on.
-pub async fn enforce_at_end(nso: &NamespaceOffloading, ctx: &Context) {
+pub(crate) async fn enforce_at_end(nso: &NamespaceOffloading, ctx: &Context) {
     enforce(nso, ctx).await;
 }
 
 /// Finds the namespace's breaching pods and carries out each remedy; a pod whose eviction
 /// fails is reported with the cause instead.
-pub async fn enforce(nso: &NamespaceOffloading, ctx: &Context) -> Enforced {
+pub(crate) async fn enforce(nso: &NamespaceOffloading, ctx: &Context) -> Enforced {
     let namespace = nso.namespace().unwrap_or_default();
     let pods: Vec<Arc<Pod>> = ctx
         .stores
@@ -344,7 +344,7 @@ fn summary(breaking: &[Finding], strategy: &str) -> String {
 }
 
 /// The `PodsConform` condition, written only when it changes.
-pub fn pods_conform_condition(
+pub(crate) fn pods_conform_condition(
     breaking: &[Finding],
     strategy: &str,
     generation: Option<i64>,

@@ -23,13 +23,13 @@ const DENIED_FOR: Duration = Duration::from_secs(30);
 
 /// The authenticated client, from its certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Caller {
-    pub user: String,
-    pub groups: Vec<String>,
+pub(crate) struct Caller {
+    pub(crate) user: String,
+    pub(crate) groups: Vec<String>,
 }
 
 /// The user and groups a client certificate (DER) names, as kube-apiserver reads them.
-pub fn identity(der: &[u8]) -> Option<Caller> {
+pub(crate) fn identity(der: &[u8]) -> Option<Caller> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
     let subject = cert.subject();
     let user = subject.iter_common_name().next()?.as_str().ok()?.to_owned();
@@ -41,7 +41,7 @@ pub fn identity(der: &[u8]) -> Option<Caller> {
 }
 
 /// The verb a kubelet checks for an HTTP method.
-pub fn verb(method: &http::Method) -> &'static str {
+pub(crate) fn verb(method: &http::Method) -> &'static str {
     match *method {
         http::Method::POST => "create",
         http::Method::PUT => "update",
@@ -52,7 +52,7 @@ pub fn verb(method: &http::Method) -> &'static str {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum AuthzError {
+pub(crate) enum AuthzError {
     #[error("the client certificate names no user (no common name)")]
     NoIdentity,
     #[error("user {user} may not {verb} nodes/proxy on node {node}{reason}")]
@@ -74,20 +74,20 @@ pub enum AuthzError {
 type Key = (Caller, &'static str, String);
 
 /// Asks, and remembers, whether an identity may use a node's kubelet API.
-pub struct Authorizer {
+pub(crate) struct Authorizer {
     client: Client,
     answers: Mutex<HashMap<Key, (bool, String, Instant)>>,
 }
 
 impl Authorizer {
-    pub fn new(client: Client) -> Self {
+    pub(crate) fn new(client: Client) -> Self {
         Self {
             client,
             answers: Mutex::default(),
         }
     }
 
-    pub async fn check(
+    pub(crate) async fn check(
         &self,
         who: Option<&Caller>,
         verb: &'static str,

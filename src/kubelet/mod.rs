@@ -5,16 +5,16 @@
 //! of paths; `server` the TLS listener; `authz` who may call (as a kubelet's webhook
 //! authorization decides).
 
-pub mod authz;
-pub mod relay;
-pub mod route;
-pub mod server;
+pub(crate) mod authz;
+pub(crate) mod relay;
+pub(crate) mod route;
+pub(crate) mod server;
 
 use crate::model::virtual_node::KubeletEndpoint;
 
 /// The kubelet API, ready to serve: its listener and TLS, and what nodes advertise.
-pub struct Serving {
-    pub listener: tokio::net::TcpListener,
-    pub tls: std::sync::Arc<rustls::ServerConfig>,
-    pub endpoint: KubeletEndpoint,
+pub(crate) struct Serving {
+    pub(crate) listener: tokio::net::TcpListener,
+    pub(crate) tls: std::sync::Arc<rustls::ServerConfig>,
+    pub(crate) endpoint: KubeletEndpoint,
 }

@@ -38,13 +38,13 @@ const SWITCHED_HEADERS: [&str; 5] = [
 ];
 
 /// Where the relay looks things up: the manager's shared stores and peer registry.
-pub struct Relay {
-    pub shared: Shared,
-    pub authorizer: Authorizer,
+pub(crate) struct Relay {
+    pub(crate) shared: Shared,
+    pub(crate) authorizer: Authorizer,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum RelayError {
+pub(crate) enum RelayError {
     #[error(transparent)]
     Unsupported(#[from] Unsupported),
     #[error("pod {0} is not known to this cluster's manager (yet); retry in a moment")]
@@ -70,7 +70,7 @@ pub enum RelayError {
 }
 
 impl RelayError {
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             Self::Unsupported(_) | Self::NoPod(_) | Self::NotOffloaded(_) => StatusCode::NOT_FOUND,
             Self::NoOffloading(_) | Self::NotConnected(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -93,7 +93,11 @@ struct Resolved {
 
 impl Relay {
     /// Answers one call; errors become a plain-text answer the API server shows the user.
-    pub async fn handle(&self, request: Request<Incoming>, who: Option<&Caller>) -> Response<Body> {
+    pub(crate) async fn handle(
+        &self,
+        request: Request<Incoming>,
+        who: Option<&Caller>,
+    ) -> Response<Body> {
         let target = route::parse(request.uri().path());
         let call = target.as_ref().map_or("unsupported", |t| t.call.name());
         let response = match self.relay(request, target, who).await {

@@ -3,7 +3,7 @@
 
 /// What the API server asks of a kubelet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Call {
+pub(crate) enum Call {
     Logs,
     Exec,
     Attach,
@@ -22,7 +22,7 @@ impl Call {
     }
 
     /// Static label for metrics and logs.
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Logs => "logs",
             Self::Exec => "exec",
@@ -34,11 +34,11 @@ impl Call {
 
 /// A parsed kubelet API call about one pod.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Target {
-    pub call: Call,
-    pub namespace: String,
-    pub pod: String,
-    pub container: Option<String>,
+pub(crate) struct Target {
+    pub(crate) call: Call,
+    pub(crate) namespace: String,
+    pub(crate) pod: String,
+    pub(crate) container: Option<String>,
 }
 
 /// A path this server does not serve.
@@ -46,11 +46,11 @@ pub struct Target {
 #[error(
     "{0} is not served by this virtual node: only containerLogs, exec, attach and portForward are (it relays them to the pod's twin)"
 )]
-pub struct Unsupported(pub String);
+pub(crate) struct Unsupported(pub(crate) String);
 
 /// Parses `/containerLogs/{ns}/{pod}/{container}`, `/exec|attach/{ns}/{pod}[/{uid}]/{container}`
 /// and `/portForward/{ns}/{pod}[/{uid}]`.
-pub fn parse(path: &str) -> Result<Target, Unsupported> {
+pub(crate) fn parse(path: &str) -> Result<Target, Unsupported> {
     let unsupported = || Unsupported(path.to_owned());
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let (call, rest) = match segments.split_first() {
@@ -82,7 +82,7 @@ pub fn parse(path: &str) -> Result<Target, Unsupported> {
 /// The remote API server's path and query for the twin `pod` in `remote_namespace`. The
 /// kubelet's stream flags (`input`, `output`, `error`, `tty` = 1) become the API's
 /// (`stdin`, `stdout`, `stderr`, `tty` = true); everything else passes as it came.
-pub fn remote_path(target: &Target, remote_namespace: &str, query: Option<&str>) -> String {
+pub(crate) fn remote_path(target: &Target, remote_namespace: &str, query: Option<&str>) -> String {
     let mut query_out = form_urlencoded::Serializer::new(String::new());
     for (k, v) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         let (k, v) = match (target.call, k.as_ref()) {

@@ -24,7 +24,7 @@ use crate::plumbing::{certs, https::accept};
 const SERVING_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
-pub enum KubeletTlsError {
+pub(crate) enum KubeletTlsError {
     #[error(
         "no CA to check the API server's kubelet client certificate against: pass --kubelet-client-ca (the CA of the API server's --kubelet-client-certificate)"
     )]
@@ -37,7 +37,7 @@ pub enum KubeletTlsError {
 
 /// TLS for the kubelet API: serving `address`, requiring a client certificate from
 /// `client_cas` (DER).
-pub fn tls_config(
+pub(crate) fn tls_config(
     address: IpAddr,
     client_cas: &[Vec<u8>],
 ) -> Result<Arc<ServerConfig>, KubeletTlsError> {
@@ -86,7 +86,7 @@ pub fn tls_config(
 }
 
 /// Serves the kubelet API until `shutdown` resolves; open streams get a moment to end.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     relay: Arc<Relay>,

@@ -89,7 +89,7 @@ fn activation(mut active: watch::Receiver<bool>) -> impl futures::Stream<Item = 
 /// Starts the controllers on the local watches. NamespaceOffloadings and Nodes are watched
 /// from now on (the webhooks need them on every replica); the other kinds once `leading`
 /// turns true. Runs until `shutdown` resolves.
-pub async fn run(
+pub(crate) async fn run(
     client: Client,
     me: Replica,
     metrics: Arc<metrics::ControllerMetrics>,

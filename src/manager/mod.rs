@@ -2,7 +2,7 @@
 //! caches, certificates and webhook registration, and, on the elected replica, every
 //! worker (`controllers`), until SIGTERM or Ctrl-C.
 
-pub mod controllers;
+pub(crate) mod controllers;
 
 pub use controllers::CONCURRENCY;
 
@@ -43,74 +43,74 @@ use crate::{
 };
 
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// This cluster's ID (DefaultName suffix, ownership of remote namespaces). Default: the
     /// UID of the kube-system namespace, which is stable and needs no set-up.
     #[arg(long, env = "NSO_CLUSTER_ID")]
-    pub cluster_id: Option<String>,
+    pub(crate) cluster_id: Option<String>,
     /// The namespace the manager runs in (holds the self-managed certificate Secret).
     #[arg(long, env = "POD_NAMESPACE", default_value = "liqo")]
-    pub namespace: String,
+    pub(crate) namespace: String,
     /// Kubeconfig to use; default: $KUBECONFIG, ~/.kube/config, or the in-cluster account.
     #[arg(long)]
-    pub kubeconfig: Option<PathBuf>,
+    pub(crate) kubeconfig: Option<PathBuf>,
     /// Address of the HTTPS webhook server.
     #[arg(long, default_value = "0.0.0.0:9443")]
-    pub webhook_listen: SocketAddr,
+    pub(crate) webhook_listen: SocketAddr,
     /// Address of the plain-HTTP admin server (/live, /ready, /metrics).
     #[arg(long, default_value = "0.0.0.0:8080")]
-    pub admin_listen: SocketAddr,
+    pub(crate) admin_listen: SocketAddr,
     /// Serving certificate (PEM); re-read when it changes. Without it, certificates are
     /// self-managed in a Secret.
     #[arg(long, requires = "tls_key_file")]
-    pub tls_cert_file: Option<PathBuf>,
+    pub(crate) tls_cert_file: Option<PathBuf>,
     /// Private key of --tls-cert-file (PEM).
     #[arg(long, requires = "tls_cert_file")]
-    pub tls_key_file: Option<PathBuf>,
+    pub(crate) tls_key_file: Option<PathBuf>,
     /// CA bundle (PEM) to register with the webhooks when certificates come from files.
     #[arg(long, requires = "tls_cert_file")]
-    pub ca_bundle_file: Option<PathBuf>,
+    pub(crate) ca_bundle_file: Option<PathBuf>,
     /// Secret holding self-managed certificates.
     #[arg(long, default_value = "namespace-offloading-webhook-tls")]
-    pub cert_secret: String,
+    pub(crate) cert_secret: String,
     /// Register the webhooks with this base URL (e.g. https://127.0.0.1:9443, for a
     /// manager running outside the cluster).
     #[arg(long, conflicts_with = "webhook_service")]
-    pub webhook_url: Option<String>,
+    pub(crate) webhook_url: Option<String>,
     /// Register the webhooks with this Service, as NAMESPACE/NAME[:PORT] (port 443).
     #[arg(long)]
-    pub webhook_service: Option<String>,
+    pub(crate) webhook_service: Option<String>,
     /// Extra DNS names for the self-managed serving certificate.
     #[arg(long)]
-    pub cert_dns_name: Vec<String>,
+    pub(crate) cert_dns_name: Vec<String>,
     /// Extra IP addresses for the self-managed serving certificate.
     #[arg(long)]
-    pub cert_ip: Vec<IpAddr>,
+    pub(crate) cert_ip: Vec<IpAddr>,
     /// This cluster's labels, published for peers: key=value,key=value.
     #[arg(long, env = "NSO_CLUSTER_LABELS", default_value = "", value_parser = parse_cluster_labels)]
-    pub cluster_labels: std::collections::BTreeMap<String, String>,
+    pub(crate) cluster_labels: std::collections::BTreeMap<String, String>,
     /// Serve the webhooks only: no controllers (no peering, no remote namespaces).
     #[arg(long)]
-    pub webhooks_only: bool,
+    pub(crate) webhooks_only: bool,
     /// This replica's name, in events and leases.
     #[arg(long, env = "POD_NAME")]
-    pub instance: Option<String>,
+    pub(crate) instance: Option<String>,
     /// Address of the virtual nodes' kubelet API (logs, exec, port-forward of offloaded
     /// pods), which the API server calls. Port 0 picks a free one.
     #[arg(long, default_value = "0.0.0.0:10250")]
-    pub kubelet_listen: SocketAddr,
+    pub(crate) kubelet_listen: SocketAddr,
     /// The address virtual nodes advertise for it (their InternalIP). Default: the
     /// listening address, or 127.0.0.1 when that is unspecified.
     #[arg(long, env = "POD_IP")]
-    pub kubelet_address: Option<IpAddr>,
+    pub(crate) kubelet_address: Option<IpAddr>,
     /// CA bundle (PEM) that signs the API server's kubelet client certificate
     /// (--kubelet-client-certificate). Default: the CA the manager trusts for its API
     /// server (the cluster CA, which signs it in kubeadm-made clusters).
     #[arg(long)]
-    pub kubelet_client_ca: Option<PathBuf>,
+    pub(crate) kubelet_client_ca: Option<PathBuf>,
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    pub shutdown_grace: Duration,
+    pub(crate) shutdown_grace: Duration,
 }
 
 fn parse_cluster_labels(text: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
@@ -118,7 +118,7 @@ fn parse_cluster_labels(text: &str) -> Result<std::collections::BTreeMap<String,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
+pub(crate) enum RunError {
     #[error("cannot connect to Kubernetes: {0}")]
     Client(#[from] crate::plumbing::client::ClientError),
     #[error(
@@ -205,7 +205,7 @@ impl RunArgs {
 }
 
 /// The local cluster ID: the flag, or the kube-system namespace's UID.
-pub async fn cluster_id(client: &Client, flag: Option<&str>) -> Result<String, RunError> {
+pub(crate) async fn cluster_id(client: &Client, flag: Option<&str>) -> Result<String, RunError> {
     if let Some(id) = flag {
         crate::model::identity::validate_cluster_id(id)
             .map_err(|why| RunError::InvalidClusterId(id.to_owned(), why))?;
@@ -218,7 +218,7 @@ pub async fn cluster_id(client: &Client, flag: Option<&str>) -> Result<String, R
     Ok(ns.metadata.uid.unwrap_or_default())
 }
 
-pub async fn run(args: RunArgs) -> Result<(), RunError> {
+pub(crate) async fn run(args: RunArgs) -> Result<(), RunError> {
     let target = args.target()?;
     let client = crate::plumbing::client::local(args.kubeconfig.as_deref()).await?;
     let local_cluster_id = cluster_id(&client, args.cluster_id.as_deref()).await?;

@@ -18,7 +18,7 @@ use crate::model::{
 
 /// How a pod breaks the placement.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Breach {
+pub(crate) enum Breach {
     /// Bound to a node the strategy forbids.
     ForbiddenNode { node: String, why: &'static str },
     /// Not bound yet, and nothing keeps it off the nodes the strategy forbids (it lacks the
@@ -39,7 +39,7 @@ impl std::fmt::Display for Breach {
 
 /// What is done about a breach.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Remedy {
+pub(crate) enum Remedy {
     /// Not started, and owned by a controller that creates a missing pod again (ReplicaSet,
     /// StatefulSet, ReplicationController): evicted, so its owner creates it again and the
     /// webhook places it.
@@ -50,13 +50,13 @@ pub enum Remedy {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Finding {
-    pub name: String,
-    pub uid: String,
+pub(crate) struct Finding {
+    pub(crate) name: String,
+    pub(crate) uid: String,
     /// The controller that would recreate it, when evicted.
-    pub owner_uid: Option<String>,
-    pub breach: Breach,
-    pub remedy: Remedy,
+    pub(crate) owner_uid: Option<String>,
+    pub(crate) breach: Breach,
+    pub(crate) remedy: Remedy,
 }
 
 /// The owners that replace a pod that goes away, as the same workload: evicting loses
@@ -67,7 +67,7 @@ const RECREATING_OWNERS: [&str; 3] = ["ReplicaSet", "StatefulSet", "ReplicationC
 /// ending (`ending_since`, its deletion time), a pod not bound yet must not go to a
 /// virtual node any more, nor may one created since then be there; pods bound before are
 /// left to the termination.
-pub fn audit<'a>(
+pub(crate) fn audit<'a>(
     spec: &NamespaceOffloadingSpec,
     ending_since: Option<&Time>,
     pods: impl IntoIterator<Item = &'a Pod>,

@@ -17,13 +17,13 @@ const ID_KEY: &str = "clusterID";
 const LABELS_KEY: &str = "clusterLabels";
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ClusterIdentity {
-    pub cluster_id: String,
-    pub labels: BTreeMap<String, String>,
+pub(crate) struct ClusterIdentity {
+    pub(crate) cluster_id: String,
+    pub(crate) labels: BTreeMap<String, String>,
 }
 
 /// Parses `k=v,k2=v2` (empty: no labels), checking Kubernetes label syntax.
-pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
+pub(crate) fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
     let mut labels = BTreeMap::new();
     for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (key, value) = pair
@@ -41,7 +41,7 @@ pub fn parse_labels(text: &str) -> Result<BTreeMap<String, String>, String> {
 /// A cluster ID ends up in namespace names (`<namespace>-<id>`), label values and node names
 /// (`liqo-<id>`): lowercase letters, digits and '-', alphanumeric at both ends, at most 63
 /// characters (a UUID, such as the default kube-system UID, has 36).
-pub fn validate_cluster_id(id: &str) -> Result<(), String> {
+pub(crate) fn validate_cluster_id(id: &str) -> Result<(), String> {
     let b = id.as_bytes();
     let ok = !b.is_empty()
         && b.len() <= 63
@@ -57,7 +57,7 @@ pub fn validate_cluster_id(id: &str) -> Result<(), String> {
 }
 
 impl ClusterIdentity {
-    pub fn to_configmap(&self, namespace: &str) -> ConfigMap {
+    pub(crate) fn to_configmap(&self, namespace: &str) -> ConfigMap {
         ConfigMap {
             metadata: ObjectMeta {
                 name: Some(IDENTITY_CONFIGMAP.into()),
@@ -80,7 +80,7 @@ impl ClusterIdentity {
     }
 
     /// The identity a ConfigMap publishes, if it is readable.
-    pub fn from_configmap(cm: &ConfigMap) -> Result<Self, String> {
+    pub(crate) fn from_configmap(cm: &ConfigMap) -> Result<Self, String> {
         let data = cm
             .data
             .as_ref()
@@ -102,7 +102,7 @@ impl ClusterIdentity {
 
 /// Why a remote's identity could not be read: each calls for a different fix.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     #[error("the remote API server did not answer: {0}")]
     Unreachable(String),
     #[error("the peering's credentials may not read the identity ConfigMap {0}")]
@@ -113,7 +113,7 @@ pub enum ReadError {
 
 impl ReadError {
     /// The condition reason for it.
-    pub fn reason(&self) -> Reason {
+    pub(crate) fn reason(&self) -> Reason {
         match self {
             Self::Unreachable(_) => Reason::Unreachable,
             Self::Forbidden(_) => Reason::Forbidden,

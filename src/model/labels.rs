@@ -3,7 +3,7 @@
 
 /// A label key: an optional DNS-subdomain prefix and `/`, then a name of at most 63
 /// characters, alphanumeric at both ends, with `-`, `_` and `.` inside.
-pub fn validate_label_key(key: &str) -> Result<(), String> {
+pub(crate) fn validate_label_key(key: &str) -> Result<(), String> {
     let (prefix, name) = match key.split_once('/') {
         Some((prefix, name)) => (Some(prefix), name),
         None => (None, key),
@@ -47,7 +47,7 @@ pub fn validate_label_key(key: &str) -> Result<(), String> {
 
 /// A label value: at most 63 characters, empty or alphanumeric at both ends with `-`, `_`
 /// and `.` inside.
-pub fn validate_label_value(value: &str) -> Result<(), String> {
+pub(crate) fn validate_label_value(value: &str) -> Result<(), String> {
     let b = value.as_bytes();
     if b.len() > 63 {
         return Err("a label value has at most 63 characters".into());

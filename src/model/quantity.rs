@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 /// The value in base units (cores, bytes, pods), or `None` if it is not a quantity.
-pub fn parse(q: &str) -> Option<f64> {
+pub(crate) fn parse(q: &str) -> Option<f64> {
     let q = q.trim();
     let split = q
         .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
@@ -37,7 +37,7 @@ pub fn parse(q: &str) -> Option<f64> {
 }
 
 /// A base-unit value as a quantity: whole numbers plain, fractions in milli-units.
-pub fn format(value: f64) -> Quantity {
+pub(crate) fn format(value: f64) -> Quantity {
     if (value - value.round()).abs() < 1e-9 {
         Quantity(format!("{}", value.round() as i64))
     } else {
@@ -47,7 +47,7 @@ pub fn format(value: f64) -> Quantity {
 
 /// Adds up resource lists (such as the allocatable of every Ready node); entries that do
 /// not parse are skipped.
-pub fn sum<'a>(
+pub(crate) fn sum<'a>(
     lists: impl IntoIterator<Item = &'a BTreeMap<String, Quantity>>,
 ) -> BTreeMap<String, Quantity> {
     let mut totals: BTreeMap<String, f64> = BTreeMap::new();
@@ -63,7 +63,7 @@ pub fn sum<'a>(
 
 /// What is left of `total` once `used` is taken: per resource, never below zero;
 /// resources not in `total` are not offered.
-pub fn remaining(
+pub(crate) fn remaining(
     total: &BTreeMap<String, Quantity>,
     used: &BTreeMap<String, f64>,
 ) -> BTreeMap<String, Quantity> {
@@ -78,7 +78,7 @@ pub fn remaining(
 
 /// What a pod asks of its node, in base units: its containers' requests (an init container
 /// asks at most for the largest of them while it runs), its overhead, and one pod.
-pub fn pod_requests(pod: &k8s_openapi::api::core::v1::Pod) -> BTreeMap<String, f64> {
+pub(crate) fn pod_requests(pod: &k8s_openapi::api::core::v1::Pod) -> BTreeMap<String, f64> {
     let mut total: BTreeMap<String, f64> = BTreeMap::from([("pods".to_owned(), 1.0)]);
     let Some(spec) = pod.spec.as_ref() else {
         return total;

@@ -6,7 +6,7 @@ use std::fmt;
 
 /// A condition reason for a failure.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Reason {
+pub(crate) enum Reason {
     /// The peering's credentials Secret does not exist.
     SecretNotFound,
     /// The peering's credentials Secret cannot be read (elsewhere than the manager's
@@ -41,7 +41,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::SecretNotFound => "SecretNotFound",
             Self::SecretUnreadable => "SecretUnreadable",
@@ -70,13 +70,13 @@ impl fmt::Display for Reason {
 
 /// A failure as a condition reports it: the reason, and a message a person can act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    pub reason: Reason,
-    pub message: String,
+pub(crate) struct Problem {
+    pub(crate) reason: Reason,
+    pub(crate) message: String,
 }
 
 impl Problem {
-    pub fn new(reason: Reason, message: impl Into<String>) -> Self {
+    pub(crate) fn new(reason: Reason, message: impl Into<String>) -> Self {
         Self {
             reason,
             message: message.into(),
@@ -91,7 +91,7 @@ impl fmt::Display for Problem {
 }
 
 /// What kind of failure an API call met, decided once from kube's error.
-pub fn classify(error: &kube::Error) -> Reason {
+pub(crate) fn classify(error: &kube::Error) -> Reason {
     match error {
         kube::Error::Api(s) if s.is_forbidden() || s.code == 401 => Reason::Forbidden,
         kube::Error::Api(s) if s.is_already_exists() => Reason::AlreadyExists,
@@ -106,7 +106,7 @@ pub fn classify(error: &kube::Error) -> Reason {
 }
 
 /// What the API server said (its message alone), or else what went wrong.
-pub fn message(error: &kube::Error) -> String {
+pub(crate) fn message(error: &kube::Error) -> String {
     match error {
         kube::Error::Api(s) => s.message.clone(),
         other => other.to_string(),
@@ -114,7 +114,7 @@ pub fn message(error: &kube::Error) -> String {
 }
 
 /// Whether the API server answered 404.
-pub fn is_not_found(error: &kube::Error) -> bool {
+pub(crate) fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(s) if s.is_not_found())
 }
 

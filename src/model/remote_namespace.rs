@@ -11,7 +11,7 @@ use crate::model::markers::REMOTE_NAMESPACE_ANNOTATION;
 use crate::model::markers::{ORIGIN_CLUSTER_LABEL, ORIGIN_NAMESPACE_LABEL};
 
 /// The namespace to create in a remote cluster.
-pub fn desired(name: &str, local_cluster_id: &str, origin_namespace: &str) -> Namespace {
+pub(crate) fn desired(name: &str, local_cluster_id: &str, origin_namespace: &str) -> Namespace {
     Namespace {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -34,7 +34,7 @@ pub fn desired(name: &str, local_cluster_id: &str, origin_namespace: &str) -> Na
 
 /// What exists in the remote cluster under the name we want.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Ownership {
+pub(crate) enum Ownership {
     /// Nothing: create it.
     Missing,
     /// Ours and live.
@@ -48,7 +48,7 @@ pub enum Ownership {
 /// Who owns `existing`. Ours means our cluster's annotation *and* our origin namespace: two
 /// local namespaces can map to one remote name (`a` with DefaultName and `a-<id>` with
 /// EnforceSameName), and one must never delete what the other created.
-pub fn ownership(
+pub(crate) fn ownership(
     existing: Option<&Namespace>,
     local_cluster_id: &str,
     origin_namespace: &str,
@@ -92,7 +92,7 @@ pub fn ownership(
 
 /// Delete options that only delete the very object we looked at: if it was deleted and
 /// recreated by someone else in between, the API server refuses (409) instead.
-pub fn delete_exactly(existing: &Namespace) -> kube::api::DeleteParams {
+pub(crate) fn delete_exactly(existing: &Namespace) -> kube::api::DeleteParams {
     kube::api::DeleteParams {
         preconditions: crate::model::preconditions::only_this(&existing.metadata),
         ..kube::api::DeleteParams::background()
@@ -100,7 +100,7 @@ pub fn delete_exactly(existing: &Namespace) -> kube::api::DeleteParams {
 }
 
 /// The origin namespace a remote namespace of ours carries.
-pub fn origin_of(namespace: &Namespace) -> Option<String> {
+pub(crate) fn origin_of(namespace: &Namespace) -> Option<String> {
     namespace
         .metadata
         .labels

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{NodeSelector, NodeSelectorRequirement, NodeSele
 use crate::model::labels::validate_label_key;
 
 /// Every problem found in a selector, each naming the field and how to fix it.
-pub fn validate(selector: &NodeSelector, path: &str) -> Vec<String> {
+pub(crate) fn validate(selector: &NodeSelector, path: &str) -> Vec<String> {
     let mut problems = Vec::new();
     for (t, term) in selector.node_selector_terms.iter().enumerate() {
         let term_path = format!("{path}.nodeSelectorTerms[{t}]");
@@ -80,7 +80,11 @@ fn validate_operator(req: &NodeSelectorRequirement, path: &str) -> Option<String
 }
 
 /// Whether a node (its name and labels) satisfies the selector.
-pub fn matches(selector: &NodeSelector, name: &str, labels: &BTreeMap<String, String>) -> bool {
+pub(crate) fn matches(
+    selector: &NodeSelector,
+    name: &str,
+    labels: &BTreeMap<String, String>,
+) -> bool {
     selector
         .node_selector_terms
         .iter()

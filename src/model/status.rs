@@ -11,12 +11,12 @@ use crate::model::{
     reason::{Problem, Reason},
 };
 
-pub const READY: &str = "Ready";
-pub const OFFLOADING_REQUIRED: &str = "OffloadingRequired";
+pub(crate) const READY: &str = "Ready";
+pub(crate) const OFFLOADING_REQUIRED: &str = "OffloadingRequired";
 
 /// Where one remote cluster stands for this namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ClusterState {
+pub(crate) enum ClusterState {
     /// The selector does not select it.
     NotSelected,
     /// Selected; its remote namespace is not created yet.
@@ -29,7 +29,7 @@ pub enum ClusterState {
 }
 
 impl ClusterState {
-    pub fn failed(reason: Reason, message: impl Into<String>) -> Self {
+    pub(crate) fn failed(reason: Reason, message: impl Into<String>) -> Self {
         Self::Failed(Problem::new(reason, message))
     }
 
@@ -63,7 +63,7 @@ fn condition(
 }
 
 /// The conditions a cluster's entry in `remoteNamespacesConditions` carries.
-pub fn cluster_conditions(
+pub(crate) fn cluster_conditions(
     state: &ClusterState,
     remote_namespace: &str,
     previous: &[RemoteNamespaceCondition],
@@ -111,7 +111,7 @@ pub fn cluster_conditions(
 /// The overall phase. Precedence: being deleted, then no cluster selected (or an invalid
 /// selector), then all Ready, all failed, some failed, and otherwise InProgress (creation
 /// under way is never shown as a failure).
-pub fn phase(
+pub(crate) fn phase(
     deleting: bool,
     selector_invalid: bool,
     clusters: &BTreeMap<String, ClusterState>,
@@ -139,7 +139,12 @@ pub fn phase(
 /// The top-level `Ready` condition (for `kubectl wait --for=condition=Ready`).
 /// When a top-level condition of this type last took this status: kept from `previous`
 /// while the status stays, `now` when it changes.
-pub fn transition_time(previous: &[Condition], type_: &str, status: &str, now: &Time) -> Time {
+pub(crate) fn transition_time(
+    previous: &[Condition],
+    type_: &str,
+    status: &str,
+    now: &Time,
+) -> Time {
     previous
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
@@ -147,7 +152,7 @@ pub fn transition_time(previous: &[Condition], type_: &str, status: &str, now: &
         .unwrap_or_else(|| now.clone())
 }
 
-pub fn ready_condition(
+pub(crate) fn ready_condition(
     phase: OffloadingPhase,
     generation: Option<i64>,
     previous: &[Condition],

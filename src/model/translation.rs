@@ -10,7 +10,7 @@ use crate::model::api::remote_cluster::AddressTranslation;
 
 /// A rule that cannot be applied.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TranslationError {
+pub(crate) enum TranslationError {
     #[error("addressTranslation {field} {value:?} is not a CIDR (like 10.244.0.0/16)")]
     NotACidr { field: &'static str, value: String },
     #[error(
@@ -21,10 +21,10 @@ pub enum TranslationError {
 
 /// The rules of one peering, checked.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct AddressMap(Vec<(IpNet, IpNet)>);
+pub(crate) struct AddressMap(Vec<(IpNet, IpNet)>);
 
 impl AddressMap {
-    pub fn new(rules: &[AddressTranslation]) -> Result<Self, TranslationError> {
+    pub(crate) fn new(rules: &[AddressTranslation]) -> Result<Self, TranslationError> {
         let parse = |field, value: &str| {
             value
                 .parse::<IpNet>()
@@ -57,13 +57,9 @@ impl AddressMap {
             .map(Self)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// The address as the remote cluster sees it: the first rule containing it maps it;
     /// anything else (including what is not an IP) passes unchanged.
-    pub fn translate(&self, address: &str) -> String {
+    pub(crate) fn translate(&self, address: &str) -> String {
         let Ok(ip) = address.parse::<IpAddr>() else {
             return address.to_owned();
         };

@@ -28,19 +28,19 @@ use crate::model::{
 /// Where the API server reaches the virtual nodes' kubelet API: written into each
 /// virtual node's status (`addresses`, `daemonEndpoints.kubeletEndpoint.Port`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KubeletEndpoint {
-    pub address: std::net::IpAddr,
-    pub port: u16,
+pub(crate) struct KubeletEndpoint {
+    pub(crate) address: std::net::IpAddr,
+    pub(crate) port: u16,
 }
 
 /// Node leases live here, as the kubelet's do.
-pub const LEASE_NAMESPACE: &str = "kube-node-lease";
+pub(crate) const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// How long a lease holds without renewal; renewed at a quarter of this.
-pub const LEASE_SECONDS: i32 = 40;
+pub(crate) const LEASE_SECONDS: i32 = 40;
 
 /// The labels of the virtual node: the remote's cluster labels, then ours (which win, so
 /// a remote cannot pretend to be a local node).
-pub fn labels(
+pub(crate) fn labels(
     remote_cluster_id: &str,
     cluster_labels: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
@@ -57,7 +57,7 @@ pub fn labels(
 
 /// The whole Node, for server-side apply (status is applied separately). With `kubelet`,
 /// the node advertises where the API server reaches its kubelet API (logs, exec).
-pub fn node(
+pub(crate) fn node(
     remote_cluster_id: &str,
     cluster_labels: &BTreeMap<String, String>,
     allocatable: &BTreeMap<String, Quantity>,
@@ -127,7 +127,7 @@ pub fn node(
 }
 
 /// The node Lease, renewed while the remote is reachable.
-pub fn lease(remote_cluster_id: &str, holder: &str, now: &MicroTime) -> Lease {
+pub(crate) fn lease(remote_cluster_id: &str, holder: &str, now: &MicroTime) -> Lease {
     let name = virtual_node_name(remote_cluster_id);
     Lease {
         metadata: ObjectMeta {

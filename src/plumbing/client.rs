@@ -15,10 +15,10 @@ use kube::{
 pub const LOCAL_USER_AGENT: &str = concat!("namespace-offloading/", env!("CARGO_PKG_VERSION"));
 /// How long one call to a remote API server may take: an unreachable cluster costs this
 /// much at most, and concurrently with the others.
-pub const REMOTE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const REMOTE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
-pub enum ClientError {
+pub(crate) enum ClientError {
     #[error("cannot read kubeconfig {path}: {source}")]
     Read {
         path: String,
@@ -42,12 +42,12 @@ pub fn remote_user_agent(local_cluster_id: &str) -> String {
 
 /// A client for the local cluster: `path`, or else `$KUBECONFIG`, `~/.kube/config` or the
 /// in-cluster service account.
-pub async fn local(path: Option<&Path>) -> Result<Client, ClientError> {
+pub(crate) async fn local(path: Option<&Path>) -> Result<Client, ClientError> {
     build(local_config(path).await?, LOCAL_USER_AGENT)
 }
 
 /// The local cluster's connection settings, found as [`local`] finds them.
-pub async fn local_config(path: Option<&Path>) -> Result<Config, ClientError> {
+pub(crate) async fn local_config(path: Option<&Path>) -> Result<Config, ClientError> {
     Ok(match path {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path).map_err(|source| ClientError::Read {
@@ -64,7 +64,10 @@ pub async fn local_config(path: Option<&Path>) -> Result<Config, ClientError> {
 
 /// A client for a peered cluster from its kubeconfig's text. Connecting gives up after
 /// [`REMOTE_TIMEOUT`], so a cluster that does not answer never holds up the others.
-pub async fn remote(kubeconfig: &str, local_cluster_id: &str) -> Result<Client, ClientError> {
+pub(crate) async fn remote(
+    kubeconfig: &str,
+    local_cluster_id: &str,
+) -> Result<Client, ClientError> {
     let kubeconfig = Kubeconfig::from_yaml(kubeconfig).map_err(ClientError::Parse)?;
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await

@@ -14,7 +14,7 @@ use crate::model::{
 };
 
 /// Creates or updates the ConfigMap (server-side apply).
-pub async fn publish(
+pub(crate) async fn publish(
     identity: &ClusterIdentity,
     client: &Client,
     namespace: &str,
@@ -32,7 +32,10 @@ pub async fn publish(
 }
 
 /// Reads a cluster's published identity; `None` when it publishes none.
-pub async fn read(client: &Client, namespace: &str) -> Result<Option<ClusterIdentity>, ReadError> {
+pub(crate) async fn read(
+    client: &Client,
+    namespace: &str,
+) -> Result<Option<ClusterIdentity>, ReadError> {
     match Api::<ConfigMap>::namespaced(client.clone(), namespace)
         .get_opt(IDENTITY_CONFIGMAP)
         .await

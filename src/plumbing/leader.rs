@@ -18,13 +18,13 @@ use tokio::sync::watch;
 use crate::model::markers::LEADER_LEASE;
 
 /// How long a Lease holds without renewal before another replica may take it.
-pub const LEASE_DURATION: Duration = Duration::from_secs(15);
+pub(crate) const LEASE_DURATION: Duration = Duration::from_secs(15);
 /// How often the holder renews and the others check.
-pub const RETRY: Duration = Duration::from_secs(2);
+pub(crate) const RETRY: Duration = Duration::from_secs(2);
 
 /// What to do with the Lease as it is now.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// No Lease yet: create it, held by us.
     Create,
     /// Ours: renew it.
@@ -35,7 +35,7 @@ pub enum Step {
     Follow,
 }
 
-pub fn step(lease: Option<&Lease>, me: &str, now: Timestamp) -> Step {
+pub(crate) fn step(lease: Option<&Lease>, me: &str, now: Timestamp) -> Step {
     let Some(spec) = lease.and_then(|l| l.spec.as_ref()) else {
         return if lease.is_some() {
             Step::Acquire
@@ -71,7 +71,7 @@ fn spec(me: &str, now: Timestamp, transitions: i32) -> LeaseSpec {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum LeaderError {
+pub(crate) enum LeaderError {
     #[error("another replica took the leader Lease")]
     Taken,
     #[error("could not renew the leader Lease in time: {0}")]
@@ -81,7 +81,7 @@ pub enum LeaderError {
 /// Runs the election until `stop` turns true; `leader` says whether we hold the Lease.
 /// Returns `Err` when leadership was lost (the caller exits), `Ok` on a clean stop, after
 /// releasing the Lease so another replica takes over at once.
-pub async fn run(
+pub(crate) async fn run(
     client: Client,
     namespace: String,
     me: String,

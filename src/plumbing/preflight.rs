@@ -17,14 +17,14 @@ use kube::{
 pub const SUPPORTED_MINORS: std::ops::RangeInclusive<u32> = 33..=37;
 
 /// The CRDs the manager watches.
-pub const CRDS: [&str; 2] = [
+pub(crate) const CRDS: [&str; 2] = [
     "namespaceoffloadings.offloading.liqo.io",
     "remoteclusters.offloading.liqo.io",
 ];
 
 /// What is wrong with running against Kubernetes `major.minor` (as `/version` reports them:
 /// the minor may carry a `+`).
-pub fn version_problem(major: &str, minor: &str) -> Option<String> {
+pub(crate) fn version_problem(major: &str, minor: &str) -> Option<String> {
     let minor_number: Option<u32> = minor.trim_end_matches('+').parse().ok();
     let (first, last) = (SUPPORTED_MINORS.start(), SUPPORTED_MINORS.end());
     match (major, minor_number) {
@@ -44,7 +44,7 @@ pub fn version_problem(major: &str, minor: &str) -> Option<String> {
 /// Whether the API server streams the initial list of a watch (`sendInitialEvents`, the
 /// WatchList feature: on by default from 1.34; 1.33 refuses it, and kube-runtime does not
 /// fall back).
-pub fn streams_initial_lists(major: &str, minor: &str) -> bool {
+pub(crate) fn streams_initial_lists(major: &str, minor: &str) -> bool {
     let minor: Option<u32> = minor.trim_end_matches('+').parse().ok();
     major == "1" && minor.is_some_and(|m| m >= 34)
 }
@@ -53,7 +53,7 @@ pub fn streams_initial_lists(major: &str, minor: &str) -> bool {
 /// ([`streams_initial_lists`]), and a probe watch that selects nothing really gets its
 /// initial-events bookmark (the feature gate can be turned off on any release). `false`
 /// when unsure: list+watch always works.
-pub async fn cluster_streams_initial_lists(client: &Client) -> bool {
+pub(crate) async fn cluster_streams_initial_lists(client: &Client) -> bool {
     let release_has_it = match tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await
     {
         Ok(Ok(v)) => streams_initial_lists(&v.major, &v.minor),
@@ -87,7 +87,7 @@ pub async fn cluster_streams_initial_lists(client: &Client) -> bool {
 const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What is wrong with one of our CRDs as the API server holds it (`None`: not installed).
-pub fn crd_problems(name: &str, crd: Option<&CustomResourceDefinition>) -> Vec<String> {
+pub(crate) fn crd_problems(name: &str, crd: Option<&CustomResourceDefinition>) -> Vec<String> {
     let Some(crd) = crd else {
         return vec![format!(
             "CRD {name} is not installed: apply it with `kubectl apply -f manifests/crd.yaml` (or `namespace-offloading crd | kubectl apply -f -`); until then nothing is offloaded"
@@ -146,7 +146,7 @@ fn conditions_keyed_by_type(
 }
 
 /// Runs every check and logs what it finds; never fails the start.
-pub async fn check(client: &Client) {
+pub(crate) async fn check(client: &Client) {
     match tokio::time::timeout(PROBE_TIMEOUT, client.apiserver_version()).await {
         Ok(Ok(v)) => match version_problem(&v.major, &v.minor) {
             Some(problem) => tracing::warn!(version = %v.git_version, "{problem}"),

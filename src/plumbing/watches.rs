@@ -43,26 +43,26 @@ const RE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 /// on it at once, which kube's `Store::wait_until_ready` does not allow: it wakes only the
 /// last of concurrent waiters.
 #[derive(Clone)]
-pub struct Listed(watch::Receiver<bool>);
+pub(crate) struct Listed(watch::Receiver<bool>);
 
 impl Listed {
-    pub fn new() -> (watch::Sender<bool>, Self) {
+    pub(crate) fn new() -> (watch::Sender<bool>, Self) {
         let (tx, rx) = watch::channel(false);
         (tx, Self(rx))
     }
 
-    pub fn now(&self) -> bool {
+    pub(crate) fn now(&self) -> bool {
         *self.0.borrow()
     }
 
     /// Resolves once listed; `false` if the watch is gone before.
-    pub async fn wait(&self) -> bool {
+    pub(crate) async fn wait(&self) -> bool {
         self.0.clone().wait_for(|l| *l).await.is_ok()
     }
 }
 
 /// A kind's watch and the store it fills, with subscriptions handed out before it starts.
-pub struct SharedWatch<K: Lookup + Clone + 'static>
+pub(crate) struct SharedWatch<K: Lookup + Clone + 'static>
 where
     K::DynamicType: Eq + Hash + Clone,
 {
@@ -87,7 +87,12 @@ where
         + 'static,
 {
     /// A watch of `api` with `config`; `trim` drops what no reader needs, to save memory.
-    pub fn new(what: &'static str, api: Api<K>, config: watcher::Config, trim: fn(&mut K)) -> Self {
+    pub(crate) fn new(
+        what: &'static str,
+        api: Api<K>,
+        config: watcher::Config,
+        trim: fn(&mut K),
+    ) -> Self {
         let (store, writer) = reflector::store_shared(BUFFER);
         let events = watcher(api, config)
             .default_backoff()
@@ -108,16 +113,16 @@ where
         }
     }
 
-    pub fn store(&self) -> Store<K> {
+    pub(crate) fn store(&self) -> Store<K> {
         self.store.clone()
     }
 
-    pub fn listed(&self) -> Listed {
+    pub(crate) fn listed(&self) -> Listed {
         self.listed.clone()
     }
 
     /// Every object as it is created or changes (and all of them after each listing).
-    pub fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+    pub(crate) fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
         let objects = futures::stream::iter(self.writer.subscribe()).flatten();
         // kube's subscription answers "pending" without asking to be woken when the object
         // it was told of is already gone (deleted right after a change): a tick re-polls it,
@@ -130,14 +135,14 @@ where
     }
 
     /// Every object as it is deleted: shared subscriptions do not carry deletions.
-    pub fn deletions(&mut self) -> impl Stream<Item = Arc<K>> + Send + 'static {
+    pub(crate) fn deletions(&mut self) -> impl Stream<Item = Arc<K>> + Send + 'static {
         let (tx, rx) = mpsc::unbounded();
         self.deletions.push(tx);
         rx
     }
 
     /// Keeps the store filled and the subscribers fed, until the process ends.
-    pub fn run(self) -> impl Future<Output = ()> + Send + 'static {
+    pub(crate) fn run(self) -> impl Future<Output = ()> + Send + 'static {
         let Self {
             what,
             writer,
@@ -176,35 +181,35 @@ fn trim_pod(pod: &mut Pod) {
         .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
-pub fn trim_node(node: &mut Node) {
+pub(crate) fn trim_node(node: &mut Node) {
     if let Some(status) = node.status.as_mut() {
         status.images = None;
     }
 }
 
 /// The local cluster's watches, one per kind.
-pub struct LocalWatches {
+pub(crate) struct LocalWatches {
     /// NamespaceOffloadings named `offloading` (others have no effect; the server filters).
-    pub offloadings: SharedWatch<NamespaceOffloading>,
-    pub nodes: SharedWatch<Node>,
-    pub namespaces: SharedWatch<Namespace>,
-    pub pods: SharedWatch<Pod>,
-    pub remote_clusters: SharedWatch<RemoteCluster>,
+    pub(crate) offloadings: SharedWatch<NamespaceOffloading>,
+    pub(crate) nodes: SharedWatch<Node>,
+    pub(crate) namespaces: SharedWatch<Namespace>,
+    pub(crate) pods: SharedWatch<Pod>,
+    pub(crate) remote_clusters: SharedWatch<RemoteCluster>,
     /// Secrets: peering credentials, and those of offloaded namespaces (reflected).
-    pub secrets: SharedWatch<Secret>,
+    pub(crate) secrets: SharedWatch<Secret>,
     /// Reflected into the remote namespaces with Secrets.
-    pub configmaps: SharedWatch<ConfigMap>,
-    pub service_accounts: SharedWatch<ServiceAccount>,
+    pub(crate) configmaps: SharedWatch<ConfigMap>,
+    pub(crate) service_accounts: SharedWatch<ServiceAccount>,
     /// Reflected into every remote namespace, with their endpoints.
-    pub services: SharedWatch<Service>,
+    pub(crate) services: SharedWatch<Service>,
     /// Services' slices only, and not those we wrote.
-    pub endpoint_slices: SharedWatch<EndpointSlice>,
+    pub(crate) endpoint_slices: SharedWatch<EndpointSlice>,
 }
 
 impl LocalWatches {
     /// `streaming_lists`: list pods by streaming (the biggest list we make), where the API
     /// server supports it.
-    pub fn new(client: &Client, streaming_lists: bool) -> Self {
+    pub(crate) fn new(client: &Client, streaming_lists: bool) -> Self {
         let by_name =
             watcher::Config::default().fields(&format!("metadata.name={OFFLOADING_NAME}"));
         let pods = if streaming_lists {

@@ -16,7 +16,7 @@ use crate::context::peers::RemoteEvent;
 
 /// The local pod's reference and the event to record on it, if the remote event is about
 /// the twin of a local pod running in that cluster (same name, bound to its virtual node).
-pub fn reflected(
+pub(crate) fn reflected(
     remote: &RemoteEvent,
     local_pods: &Store<Pod>,
     virtual_node: &str,
@@ -58,7 +58,7 @@ pub fn reflected(
 }
 
 /// Records each reflected event on its local pod, until the stream ends.
-pub async fn run(
+pub(crate) async fn run(
     mut events: futures::channel::mpsc::UnboundedReceiver<RemoteEvent>,
     local_pods: Store<Pod>,
     recorder: Recorder,

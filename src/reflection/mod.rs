@@ -4,6 +4,6 @@
 //! `events` records twins' events on their local pods. The pure translations between a
 //! local object and its remote counterpart are in `model::forge` and `model::translation`.
 
-pub mod events;
-pub mod namespace_objects;
-pub mod pods;
+pub(crate) mod events;
+pub(crate) mod namespace_objects;
+pub(crate) mod pods;

@@ -44,12 +44,12 @@ use crate::{
 };
 
 /// Reflection needs nothing beyond what every worker shares.
-pub type Context = Shared;
+pub(crate) type Context = Shared;
 
-pub type ObjectsError = RemoteError;
+pub(crate) type ObjectsError = RemoteError;
 
 /// A kind copied into remote namespaces.
-pub trait Reflected:
+pub(crate) trait Reflected:
     Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
     + Clone
     + Debug
@@ -150,7 +150,7 @@ fn ready_clusters(nso: &NamespaceOffloading) -> Vec<String> {
         .collect()
 }
 
-pub async fn reconcile(
+pub(crate) async fn reconcile(
     nso: Arc<NamespaceOffloading>,
     ctx: Arc<Context>,
 ) -> Result<Action, ObjectsError> {
@@ -334,7 +334,7 @@ async fn conflict<K: Reflected>(
     .await;
 }
 
-pub fn error_policy(
+pub(crate) fn error_policy(
     nso: Arc<NamespaceOffloading>,
     error: &ObjectsError,
     ctx: Arc<Context>,

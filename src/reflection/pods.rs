@@ -38,10 +38,10 @@ use crate::{
 const SOON: Duration = Duration::from_secs(2);
 
 /// Reflection needs nothing beyond what every worker shares.
-pub type Context = Shared;
+pub(crate) type Context = Shared;
 
 #[derive(Debug, thiserror::Error)]
-pub enum PodError {
+pub(crate) enum PodError {
     #[error(transparent)]
     Remote(#[from] RemoteError),
     #[error("locally: {0}")]
@@ -50,7 +50,7 @@ pub enum PodError {
 
 /// Whether a pod is bound to a virtual node, or to one of our names that is gone (its
 /// peering was removed): ours to run, or to clean up.
-pub fn on_virtual_node(nodes: &Store<Node>, pod: &Pod) -> bool {
+pub(crate) fn on_virtual_node(nodes: &Store<Node>, pod: &Pod) -> bool {
     pod.spec
         .as_ref()
         .and_then(|s| s.node_name.as_deref())
@@ -62,7 +62,7 @@ fn gone_virtual_node(nodes: &Store<Node>, node_name: &str) -> bool {
     node_name.starts_with("liqo-") && nodes.get(&ObjectRef::new(node_name)).is_none()
 }
 
-pub async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, PodError> {
+pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, PodError> {
     let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
         return Ok(Action::await_change());
     };
@@ -361,14 +361,14 @@ async fn report(ctx: &Context, pod: &Pod, reason: &str, why: &str) -> Result<(),
     Ok(())
 }
 
-pub fn error_policy(pod: Arc<Pod>, error: &PodError, ctx: Arc<Context>) -> Action {
+pub(crate) fn error_policy(pod: Arc<Pod>, error: &PodError, ctx: Arc<Context>) -> Action {
     ctx.metrics.error("pods", "kubernetes");
     tracing::warn!(namespace = pod.namespace().unwrap_or_default(), pod = %pod.name_any(), %error, "pod reflection failed");
     Action::requeue(Duration::from_secs(5))
 }
 
 /// A local pod gone (even forced, without the graceful steps): its twin goes too.
-pub async fn delete_twin_of(ctx: &Context, pod: &Pod) {
+pub(crate) async fn delete_twin_of(ctx: &Context, pod: &Pod) {
     let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
         return;
     };
@@ -401,7 +401,7 @@ pub async fn delete_twin_of(ctx: &Context, pod: &Pod) {
 
 /// Twins whose local pod is gone (deleted while this manager was away, or a delete that
 /// failed) are deleted: run every so often for every peer.
-pub async fn sweep(ctx: &Context, local_pods: &Store<Pod>) {
+pub(crate) async fn sweep(ctx: &Context, local_pods: &Store<Pod>) {
     for cluster_id in ctx.peers.cluster_ids() {
         let Some(peer) = ctx.peers.get(&cluster_id) else {
             continue;

@@ -16,14 +16,17 @@ use crate::{
 };
 
 #[derive(Clone)]
-pub struct Caches {
+pub(crate) struct Caches {
     offloadings: Store<NamespaceOffloading>,
     nodes: Store<Node>,
     listed: [Listed; 2],
 }
 
 impl Caches {
-    pub fn new(offloadings: &SharedWatch<NamespaceOffloading>, nodes: &SharedWatch<Node>) -> Self {
+    pub(crate) fn new(
+        offloadings: &SharedWatch<NamespaceOffloading>,
+        nodes: &SharedWatch<Node>,
+    ) -> Self {
         Self {
             offloadings: offloadings.store(),
             nodes: nodes.store(),
@@ -32,7 +35,7 @@ impl Caches {
     }
 
     /// Resolves once both stores hold a complete first listing.
-    pub async fn wait_until_ready(&self) {
+    pub(crate) async fn wait_until_ready(&self) {
         for listed in &self.listed {
             listed.wait().await;
         }

@@ -2,6 +2,6 @@
 //! of calling the API server (`lookup`, over the shared watches), and the webhook
 //! configurations registered with the API server (`registration`).
 
-pub mod lookup;
-pub mod registration;
+pub(crate) mod lookup;
+pub(crate) mod registration;
 pub mod server;

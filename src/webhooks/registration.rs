@@ -21,7 +21,7 @@ use crate::model::{
 
 /// How the API server reaches the webhook server.
 #[derive(Clone, Debug)]
-pub enum Target {
+pub(crate) enum Target {
     /// A base URL such as `https://127.0.0.1:9443` (a server outside the cluster).
     Url(String),
     /// A Service in the cluster, on the given port.
@@ -84,7 +84,7 @@ fn metadata() -> ObjectMeta {
 }
 
 /// Both configurations, with the CA bundle when one is known.
-pub fn configurations(
+pub(crate) fn configurations(
     target: &Target,
     ca_bundle: Option<&str>,
 ) -> (MutatingWebhookConfiguration, ValidatingWebhookConfiguration) {
@@ -181,7 +181,7 @@ pub fn configurations(
 }
 
 /// Creates or updates both configurations (server-side apply, our field manager).
-pub async fn register(
+pub(crate) async fn register(
     client: &Client,
     target: &Target,
     ca_bundle: Option<&str>,
@@ -201,7 +201,7 @@ pub async fn register(
 }
 
 /// Parses NAMESPACE/NAME[:PORT] (port 443 by default).
-pub fn parse_service(spec: &str) -> Result<Target, String> {
+pub(crate) fn parse_service(spec: &str) -> Result<Target, String> {
     let bad = || format!("invalid service {spec:?}: use NAMESPACE/NAME or NAMESPACE/NAME:PORT");
     let (namespace, rest) = spec.split_once('/').ok_or_else(bad)?;
     let (name, port) = match rest.split_once(':') {

@@ -33,9 +33,9 @@ use crate::{
 
 /// AdmissionReviews carry the object and, on UPDATE, the old one; the API server caps a
 /// request at 3 MiB, so 8 MiB leaves room without letting a client exhaust memory.
-pub const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 /// The API server gives up on a webhook after its `timeoutSeconds` (5 s): so do we.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// What the webhook handlers share.
 pub struct AppState {
     pub lookup: Arc<dyn Lookup>,

@@ -37,16 +37,16 @@ use crate::model::{
 };
 
 /// Re-check everything this often even without events.
-pub const RESYNC: Duration = Duration::from_secs(300);
+pub(crate) const RESYNC: Duration = Duration::from_secs(300);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
-pub struct Context {
-    pub shared: Shared,
+pub(crate) struct Context {
+    pub(crate) shared: Shared,
     /// Enforces placement; at termination, pods still waiting with remote constraints are
     /// sent back before the offloading is gone.
-    pub placement: Arc<crate::controllers::placement::Context>,
+    pub(crate) placement: Arc<crate::controllers::placement::Context>,
     /// Consecutive failures per (namespace, cluster), for per-cluster backoff.
-    pub failures: Mutex<HashMap<(String, String), u32>>,
+    pub(crate) failures: Mutex<HashMap<(String, String), u32>>,
 }
 
 impl std::ops::Deref for Context {
@@ -78,7 +78,7 @@ impl Context {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum OffloadingError {
+pub(crate) enum OffloadingError {
     #[error("kubernetes: {0}")]
     Kube(#[from] kube::Error),
     /// Termination goes on: some remote namespaces still exist.
@@ -88,7 +88,7 @@ pub enum OffloadingError {
     Finalizer(#[from] Box<finalizer::Error<OffloadingError>>),
 }
 
-pub async fn reconcile(
+pub(crate) async fn reconcile(
     nso: Arc<NamespaceOffloading>,
     ctx: Arc<Context>,
 ) -> Result<Action, OffloadingError> {
@@ -109,7 +109,7 @@ pub async fn reconcile(
     .map_err(|e| OffloadingError::Finalizer(Box::new(e)))
 }
 
-pub fn error_policy(
+pub(crate) fn error_policy(
     nso: Arc<NamespaceOffloading>,
     error: &OffloadingError,
     ctx: Arc<Context>,

@@ -49,7 +49,7 @@ async fn remote<T>(
 /// A cluster whose peering heartbeat fails is not contacted (its calls would only time
 /// out): it is reported at once and tried again when the peering reconnects, which
 /// updates its virtual node and so wakes every NamespaceOffloading.
-pub fn unreachable(peer: &Peer) -> Option<ClusterState> {
+pub(crate) fn unreachable(peer: &Peer) -> Option<ClusterState> {
     let problem = peer.unreachable.as_ref()?;
     Some(ClusterState::failed(
         problem.reason,
@@ -89,7 +89,7 @@ async fn existing(peer: &Peer, name: &str, look: Look) -> Result<Option<Arc<Name
 
 /// Brings one cluster to what the configuration wants; reports where it stands.
 /// `was_ready`: the status last said our namespace exists there.
-pub async fn ensure(
+pub(crate) async fn ensure(
     ctx: &Context,
     cluster_id: &str,
     (selected, was_ready): (bool, bool),
@@ -211,7 +211,7 @@ async fn delete(peer: &Peer, found: &Namespace) -> Result<(), Problem> {
 
 /// At termination: deletes our namespace in this cluster; `None` once nothing of ours is
 /// left there, else where it stands.
-pub async fn remove(
+pub(crate) async fn remove(
     ctx: &Context,
     cluster_id: &str,
     remote_name: &str,

@@ -15,7 +15,7 @@ use crate::model::{
 
 /// Every known remote cluster (from the virtual nodes), and whether the selector picks
 /// it. A cluster is selected when any of its virtual nodes matches.
-pub fn clusters(
+pub(crate) fn clusters(
     nso: &NamespaceOffloading,
     nodes: &Store<Node>,
     selector_valid: bool,
@@ -40,7 +40,7 @@ pub fn clusters(
 /// got as far as a `Ready` condition there (created, or failing/terminating after trying).
 /// A RemoteCluster that never connected (only `OffloadingRequired`) holds nothing of ours
 /// and must not keep terminations waiting.
-pub fn may_hold_ours(nso: &NamespaceOffloading, cluster_id: &str) -> bool {
+pub(crate) fn may_hold_ours(nso: &NamespaceOffloading, cluster_id: &str) -> bool {
     nso.status
         .as_ref()
         .and_then(|s| s.remote_namespaces_conditions.get(cluster_id))
@@ -53,7 +53,7 @@ pub fn may_hold_ours(nso: &NamespaceOffloading, cluster_id: &str) -> bool {
 }
 
 /// Whether the status last said our namespace exists in that cluster (`Ready=True`).
-pub fn was_ready(nso: &NamespaceOffloading, cluster_id: &str) -> bool {
+pub(crate) fn was_ready(nso: &NamespaceOffloading, cluster_id: &str) -> bool {
     nso.status
         .as_ref()
         .and_then(|s| s.remote_namespaces_conditions.get(cluster_id))

@@ -18,7 +18,7 @@ use crate::model::{
     status::{self, ClusterState},
 };
 
-pub async fn mark_selector(
+pub(crate) async fn mark_selector(
     nso: &NamespaceOffloading,
     ctx: &Context,
     problems: &[String],
@@ -53,7 +53,7 @@ pub async fn mark_selector(
     Ok(())
 }
 
-pub async fn write(
+pub(crate) async fn write(
     nso: &NamespaceOffloading,
     ctx: &Context,
     remote_name: &str,
@@ -141,7 +141,7 @@ pub async fn write(
     Ok(())
 }
 
-pub async fn publish(
+pub(crate) async fn publish(
     ctx: &Context,
     nso: &NamespaceOffloading,
     type_: EventType,

@@ -23,20 +23,23 @@ use crate::{
 };
 
 /// What connecting found out.
-pub struct Contact {
-    pub cluster_id: Option<String>,
-    pub labels: BTreeMap<String, String>,
-    pub reachable: Result<(), Problem>,
+pub(crate) struct Contact {
+    pub(crate) cluster_id: Option<String>,
+    pub(crate) labels: BTreeMap<String, String>,
+    pub(crate) reachable: Result<(), Problem>,
 }
 
 /// Where the remote publishes its identity.
-pub fn identity_namespace(rc: &RemoteCluster) -> &str {
+pub(crate) fn identity_namespace(rc: &RemoteCluster) -> &str {
     rc.spec.identity_namespace.as_deref().unwrap_or("liqo")
 }
 
 /// A client for the RemoteCluster's credentials (the registered peer's while the Secret is
 /// unchanged), and the Secret's version.
-pub async fn remote_client(ctx: &Context, rc: &RemoteCluster) -> Result<(Client, String), Problem> {
+pub(crate) async fn remote_client(
+    ctx: &Context,
+    rc: &RemoteCluster,
+) -> Result<(Client, String), Problem> {
     let r = &rc.spec.kubeconfig_secret;
     let watched = ctx
         .stores
@@ -91,7 +94,12 @@ pub async fn remote_client(ctx: &Context, rc: &RemoteCluster) -> Result<(Client,
 /// Who the remote is and whether it answers. A connected peer's identity comes from its
 /// watch, and a cheap `/version` call is the heartbeat; a new connection reads the
 /// identity once.
-pub async fn contact(ctx: &Context, client: &Client, version: &str, rc: &RemoteCluster) -> Contact {
+pub(crate) async fn contact(
+    ctx: &Context,
+    client: &Client,
+    version: &str,
+    rc: &RemoteCluster,
+) -> Contact {
     let namespace = identity_namespace(rc);
     let watched = ctx
         .peers
@@ -172,7 +180,7 @@ fn did_not_answer() -> Problem {
 /// remote's Ready nodes (its own virtual nodes excluded) have left once its other pods'
 /// requests are taken (our twins are accounted here, on the virtual node itself), from
 /// the peer's node and pod watches. `None` until both have listed.
-pub fn allocatable(
+pub(crate) fn allocatable(
     ctx: &Context,
     cluster_id: &str,
     rc: &RemoteCluster,
@@ -193,7 +201,7 @@ pub fn allocatable(
 
 /// What a cluster's Ready nodes (its virtual nodes excluded) have left once the requests of
 /// its running pods that are not our twins are taken.
-pub fn offered(
+pub(crate) fn offered(
     nodes: &[Arc<Node>],
     pods: &[Arc<Pod>],
     local_cluster_id: &str,

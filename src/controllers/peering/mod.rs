@@ -35,12 +35,12 @@ use crate::model::{
 };
 
 /// How often a peering is re-checked (and the node Lease renewed).
-pub const HEARTBEAT: Duration = Duration::from_secs(10);
+pub(crate) const HEARTBEAT: Duration = Duration::from_secs(10);
 
-pub struct Context {
-    pub shared: Shared,
+pub(crate) struct Context {
+    pub(crate) shared: Shared,
     /// Where virtual nodes advertise their kubelet API (logs, exec), if served.
-    pub kubelet: Option<crate::model::virtual_node::KubeletEndpoint>,
+    pub(crate) kubelet: Option<crate::model::virtual_node::KubeletEndpoint>,
 }
 
 impl std::ops::Deref for Context {
@@ -52,14 +52,17 @@ impl std::ops::Deref for Context {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum PeeringError {
+pub(crate) enum PeeringError {
     #[error("kubernetes: {0}")]
     Kube(#[from] kube::Error),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<PeeringError>>),
 }
 
-pub async fn reconcile(rc: Arc<RemoteCluster>, ctx: Arc<Context>) -> Result<Action, PeeringError> {
+pub(crate) async fn reconcile(
+    rc: Arc<RemoteCluster>,
+    ctx: Arc<Context>,
+) -> Result<Action, PeeringError> {
     let _timer = ctx.metrics.reconcile("peering");
     let api = Api::<RemoteCluster>::all(ctx.client.clone());
     finalizer(
@@ -77,7 +80,11 @@ pub async fn reconcile(rc: Arc<RemoteCluster>, ctx: Arc<Context>) -> Result<Acti
     .map_err(|e| PeeringError::Finalizer(Box::new(e)))
 }
 
-pub fn error_policy(rc: Arc<RemoteCluster>, error: &PeeringError, ctx: Arc<Context>) -> Action {
+pub(crate) fn error_policy(
+    rc: Arc<RemoteCluster>,
+    error: &PeeringError,
+    ctx: Arc<Context>,
+) -> Action {
     let reason = match error {
         PeeringError::Kube(_) => "kubernetes",
         PeeringError::Finalizer(_) => "finalizer",
@@ -89,7 +96,7 @@ pub fn error_policy(rc: Arc<RemoteCluster>, error: &PeeringError, ctx: Arc<Conte
 
 /// The RemoteClusters whose credentials are this Secret (a rotated Secret is used at
 /// once, not at the next heartbeat).
-pub fn using_secret(
+pub(crate) fn using_secret(
     remote_clusters: &Store<RemoteCluster>,
     secret: &Secret,
 ) -> Vec<ObjectRef<RemoteCluster>> {

@@ -26,7 +26,7 @@ use crate::model::{
 
 /// Brings the virtual node to what it should be and, if the remote answers, renews its
 /// Lease. `allocatable` `None` keeps what the node offers now.
-pub async fn apply(
+pub(crate) async fn apply(
     ctx: &Context,
     cluster_id: &str,
     labels: &BTreeMap<String, String>,
@@ -111,7 +111,7 @@ fn up_to_date(existing: &Node, desired: &Node) -> bool {
 }
 
 /// Removes the virtual node and its Lease (already gone is fine).
-pub async fn delete(ctx: &Context, cluster_id: &str) -> Result<(), kube::Error> {
+pub(crate) async fn delete(ctx: &Context, cluster_id: &str) -> Result<(), kube::Error> {
     let name = virtual_node_name(cluster_id);
     for result in [
         Api::<Node>::all(ctx.client.clone())

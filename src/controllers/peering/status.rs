@@ -16,9 +16,9 @@ use crate::model::{
     status::transition_time,
 };
 
-pub const CONNECTED: &str = "Connected";
+pub(crate) const CONNECTED: &str = "Connected";
 
-pub fn connected_condition(
+pub(crate) fn connected_condition(
     connected: &Result<(), Problem>,
     previous: &[Condition],
     now: &Time,
@@ -42,7 +42,7 @@ pub fn connected_condition(
 }
 
 /// Writes the status if it changed; logs and announces a change of connection.
-pub async fn write(
+pub(crate) async fn write(
     ctx: &Context,
     rc: &RemoteCluster,
     status: RemoteClusterStatus,
@@ -90,7 +90,7 @@ pub async fn write(
     Ok(())
 }
 
-pub async fn publish(
+pub(crate) async fn publish(
     ctx: &Context,
     rc: &RemoteCluster,
     type_: EventType,

@@ -15,7 +15,7 @@ use crate::model::{
 
 /// The object with Liqo's defaults filled in: both strategies, and the every-cluster
 /// selector when `clusterSelector` is omitted or has no terms.
-pub fn with_defaults(object: &Value) -> Value {
+pub(crate) fn with_defaults(object: &Value) -> Value {
     let mut out = object.clone();
     let Some(root) = out.as_object_mut() else {
         return out;
@@ -51,7 +51,7 @@ pub fn with_defaults(object: &Value) -> Value {
 }
 
 /// What the validating webhook decides for a CREATE.
-pub fn validate_create(
+pub(crate) fn validate_create(
     name: &str,
     namespace: &str,
     object: &Value,
@@ -143,7 +143,7 @@ fn check_enum(
 
 /// What the validating webhook decides for an UPDATE: the spec may not change (metadata
 /// and finalizers may, so the controller can always finish its work).
-pub fn validate_update(old: &Value, new: &Value) -> Result<(), String> {
+pub(crate) fn validate_update(old: &Value, new: &Value) -> Result<(), String> {
     let old_spec = with_defaults(old).get("spec").cloned();
     let new_spec = with_defaults(new).get("spec").cloned();
     if old_spec == new_spec {

@@ -21,7 +21,7 @@ fn not_virtual_node() -> NodeSelectorRequirement {
 }
 
 /// Tolerates the taint that keeps ordinary pods off virtual nodes.
-pub fn virtual_node_toleration() -> Toleration {
+pub(crate) fn virtual_node_toleration() -> Toleration {
     Toleration {
         key: Some(NOT_ALLOWED_TAINT.into()),
         operator: Some("Exists".into()),
@@ -39,10 +39,10 @@ fn term(expressions: Vec<NodeSelectorRequirement>) -> NodeSelectorTerm {
 
 /// At most this many required terms after the merge: the merge is a cross product, and a
 /// pod with thousands of terms must get a clear denial, not minutes of CPU.
-pub const MAX_MERGED_TERMS: usize = 256;
+pub(crate) const MAX_MERGED_TERMS: usize = 256;
 
 /// An empty term matches no node (Kubernetes semantics).
-pub fn is_empty_term(t: &NodeSelectorTerm) -> bool {
+pub(crate) fn is_empty_term(t: &NodeSelectorTerm) -> bool {
     t.match_expressions.as_ref().is_none_or(Vec::is_empty)
         && t.match_fields.as_ref().is_none_or(Vec::is_empty)
 }
@@ -50,7 +50,7 @@ pub fn is_empty_term(t: &NodeSelectorTerm) -> bool {
 /// The required node-affinity terms a strategy imposes (ORed). Empty selector terms select
 /// nothing, so they are left out (ANDed with the virtual-node requirement they would
 /// otherwise turn into "any virtual node").
-pub fn imposed_terms(spec: &NamespaceOffloadingSpec) -> Vec<NodeSelectorTerm> {
+pub(crate) fn imposed_terms(spec: &NamespaceOffloadingSpec) -> Vec<NodeSelectorTerm> {
     let selected: Vec<NodeSelectorTerm> = spec
         .cluster_selector
         .node_selector_terms
@@ -140,7 +140,7 @@ fn merged_len(pod_terms: &[NodeSelectorTerm], imposed: &[NodeSelectorTerm]) -> u
 /// The pod's own terms P1..Pn ANDed with the imposed I1..Im: every Pi ∧ Ij. A Pi that
 /// already implies some Ij is kept as it is (Pi ∧ (I1 ∨ … ∨ Im) = Pi then), which is what
 /// makes admitting the same pod twice change nothing.
-pub fn merge_terms(
+pub(crate) fn merge_terms(
     pod_terms: &[NodeSelectorTerm],
     imposed: &[NodeSelectorTerm],
 ) -> Vec<NodeSelectorTerm> {
@@ -164,45 +164,45 @@ pub fn merge_terms(
 /// other field is skipped while parsing, since a 5 KiB pod is mostly fields placement
 /// neither reads nor changes.
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct PodView {
+pub(crate) struct PodView {
     #[serde(default)]
-    pub spec: Option<PodSpecView>,
+    pub(crate) spec: Option<PodSpecView>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PodSpecView {
+pub(crate) struct PodSpecView {
     #[serde(default)]
-    pub node_name: Option<String>,
+    pub(crate) node_name: Option<String>,
     #[serde(default)]
-    pub affinity: Option<AffinityView>,
+    pub(crate) affinity: Option<AffinityView>,
     #[serde(default)]
-    pub tolerations: Option<Vec<Toleration>>,
+    pub(crate) tolerations: Option<Vec<Toleration>>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AffinityView {
+pub(crate) struct AffinityView {
     #[serde(default)]
-    pub node_affinity: Option<NodeAffinityView>,
+    pub(crate) node_affinity: Option<NodeAffinityView>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
-pub struct NodeAffinityView {
+pub(crate) struct NodeAffinityView {
     #[serde(default, rename = "requiredDuringSchedulingIgnoredDuringExecution")]
-    pub required: Option<NodeSelectorView>,
+    pub(crate) required: Option<NodeSelectorView>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct NodeSelectorView {
+pub(crate) struct NodeSelectorView {
     #[serde(default)]
-    pub node_selector_terms: Option<Vec<NodeSelectorTerm>>,
+    pub(crate) node_selector_terms: Option<Vec<NodeSelectorTerm>>,
 }
 
 impl PodView {
     /// `spec.nodeName`, when set.
-    pub fn node_name(&self) -> Option<&str> {
+    pub(crate) fn node_name(&self) -> Option<&str> {
         self.spec
             .as_ref()?
             .node_name
@@ -214,16 +214,16 @@ impl PodView {
 /// One JSON-patch operation. Placement only ever adds: "add" on an existing member
 /// replaces it, so the same operation covers a field that is absent, null or present.
 #[derive(Debug, Serialize)]
-pub struct PatchOp {
-    pub op: &'static str,
-    pub path: &'static str,
-    pub value: PatchValue,
+pub(crate) struct PatchOp {
+    pub(crate) op: &'static str,
+    pub(crate) path: &'static str,
+    pub(crate) value: PatchValue,
 }
 
 /// What an operation adds, encoded straight from the typed terms (no JSON tree between).
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
-pub enum PatchValue {
+pub(crate) enum PatchValue {
     /// At `.../requiredDuringSchedulingIgnoredDuringExecution`.
     Required(Required),
     /// At `/spec/affinity/nodeAffinity`.
@@ -241,9 +241,9 @@ pub enum PatchValue {
 }
 
 #[derive(Debug, Serialize)]
-pub struct Required {
+pub(crate) struct Required {
     #[serde(rename = "nodeSelectorTerms")]
-    pub node_selector_terms: Vec<NodeSelectorTerm>,
+    pub(crate) node_selector_terms: Vec<NodeSelectorTerm>,
 }
 
 const REQUIRED_PATH: &str =
@@ -253,7 +253,7 @@ const REQUIRED_PATH: &str =
 /// with the imposed ones, and the virtual-node toleration unless the strategy is Local.
 /// Nothing else changes (nodeSelector, preferred terms, pod (anti-)affinity stay as they
 /// are). Empty when the pod already obeys, so admitting it again changes nothing.
-pub fn patch(pod: &PodView, spec: &NamespaceOffloadingSpec) -> Result<Vec<PatchOp>, String> {
+pub(crate) fn patch(pod: &PodView, spec: &NamespaceOffloadingSpec) -> Result<Vec<PatchOp>, String> {
     let pod_spec = pod.spec.as_ref().ok_or("the pod has no spec")?;
     let node_affinity = pod_spec
         .affinity
@@ -330,7 +330,7 @@ pub struct NodeInfo {
 
 /// A pod bound in advance (`spec.nodeName`) skips the scheduler, so the affinity cannot
 /// protect it: check the node against the strategy and selector here instead.
-pub fn check_preset_node(
+pub(crate) fn check_preset_node(
     spec: &NamespaceOffloadingSpec,
     node_name: &str,
     node: Option<&NodeInfo>,
@@ -351,7 +351,7 @@ pub fn check_preset_node(
 
 /// Why a pod on the node named `node_name`, with these labels, breaks the strategy, if it
 /// does.
-pub fn node_violation(
+pub(crate) fn node_violation(
     spec: &NamespaceOffloadingSpec,
     node_name: &str,
     labels: &BTreeMap<String, String>,
@@ -376,7 +376,7 @@ pub fn node_violation(
 /// Whether a pod's own required node-affinity terms already keep it where the strategy
 /// allows, so that the webhook would add nothing to them: every term is empty (matches no
 /// node) or implies one of the imposed terms.
-pub fn terms_conform(own: &[NodeSelectorTerm], spec: &NamespaceOffloadingSpec) -> bool {
+pub(crate) fn terms_conform(own: &[NodeSelectorTerm], spec: &NamespaceOffloadingSpec) -> bool {
     let imposed = imposed_terms(spec);
     !own.is_empty()
         && own

@@ -48,21 +48,21 @@ fn none<T>() -> Option<T> {
 /// One admission request: what the webhooks decide on. The object is decoded as `O`:
 /// raw JSON by default, or just the parts a webhook reads (`pod::PodView`), in the same
 /// pass as the review.
-pub struct Request<O = Box<RawValue>> {
+pub(crate) struct Request<O = Box<RawValue>> {
     /// Echoed in the answer: the API server discards answers for another version.
-    pub api_version: String,
-    pub uid: String,
-    pub name: String,
-    pub namespace: String,
-    pub operation: Operation,
-    pub dry_run: bool,
-    pub object: Option<O>,
-    pub old_object: Option<Box<RawValue>>,
+    pub(crate) api_version: String,
+    pub(crate) uid: String,
+    pub(crate) name: String,
+    pub(crate) namespace: String,
+    pub(crate) operation: Operation,
+    pub(crate) dry_run: bool,
+    pub(crate) object: Option<O>,
+    pub(crate) old_object: Option<Box<RawValue>>,
 }
 
 /// Why a body is not a review that can be answered.
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub(crate) enum ReadError {
     /// Not JSON, or not shaped as an AdmissionReview (no uid, an unknown operation, an
     /// object of the wrong shape, ...): the error, naming the field.
     #[error("{0}")]
@@ -72,7 +72,7 @@ pub enum ReadError {
 }
 
 impl<O: serde::de::DeserializeOwned> Request<O> {
-    pub fn parse(body: &[u8]) -> Result<Self, ReadError> {
+    pub(crate) fn parse(body: &[u8]) -> Result<Self, ReadError> {
         let review: ReviewIn<O> = match serde_json::from_slice(body) {
             Ok(review) => review,
             // Rare (the API server sends what it has decoded): parse again, tracking
@@ -107,7 +107,7 @@ impl<O: serde::de::DeserializeOwned> Request<O> {
 impl Request {
     /// The object as a JSON tree, for the small objects (NamespaceOffloadings) whose
     /// webhooks read it whole.
-    pub fn object_json(&self) -> Result<Value, String> {
+    pub(crate) fn object_json(&self) -> Result<Value, String> {
         let raw = self
             .object
             .as_deref()
@@ -116,7 +116,7 @@ impl Request {
             .map_err(|e| format!("cannot decode the admission request: {e}"))
     }
 
-    pub fn old_object_json(&self) -> Result<Option<Value>, String> {
+    pub(crate) fn old_object_json(&self) -> Result<Option<Value>, String> {
         self.old_object
             .as_deref()
             .map(|raw| serde_json::from_str(raw.get()))
@@ -129,44 +129,49 @@ impl Request {
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Review {
-    pub api_version: String,
-    pub kind: &'static str,
-    pub response: Response,
+    pub(crate) api_version: String,
+    pub(crate) kind: &'static str,
+    pub(crate) response: Response,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Response {
-    pub uid: String,
-    pub allowed: bool,
+pub(crate) struct Response {
+    pub(crate) uid: String,
+    pub(crate) allowed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<Status>,
+    pub(crate) status: Option<Status>,
     /// base64 on the wire (k8s-openapi's `ByteString`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub patch: Option<ByteString>,
+    pub(crate) patch: Option<ByteString>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub patch_type: Option<&'static str>,
+    pub(crate) patch_type: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub warnings: Option<Vec<String>>,
+    pub(crate) warnings: Option<Vec<String>>,
 }
 
 /// Why a request was refused; the API server shows `message` to the user.
 #[derive(Debug, Serialize)]
-pub struct Status {
-    pub status: &'static str,
-    pub message: String,
-    pub reason: &'static str,
-    pub code: u16,
+pub(crate) struct Status {
+    pub(crate) status: &'static str,
+    pub(crate) message: String,
+    pub(crate) reason: &'static str,
+    pub(crate) code: u16,
 }
 
 impl Review {
-    pub fn allowed(api_version: &str, uid: &str, warnings: Vec<String>) -> Self {
+    pub(crate) fn allowed(api_version: &str, uid: &str, warnings: Vec<String>) -> Self {
         Self::new(api_version, uid, |r| {
             r.warnings = (!warnings.is_empty()).then_some(warnings);
         })
     }
 
-    pub fn patched(api_version: &str, uid: &str, patch: Vec<u8>, warnings: Vec<String>) -> Self {
+    pub(crate) fn patched(
+        api_version: &str,
+        uid: &str,
+        patch: Vec<u8>,
+        warnings: Vec<String>,
+    ) -> Self {
         Self::new(api_version, uid, |r| {
             r.patch = Some(ByteString(patch));
             r.patch_type = Some("JSONPatch");
@@ -174,12 +179,12 @@ impl Review {
         })
     }
 
-    pub fn denied(api_version: &str, uid: &str, message: String) -> Self {
+    pub(crate) fn denied(api_version: &str, uid: &str, message: String) -> Self {
         Self::refused(api_version, uid, message, "Forbidden", 403)
     }
 
     /// Refused for now: something the answer needed failed, and a retry may succeed.
-    pub fn unavailable(api_version: &str, uid: &str, message: String) -> Self {
+    pub(crate) fn unavailable(api_version: &str, uid: &str, message: String) -> Self {
         Self::refused(api_version, uid, message, "ServiceUnavailable", 503)
     }
 

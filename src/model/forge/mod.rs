@@ -2,6 +2,6 @@
 //! pods (and the status reflected back), `objects` for ConfigMaps, Secrets and
 //! ServiceAccounts, `services` for Services and EndpointSlices.
 
-pub mod objects;
-pub mod services;
-pub mod twin;
+pub(crate) mod objects;
+pub(crate) mod services;
+pub(crate) mod twin;

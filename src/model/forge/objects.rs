@@ -14,17 +14,21 @@ use crate::model::markers::ORIGIN_CLUSTER_LABEL;
 use crate::model::{markers::ORIGIN_NAMESPACE_ANNOTATION, translation::AddressMap};
 
 /// Where a copy goes: one cluster's remote namespace.
-pub struct Destination<'a> {
-    pub local_cluster_id: &'a str,
-    pub remote_namespace: &'a str,
+pub(crate) struct Destination<'a> {
+    pub(crate) local_cluster_id: &'a str,
+    pub(crate) remote_namespace: &'a str,
     /// The virtual node standing for that cluster here.
-    pub virtual_node: &'a str,
+    pub(crate) virtual_node: &'a str,
     /// How this cluster's addresses appear there.
-    pub addresses: &'a AddressMap,
+    pub(crate) addresses: &'a AddressMap,
 }
 
 /// The copy's metadata: the object's labels and annotations plus our markers.
-pub fn metadata(local: &ObjectMeta, local_cluster_id: &str, remote_namespace: &str) -> ObjectMeta {
+pub(crate) fn metadata(
+    local: &ObjectMeta,
+    local_cluster_id: &str,
+    remote_namespace: &str,
+) -> ObjectMeta {
     let mut labels = local.labels.clone().unwrap_or_default();
     labels.insert(ORIGIN_CLUSTER_LABEL.into(), local_cluster_id.into());
     let mut annotations: BTreeMap<String, String> = local.annotations.clone().unwrap_or_default();
@@ -43,7 +47,7 @@ pub fn metadata(local: &ObjectMeta, local_cluster_id: &str, remote_namespace: &s
 }
 
 /// Whether a remote object is a copy made by this cluster from that namespace.
-pub fn ours(remote: &ObjectMeta, local_cluster_id: &str, origin_namespace: &str) -> bool {
+pub(crate) fn ours(remote: &ObjectMeta, local_cluster_id: &str, origin_namespace: &str) -> bool {
     remote
         .labels
         .as_ref()
@@ -57,18 +61,18 @@ pub fn ours(remote: &ObjectMeta, local_cluster_id: &str, origin_namespace: &str)
 }
 
 /// Whether the copy says what `desired` does (labels, annotations; data compared apart).
-pub fn same_metadata(remote: &ObjectMeta, desired: &ObjectMeta) -> bool {
+pub(crate) fn same_metadata(remote: &ObjectMeta, desired: &ObjectMeta) -> bool {
     remote.labels == desired.labels && remote.annotations == desired.annotations
 }
 
 /// Each cluster's own CA bundle, in every namespace: never copied.
-pub const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
+pub(crate) const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
 /// Each namespace's own account: never copied.
-pub const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+pub(crate) const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 /// Tokens a cluster issues for its own accounts: never copied.
-pub const TOKEN_SECRET_TYPE: &str = "kubernetes.io/service-account-token";
+pub(crate) const TOKEN_SECRET_TYPE: &str = "kubernetes.io/service-account-token";
 
-pub fn configmap(
+pub(crate) fn configmap(
     local: &ConfigMap,
     local_cluster_id: &str,
     remote_namespace: &str,
@@ -84,7 +88,11 @@ pub fn configmap(
     })
 }
 
-pub fn secret(local: &Secret, local_cluster_id: &str, remote_namespace: &str) -> Option<Secret> {
+pub(crate) fn secret(
+    local: &Secret,
+    local_cluster_id: &str,
+    remote_namespace: &str,
+) -> Option<Secret> {
     if local.type_.as_deref() == Some(TOKEN_SECRET_TYPE) {
         return None;
     }
@@ -98,7 +106,7 @@ pub fn secret(local: &Secret, local_cluster_id: &str, remote_namespace: &str) ->
 }
 
 /// The account without its token Secrets (the remote cluster issues its own tokens).
-pub fn service_account(
+pub(crate) fn service_account(
     local: &ServiceAccount,
     local_cluster_id: &str,
     remote_namespace: &str,

@@ -17,14 +17,14 @@ use super::objects::{Destination, metadata};
 use crate::model::markers::{MANAGED_BY_LABEL, SLICE_MANAGER};
 
 /// The label naming the Service a slice belongs to.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 const EXTERNAL_NAME: &str = "ExternalName";
 const HEADLESS: &str = "None";
 
 /// The Service's copy: its type, ports (without node ports), selector and the settings a
 /// user chose; addresses are the remote cluster's to allocate.
-pub fn service(local: &Service, to: &Destination) -> Option<Service> {
+pub(crate) fn service(local: &Service, to: &Destination) -> Option<Service> {
     let spec = local.spec.as_ref()?;
     let type_ = spec.type_.clone().unwrap_or_else(|| "ClusterIP".into());
     let spec = if type_ == EXTERNAL_NAME {
@@ -68,7 +68,7 @@ fn ports(spec: &ServiceSpec) -> Option<Vec<ServicePort>> {
 
 /// Whether the remote Service says what `desired` does, apart from what its API server
 /// allocated and defaulted.
-pub fn same_service(remote: &Service, desired: &Service) -> bool {
+pub(crate) fn same_service(remote: &Service, desired: &Service) -> bool {
     let (Some(r), Some(d)) = (remote.spec.as_ref(), desired.spec.as_ref()) else {
         return remote.spec.is_none() && desired.spec.is_none();
     };
@@ -86,7 +86,7 @@ pub fn same_service(remote: &Service, desired: &Service) -> bool {
 
 /// The slice's copy for one cluster, or `None` for slices that are not a Service's, or
 /// that we wrote ourselves (reflected here from elsewhere).
-pub fn endpoint_slice(local: &EndpointSlice, to: &Destination) -> Option<EndpointSlice> {
+pub(crate) fn endpoint_slice(local: &EndpointSlice, to: &Destination) -> Option<EndpointSlice> {
     let labels = local.metadata.labels.as_ref()?;
     labels.get(SERVICE_NAME_LABEL)?;
     if labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(SLICE_MANAGER) {
@@ -126,7 +126,7 @@ pub fn endpoint_slice(local: &EndpointSlice, to: &Destination) -> Option<Endpoin
 
 /// Whether the remote slice says what `desired` does (an empty list and none alike: the
 /// API server may return either, and a difference there would rewrite it forever).
-pub fn same_slice(remote: &EndpointSlice, desired: &EndpointSlice) -> bool {
+pub(crate) fn same_slice(remote: &EndpointSlice, desired: &EndpointSlice) -> bool {
     remote.address_type == desired.address_type
         && remote.endpoints.as_deref().unwrap_or_default()
             == desired.endpoints.as_deref().unwrap_or_default()

@@ -13,7 +13,7 @@ use crate::model::{
 };
 
 /// Why a pod cannot run remotely as it is.
-pub fn unsupported(pod: &Pod) -> Option<String> {
+pub(crate) fn unsupported(pod: &Pod) -> Option<String> {
     let spec = pod.spec.as_ref()?;
     for volume in spec.volumes.iter().flatten() {
         let kind = if volume.persistent_volume_claim.is_some() {
@@ -41,7 +41,7 @@ pub fn unsupported(pod: &Pod) -> Option<String> {
 /// The twin of `pod` to create in `remote_namespace`: same name, labels and annotations,
 /// our markers, and the spec without its node, the placement our webhook imposed, and the
 /// token of a local service account.
-pub fn twin(
+pub(crate) fn twin(
     pod: &Pod,
     offloading: &NamespaceOffloadingSpec,
     local_cluster_id: &str,
@@ -154,7 +154,7 @@ fn twin_spec(local: &PodSpec, offloading: &NamespaceOffloadingSpec) -> PodSpec {
 
 /// Whose a remote pod is.
 #[derive(Debug, PartialEq, Eq)]
-pub enum TwinOwner {
+pub(crate) enum TwinOwner {
     /// Our twin of this local pod.
     This,
     /// Ours, but of an earlier pod of the same name (deleted and created again).
@@ -163,7 +163,7 @@ pub enum TwinOwner {
     Other,
 }
 
-pub fn owner(remote: &Pod, local: &Pod, local_cluster_id: &str) -> TwinOwner {
+pub(crate) fn owner(remote: &Pod, local: &Pod, local_cluster_id: &str) -> TwinOwner {
     let label = |k: &str| remote.metadata.labels.as_ref().and_then(|l| l.get(k));
     let annotation = |k: &str| remote.metadata.annotations.as_ref().and_then(|a| a.get(k));
     let ours = label(ORIGIN_CLUSTER_LABEL).map(String::as_str) == Some(local_cluster_id)
@@ -180,7 +180,7 @@ pub fn owner(remote: &Pod, local: &Pod, local_cluster_id: &str) -> TwinOwner {
 /// The local pod's status as the twin's says (what `kubectl get pods -o wide` shows):
 /// phase, conditions, IPs, start time, container statuses. The host IP stays the remote
 /// node's.
-pub fn local_status(twin: &PodStatus, current: Option<&PodStatus>) -> PodStatus {
+pub(crate) fn local_status(twin: &PodStatus, current: Option<&PodStatus>) -> PodStatus {
     PodStatus {
         phase: twin.phase.clone(),
         conditions: twin.conditions.clone(),
@@ -203,7 +203,7 @@ pub fn local_status(twin: &PodStatus, current: Option<&PodStatus>) -> PodStatus 
 }
 
 /// Whether the local status already says what the twin's does.
-pub fn status_current(local: Option<&PodStatus>, wanted: &PodStatus) -> bool {
+pub(crate) fn status_current(local: Option<&PodStatus>, wanted: &PodStatus) -> bool {
     let Some(local) = local else {
         return false;
     };
@@ -219,7 +219,7 @@ pub fn status_current(local: Option<&PodStatus>, wanted: &PodStatus) -> bool {
 }
 
 /// Labels that mark a remote pod as one of our twins (the peer's pod watch selects on it).
-pub fn twin_selector(local_cluster_id: &str) -> String {
+pub(crate) fn twin_selector(local_cluster_id: &str) -> String {
     format!("{ORIGIN_CLUSTER_LABEL}={local_cluster_id}")
 }
 

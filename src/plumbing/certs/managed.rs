@@ -193,7 +193,7 @@ impl ManagedConfig {
 /// Starts self-managed certificates: returns the resolver to serve with and the CA, then
 /// keeps both current. `on_ca` runs with each CA in use (first one included), to patch
 /// the webhook configurations' caBundle.
-pub async fn start<F, Fut>(
+pub(crate) async fn start<F, Fut>(
     client: Client,
     config: ManagedConfig,
     on_ca: F,

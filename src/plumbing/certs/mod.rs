@@ -15,9 +15,9 @@ use time::OffsetDateTime;
 const CA_COMMON_NAME: &str = "namespace-offloading-webhook-ca";
 
 /// How long a generated CA is valid: long, since replacing it means a new caBundle.
-pub const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+pub(crate) const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// How long a serving certificate is valid; renewed well before (see `managed`).
-pub const SERVING_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
+pub(crate) const SERVING_VALIDITY: Duration = Duration::from_secs(90 * 24 * 3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
@@ -64,7 +64,7 @@ fn ca_params() -> CertificateParams {
 }
 
 /// A new self-signed CA.
-pub fn generate_ca(valid_for: Duration) -> Result<CertPair, CertError> {
+pub(crate) fn generate_ca(valid_for: Duration) -> Result<CertPair, CertError> {
     let key = KeyPair::generate()?;
     let mut params = ca_params();
     let not_after = validity(&mut params, valid_for);
@@ -77,7 +77,7 @@ pub fn generate_ca(valid_for: Duration) -> Result<CertPair, CertError> {
 }
 
 /// A serving certificate for `dns_names` and `ips`, signed by `ca`.
-pub fn issue_serving(
+pub(crate) fn issue_serving(
     ca: &CertPair,
     dns_names: &[String],
     ips: &[IpAddr],
@@ -117,7 +117,7 @@ pub fn issue_serving(
 }
 
 /// The DNS names a Service is reached by from the API server.
-pub fn service_dns_names(namespace: &str, service: &str) -> Vec<String> {
+pub(crate) fn service_dns_names(namespace: &str, service: &str) -> Vec<String> {
     vec![
         format!("{service}.{namespace}.svc"),
         format!("{service}.{namespace}.svc.cluster.local"),
@@ -127,7 +127,7 @@ pub fn service_dns_names(namespace: &str, service: &str) -> Vec<String> {
 }
 
 /// Writes `ca.crt`, `ca.key`, `tls.crt` and `tls.key` (keys readable by the owner only).
-pub fn write_files(dir: &Path, ca: &CertPair, serving: &CertPair) -> Result<(), CertError> {
+pub(crate) fn write_files(dir: &Path, ca: &CertPair, serving: &CertPair) -> Result<(), CertError> {
     let write = |name: &str, text: &str, private: bool| -> Result<(), CertError> {
         let path = dir.join(name);
         let err = |source| CertError::Write {

@@ -19,19 +19,19 @@ use super::HANDSHAKE_TIMEOUT;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How connections are served.
-pub struct Serving {
+pub(crate) struct Serving {
     /// In logs: which server.
-    pub name: &'static str,
-    pub builder: auto::Builder<TokioExecutor>,
+    pub(crate) name: &'static str,
+    pub(crate) builder: auto::Builder<TokioExecutor>,
     /// Whether connections may switch protocols (exec, port-forward).
-    pub upgrades: bool,
+    pub(crate) upgrades: bool,
     /// How long open connections may go on after shutdown.
-    pub grace: Duration,
+    pub(crate) grace: Duration,
 }
 
 /// Serves `listener` until `shutdown` resolves; `service` makes each connection's service
 /// from its TLS session (the client certificate, if any).
-pub async fn serve_tls<S, B, M>(
+pub(crate) async fn serve_tls<S, B, M>(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
     serving: Serving,

@@ -1,7 +1,7 @@
 //! HTTPS serving (rustls, HTTP/1.1 and HTTP/2, graceful drain) for the webhooks and the
 //! kubelet API, and the plain-HTTP admin server (probes, metrics).
 
-pub mod accept;
+pub(crate) mod accept;
 pub mod tls;
 
 use std::{
@@ -28,13 +28,13 @@ use tokio::{net::TcpListener, sync::watch};
 use crate::plumbing::metrics::Metrics;
 
 /// Connections that send no complete request header within this are closed (idle scanners).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A TLS handshake that takes longer than this is abandoned.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `/live` (always 200 while the process serves), `/ready` (200 once the caches synced,
 /// 503 before and during shutdown) and `/metrics`.
-pub fn admin_router(ready: Arc<AtomicBool>, metrics: Arc<Metrics>) -> Router {
+pub(crate) fn admin_router(ready: Arc<AtomicBool>, metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/live", get(|| async { "ok\n" }))
         .route(
@@ -69,7 +69,7 @@ pub fn admin_router(ready: Arc<AtomicBool>, metrics: Arc<Metrics>) -> Router {
 
 /// Serves the webhook router over TLS until `shutdown` turns true; in-flight requests get
 /// `grace` to finish.
-pub async fn serve_tls(
+pub(crate) async fn serve_tls(
     listener: TcpListener,
     router: Router,
     tls: Arc<rustls::ServerConfig>,
@@ -101,7 +101,7 @@ pub async fn serve_tls(
 }
 
 /// Serves the admin router on plain HTTP until `shutdown` turns true.
-pub async fn serve_admin(
+pub(crate) async fn serve_admin(
     listener: TcpListener,
     router: Router,
     mut shutdown: watch::Receiver<bool>,
@@ -117,7 +117,7 @@ pub async fn serve_admin(
 }
 
 /// Binds a TCP listener with a message naming the address on failure.
-pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))

@@ -41,7 +41,7 @@ pub fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> Arc<ServerConfig>
 }
 
 /// Parses a PEM certificate chain and private key into a key rustls can serve.
-pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
+pub(crate) fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, TlsError> {
     let chain = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::Certificate {
@@ -155,14 +155,14 @@ fn load(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
 
 /// The self-managed certificate: replaced in place on renewal.
 #[derive(Debug)]
-pub struct SharedCert(RwLock<Arc<CertifiedKey>>);
+pub(crate) struct SharedCert(RwLock<Arc<CertifiedKey>>);
 
 impl SharedCert {
-    pub fn new(key: CertifiedKey) -> Self {
+    pub(crate) fn new(key: CertifiedKey) -> Self {
         Self(RwLock::new(Arc::new(key)))
     }
 
-    pub fn set(&self, key: CertifiedKey) {
+    pub(crate) fn set(&self, key: CertifiedKey) {
         if let Ok(mut current) = self.0.write() {
             *current = Arc::new(key);
         }

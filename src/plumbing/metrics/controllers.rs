@@ -64,7 +64,7 @@ fn duration_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
 }
 
-pub struct ControllerMetrics {
+pub(crate) struct ControllerMetrics {
     reconciles: Family<ControllerLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     duration: Family<ControllerLabels, Histogram, fn() -> Histogram>,
@@ -79,7 +79,7 @@ pub struct ControllerMetrics {
 }
 
 /// Records one reconcile's duration when dropped.
-pub struct Timer<'a> {
+pub(crate) struct Timer<'a> {
     metrics: &'a ControllerMetrics,
     controller: &'static str,
     started: Instant,
@@ -97,7 +97,7 @@ impl Drop for Timer<'_> {
 }
 
 impl ControllerMetrics {
-    pub fn register(registry: &mut Registry) -> Arc<Self> {
+    pub(crate) fn register(registry: &mut Registry) -> Arc<Self> {
         let m = Self {
             reconciles: Family::default(),
             errors: Family::default(),
@@ -159,14 +159,14 @@ impl ControllerMetrics {
     }
 
     /// Counts one kubelet API call and its answer.
-    pub fn kubelet_call(&self, call: &'static str, code: u16) {
+    pub(crate) fn kubelet_call(&self, call: &'static str, code: u16) {
         self.kubelet_calls
             .get_or_create(&KubeletCallLabels { call, code })
             .inc();
     }
 
     /// Counts an object left unreflected because its name is taken remotely.
-    pub fn reflection_conflict(&self, kind: &'static str, cluster_id: &str) {
+    pub(crate) fn reflection_conflict(&self, kind: &'static str, cluster_id: &str) {
         self.reflection_conflicts
             .get_or_create(&ConflictLabels {
                 kind,
@@ -176,7 +176,7 @@ impl ControllerMetrics {
     }
 
     /// Counts a reconcile and times it until the returned guard drops.
-    pub fn reconcile(&self, controller: &'static str) -> Timer<'_> {
+    pub(crate) fn reconcile(&self, controller: &'static str) -> Timer<'_> {
         self.reconciles
             .get_or_create(&ControllerLabels {
                 controller: controller.into(),
@@ -189,7 +189,7 @@ impl ControllerMetrics {
         }
     }
 
-    pub fn error(&self, controller: &str, reason: &str) {
+    pub(crate) fn error(&self, controller: &str, reason: &str) {
         self.errors
             .get_or_create(&ErrorLabels {
                 controller: controller.into(),
@@ -199,7 +199,11 @@ impl ControllerMetrics {
     }
 
     /// Records where each cluster stands for one namespace (empty: forget it).
-    pub fn remote_namespaces(&self, namespace: &str, states: &BTreeMap<String, ClusterState>) {
+    pub(crate) fn remote_namespaces(
+        &self,
+        namespace: &str,
+        states: &BTreeMap<String, ClusterState>,
+    ) {
         let Ok(mut all) = self.states.lock() else {
             return;
         };
@@ -238,7 +242,7 @@ impl ControllerMetrics {
     }
 
     /// How many pods of `namespace` break its placement (`None`: the offloading is gone).
-    pub fn pods_breaking(&self, namespace: &str, count: Option<usize>) {
+    pub(crate) fn pods_breaking(&self, namespace: &str, count: Option<usize>) {
         let labels = NamespaceLabels {
             namespace: namespace.into(),
         };
@@ -254,11 +258,11 @@ impl ControllerMetrics {
         }
     }
 
-    pub fn pod_evicted(&self) {
+    pub(crate) fn pod_evicted(&self) {
         self.pods_evicted.inc();
     }
 
-    pub fn peering(&self, remote_cluster: &str, connected: Option<bool>) {
+    pub(crate) fn peering(&self, remote_cluster: &str, connected: Option<bool>) {
         let labels = PeeringLabels {
             remote_cluster: remote_cluster.into(),
         };

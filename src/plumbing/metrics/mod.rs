@@ -1,9 +1,9 @@
 //! Prometheus metrics, served on the admin port at `/metrics`: the webhooks' here, the
 //! workers' in `controllers`.
 
-pub mod controllers;
+pub(crate) mod controllers;
 
-pub use controllers::ControllerMetrics;
+pub(crate) use controllers::ControllerMetrics;
 
 use std::sync::Mutex;
 
@@ -85,7 +85,7 @@ impl Metrics {
     }
 
     /// Records one answered review.
-    pub fn review(&self, webhook: &'static str, result: &'static str, seconds: f64) {
+    pub(crate) fn review(&self, webhook: &'static str, result: &'static str, seconds: f64) {
         self.reviews
             .get_or_create(&ReviewLabels { webhook, result })
             .inc();
@@ -95,19 +95,19 @@ impl Metrics {
     }
 
     /// Records one API call made during a review.
-    pub fn api_call(&self, call: &'static str, result: &'static str) {
+    pub(crate) fn api_call(&self, call: &'static str, result: &'static str) {
         self.api_calls
             .get_or_create(&ApiCallLabels { call, result })
             .inc();
     }
 
     /// Lets other parts (the controller) register their own metrics.
-    pub fn with_registry<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> Option<T> {
+    pub(crate) fn with_registry<T>(&self, f: impl FnOnce(&mut Registry) -> T) -> Option<T> {
         self.registry.lock().ok().map(|mut r| f(&mut r))
     }
 
     /// The OpenMetrics text exposition.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::new();
         if let Ok(registry) = self.registry.lock() {
             let _ = encode(&mut out, &registry);
