@@ -3,6 +3,7 @@
 //! worker (`controllers`), until SIGTERM or Ctrl-C.
 
 pub(crate) mod controllers;
+mod gate;
 
 pub use controllers::CONCURRENCY;
 
