@@ -92,7 +92,7 @@ pub(crate) async fn reconcile(
             };
             match api.create(&PostParams::default(), &nso).await {
                 Ok(_) => {
-                    publish(
+                    record(
                         &ctx,
                         &ns,
                         EventType::Normal,
@@ -105,7 +105,7 @@ pub(crate) async fn reconcile(
                 // Refused for good (our own webhook, e.g. a name too long for DefaultName):
                 // say so on the namespace, and do not hammer the API server.
                 Err(e) if matches!(classify(&e), Reason::Invalid | Reason::Forbidden) => {
-                    publish(
+                    record(
                         &ctx,
                         &ns,
                         EventType::Warning,
@@ -122,7 +122,7 @@ pub(crate) async fn reconcile(
             }
         }
         (true, Some(nso)) if !label_created(&nso) => {
-            publish(
+            record(
                 &ctx,
                 &ns,
                 EventType::Normal,
@@ -145,7 +145,7 @@ pub(crate) async fn reconcile(
                 }
                 Err(e) => return Err(e.into()),
             }
-            publish(&ctx, &ns, EventType::Normal, "OffloadingDisabled", "the liqo.io/enabled label was removed: the default NamespaceOffloading is being deleted").await;
+            record(&ctx, &ns, EventType::Normal, "OffloadingDisabled", "the liqo.io/enabled label was removed: the default NamespaceOffloading is being deleted").await;
         }
         _ => {}
     }
@@ -208,7 +208,7 @@ pub(crate) fn error_policy(
     Action::requeue(Duration::from_secs(5))
 }
 
-async fn publish(ctx: &Context, ns: &Namespace, type_: EventType, reason: &str, note: &str) {
+async fn record(ctx: &Context, ns: &Namespace, type_: EventType, reason: &str, note: &str) {
     crate::context::writes::record_event(&ctx.recorder, ns, type_, reason, note, "QuickOffloading")
         .await;
 }

@@ -209,7 +209,7 @@ pub(crate) async fn enforce(nso: &NamespaceOffloading, ctx: &Context) -> Enforce
                     }
                     ctx.metrics.pod_evicted();
                     tracing::info!(namespace, pod = finding.name, breach = %finding.breach, "pod evicted to be placed again");
-                    publish(
+                    record(
                         ctx,
                         &**pod,
                         EventType::Normal,
@@ -286,7 +286,7 @@ async fn report(ctx: &Context, namespace: &str, pod: &Pod, finding: &Finding, st
         })
         .unwrap_or(true);
     if first {
-        publish(
+        record(
             ctx,
             pod,
             EventType::Warning,
@@ -313,7 +313,7 @@ async fn announce(nso: &NamespaceOffloading, ctx: &Context, breaking: &[Finding]
         })
         .unwrap_or(false);
     if changed && !names.is_empty() {
-        publish(
+        record(
             ctx,
             nso,
             EventType::Warning,
@@ -420,7 +420,7 @@ async fn write_condition(
     }
 }
 
-async fn publish<K: kube::Resource<DynamicType = ()>>(
+async fn record<K: kube::Resource<DynamicType = ()>>(
     ctx: &Context,
     object: &K,
     type_: EventType,

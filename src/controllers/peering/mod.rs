@@ -250,7 +250,7 @@ async fn cleanup(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringErr
         }
         node::delete(ctx, &id).await?;
     }
-    status::publish(
+    status::record(
         ctx,
         rc,
         EventType::Normal,

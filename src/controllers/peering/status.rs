@@ -71,7 +71,7 @@ pub(crate) async fn write(
         } else {
             (EventType::Warning, "Disconnected")
         };
-        publish(ctx, rc, type_, reason, &condition.message).await;
+        record(ctx, rc, type_, reason, &condition.message).await;
     }
     if Some(&status) == rc.status.as_ref() {
         return Ok(());
@@ -90,7 +90,7 @@ pub(crate) async fn write(
     Ok(())
 }
 
-pub(crate) async fn publish(
+pub(crate) async fn record(
     ctx: &Context,
     rc: &RemoteCluster,
     type_: EventType,
