@@ -5,11 +5,13 @@
 // Namespaces in this cluster.
 
 /// Namespace label: quick offloading with the default configuration. Written by users;
-/// read by `controllers::enabled_label`, which creates the NamespaceOffloading.
+/// read by `controllers::enabled_label`, which creates the NamespaceOffloading, and by the
+/// API server as a namespaceSelector of the pod webhook (`webhooks::registration`).
 pub const ENABLED_LABEL: &str = "liqo.io/enabled";
 /// Namespace label set while offloading is active. Written by `controllers::offloading`
 /// (and by the NamespaceOffloading webhook at admission, so pods created a moment later
-/// are seen); read by the API server as the pod webhook's namespaceSelector.
+/// are seen); read by the API server as the pod webhook's namespaceSelector, and by
+/// `reflection::pods` and `controllers::enabled_label`.
 pub const SCHEDULING_ENABLED_LABEL: &str = "liqo.io/scheduling-enabled";
 
 // The NamespaceOffloading.
@@ -47,8 +49,9 @@ pub const PEERING_FINALIZER: &str = "offloading.liqo.io/peering";
 /// `controllers::offloading` on the namespaces it creates; read by
 /// `model::remote_namespace::ownership` before anything touches one.
 pub const REMOTE_NAMESPACE_ANNOTATION: &str = "liqo.io/remote-namespace";
-/// Label on our remote namespaces, twins and copies: the local namespace they stand for.
-/// Written when they are forged; read by the peers' watches to wake the local object.
+/// Label on our remote namespaces: the local namespace each stands for. Written by
+/// `model::remote_namespace`; read by the peers' namespace watches to wake the local
+/// NamespaceOffloading, and to attribute remote events.
 pub const ORIGIN_NAMESPACE_LABEL: &str = "offloading.liqo.io/origin-namespace";
 /// Label on our remote namespaces, twins and copies: the ID of the cluster that made them.
 /// Written when they are forged; the peers' watches select on it (only ours are watched).
