@@ -10,7 +10,7 @@ use k8s_openapi::{
 };
 use kube::{Api, Client, ResourceExt, runtime::reflector::ObjectRef};
 
-use super::Context;
+use super::context::Context;
 use crate::{
     context::peers::is_twin_of,
     model::{

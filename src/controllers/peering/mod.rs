@@ -4,11 +4,14 @@
 //! Label changes on the remote arrive sooner, through the peer's watch of its identity.
 //!
 //! `connect` is what we do towards the remote, `node` the virtual node here, `status` how
-//! the peering reports.
+//! the peering reports; `context` what they all read.
 
 mod connect;
+mod context;
 mod node;
 mod status;
+
+pub(crate) use context::Context;
 
 use std::{sync::Arc, time::Duration};
 
@@ -25,7 +28,6 @@ use kube::{
     },
 };
 
-use crate::context::Shared;
 use crate::model::{
     api::{
         RemoteCluster, RemoteClusterStatus,
@@ -36,20 +38,6 @@ use crate::model::{
 
 /// How often a peering is re-checked (and the node Lease renewed).
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(10);
-
-pub(crate) struct Context {
-    pub(crate) shared: Shared,
-    /// Where virtual nodes advertise their kubelet API (logs, exec), if served.
-    pub(crate) kubelet: Option<crate::model::virtual_node::KubeletEndpoint>,
-}
-
-impl std::ops::Deref for Context {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.shared
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum PeeringError {

@@ -18,7 +18,7 @@ use kube::{
     runtime::reflector::ObjectRef,
 };
 
-use super::Context;
+use super::context::Context;
 use crate::model::{
     api::remote_cluster::virtual_node_name, markers::FIELD_MANAGER, reason::is_not_found,
     virtual_node,

@@ -8,7 +8,7 @@ use kube::{
     runtime::events::EventType,
 };
 
-use super::Context;
+use super::context::Context;
 use crate::model::{
     api::{RemoteCluster, RemoteClusterStatus},
     markers::FIELD_MANAGER,

@@ -14,7 +14,8 @@ use rustls::{ServerConfig, ServerConnection};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use super::HANDSHAKE_TIMEOUT;
+/// A TLS handshake that takes longer than this is abandoned.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

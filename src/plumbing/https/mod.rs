@@ -29,8 +29,6 @@ use crate::plumbing::metrics::Metrics;
 
 /// Connections that send no complete request header within this are closed (idle scanners).
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// A TLS handshake that takes longer than this is abandoned.
-pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `/live` (always 200 while the process serves), `/ready` (200 once the caches synced,
 /// 503 before and during shutdown) and `/metrics`.
