@@ -5,6 +5,8 @@
 
 pub(crate) mod peers;
 pub(crate) mod remote_call;
+#[cfg(test)]
+pub(crate) mod testing;
 pub(crate) mod writes;
 
 use std::sync::Arc;

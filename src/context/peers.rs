@@ -402,6 +402,50 @@ impl Peers {
     }
 }
 
+#[cfg(test)]
+impl Peer {
+    /// A peer whose watches never run, all empty and not listed: a test fills the ones it
+    /// needs (`context::testing`).
+    pub(crate) fn unwatched(remote_cluster: &str, client: Client) -> Self {
+        fn empty<K>() -> Watched<K>
+        where
+            K: kube::runtime::reflector::Lookup + Clone + 'static,
+            K::DynamicType: Eq + std::hash::Hash + Clone + Default,
+        {
+            let (store, _writer) = reflector::store();
+            let (_listed_tx, listed) = Listed::new();
+            Watched { store, listed }
+        }
+        Self {
+            remote_cluster: remote_cluster.to_owned(),
+            credentials_version: "1".into(),
+            identity_namespace: "namespace-offloading".into(),
+            client,
+            unreachable: None,
+            namespaces: empty(),
+            identity: empty(),
+            nodes: empty(),
+            pods: empty(),
+            configmaps: empty(),
+            secrets: empty(),
+            service_accounts: empty(),
+            services: empty(),
+            endpoint_slices: empty(),
+            _watches: Arc::new(AbortOnDrop(Vec::new())),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Peers {
+    /// Registers a ready-made peer as it is, without starting any watch.
+    pub(crate) fn insert_unwatched(&self, cluster_id: &str, peer: Peer) {
+        if let Ok(mut peers) = self.peers.write() {
+            peers.insert(cluster_id.to_owned(), peer);
+        }
+    }
+}
+
 /// A remote event about a pod, with the cluster it happened in.
 #[derive(Clone, Debug)]
 pub(crate) struct RemoteEvent {

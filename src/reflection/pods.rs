@@ -446,3 +446,6 @@ pub(crate) async fn sweep(ctx: &Context, local_pods: &Store<Pod>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

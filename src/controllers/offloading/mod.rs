@@ -77,6 +77,18 @@ impl Context {
     }
 }
 
+#[cfg(test)]
+impl Context {
+    /// A context on `shared`, with nothing remembered yet (as the manager builds it).
+    fn for_tests(shared: Shared) -> Self {
+        Self {
+            placement: Arc::new(crate::controllers::placement::Context::new(shared.clone())),
+            shared,
+            failures: Mutex::default(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum OffloadingError {
     #[error("kubernetes: {0}")]

@@ -255,3 +255,6 @@ fn deleting(remote_name: &str) -> ClusterState {
         format!("namespace {remote_name} is being deleted in this cluster, with everything in it"),
     )
 }
+
+#[cfg(test)]
+mod tests;

@@ -151,3 +151,6 @@ pub(crate) async fn publish(
     crate::context::writes::record_event(&ctx.recorder, nso, type_, reason, note, "Offloading")
         .await;
 }
+
+#[cfg(test)]
+mod tests;
