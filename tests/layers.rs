@@ -1,10 +1,12 @@
 //! The floors of `src/` (the table in `src/lib.rs`): every file imports only from its own
 //! floor or the floors below; the folders of a floor that has several never import each
-//! other; and no two modules import each other, directly or in a circle.
+//! other; and no two modules import each other, directly or in a circle (neither two
+//! modules of a floor, such as `model::admission` and `model::conformance`, nor two files,
+//! a child module and its parent included).
 //!
-//! The check reads the source, every path that starts with `crate::` or `super::` (in `use`
-//! trees and in code alike, tests included), so an upward import fails here whatever its
-//! spelling.
+//! The check reads the source, every path that starts with `crate::`, `super::`, `self::`
+//! or a child module's name (in `use` trees and in code alike, tests included), so an
+//! upward import fails here whatever its spelling.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -121,6 +123,12 @@ fn is_ident(c: u8) -> bool {
 fn named_paths(code: &str) -> Vec<Vec<String>> {
     let mut paths = Vec::new();
     let tokens = tokenize(code);
+    // The file's child modules (`mod x;`): `x::y` names one of them, as `self::x::y` does.
+    let children: BTreeSet<&str> = tokens
+        .windows(3)
+        .filter(|w| w[0] == "mod" && w[2] == ";")
+        .map(|w| w[1].as_str())
+        .collect();
     let mut i = 0;
     while i < tokens.len() {
         if tokens[i] == "use" {
@@ -133,7 +141,7 @@ fn named_paths(code: &str) -> Vec<Vec<String>> {
             continue;
         }
         let t = tokens[i].as_str();
-        let starts_path = (t == "crate" || t == "super")
+        let starts_path = (t == "crate" || t == "super" || t == "self" || children.contains(t))
             && tokens.get(i + 1).map(String::as_str) == Some("::")
             && (i == 0 || tokens[i - 1] != "::");
         if starts_path {
@@ -153,7 +161,13 @@ fn named_paths(code: &str) -> Vec<Vec<String>> {
     }
     paths
         .into_iter()
-        .filter(|p| p[0] == "crate" || p[0] == "super")
+        .map(|mut p| {
+            if children.contains(p[0].as_str()) {
+                p.insert(0, "self".into());
+            }
+            p
+        })
+        .filter(|p| matches!(p[0].as_str(), "crate" | "super" | "self"))
         .collect()
 }
 
@@ -246,6 +260,9 @@ fn resolve(path: &[String], module: &[String]) -> Vec<String> {
     if path[0] == "crate" {
         return path[1..].to_vec();
     }
+    if path[0] == "self" {
+        return module.iter().chain(&path[1..]).cloned().collect();
+    }
     let mut base = module.to_vec();
     let mut rest = path;
     while rest.first().map(String::as_str) == Some("super") {
@@ -330,9 +347,21 @@ fn violations(floors: &[Floor], sources: &[Source]) -> Vec<String> {
                 .map(move |m| (m.as_str(), (f.level, f.modules.len())))
         })
         .collect();
+    let modules: BTreeSet<&[String]> = sources.iter().map(|s| s.module.as_slice()).collect();
+    // The module (file) an imported path is in: its longest prefix that is one.
+    let module_of_import = |import: &[String]| -> Vec<String> {
+        (1..=import.len())
+            .rev()
+            .map(|n| &import[..n])
+            .find(|prefix| modules.contains(prefix))
+            .unwrap_or(&[])
+            .to_vec()
+    };
     let mut problems = Vec::new();
     // Modules one level below a top folder (`model::admission`): the nodes of the circle check.
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    // Files: the nodes of the file-level circle check.
+    let mut file_edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for source in sources {
         let Some(top) = source.module.first() else {
             continue; // lib.rs declares the floors
@@ -362,13 +391,25 @@ fn violations(floors: &[Floor], sources: &[Source]) -> Vec<String> {
                     source.file
                 ));
             }
-            let other = component(import);
+            let module = module_of_import(import);
+            let other = component(&module);
             if other != me && !me.starts_with(&format!("{other}::")) {
                 edges.entry(me.clone()).or_default().insert(other);
             }
+            if module != source.module {
+                file_edges
+                    .entry(source.module.join("::"))
+                    .or_default()
+                    .insert(module.join("::"));
+            }
         }
     }
-    problems.extend(circles(&edges));
+    // Circles between modules, and between files (a child module and its parent count).
+    let mut found = circles(&edges);
+    found.extend(circles(&file_edges));
+    found.sort();
+    found.dedup();
+    problems.extend(found);
     problems
 }
 
@@ -478,6 +519,9 @@ fn the_check_finds_upward_and_sideways_imports_and_circles() {
         // A circle: model::a → model::b → model::a, the second through super.
         source("model/a.rs", "use crate::model::b::Thing;"),
         source("model/b.rs", "use super::a::Other;"),
+        // A circle between a file and its child module (`mod child;`, used by its name).
+        source("model/d/mod.rs", "mod child;\nfn f() { child::g(); }"),
+        source("model/d/child.rs", "use super::Shared;"),
         // Not imports: a comment and a string.
         source(
             "model/c.rs",
@@ -498,6 +542,10 @@ fn the_check_finds_upward_and_sideways_imports_and_circles() {
         has("import circle: model::a → model::b → model::a"),
         "{problems:#?}"
     );
+    assert!(
+        has("import circle: model::d → model::d::child → model::d"),
+        "{problems:#?}"
+    );
     assert!(!has("model/c.rs"), "{problems:#?}");
-    assert_eq!(problems.len(), 4, "{problems:#?}");
+    assert_eq!(problems.len(), 5, "{problems:#?}");
 }

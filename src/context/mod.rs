@@ -17,7 +17,10 @@ use k8s_openapi::api::{
 };
 use kube::{
     Client,
-    runtime::{events::Recorder, reflector::Store},
+    runtime::{
+        events::{Recorder, Reporter},
+        reflector::Store,
+    },
 };
 
 use crate::{
@@ -49,6 +52,34 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<ControllerMetrics>,
     /// The local shared watches' stores: read these, never GET what they hold.
     pub(crate) stores: Stores,
+}
+
+impl Shared {
+    /// The context every worker shares, over the local `watches` (subscriptions and
+    /// stores alike are taken before the watches run), and the streams of what changes in
+    /// the peered clusters.
+    pub(crate) fn new(
+        client: Client,
+        replica: Replica,
+        metrics: Arc<ControllerMetrics>,
+        watches: &LocalWatches,
+    ) -> (Self, peers::RemoteChanges) {
+        let reporter = Reporter {
+            controller: "namespace-offloading".into(),
+            instance: Some(replica.holder.clone()),
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
+        let (peers, changes) = peers::Peers::new(&replica.local_cluster_id);
+        let shared = Self {
+            client,
+            replica,
+            recorder,
+            peers,
+            metrics,
+            stores: Stores::of(watches),
+        };
+        (shared, changes)
+    }
 }
 
 /// The stores of the local shared watches (`plumbing::watches::LocalWatches`).

@@ -13,18 +13,13 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Client, ResourceExt,
-    runtime::{
-        Controller,
-        controller::Config,
-        events::{Recorder, Reporter},
-        reflector::ObjectRef,
-    },
+    runtime::{Controller, controller::Config, reflector::ObjectRef},
 };
 use tokio::sync::watch;
 
 use super::gate::{activation, gate, when_active};
 use crate::{
-    context::{Replica, Shared, Stores, peers},
+    context::{Replica, Shared, Stores},
     controllers::{enabled_label, offloading, peering, placement},
     model::api::{NamespaceOffloading, OFFLOADING_NAME, is_virtual_node},
     plumbing::{
@@ -68,27 +63,17 @@ pub(crate) async fn run(
     kubelet: Option<crate::kubelet::Serving>,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
-    let reporter = Reporter {
-        controller: "namespace-offloading".into(),
-        instance: Some(me.holder.clone()),
-    };
-    let recorder = Recorder::new(client.clone(), reporter);
-    let (peers, remote_changes) = peers::Peers::new(&me.local_cluster_id);
-    let shared = Shared {
-        client: client.clone(),
-        replica: me.clone(),
-        recorder: recorder.clone(),
-        peers: peers.clone(),
-        metrics: metrics.clone(),
-        stores: Stores::of(&watches),
-    };
+    let (shared, remote_changes) = Shared::new(client.clone(), me, metrics, &watches);
 
+    let Stores {
+        offloadings,
+        nodes,
+        namespaces,
+        pods,
+        remote_clusters,
+        ..
+    } = shared.stores.clone();
     // Subscriptions first: a shared watch feeds only those who subscribed before it started.
-    let offloadings = watches.offloadings.store();
-    let nodes = watches.nodes.store();
-    let namespaces = watches.namespaces.store();
-    let pods = watches.pods.store();
-    let remote_clusters = watches.remote_clusters.store();
     let virtual_nodes_changed =
         futures::stream::select(watches.nodes.subscribe(), watches.nodes.deletions())
             .filter_map(|n| futures::future::ready(is_virtual_node(n.labels()).then_some(())));
@@ -371,7 +356,7 @@ pub(crate) async fn run(
     // Twins' events, recorded on their local pods.
     {
         let mut active = pods_active.clone();
-        let (pods, recorder) = (pods.clone(), recorder.clone());
+        let (pods, recorder) = (pods.clone(), shared.recorder.clone());
         let events = remote_changes.events;
         tokio::spawn(async move {
             if active.wait_for(|a| *a).await.is_ok() {

@@ -2,15 +2,19 @@
 //! remote namespaces we own, report per-cluster conditions and the phase, keep the
 //! scheduling label on the local namespace, and on termination delete what we created.
 //!
-//! `selection` decides which clusters, `remote` acts on each of them, `status` reports.
+//! `selection` decides which clusters, `remote` acts on each of them, `status` reports;
+//! `context` is what they read.
 
+mod context;
 mod remote;
 mod selection;
 mod status;
 
+pub(crate) use context::Context;
+
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    sync::{Arc, Mutex},
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
     time::Duration,
 };
 
@@ -27,9 +31,8 @@ use kube::{
     },
 };
 
-use crate::context::Shared;
 use crate::model::{
-    api::{NamespaceOffloading, OFFLOADING_NAME, OffloadingPhase, RemoteCluster},
+    api::{NamespaceOffloading, OFFLOADING_NAME, OffloadingPhase},
     markers::{OFFLOADING_FINALIZER, SCHEDULING_ENABLED_LABEL},
     reason::{Reason, classify, is_not_found},
     selector,
@@ -39,55 +42,6 @@ use crate::model::{
 /// Re-check everything this often even without events.
 pub(crate) const RESYNC: Duration = Duration::from_secs(300);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
-
-pub(crate) struct Context {
-    pub(crate) shared: Shared,
-    /// Enforces placement; at termination, pods still waiting with remote constraints are
-    /// sent back before the offloading is gone.
-    pub(crate) placement: Arc<crate::controllers::placement::Context>,
-    /// Consecutive failures per (namespace, cluster), for per-cluster backoff.
-    pub(crate) failures: Mutex<HashMap<(String, String), u32>>,
-}
-
-impl std::ops::Deref for Context {
-    type Target = Shared;
-
-    fn deref(&self) -> &Shared {
-        &self.shared
-    }
-}
-
-impl Context {
-    /// The live (not being deleted) RemoteCluster for a cluster ID.
-    fn remote_cluster_of(&self, cluster_id: &str) -> Option<Arc<RemoteCluster>> {
-        self.stores.remote_clusters.state().into_iter().find(|rc| {
-            rc.metadata.deletion_timestamp.is_none() && rc.cluster_id() == Some(cluster_id)
-        })
-    }
-
-    /// Cluster IDs of every live RemoteCluster that knows its cluster ID.
-    fn peered_cluster_ids(&self) -> Vec<String> {
-        self.stores
-            .remote_clusters
-            .state()
-            .iter()
-            .filter(|rc| rc.metadata.deletion_timestamp.is_none())
-            .filter_map(|rc| rc.cluster_id().map(str::to_owned))
-            .collect()
-    }
-}
-
-#[cfg(test)]
-impl Context {
-    /// A context on `shared`, with nothing remembered yet (as the manager builds it).
-    fn for_tests(shared: Shared) -> Self {
-        Self {
-            placement: Arc::new(crate::controllers::placement::Context::new(shared.clone())),
-            shared,
-            failures: Mutex::default(),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum OffloadingError {
@@ -298,7 +252,7 @@ async fn cleanup(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Off
             set_scheduling_label(ctx, &namespace, false).await?;
         }
         ctx.placement.forget(&namespace);
-        status::publish(
+        status::record(
             ctx,
             nso,
             EventType::Normal,

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{Api, api::PostParams, runtime::reflector::ObjectRef};
 
-use super::Context;
+use super::context::Context;
 use crate::{
     context::peers::Peer,
     model::{

@@ -10,7 +10,7 @@ use kube::{
     runtime::events::EventType,
 };
 
-use super::Context;
+use super::context::Context;
 use crate::model::markers::SELECTOR_ERROR_ANNOTATION;
 use crate::model::{
     api::{NamespaceOffloading, NamespaceOffloadingStatus, OffloadingPhase},
@@ -41,7 +41,7 @@ pub(crate) async fn mark_selector(
     )
     .await?;
     if let Some(message) = wanted {
-        publish(
+        record(
             ctx,
             nso,
             EventType::Warning,
@@ -136,12 +136,12 @@ pub(crate) async fn write(
             ?phase,
             "offloading phase changed"
         );
-        publish(ctx, nso, type_, &format!("{phase:?}"), &note).await;
+        record(ctx, nso, type_, &format!("{phase:?}"), &note).await;
     }
     Ok(())
 }
 
-pub(crate) async fn publish(
+pub(crate) async fn record(
     ctx: &Context,
     nso: &NamespaceOffloading,
     type_: EventType,
