@@ -245,6 +245,11 @@ async fn finish_deletion(
         }
         return Ok(Action::requeue(SOON));
     }
+    if !peer.pods.listed.now() {
+        // No twin in a store that has not listed (just connected, or re-listing after an
+        // error) is no proof that none runs there: wait for the listing, which wakes it.
+        return Ok(Action::requeue(SOON));
+    }
     complete_local_deletion(ctx, pod).await
 }
 

@@ -1074,10 +1074,9 @@ async fn a_sweep_delete_that_fails_or_hangs_does_not_stop_the_sweep() {
     );
 }
 
-// Suspected bug.
+// Found by these tests, then fixed.
 
 #[tokio::test(start_paused = true)]
-#[ignore = "suspected bug: before the peer's pod watch has listed, a pod being deleted is deleted locally at once (its twin not being in the store yet), while the twin may still run there until the sweep"]
 async fn a_deleted_pod_is_not_removed_before_the_twins_watch_has_listed() {
     // The twin runs in c2, but the peer's pod watch has not listed yet (just connected).
     let World {
