@@ -2,9 +2,9 @@
 //! answer. Nothing here calls the API server: what a decision needs comes from watch
 //! caches through [`Lookup`].
 
-pub mod offloading;
-pub mod pod;
-pub mod wire;
+pub(crate) mod offloading;
+pub(crate) mod pod;
+pub(crate) mod wire;
 
 use std::{borrow::Cow, sync::Arc};
 
@@ -42,14 +42,14 @@ pub enum Webhook {
 }
 
 impl Webhook {
-    pub const ALL: [Webhook; 4] = [
+    pub(crate) const ALL: [Webhook; 4] = [
         Webhook::Pod,
         Webhook::PodEnabledLabel,
         Webhook::OffloadingDefaults,
         Webhook::OffloadingValidation,
     ];
 
-    pub fn path(self) -> &'static str {
+    pub(crate) fn path(self) -> &'static str {
         match self {
             Webhook::Pod => "/mutate/pod",
             Webhook::PodEnabledLabel => "/mutate/pod/enabled-label",
@@ -59,7 +59,7 @@ impl Webhook {
     }
 
     /// The metrics label.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Webhook::Pod => "pod",
             Webhook::PodEnabledLabel => "pod-enabled-label",
@@ -78,7 +78,7 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Verdict::Allowed => "allowed",
             Verdict::Patched => "patched",
@@ -118,19 +118,19 @@ pub struct PendingPod {
 }
 
 impl PendingPod {
-    pub fn namespace(&self) -> &str {
+    pub(crate) fn namespace(&self) -> &str {
         &self.request.namespace
     }
 
     /// Whether an absent NamespaceOffloading is worth reading again shortly: the namespace
     /// is marked, so one is most likely being stored right now.
-    pub fn expects_offloading(&self) -> bool {
+    pub(crate) fn expects_offloading(&self) -> bool {
         self.webhook == Webhook::Pod
     }
 
     /// Answers with what the read found: `Ok(None)` when the namespace has no
     /// NamespaceOffloading, `Err` when it could not be read.
-    pub fn resume(
+    pub(crate) fn resume(
         self,
         found: Result<Option<NamespaceOffloading>, String>,
         lookup: &dyn Lookup,
@@ -163,15 +163,15 @@ pub struct PendingMark {
 }
 
 impl PendingMark {
-    pub fn namespace(&self) -> &str {
+    pub(crate) fn namespace(&self) -> &str {
         &self.request.namespace
     }
 
-    pub fn marked(self) -> Answer {
+    pub(crate) fn marked(self) -> Answer {
         answer(&self.request, Ok(Decision::Allow(self.warnings)))
     }
 
-    pub fn failed(self, error: &str) -> Answer {
+    pub(crate) fn failed(self, error: &str) -> Answer {
         let message = format!(
             "cannot label namespace {:?} {SCHEDULING_ENABLED_LABEL}=true, which makes the pod webhook place its pods from the first one: {error}; try again",
             self.namespace()
@@ -309,7 +309,7 @@ fn patch_between(before: &Value, after: &Value, warnings: Vec<String>) -> Result
 
 /// The placement in force for a new pod, given its namespace's NamespaceOffloading (if
 /// any) and which webhook saw the pod, with a warning when it is not the object's own.
-pub fn placement_for<'a>(
+pub(crate) fn placement_for<'a>(
     webhook: Webhook,
     namespace: &str,
     nso: Option<&'a NamespaceOffloading>,
