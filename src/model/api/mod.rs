@@ -13,10 +13,10 @@ pub use remote_cluster::{RemoteCluster, RemoteClusterSpec, RemoteClusterStatus};
 pub const OFFLOADING_NAME: &str = "offloading";
 
 /// The longest valid DNS-1123 label, and so namespace name.
-pub const DNS1123_LABEL_MAX: usize = 63;
+pub(crate) const DNS1123_LABEL_MAX: usize = 63;
 
 /// Whether a node with these labels stands for a remote cluster.
-pub fn is_virtual_node(labels: &std::collections::BTreeMap<String, String>) -> bool {
+pub(crate) fn is_virtual_node(labels: &std::collections::BTreeMap<String, String>) -> bool {
     use crate::model::markers::{TYPE_LABEL, VIRTUAL_NODE};
     labels.get(TYPE_LABEL).map(String::as_str) == Some(VIRTUAL_NODE)
 }

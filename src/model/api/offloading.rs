@@ -73,7 +73,7 @@ impl PodOffloadingStrategy {
 }
 
 /// `liqo.io/type In (virtual-node)`: every remote cluster.
-pub fn virtual_node_requirement() -> NodeSelectorRequirement {
+pub(crate) fn virtual_node_requirement() -> NodeSelectorRequirement {
     NodeSelectorRequirement {
         key: TYPE_LABEL.into(),
         operator: "In".into(),
@@ -82,7 +82,7 @@ pub fn virtual_node_requirement() -> NodeSelectorRequirement {
 }
 
 /// The selector used when `clusterSelector` is omitted or has no terms.
-pub fn default_cluster_selector() -> NodeSelector {
+pub(crate) fn default_cluster_selector() -> NodeSelector {
     NodeSelector {
         node_selector_terms: vec![NodeSelectorTerm {
             match_expressions: Some(vec![virtual_node_requirement()]),
@@ -94,7 +94,7 @@ pub fn default_cluster_selector() -> NodeSelector {
 impl NamespaceOffloadingSpec {
     /// What the `liqo.io/enabled=true` label stands for: every default (every remote
     /// cluster, DefaultName, LocalAndRemote).
-    pub fn label_default() -> Self {
+    pub(crate) fn label_default() -> Self {
         Self {
             namespace_mapping_strategy: NamespaceMappingStrategy::default(),
             pod_offloading_strategy: PodOffloadingStrategy::default(),
@@ -103,7 +103,7 @@ impl NamespaceOffloadingSpec {
     }
 
     /// The placement of a namespace whose offloading is ending or absent: local nodes only.
-    pub fn local_only() -> Self {
+    pub(crate) fn local_only() -> Self {
         Self {
             pod_offloading_strategy: PodOffloadingStrategy::Local,
             ..Self::label_default()
@@ -111,7 +111,7 @@ impl NamespaceOffloadingSpec {
     }
 
     /// The name the remote namespaces get.
-    pub fn remote_namespace_name(&self, namespace: &str, local_cluster_id: &str) -> String {
+    pub(crate) fn remote_namespace_name(&self, namespace: &str, local_cluster_id: &str) -> String {
         match self.namespace_mapping_strategy {
             NamespaceMappingStrategy::EnforceSameName => namespace.to_owned(),
             NamespaceMappingStrategy::DefaultName => format!("{namespace}-{local_cluster_id}"),

@@ -86,13 +86,13 @@ pub struct RemoteClusterStatus {
 }
 
 /// The virtual node standing for a remote cluster.
-pub fn virtual_node_name(remote_cluster_id: &str) -> String {
+pub(crate) fn virtual_node_name(remote_cluster_id: &str) -> String {
     format!("liqo-{remote_cluster_id}")
 }
 
 impl RemoteCluster {
     /// The cluster ID this peering stands for: reported by its status, or set in its spec.
-    pub fn cluster_id(&self) -> Option<&str> {
+    pub(crate) fn cluster_id(&self) -> Option<&str> {
         self.status
             .as_ref()
             .and_then(|s| s.cluster_id.as_deref())
@@ -101,7 +101,7 @@ impl RemoteCluster {
 }
 
 /// A live RemoteCluster other than `name` that stands for `cluster_id`.
-pub fn claimed_elsewhere<'a>(
+pub(crate) fn claimed_elsewhere<'a>(
     all: impl IntoIterator<Item = &'a RemoteCluster>,
     name: &str,
     cluster_id: &str,
@@ -116,7 +116,7 @@ pub fn claimed_elsewhere<'a>(
 
 /// The older live RemoteCluster that already stands for `cluster_id`, if `me` duplicates
 /// one. The first one created keeps the peering; the later one is the duplicate.
-pub fn duplicate_of<'a>(
+pub(crate) fn duplicate_of<'a>(
     all: impl IntoIterator<Item = &'a RemoteCluster>,
     me: &RemoteCluster,
     cluster_id: &str,
