@@ -24,7 +24,10 @@ use kube::{
 };
 
 use crate::{
-    model::api::{NamespaceOffloading, RemoteCluster},
+    model::{
+        api::{NamespaceOffloading, RemoteCluster},
+        markers::EVENT_REPORTER,
+    },
     plumbing::{metrics::ControllerMetrics, watches::LocalWatches},
 };
 
@@ -65,7 +68,7 @@ impl Shared {
         watches: &LocalWatches,
     ) -> (Self, peers::RemoteChanges) {
         let reporter = Reporter {
-            controller: "namespace-offloading".into(),
+            controller: EVENT_REPORTER.into(),
             instance: Some(replica.holder.clone()),
         };
         let recorder = Recorder::new(client.clone(), reporter);

@@ -9,7 +9,7 @@ use kube::api::ObjectMeta;
 
 use crate::model::{
     labels::{validate_label_key, validate_label_value},
-    markers::IDENTITY_CONFIGMAP,
+    markers::{APP_NAME, APP_NAME_LABEL, IDENTITY_CONFIGMAP},
     reason::Reason,
 };
 
@@ -63,8 +63,8 @@ impl ClusterIdentity {
                 name: Some(IDENTITY_CONFIGMAP.into()),
                 namespace: Some(namespace.into()),
                 labels: Some(BTreeMap::from([(
-                    "app.kubernetes.io/name".to_owned(),
-                    "namespace-offloading".to_owned(),
+                    APP_NAME_LABEL.to_owned(),
+                    APP_NAME.to_owned(),
                 )])),
                 ..ObjectMeta::default()
             },

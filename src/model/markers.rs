@@ -87,7 +87,18 @@ pub const PLACEMENT_FIELD_MANAGER: &str = "namespace-offloading-placement";
 /// tells which set it.
 pub const WEBHOOK_FIELD_MANAGER: &str = "namespace-offloading-webhook";
 
-// Our objects, by name.
+// Our objects, by name and by label.
+
+/// The recommended label naming the application (Kubernetes' key), with [`APP_NAME`], on
+/// the objects we create in the manager's namespace (the identity ConfigMap, the
+/// self-managed certificate Secret). Written by `plumbing::identity` and
+/// `plumbing::certs::managed`; read by people and selectors.
+pub const APP_NAME_LABEL: &str = "app.kubernetes.io/name";
+/// Our value of [`APP_NAME_LABEL`].
+pub const APP_NAME: &str = "namespace-offloading";
+/// The `reportingController` of the events we record. Written by `context::Shared`'s
+/// recorder; read by people (`kubectl get events`), and by the tests to tell our events.
+pub const EVENT_REPORTER: &str = "namespace-offloading";
 
 /// The ConfigMap publishing this cluster's identity, in the manager's namespace. Written
 /// by `manager`; read by peers (`controllers::peering`, the `peer` command).

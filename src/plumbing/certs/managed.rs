@@ -13,7 +13,8 @@ use time::{OffsetDateTime, format_description::well_known::Rfc3339};
 
 use super::{CA_VALIDITY, CertError, CertPair, SERVING_VALIDITY, generate_ca, issue_serving};
 use crate::model::markers::{
-    CA_NOT_AFTER_ANNOTATION, SERVING_NAMES_ANNOTATION, SERVING_NOT_AFTER_ANNOTATION,
+    APP_NAME, APP_NAME_LABEL, CA_NOT_AFTER_ANNOTATION, SERVING_NAMES_ANNOTATION,
+    SERVING_NOT_AFTER_ANNOTATION,
 };
 use crate::plumbing::https::tls::{SharedCert, TlsError, certified_key};
 
@@ -165,8 +166,8 @@ impl ManagedConfig {
                 namespace: Some(self.namespace.clone()),
                 resource_version: existing.and_then(|s| s.metadata.resource_version.clone()),
                 labels: Some(BTreeMap::from([(
-                    "app.kubernetes.io/name".to_owned(),
-                    "namespace-offloading".to_owned(),
+                    APP_NAME_LABEL.to_owned(),
+                    APP_NAME.to_owned(),
                 )])),
                 annotations: Some(BTreeMap::from([
                     (
