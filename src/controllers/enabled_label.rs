@@ -212,3 +212,6 @@ async fn record(ctx: &Context, ns: &Namespace, type_: EventType, reason: &str, n
     crate::context::writes::record_event(&ctx.recorder, ns, type_, reason, note, "QuickOffloading")
         .await;
 }
+
+#[cfg(test)]
+mod tests;

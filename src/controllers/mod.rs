@@ -8,3 +8,5 @@ pub(crate) mod enabled_label;
 pub(crate) mod offloading;
 pub(crate) mod peering;
 pub(crate) mod placement;
+#[cfg(test)]
+pub(crate) mod testing;

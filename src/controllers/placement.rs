@@ -483,3 +483,6 @@ mod tests {
         assert_eq!(again.last_transition_time, then);
     }
 }
+
+#[cfg(test)]
+mod mocked_api;

@@ -343,3 +343,6 @@ pub(crate) fn error_policy(
     tracing::warn!(namespace = nso.namespace().unwrap_or_default(), %error, "reflecting namespace objects failed");
     Action::requeue(Duration::from_secs(5))
 }
+
+#[cfg(test)]
+mod tests;

@@ -130,3 +130,6 @@ pub(crate) async fn delete(ctx: &Context, cluster_id: &str) -> Result<(), kube::
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

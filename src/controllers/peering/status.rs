@@ -99,3 +99,6 @@ pub(crate) async fn record(
 ) {
     crate::context::writes::record_event(&ctx.recorder, rc, type_, reason, note, "Peering").await;
 }
+
+#[cfg(test)]
+mod tests;
