@@ -2,6 +2,8 @@
 //! use and stopped when the binary exits (the processes die with it; see testbed::process).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod topology;
+
 use std::{future::Future, path::Path, time::Duration};
 
 use testbed::{self, Testbed, TestbedConfig};
