@@ -14,8 +14,9 @@ use crate::model::{
         RemoteCluster, RemoteClusterSpec,
         remote_cluster::{AddressTranslation, SecretKeyRef, claimed_elsewhere},
     },
-    markers::FIELD_MANAGER,
+    markers::{ALLOW_EXEC_CREDENTIALS_ANNOTATION, FIELD_MANAGER},
 };
+use crate::plumbing::client::{self, LOCAL_USER_AGENT};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct PeerArgs {
@@ -47,6 +48,11 @@ pub(crate) struct PeerArgs {
     /// clusters: FROM=TO, two CIDRs of the same size (repeatable). Default: unchanged.
     #[arg(long = "address-translation", value_name = "FROM=TO", value_parser = parse_translation)]
     pub(crate) address_translation: Vec<AddressTranslation>,
+    /// Accept a kubeconfig whose user gets credentials from a program (an exec plugin or an
+    /// auth provider): the program, named by the remote's admin, runs here and in the
+    /// manager. Recorded on the RemoteCluster; refused without it.
+    #[arg(long)]
+    pub(crate) allow_exec_credentials: bool,
 }
 
 fn parse_translation(text: &str) -> Result<AddressTranslation, String> {
@@ -90,7 +96,10 @@ async fn client_from(path: Option<&Path>) -> Result<Client, String> {
 pub(crate) async fn peer(args: PeerArgs) -> Result<(), String> {
     let text = std::fs::read_to_string(&args.kubeconfig)
         .map_err(|e| format!("cannot read {}: {e}", args.kubeconfig.display()))?;
-    let remote = client_from(Some(&args.kubeconfig)).await?;
+    // Refused before anything connects: connecting would run the program.
+    let remote = client::remote(&text, LOCAL_USER_AGENT, args.allow_exec_credentials)
+        .await
+        .map_err(|e| format!("{}: {e}", args.kubeconfig.display()))?;
     let version = tokio::time::timeout(Duration::from_secs(10), remote.apiserver_version())
         .await
         .map_err(|_| "the remote cluster did not answer within 10 s".to_owned())?
@@ -109,16 +118,22 @@ pub(crate) async fn peer(args: PeerArgs) -> Result<(), String> {
         .await
         .ok()
         .flatten();
-    let cluster_id = args
-        .cluster_id
-        .clone()
-        .or_else(|| identity.as_ref().map(|i| i.cluster_id.clone()))
-        .ok_or_else(|| {
-            format!(
-                "the remote publishes no identity in namespace {}: run the manager there, or pass --cluster-id",
-                args.identity_namespace
-            )
-        })?;
+    let published = identity.as_ref().map(|i| i.cluster_id.clone());
+    if let (Some(given), Some(published)) = (&args.cluster_id, &published)
+        && given != published
+    {
+        return Err(format!(
+            "the remote publishes cluster ID {published}, not {given}: these credentials reach another cluster than --cluster-id names"
+        ));
+    }
+    // Bound to the credentials from now on: the controller checks, at every connection,
+    // that they still reach this cluster.
+    let cluster_id = args.cluster_id.clone().or(published).ok_or_else(|| {
+        format!(
+            "the remote publishes no identity in namespace {}: run the manager there, or pass --cluster-id",
+            args.identity_namespace
+        )
+    })?;
 
     let local = client_from(args.local_kubeconfig.as_deref()).await?;
     // One peering per cluster: a second would fight the first over its virtual node.
@@ -156,7 +171,7 @@ pub(crate) async fn peer(args: PeerArgs) -> Result<(), String> {
                 args.namespace
             )
         })?;
-    let rc = RemoteCluster::new(
+    let mut rc = RemoteCluster::new(
         &args.name,
         RemoteClusterSpec {
             kubeconfig_secret: SecretKeyRef {
@@ -164,13 +179,23 @@ pub(crate) async fn peer(args: PeerArgs) -> Result<(), String> {
                 name: secret_name(&args.name),
                 key: None,
             },
-            cluster_id: args.cluster_id.clone(),
+            cluster_id: Some(cluster_id.clone()),
             cluster_labels: args.cluster_labels.clone(),
             identity_namespace: Some(args.identity_namespace.clone()),
             resources: args.resources.clone(),
             address_translation: args.address_translation.clone(),
         },
     );
+    if args.allow_exec_credentials {
+        rc.metadata.annotations = Some(BTreeMap::from([(
+            ALLOW_EXEC_CREDENTIALS_ANNOTATION.to_owned(),
+            "true".to_owned(),
+        )]));
+        eprintln!(
+            "warning: RemoteCluster {} allows credentials from a program: the manager runs it, and it must exist in the manager's image",
+            args.name
+        );
+    }
     let body = serde_json::to_value(&rc).map_err(|e| e.to_string())?;
     Api::<RemoteCluster>::all(local)
         .patch(&args.name, &params, &Patch::Apply(body))

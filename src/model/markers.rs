@@ -42,6 +42,10 @@ pub const NOT_ALLOWED_TAINT: &str = "virtual-node.liqo.io/not-allowed";
 /// Finalizer that holds a RemoteCluster until its virtual node is gone. Written and
 /// removed by `controllers::peering`.
 pub const PEERING_FINALIZER: &str = "offloading.liqo.io/peering";
+/// RemoteCluster annotation (`"true"`): its kubeconfig's user may get credentials from a
+/// program (an exec plugin or an auth provider), which the controller then runs. Written by
+/// the `peer` command given `--allow-exec-credentials`; read by `controllers::peering`.
+pub const ALLOW_EXEC_CREDENTIALS_ANNOTATION: &str = "offloading.liqo.io/allow-exec-credentials";
 
 // What we create in remote clusters.
 

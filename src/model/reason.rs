@@ -20,6 +20,11 @@ pub(crate) enum Reason {
     NoClusterId,
     /// The remote's identity ConfigMap is malformed.
     InvalidIdentity,
+    /// The credentials reach a cluster other than the one the peering is bound to.
+    ClusterIdMismatch,
+    /// The kubeconfig's user runs a program for its credentials, and the peering does not
+    /// allow it.
+    ExecCredentials,
     /// The remote API server does not answer (or not in time).
     Unreachable,
     /// The credentials may not do this there.
@@ -49,6 +54,8 @@ impl Reason {
             Self::DuplicateClusterId => "DuplicateClusterID",
             Self::NoClusterId => "NoClusterID",
             Self::InvalidIdentity => "InvalidIdentity",
+            Self::ClusterIdMismatch => "ClusterIDMismatch",
+            Self::ExecCredentials => "ExecCredentials",
             Self::Unreachable => "Unreachable",
             Self::Forbidden => "Forbidden",
             Self::Conflict => "Conflict",

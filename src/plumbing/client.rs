@@ -33,6 +33,10 @@ pub(crate) enum ClientError {
     Infer(#[source] kube::config::InferConfigError),
     #[error("cannot build a client: {0}")]
     Build(#[source] kube::Error),
+    #[error(
+        "the kubeconfig's user {user:?} gets its credentials from {how}, a program this side would run on the word of the remote cluster's admin: use a token or a client certificate, or allow it for this peering with `namespace-offloading peer --allow-exec-credentials`"
+    )]
+    ExecCredentials { user: String, how: String },
 }
 
 /// The User-Agent of our calls to a peered cluster, naming the cluster they come from.
@@ -62,18 +66,59 @@ pub(crate) async fn local_config(path: Option<&Path>) -> Result<Config, ClientEr
     })
 }
 
-/// A client for a peered cluster from its kubeconfig's text. Connecting gives up after
-/// [`REMOTE_TIMEOUT`], so a cluster that does not answer never holds up the others.
+/// A client for a peered cluster from its kubeconfig's text, calling itself `user_agent`.
+/// Connecting gives up after [`REMOTE_TIMEOUT`], so a cluster that does not answer never
+/// holds up the others. A user whose credentials come from a program (an exec plugin or an
+/// auth provider) is refused unless `allow_exec`: that program is named by whoever wrote
+/// the kubeconfig, the remote cluster's admin, and would run here with our privileges.
 pub(crate) async fn remote(
     kubeconfig: &str,
-    local_cluster_id: &str,
+    user_agent: &str,
+    allow_exec: bool,
 ) -> Result<Client, ClientError> {
     let kubeconfig = Kubeconfig::from_yaml(kubeconfig).map_err(ClientError::Parse)?;
+    if !allow_exec {
+        credentials_without_programs(&kubeconfig)?;
+    }
     let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .map_err(ClientError::Unusable)?;
     config.connect_timeout = Some(REMOTE_TIMEOUT);
-    build(config, &remote_user_agent(local_cluster_id))
+    build(config, user_agent)
+}
+
+/// Refuses a kubeconfig whose user runs a program for its credentials: the user of the
+/// current context, or every user when there is no current context to tell which.
+pub(crate) fn credentials_without_programs(kubeconfig: &Kubeconfig) -> Result<(), ClientError> {
+    let current = kubeconfig.current_context.as_deref().and_then(|name| {
+        kubeconfig
+            .contexts
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.context.as_ref()?.user.clone())
+    });
+    let users = kubeconfig
+        .auth_infos
+        .iter()
+        .filter(|u| current.as_ref().is_none_or(|name| &u.name == name));
+    for user in users {
+        let Some(auth) = &user.auth_info else {
+            continue;
+        };
+        let how = match (&auth.exec, &auth.auth_provider) {
+            (Some(exec), _) => format!(
+                "an exec plugin ({})",
+                exec.command.as_deref().unwrap_or("no command")
+            ),
+            (None, Some(provider)) => format!("the auth provider {:?}", provider.name),
+            (None, None) => continue,
+        };
+        return Err(ClientError::ExecCredentials {
+            user: user.name.clone(),
+            how,
+        });
+    }
+    Ok(())
 }
 
 fn build(mut config: Config, user_agent: &str) -> Result<Client, ClientError> {
@@ -82,4 +127,52 @@ fn build(mut config: Config, user_agent: &str) -> Result<Client, ClientError> {
         config.headers.push((USER_AGENT, value));
     }
     Client::try_from(config).map_err(ClientError::Build)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kubeconfig(user: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: k\n  cluster: {{server: \"https://127.0.0.1:1\"}}\ncontexts:\n- name: c\n  context: {{cluster: k, user: u}}\n- name: other\n  context: {{cluster: k, user: plugin}}\nusers:\n- name: u\n  user: {user}\n- name: plugin\n  user: {{exec: {{apiVersion: client.authentication.k8s.io/v1, command: aws}}}}\n"
+        )
+    }
+
+    #[tokio::test]
+    async fn a_user_that_runs_a_program_for_its_credentials_is_refused_unless_allowed() {
+        crate::plumbing::crypto::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let ran = dir.path().join("ran");
+        // kube starts the plugin as it builds the client, before any request.
+        let exec = kubeconfig(&format!(
+            "{{exec: {{apiVersion: client.authentication.k8s.io/v1, command: sh, args: [-c, 'touch {}; exit 1']}}}}",
+            ran.display()
+        ));
+        let err = remote(&exec, "ua", false).await.err().unwrap();
+        assert!(
+            matches!(&err, ClientError::ExecCredentials { user, how } if user == "u" && how.contains("(sh)")),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("--allow-exec-credentials"),
+            "{err}"
+        );
+        assert!(!ran.exists(), "the refused plugin ran");
+        let provider = kubeconfig("{auth-provider: {name: gcp, config: {cmd-path: /bin/false}}}");
+        let err = remote(&provider, "ua", false).await.err().unwrap();
+        assert!(err.to_string().contains("auth provider \"gcp\""), "{err}");
+
+        // Allowed explicitly, the plugin runs (and fails here).
+        let err = remote(&exec, "ua", true).await.err().unwrap();
+        assert!(!matches!(err, ClientError::ExecCredentials { .. }), "{err}");
+        assert!(ran.exists(), "the allowed plugin did not run");
+        if let Err(e) = remote(&provider, "ua", true).await {
+            assert!(!matches!(e, ClientError::ExecCredentials { .. }), "{e}");
+        }
+        // A token user is fine, even next to an exec user the current context does not use.
+        remote(&kubeconfig("{token: abc}"), "ua", false)
+            .await
+            .unwrap();
+    }
 }

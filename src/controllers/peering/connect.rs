@@ -1,6 +1,7 @@
 //! What peering does towards a remote cluster: build a client from the credentials Secret,
 //! learn the remote's identity (its published ConfigMap, read from the peer's watch once
-//! connected) and check that it answers, and sum its nodes' allocatable.
+//! connected), check that it is the cluster this peering is bound to and that it answers,
+//! and sum its nodes' allocatable.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -16,6 +17,7 @@ use crate::{
     model::{
         api::{RemoteCluster, is_virtual_node},
         identity::ClusterIdentity,
+        markers::ALLOW_EXEC_CREDENTIALS_ANNOTATION,
         quantity,
         reason::{Problem, Reason},
     },
@@ -27,6 +29,44 @@ pub(crate) struct Contact {
     pub(crate) cluster_id: Option<String>,
     pub(crate) labels: BTreeMap<String, String>,
     pub(crate) reachable: Result<(), Problem>,
+    /// The credentials reach a cluster other than the one this peering is bound to.
+    pub(crate) impostor: Option<Problem>,
+}
+
+/// The cluster this peering is bound to: `spec.clusterID` (the `peer` command always sets
+/// it), or for a RemoteCluster made without it, the cluster it first connected to (its
+/// status). `None` only before the first connection.
+pub(crate) fn bound_id(rc: &RemoteCluster) -> Option<&str> {
+    rc.spec
+        .cluster_id
+        .as_deref()
+        .or(rc.status.as_ref().and_then(|s| s.cluster_id.as_deref()))
+}
+
+/// Why the cluster the credentials reach (`published`: the ID it publishes) may not be
+/// used for this peering, if it may not.
+pub(crate) fn impostor(rc: &RemoteCluster, published: Option<&str>) -> Option<Problem> {
+    let (bound, reached) = (bound_id(rc)?, published?);
+    if bound == reached {
+        return None;
+    }
+    let r = &rc.spec.kubeconfig_secret;
+    let name = rc.name_any();
+    Some(Problem::new(
+        Reason::ClusterIdMismatch,
+        format!(
+            "the credentials in Secret {}/{} reach cluster {reached}, but RemoteCluster {name} is bound to cluster {bound}: nothing is read or written there. Put cluster {bound}'s kubeconfig back in the Secret; if that cluster was reinstalled under a new ID, `namespace-offloading unpeer {name}` and peer it again",
+            r.namespace, r.name
+        ),
+    ))
+}
+
+/// Whether this peering's kubeconfig may get credentials from a program (`peer
+/// --allow-exec-credentials`).
+pub(crate) fn allows_exec(rc: &RemoteCluster) -> bool {
+    rc.annotations()
+        .get(ALLOW_EXEC_CREDENTIALS_ANNOTATION)
+        .is_some_and(|v| v == "true")
 }
 
 /// Where the remote publishes its identity.
@@ -85,9 +125,16 @@ pub(crate) async fn remote_client(
         })?;
     let text = String::from_utf8(bytes.0.clone())
         .map_err(|_| bad("the kubeconfig is not UTF-8".into()))?;
-    let client = client::remote(&text, &ctx.replica.local_cluster_id)
+    let user_agent = client::remote_user_agent(&ctx.replica.local_cluster_id);
+    // Checked at every build, not only by `peer`: the Secret can be edited later.
+    let client = client::remote(&text, &user_agent, allows_exec(rc))
         .await
-        .map_err(|e| bad(e.to_string()))?;
+        .map_err(|e| match e {
+            client::ClientError::ExecCredentials { .. } => {
+                Problem::new(Reason::ExecCredentials, e.to_string())
+            }
+            e => bad(e.to_string()),
+        })?;
     Ok((client, version))
 }
 
@@ -141,11 +188,12 @@ pub(crate) async fn contact(
             Err(_) => (None, Err(did_not_answer())),
         },
     };
+    let impostor = impostor(rc, published.as_ref().map(|i| i.cluster_id.as_str()));
+    // An impostor's labels are not this cluster's either.
+    let published = published.filter(|_| impostor.is_none());
     Contact {
-        cluster_id: rc
-            .spec
-            .cluster_id
-            .clone()
+        cluster_id: bound_id(rc)
+            .map(str::to_owned)
             .or_else(|| published.as_ref().map(|i| i.cluster_id.clone())),
         labels: rc
             .spec
@@ -154,6 +202,7 @@ pub(crate) async fn contact(
             .or_else(|| published.map(|i| i.labels))
             .unwrap_or_default(),
         reachable,
+        impostor,
     }
 }
 
@@ -252,6 +301,45 @@ mod tests {
 
     fn arc<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> Arc<T> {
         Arc::new(serde_json::from_value(v).unwrap())
+    }
+
+    fn remote_cluster(spec_id: Option<&str>, status_id: Option<&str>) -> RemoteCluster {
+        serde_json::from_value(json!({
+            "apiVersion": "offloading.liqo.io/v1alpha1", "kind": "RemoteCluster",
+            "metadata": {"name": "eu"},
+            "spec": {"kubeconfigSecret": {"namespace": "liqo", "name": "remote-eu-kubeconfig"},
+                     "clusterID": spec_id},
+            "status": {"clusterID": status_id},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn credentials_that_reach_another_cluster_than_the_bound_one_are_an_impostor() {
+        // Bound at peering: spec.clusterID wins over what the status last saw.
+        let rc = remote_cluster(Some("c2"), Some("c9"));
+        assert_eq!(bound_id(&rc), Some("c2"));
+        assert_eq!(impostor(&rc, Some("c2")), None);
+        let problem = impostor(&rc, Some("c3")).unwrap();
+        assert_eq!(problem.reason, Reason::ClusterIdMismatch);
+        for part in [
+            "cluster c3",
+            "bound to cluster c2",
+            "liqo/remote-eu-kubeconfig",
+            "unpeer eu",
+        ] {
+            assert!(
+                problem.message.contains(part),
+                "{part}: {}",
+                problem.message
+            );
+        }
+        // Made without spec.clusterID: bound to the first cluster it connected to.
+        let rc = remote_cluster(None, Some("c2"));
+        assert!(impostor(&rc, Some("c3")).is_some());
+        // Nothing to check against: the first connection, or a remote publishing no identity.
+        assert_eq!(impostor(&remote_cluster(None, None), Some("c3")), None);
+        assert_eq!(impostor(&rc, None), None);
     }
 
     #[test]

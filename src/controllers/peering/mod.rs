@@ -110,8 +110,16 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
             previous.cluster_id.clone(),
             previous.cluster_labels.clone(),
         ),
-        Ok((client, version)) => {
+        Ok((client, version)) => 'connected: {
             let contact = connect::contact(ctx, &client, &version, rc).await;
+            if let Some(problem) = contact.impostor {
+                refuse_impostor(ctx, &name, contact.cluster_id.as_deref(), &previous).await?;
+                break 'connected (
+                    Err(problem),
+                    contact.cluster_id,
+                    previous.cluster_labels.clone(),
+                );
+            }
             let claimed = contact
                 .cluster_id
                 .as_deref()
@@ -198,6 +206,28 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
     };
     status::write(ctx, rc, status, connected.is_ok()).await?;
     Ok(Action::requeue(HEARTBEAT))
+}
+
+/// The credentials reach a cluster other than `bound`: their client is used for nothing
+/// (no namespaces, twins or copies there, no watches), and the peer they may have replaced
+/// is dropped. The virtual node stays, not ready: pods stay put, nothing new lands.
+async fn refuse_impostor(
+    ctx: &Context,
+    name: &str,
+    bound: Option<&str>,
+    previous: &RemoteClusterStatus,
+) -> Result<(), PeeringError> {
+    ctx.peers.remove_remote_cluster(name);
+    if let Some(id) = bound
+        && ctx
+            .stores
+            .nodes
+            .get(&ObjectRef::new(&virtual_node_name(id)))
+            .is_some()
+    {
+        node::apply(ctx, id, &previous.cluster_labels, None, false).await?;
+    }
+    Ok(())
 }
 
 /// Makes `id` served by this RemoteCluster's client (a new one when its credentials
