@@ -5,7 +5,10 @@
 use std::{net::IpAddr, sync::Arc, time::Duration};
 
 use hyper::service::service_fn;
-use hyper_util::{rt::TokioExecutor, server::conn::auto};
+use hyper_util::{
+    rt::{TokioExecutor, TokioTimer},
+    server::conn::auto,
+};
 use rustls::{
     RootCertStore, ServerConfig,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
@@ -17,11 +20,20 @@ use super::{
     authz::{self, Caller},
     relay::Relay,
 };
-use crate::plumbing::{certs, https::accept};
+use crate::plumbing::{
+    certs,
+    https::{self, accept},
+};
 
 /// Long enough for a day's certificate rotation never to matter: the process restarts
 /// far more often, and a new certificate comes with it.
 const SERVING_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Connections served at once. Each `kubectl logs -f`, `exec`, `attach` or `port-forward`
+/// holds one for as long as it lasts (HTTP/1.1, upgraded), so this is more than the
+/// webhooks'. The relay never reads a request body, so a slow body holds nothing but its
+/// connection.
+pub(crate) const MAX_CONNECTIONS: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum KubeletTlsError {
@@ -92,11 +104,17 @@ pub(crate) async fn serve(
     relay: Arc<Relay>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(https::HEADER_READ_TIMEOUT);
     let serving = accept::Serving {
         name: "kubelet",
-        builder: auto::Builder::new(TokioExecutor::new()).http1_only(),
+        builder,
         upgrades: true,
         grace: Duration::from_secs(2),
+        max_connections: MAX_CONNECTIONS,
     };
     accept::serve_tls(listener, tls, serving, shutdown, move |session| {
         // Who is calling: the certificate the handshake verified.

@@ -1,8 +1,12 @@
 //! The TLS accept loop both HTTPS servers share (the webhooks and the virtual nodes'
-//! kubelet API): accept, handshake within [`HANDSHAKE_TIMEOUT`], serve each connection with
-//! hyper, and on shutdown stop accepting and let open connections finish within a grace.
+//! kubelet API): at most [`Serving::max_connections`] connections at once, each handshaking
+//! within [`HANDSHAKE_TIMEOUT`] and sending its first request head within
+//! [`FIRST_REQUEST_TIMEOUT`]; served with hyper; on shutdown stop accepting and let open
+//! connections finish within a grace.
 
 use std::{sync::Arc, time::Duration};
+
+use futures::future::Either;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -11,11 +15,19 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
 };
 use rustls::{ServerConfig, ServerConnection};
-use tokio::net::TcpListener;
+use tokio::{
+    net::TcpListener,
+    sync::{Notify, Semaphore},
+};
 use tokio_rustls::TlsAcceptor;
 
 /// A TLS handshake that takes longer than this is abandoned.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the handshake, a connection that has not sent a complete request head within this
+/// is closed: hyper's HTTP/1.1 header timeout starts only once the protocol is told apart,
+/// and HTTP/2 has none, so a client silent after its handshake (or trickling the HTTP/2
+/// preface) would otherwise hold its connection for ever.
+pub(crate) const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -28,6 +40,10 @@ pub(crate) struct Serving {
     pub(crate) upgrades: bool,
     /// How long open connections may go on after shutdown.
     pub(crate) grace: Duration,
+    /// Connections served at once; one more is closed as soon as it is accepted, before its
+    /// handshake costs anything (a full server answers at once rather than leaving clients
+    /// in the backlog).
+    pub(crate) max_connections: usize,
 }
 
 /// Serves `listener` until `shutdown` resolves; `service` makes each connection's service
@@ -52,7 +68,9 @@ pub(crate) async fn serve_tls<S, B, M>(
         builder,
         upgrades,
         grace,
+        max_connections,
     } = serving;
+    let slots = Arc::new(Semaphore::new(max_connections));
     let acceptor = TlsAcceptor::from(tls);
     let builder = Arc::new(builder);
     let service = Arc::new(service);
@@ -73,11 +91,18 @@ pub(crate) async fn serve_tls<S, B, M>(
                 continue;
             }
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(server = name, %peer, max_connections, "connection refused: too many open");
+            drop(tcp);
+            continue;
+        };
         let acceptor = acceptor.clone();
         let builder = builder.clone();
         let service = service.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            // Held for as long as the connection lives.
+            let _slot = slot;
             let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
@@ -85,20 +110,31 @@ pub(crate) async fn serve_tls<S, B, M>(
                 }
                 Err(_) => return tracing::debug!(server = name, %peer, "TLS handshake timed out"),
             };
-            let service = service(stream.get_ref().1);
+            let first = Arc::new(Notify::new());
+            let service = FirstRequest {
+                inner: service(stream.get_ref().1),
+                first: first.clone(),
+            };
             let io = TokioIo::new(stream);
-            let served = if upgrades {
-                watcher
-                    .watch(
+            let connection = if upgrades {
+                Either::Left(
+                    watcher.watch(
                         builder
                             .serve_connection_with_upgrades(io, service)
                             .into_owned(),
-                    )
-                    .await
+                    ),
+                )
             } else {
-                watcher
-                    .watch(builder.serve_connection(io, service).into_owned())
-                    .await
+                Either::Right(watcher.watch(builder.serve_connection(io, service).into_owned()))
+            };
+            tokio::pin!(connection);
+            let served = tokio::select! {
+                served = &mut connection => served,
+                () = first.notified() => connection.await,
+                () = tokio::time::sleep(FIRST_REQUEST_TIMEOUT) => {
+                    // Dropping the connection closes it.
+                    return tracing::debug!(server = name, %peer, "no request within {FIRST_REQUEST_TIMEOUT:?}: closed");
+                }
             };
             if let Err(e) = served {
                 tracing::debug!(server = name, %peer, error = %e, "connection ended with an error");
@@ -110,5 +146,26 @@ pub(crate) async fn serve_tls<S, B, M>(
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!(server = name, "stopped"),
         _ = tokio::time::sleep(grace) => tracing::warn!(server = name, ?grace, "connections still open after the grace period; closing"),
+    }
+}
+
+/// A connection's service that tells when its first request arrives (a complete head).
+struct FirstRequest<S> {
+    inner: S,
+    first: Arc<Notify>,
+}
+
+impl<S, R> hyper::service::Service<R> for FirstRequest<S>
+where
+    S: hyper::service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn call(&self, request: R) -> Self::Future {
+        // One atomic store per request: cheap enough for the admission hot path.
+        self.first.notify_one();
+        self.inner.call(request)
     }
 }

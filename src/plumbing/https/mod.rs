@@ -27,8 +27,19 @@ use tokio::{net::TcpListener, sync::watch};
 
 use crate::plumbing::metrics::Metrics;
 
-/// Connections that send no complete request header within this are closed (idle scanners).
+/// HTTP/1.1 connections that send no complete request head within this are closed (idle
+/// scanners, slowloris), whether they trickle it or keep the connection idle between requests.
 pub(crate) const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Webhook connections served at once. The API server multiplexes its reviews over a few
+/// HTTP/2 connections (one per API server, more only past [`MAX_STREAMS`] each), so this
+/// is room for many API servers, and the most a flood of clients can hold.
+pub(crate) const WEBHOOK_MAX_CONNECTIONS: usize = 256;
+/// Concurrent HTTP/2 streams (requests) per connection: hyper's default, made explicit.
+pub(crate) const MAX_STREAMS: u32 = 200;
+/// HTTP/2 streams a client may reset before we accept them (rapid reset, CVE-2023-44487).
+const MAX_PENDING_RESETS: usize = 20;
+/// HTTP/2 header block size: a review's headers are a few hundred bytes.
+const MAX_HEADER_LIST: u32 = 16 * 1024;
 
 /// `/live` (always 200 while the process serves), `/ready` (200 once the caches synced,
 /// 503 before and during shutdown) and `/metrics`.
@@ -66,7 +77,8 @@ pub(crate) fn admin_router(ready: Arc<AtomicBool>, metrics: Arc<Metrics>) -> Rou
 }
 
 /// Serves the webhook router over TLS until `shutdown` turns true; in-flight requests get
-/// `grace` to finish.
+/// `grace` to finish. Bodies are bounded by the router (`webhooks::server`: size, and one
+/// deadline for reading and answering).
 pub(crate) async fn serve_tls(
     listener: TcpListener,
     router: Router,
@@ -82,12 +94,18 @@ pub(crate) async fn serve_tls(
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_secs(30));
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_pending_accept_reset_streams(MAX_PENDING_RESETS)
+        .max_header_list_size(MAX_HEADER_LIST)
+        // A peer that stops answering pings is gone: its connection and slot are freed.
+        .keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10));
     let serving = accept::Serving {
         name: "webhook",
         builder,
         upgrades: false,
         grace,
+        max_connections: WEBHOOK_MAX_CONNECTIONS,
     };
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
