@@ -67,6 +67,11 @@ pub(crate) trait Reflected:
     fn same_content(&self, desired: &Self) -> bool;
     /// The peer's watch of our copies of this kind.
     fn remote(peer: &Peer) -> &Watched<Self>;
+    /// Whether the copy cannot be changed into `desired` (what differs is immutable there):
+    /// it is deleted, and created anew once gone.
+    fn replaced_by(&self, _desired: &Self) -> bool {
+        false
+    }
 }
 
 impl Reflected for ConfigMap {
@@ -80,6 +85,9 @@ impl Reflected for ConfigMap {
     fn remote(peer: &Peer) -> &Watched<Self> {
         &peer.configmaps
     }
+    fn replaced_by(&self, _: &Self) -> bool {
+        self.immutable == Some(true)
+    }
 }
 
 impl Reflected for Secret {
@@ -92,6 +100,10 @@ impl Reflected for Secret {
     }
     fn remote(peer: &Peer) -> &Watched<Self> {
         &peer.secrets
+    }
+    fn replaced_by(&self, d: &Self) -> bool {
+        // A Secret's type never changes.
+        self.immutable == Some(true) || self.type_ != d.type_
     }
 }
 
@@ -119,6 +131,9 @@ impl Reflected for Service {
     }
     fn remote(peer: &Peer) -> &Watched<Self> {
         &peer.services
+    }
+    fn replaced_by(&self, d: &Self) -> bool {
+        services::replaced_by(self, d)
     }
 }
 
@@ -254,6 +269,20 @@ async fn reflect<K: Reflected>(
             Some(existing)
                 if objects::same_metadata(existing.meta(), desired.meta())
                     && existing.same_content(&desired) => {}
+            Some(existing) if existing.replaced_by(&desired) => {
+                // Its deletion wakes us, and the copy is then created as it should be.
+                let params = DeleteParams {
+                    preconditions: only_this(existing.meta()),
+                    ..DeleteParams::default()
+                };
+                match remote(cluster_id, api.delete(&name, &params)).await {
+                    Err(RemoteError::Api { source, .. })
+                        if is_not_found(&source) || classify(&source) == Reason::Conflict => {}
+                    other => {
+                        other?;
+                    }
+                }
+            }
             Some(_) => {
                 // Ours (the watch holds only ours): applied over, as our field manager.
                 let params = PatchParams::apply(FIELD_MANAGER).force();

@@ -2,8 +2,10 @@
 //! ServiceAccounts of its namespace, copied into each remote namespace with our markers
 //! (Services and EndpointSlices: `services`).
 //! Cluster-specific objects stay home: `kube-root-ca.crt` (each cluster has its own),
-//! service-account token Secrets, and the `default` ServiceAccount (every namespace has
-//! one).
+//! service-account and bootstrap token Secrets (this cluster's credentials), and the
+//! `default` ServiceAccount (every namespace has one). What restricts an object is kept:
+//! `immutable`, a Secret's `type` (it decides which keys it must hold), an account's
+//! `automountServiceAccountToken`.
 
 use std::collections::BTreeMap;
 
@@ -71,6 +73,8 @@ pub(crate) const ROOT_CA_CONFIGMAP: &str = "kube-root-ca.crt";
 pub(crate) const DEFAULT_SERVICE_ACCOUNT: &str = "default";
 /// Tokens a cluster issues for its own accounts: never copied.
 pub(crate) const TOKEN_SECRET_TYPE: &str = "kubernetes.io/service-account-token";
+/// Tokens that let a node join this cluster: never copied either.
+const BOOTSTRAP_TOKEN_SECRET_TYPE: &str = "bootstrap.kubernetes.io/token";
 
 pub(crate) fn configmap(
     local: &ConfigMap,
@@ -93,7 +97,10 @@ pub(crate) fn secret(
     local_cluster_id: &str,
     remote_namespace: &str,
 ) -> Option<Secret> {
-    if local.type_.as_deref() == Some(TOKEN_SECRET_TYPE) {
+    if matches!(
+        local.type_.as_deref(),
+        Some(TOKEN_SECRET_TYPE | BOOTSTRAP_TOKEN_SECRET_TYPE)
+    ) {
         return None;
     }
     Some(Secret {
@@ -168,5 +175,36 @@ mod tests {
         let copy = service_account(&app, "c1", "x").unwrap();
         assert!(copy.secrets.is_none());
         assert_eq!(copy.image_pull_secrets, app.image_pull_secrets);
+        let bootstrap: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "bootstrap-token-abcdef"}, "type": "bootstrap.kubernetes.io/token"}))
+        .unwrap();
+        assert!(secret(&bootstrap, "c1", "x").is_none());
+    }
+
+    #[test]
+    fn copies_keep_what_restricts() {
+        let cm: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": "settings"}, "data": {"a": "1"}, "immutable": true}))
+        .unwrap();
+        assert_eq!(configmap(&cm, "c1", "x").unwrap().immutable, Some(true));
+        let tls: Secret = serde_json::from_value(json!({
+            "metadata": {"name": "cert"}, "type": "kubernetes.io/tls", "immutable": true,
+            "data": {"tls.crt": "", "tls.key": ""}}))
+        .unwrap();
+        let copy = secret(&tls, "c1", "x").unwrap();
+        assert_eq!(copy.type_.as_deref(), Some("kubernetes.io/tls"));
+        assert_eq!(copy.immutable, Some(true));
+        // No token of this cluster, but its word on mounting one, and who may mount what.
+        let app: ServiceAccount = serde_json::from_value(json!({
+            "metadata": {"name": "app", "annotations": {"kubernetes.io/enforce-mountable-secrets": "true"}},
+            "automountServiceAccountToken": false, "secrets": [{"name": "app-token-x7k2p"}]}))
+        .unwrap();
+        let copy = service_account(&app, "c1", "x").unwrap();
+        assert_eq!(copy.automount_service_account_token, Some(false));
+        assert!(copy.secrets.is_none());
+        assert_eq!(
+            copy.metadata.annotations.unwrap()["kubernetes.io/enforce-mountable-secrets"],
+            "true"
+        );
     }
 }

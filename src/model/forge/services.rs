@@ -23,7 +23,8 @@ const EXTERNAL_NAME: &str = "ExternalName";
 const HEADLESS: &str = "None";
 
 /// The Service's copy: its type, ports (without node ports), selector and the settings a
-/// user chose; addresses are the remote cluster's to allocate.
+/// user chose, what restricts who reaches it first; addresses are the remote cluster's to
+/// allocate. docs/reflection.md lists every field left out, and why.
 pub(crate) fn service(local: &Service, to: &Destination) -> Option<Service> {
     let spec = local.spec.as_ref()?;
     let type_ = spec.type_.clone().unwrap_or_else(|| "ClusterIP".into());
@@ -42,7 +43,16 @@ pub(crate) fn service(local: &Service, to: &Destination) -> Option<Service> {
             // Headless stays headless; any other address is the remote's to pick.
             cluster_ip: (spec.cluster_ip.as_deref() == Some(HEADLESS)).then(|| HEADLESS.into()),
             session_affinity: spec.session_affinity.clone(),
+            session_affinity_config: spec.session_affinity_config.clone(),
             publish_not_ready_addresses: spec.publish_not_ready_addresses,
+            // Who may reach it, and through which nodes: the remote's defaults are wider.
+            load_balancer_source_ranges: spec.load_balancer_source_ranges.clone(),
+            external_traffic_policy: spec.external_traffic_policy.clone(),
+            internal_traffic_policy: spec.internal_traffic_policy.clone(),
+            load_balancer_class: spec.load_balancer_class.clone(),
+            allocate_load_balancer_node_ports: spec.allocate_load_balancer_node_ports,
+            ip_family_policy: spec.ip_family_policy.clone(),
+            ip_families: families(spec),
             ..ServiceSpec::default()
         }
     };
@@ -51,6 +61,19 @@ pub(crate) fn service(local: &Service, to: &Destination) -> Option<Service> {
         spec: Some(spec),
         status: None,
     })
+}
+
+const PREFER_DUAL_STACK: &str = "PreferDualStack";
+
+/// The address families asked for: as here, but with `PreferDualStack` only the first (the
+/// remote adds its second family if it has one; asking for a family it lacks is refused).
+fn families(spec: &ServiceSpec) -> Option<Vec<String>> {
+    let families = spec.ip_families.clone()?;
+    if spec.ip_family_policy.as_deref() == Some(PREFER_DUAL_STACK) {
+        Some(families.into_iter().take(1).collect())
+    } else {
+        Some(families)
+    }
 }
 
 /// The ports without the node ports this cluster allocated (they may be taken there).
@@ -73,15 +96,51 @@ pub(crate) fn same_service(remote: &Service, desired: &Service) -> bool {
         return remote.spec.is_none() && desired.spec.is_none();
     };
     let headless = |s: &ServiceSpec| s.cluster_ip.as_deref() == Some(HEADLESS);
-    let defaulted = |a: &Option<String>, b: &Option<String>| b.is_none() || a == b;
+    // What the copy leaves unset, the remote API server may default.
+    fn defaulted<T: PartialEq>(remote: &Option<T>, desired: &Option<T>) -> bool {
+        desired.is_none() || remote == desired
+    }
+    // With PreferDualStack the remote may add a second family.
+    let families = match (&r.ip_families, &d.ip_families) {
+        (_, None) => true,
+        (Some(r), Some(d)) => r.starts_with(d),
+        (None, Some(_)) => false,
+    };
     r.type_ == d.type_
         && ports(r) == d.ports
         && r.selector == d.selector
         && r.external_name == d.external_name
         && headless(r) == headless(d)
         && defaulted(&r.session_affinity, &d.session_affinity)
-        && (d.publish_not_ready_addresses.is_none()
-            || r.publish_not_ready_addresses == d.publish_not_ready_addresses)
+        && defaulted(&r.session_affinity_config, &d.session_affinity_config)
+        && defaulted(&r.publish_not_ready_addresses, &d.publish_not_ready_addresses)
+        // Never defaulted: a range added or removed there is a drift.
+        && r.load_balancer_source_ranges.as_deref().unwrap_or_default()
+            == d.load_balancer_source_ranges.as_deref().unwrap_or_default()
+        && r.load_balancer_class == d.load_balancer_class
+        && defaulted(&r.external_traffic_policy, &d.external_traffic_policy)
+        && defaulted(&r.internal_traffic_policy, &d.internal_traffic_policy)
+        && defaulted(
+            &r.allocate_load_balancer_node_ports,
+            &d.allocate_load_balancer_node_ports,
+        )
+        && defaulted(&r.ip_family_policy, &d.ip_family_policy)
+        && families
+}
+
+/// Whether the remote Service cannot be changed into `desired`: a cluster IP (headless or
+/// not), a load-balancer class or a primary address family never change once set.
+pub(crate) fn replaced_by(remote: &Service, desired: &Service) -> bool {
+    let (Some(r), Some(d)) = (remote.spec.as_ref(), desired.spec.as_ref()) else {
+        return false;
+    };
+    let headless = |s: &ServiceSpec| s.cluster_ip.as_deref() == Some(HEADLESS);
+    let external = |s: &ServiceSpec| s.type_.as_deref() == Some(EXTERNAL_NAME);
+    let primary = |s: &ServiceSpec| s.ip_families.as_ref().and_then(|f| f.first().cloned());
+    let families_fixed = !external(r) && !external(d) && primary(d).is_some();
+    (!external(r) && !external(d) && headless(r) != headless(d))
+        || (r.load_balancer_class.is_some() && r.load_balancer_class != d.load_balancer_class)
+        || (families_fixed && primary(r) != primary(d))
 }
 
 /// The slice's copy for one cluster, or `None` for slices that are not a Service's, or
@@ -185,6 +244,124 @@ mod tests {
         remote.spec.as_mut().unwrap().selector =
             Some([("app".to_string(), "api".to_string())].into());
         assert!(!same_service(&remote, &copy));
+    }
+
+    /// A load balancer limited to one range, kept on its nodes' pods, of one class, without
+    /// node ports, preferring two families (the test bed has one).
+    fn restricted() -> Service {
+        svc(json!({
+            "type": "LoadBalancer", "clusterIP": "10.0.0.40", "clusterIPs": ["10.0.0.40"],
+            "selector": {"app": "web"},
+            "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}],
+            "loadBalancerSourceRanges": ["192.0.2.0/24"],
+            "externalTrafficPolicy": "Local", "healthCheckNodePort": 31555,
+            "internalTrafficPolicy": "Local",
+            "loadBalancerClass": "example.com/internal",
+            "allocateLoadBalancerNodePorts": false,
+            "ipFamilyPolicy": "PreferDualStack", "ipFamilies": ["IPv4", "IPv6"],
+            "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 600}},
+            "externalIPs": ["198.51.100.7"], "loadBalancerIP": "203.0.113.9",
+            "trafficDistribution": "PreferClose",
+        }))
+    }
+
+    #[test]
+    fn a_service_copy_keeps_what_restricts_it() {
+        let map = AddressMap::default();
+        let copy = service(&restricted(), &to(&map)).unwrap();
+        let v = serde_json::to_value(copy.spec.as_ref().unwrap()).unwrap();
+        assert_eq!(v["loadBalancerSourceRanges"], json!(["192.0.2.0/24"]));
+        assert_eq!(v["externalTrafficPolicy"], "Local");
+        assert_eq!(v["internalTrafficPolicy"], "Local");
+        assert_eq!(v["loadBalancerClass"], "example.com/internal");
+        assert_eq!(v["allocateLoadBalancerNodePorts"], false);
+        assert_eq!(v["ipFamilyPolicy"], "PreferDualStack");
+        // The primary family; the remote adds its second if it has one.
+        assert_eq!(v["ipFamilies"], json!(["IPv4"]));
+        assert_eq!(
+            v["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"],
+            600
+        );
+        // This cluster's addresses and allocations stay here (docs/reflection.md).
+        for field in [
+            "clusterIP",
+            "clusterIPs",
+            "healthCheckNodePort",
+            "externalIPs",
+            "loadBalancerIP",
+            "trafficDistribution",
+        ] {
+            assert!(v[field].is_null(), "{field} copied: {v}");
+        }
+        let single =
+            svc(json!({"ipFamilyPolicy": "RequireDualStack", "ipFamilies": ["IPv6", "IPv4"]}));
+        let copy = service(&single, &to(&map)).unwrap();
+        assert_eq!(copy.spec.unwrap().ip_families.unwrap(), ["IPv6", "IPv4"]);
+    }
+
+    #[test]
+    fn a_drift_in_what_restricts_is_noticed() {
+        let map = AddressMap::default();
+        let copy = service(&restricted(), &to(&map)).unwrap();
+        // As the remote API server stores it: its own allocations, a second family.
+        let mut remote = copy.clone();
+        let rs = remote.spec.as_mut().unwrap();
+        rs.cluster_ip = Some("10.96.0.40".into());
+        rs.health_check_node_port = Some(30001);
+        rs.ip_families = Some(vec!["IPv4".into(), "IPv6".into()]);
+        assert!(same_service(&remote, &copy));
+        let drifts: [fn(&mut ServiceSpec); 8] = [
+            |s| s.load_balancer_source_ranges = None,
+            |s| s.load_balancer_source_ranges = Some(vec!["0.0.0.0/0".into()]),
+            |s| s.external_traffic_policy = Some("Cluster".into()),
+            |s| s.internal_traffic_policy = Some("Cluster".into()),
+            |s| s.load_balancer_class = None,
+            |s| s.allocate_load_balancer_node_ports = Some(true),
+            |s| s.ip_family_policy = Some("SingleStack".into()),
+            |s| s.ip_families = Some(vec!["IPv6".into()]),
+        ];
+        for (i, drift) in drifts.iter().enumerate() {
+            let mut edited = remote.clone();
+            drift(edited.spec.as_mut().unwrap());
+            assert!(!same_service(&edited, &copy), "drift {i} not noticed");
+        }
+        // Ranges set there on a copy that has none: a drift too.
+        let plain = service(
+            &svc(json!({"type": "LoadBalancer", "selector": {"app": "web"}})),
+            &to(&map),
+        )
+        .unwrap();
+        let mut edited = plain.clone();
+        edited.spec.as_mut().unwrap().load_balancer_source_ranges =
+            Some(vec!["192.0.2.0/24".into()]);
+        assert!(!same_service(&edited, &plain));
+    }
+
+    #[test]
+    fn what_cannot_change_there_makes_a_new_copy() {
+        let map = AddressMap::default();
+        let copy = service(&restricted(), &to(&map)).unwrap();
+        assert!(!replaced_by(&copy, &copy));
+        let mut other = restricted();
+        other.spec.as_mut().unwrap().load_balancer_class = Some("example.com/public".into());
+        assert!(replaced_by(&copy, &service(&other, &to(&map)).unwrap()));
+        let mut v6 = restricted();
+        v6.spec.as_mut().unwrap().ip_families = Some(vec!["IPv6".into()]);
+        assert!(replaced_by(&copy, &service(&v6, &to(&map)).unwrap()));
+        let headless = svc(json!({"clusterIP": "None", "selector": {"app": "web"}}));
+        let plain = svc(json!({"selector": {"app": "web"}}));
+        let (headless, plain) = (
+            service(&headless, &to(&map)).unwrap(),
+            service(&plain, &to(&map)).unwrap(),
+        );
+        assert!(replaced_by(&headless, &plain) && replaced_by(&plain, &headless));
+        // To or from ExternalName, the API server changes the address itself.
+        let external = service(
+            &svc(json!({"type": "ExternalName", "externalName": "db.example.com"})),
+            &to(&map),
+        )
+        .unwrap();
+        assert!(!replaced_by(&external, &plain) && !replaced_by(&plain, &external));
     }
 
     #[test]
