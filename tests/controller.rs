@@ -840,6 +840,8 @@ async fn at_rest_the_manager_keeps_one_watch_per_kind_per_cluster() {
                         "get remoteclusters",
                         "get configmaps",
                         "get pods",
+                        "get priorityclasses",
+                        "get runtimeclasses",
                     ]
                     .contains(&r.as_str())
                 })
@@ -873,6 +875,9 @@ async fn at_rest_the_manager_keeps_one_watch_per_kind_per_cluster() {
             "services",
             "endpointslices",
             "events",
+            // What a twin may name there (issue 21, point 6).
+            "priorityclasses",
+            "runtimeclasses",
         ] {
             assert!(
                 remote.open_watches.contains_key(kind),

@@ -5,7 +5,8 @@
 //! - the remote's identity ConfigMap (also: new cluster labels wake its RemoteCluster, so
 //!   they reach the virtual node within seconds, not at the next heartbeat);
 //! - its nodes (the virtual node's allocatable);
-//! - our twins of local pods (each change wakes the local pod it stands for).
+//! - our twins of local pods (each change wakes the local pod it stands for);
+//! - its PriorityClasses and RuntimeClasses (what a twin may name there).
 
 use std::{
     collections::BTreeMap,
@@ -19,6 +20,8 @@ use k8s_openapi::api::{
         ResourceRequirements, Secret, Service, ServiceAccount,
     },
     discovery::v1::EndpointSlice,
+    node::v1::RuntimeClass,
+    scheduling::v1::PriorityClass,
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -36,7 +39,7 @@ use crate::model::{api::is_virtual_node, markers::REMOTE_CLUSTER_ID_LABEL};
 use crate::{
     model::{
         api::{NamespaceOffloading, OFFLOADING_NAME, RemoteCluster},
-        forge::twin::twin_selector,
+        forge::twin::{RemoteClasses, twin_selector},
         markers::{MANAGED_BY_LABEL, ORIGIN_NAMESPACE_ANNOTATION, SLICE_MANAGER},
         reason::Problem,
         remote_namespace::origin_of,
@@ -74,7 +77,29 @@ pub(crate) struct Peer {
     /// Only the slices we wrote: a remote endpoint controller copies our Service's labels
     /// onto its own slices.
     pub(crate) endpoint_slices: Watched<EndpointSlice>,
+    /// The classes a twin may name there (a twin naming one it lacks is refused).
+    pub(crate) priority_classes: Watched<PriorityClass>,
+    pub(crate) runtime_classes: Watched<RuntimeClass>,
     _watches: Arc<AbortOnDrop>,
+}
+
+impl Peer {
+    /// The PriorityClasses and RuntimeClasses there, as far as their watches have listed.
+    pub(crate) fn classes(&self) -> RemoteClasses {
+        fn names<K>(watched: &Watched<K>) -> Option<std::collections::BTreeSet<String>>
+        where
+            K: Resource<DynamicType = ()> + Clone + 'static,
+        {
+            watched
+                .listed
+                .now()
+                .then(|| watched.store.state().iter().map(|c| c.name_any()).collect())
+        }
+        RemoteClasses {
+            priority: names(&self.priority_classes),
+            runtime: names(&self.runtime_classes),
+        }
+    }
 }
 
 /// A remote watch's store, and whether it has listed once.
@@ -249,6 +274,23 @@ impl Peers {
         let our_slices = format!("{ours},{MANAGED_BY_LABEL}={SLICE_MANAGER}");
         let (endpoint_slices, endpoint_slices_task) =
             self.watch_copies(cluster_id, &client, &our_slices);
+        // Read when a twin is made; a pod waiting for a class looks again by itself.
+        let (priority_classes, priority_classes_task) = watch(
+            cluster_id,
+            Api::<PriorityClass>::all(client.clone()),
+            watcher::Config::default(),
+            Wake::FirstListing,
+            |_| {},
+            |_: &PriorityClass| None,
+        );
+        let (runtime_classes, runtime_classes_task) = watch(
+            cluster_id,
+            Api::<RuntimeClass>::all(client.clone()),
+            watcher::Config::default(),
+            Wake::FirstListing,
+            |_| {},
+            |_: &RuntimeClass| None,
+        );
         let peer = Peer {
             remote_cluster: remote_cluster.to_owned(),
             credentials_version: version.to_owned(),
@@ -264,6 +306,8 @@ impl Peers {
             service_accounts,
             services,
             endpoint_slices,
+            priority_classes,
+            runtime_classes,
             _watches: Arc::new(AbortOnDrop(vec![
                 namespaces_task,
                 identity_task,
@@ -274,6 +318,8 @@ impl Peers {
                 service_accounts_task,
                 services_task,
                 endpoint_slices_task,
+                priority_classes_task,
+                runtime_classes_task,
                 events_task,
             ])),
         };
@@ -431,6 +477,8 @@ impl Peer {
             service_accounts: empty(),
             services: empty(),
             endpoint_slices: empty(),
+            priority_classes: empty(),
+            runtime_classes: empty(),
             _watches: Arc::new(AbortOnDrop(Vec::new())),
         }
     }

@@ -8,7 +8,7 @@
 use std::{collections::BTreeSet, fmt::Debug, sync::Arc, time::Duration};
 
 use k8s_openapi::api::{
-    core::v1::{ConfigMap, Secret, Service, ServiceAccount},
+    core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount},
     discovery::v1::EndpointSlice,
 };
 use kube::{
@@ -336,6 +336,30 @@ async fn reflect<K: Reflected>(
         }
     }
     Ok(true)
+}
+
+/// Which Secrets named by `pod` are this cluster's service-account tokens: never copied,
+/// and left out of its twin (`forge::twin::adapt`). The local watch leaves tokens out, so a
+/// name it lacks is asked of the API server, once per twin made.
+pub(crate) async fn home_tokens(ctx: &Context, pod: &Pod) -> Result<BTreeSet<String>, kube::Error> {
+    let namespace = pod.namespace().unwrap_or_default();
+    let api = Api::<Secret>::namespaced(ctx.client.clone(), &namespace);
+    let token = |s: &Secret| s.type_.as_deref() == Some(objects::TOKEN_SECRET_TYPE);
+    let mut tokens = BTreeSet::new();
+    for name in crate::model::forge::twin::secret_names(pod) {
+        let is_token = match ctx
+            .stores
+            .secrets
+            .get(&ObjectRef::new(&name).within(&namespace))
+        {
+            Some(secret) => token(&secret),
+            None => api.get_opt(&name).await?.is_some_and(|s| token(&s)),
+        };
+        if is_token {
+            tokens.insert(name);
+        }
+    }
+    Ok(tokens)
 }
 
 /// Reports, on the original, that its name is taken there by an object we did not make.

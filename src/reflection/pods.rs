@@ -167,12 +167,36 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
                 report(&ctx, &pod, "Unsupported", &why).await?;
                 return Ok(Action::await_change());
             }
-            let twin = forge::twin(
+            let mut twin = forge::twin(
                 &pod,
                 &offloading.spec,
                 &ctx.replica.local_cluster_id,
                 &remote_namespace,
             );
+            // No token of this cluster goes there; only classes that cluster has.
+            let tokens = crate::reflection::namespace_objects::home_tokens(&ctx, &pod).await?;
+            match forge::adapt(&mut twin, &tokens, &peer.classes()) {
+                Ok(notes) => {
+                    for note in notes {
+                        crate::context::writes::record_event(
+                            &ctx.recorder,
+                            &*pod,
+                            EventType::Normal,
+                            note.reason,
+                            &format!("in cluster {cluster_id}: {}", note.message),
+                            "Offloading",
+                        )
+                        .await;
+                    }
+                }
+                Err(forge::Unfit::NotKnownYet) => return Ok(Action::requeue(SOON)),
+                Err(forge::Unfit::Unsupported(why)) => {
+                    let why = format!("cluster {cluster_id}: {why}");
+                    report(&ctx, &pod, "Unsupported", &why).await?;
+                    // Nothing wakes it when the class appears there: look again now and then.
+                    return Ok(Action::requeue(Duration::from_secs(30)));
+                }
+            }
             let api = Api::<Pod>::namespaced(peer.client.clone(), &remote_namespace);
             match remote(&cluster_id, api.create(&PostParams::default(), &twin)).await {
                 Ok(_) => {

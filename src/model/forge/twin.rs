@@ -1,8 +1,21 @@
 //! Pure translation between a local pod and its twin in a remote cluster: the twin to
 //! create (the pod's spec without what only made sense here), whether a remote pod is our
 //! twin, and the local status the twin's stands for.
+//!
+//! No credential of this cluster goes into a twin: neither the token volume this cluster's
+//! ServiceAccount admission injected (`kube-api-access-*`) nor any volume or variable of a
+//! service-account token Secret. The twin runs as the remote account of the same name
+//! (copied, or that cluster's own `default`), and that cluster's admission mounts its own
+//! token, or none when the pod, or its account here, said no.
+//!
+//! What the remote's admission derives (`priority`, `preemptionPolicy`, `overhead`) is left
+//! for it to derive: copied, it gets the twin refused as soon as the classes differ. A
+//! PriorityClass the remote lacks is dropped (said on the pod); a missing RuntimeClass keeps
+//! the pod from running there, since dropping it could run a sandboxed workload unsandboxed.
 
-use k8s_openapi::api::core::v1::{NodeSelectorTerm, Pod, PodSpec, PodStatus};
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{Container, NodeSelectorTerm, Pod, PodSpec, PodStatus, Volume};
 use kube::api::ObjectMeta;
 
 use crate::model::markers::{ORIGIN_NAMESPACE_ANNOTATION, ORIGIN_POD_UID_ANNOTATION};
@@ -39,8 +52,9 @@ pub(crate) fn unsupported(pod: &Pod) -> Option<String> {
 }
 
 /// The twin of `pod` to create in `remote_namespace`: same name, labels and annotations,
-/// our markers, and the spec without its node, the placement our webhook imposed, and the
-/// token of a local service account.
+/// our markers, and the spec without its node, the placement our webhook imposed, this
+/// cluster's token volume and what the remote's admission derives. `adapt` then fits it to
+/// what the two clusters hold.
 pub(crate) fn twin(
     pod: &Pod,
     offloading: &NamespaceOffloadingSpec,
@@ -146,10 +160,239 @@ fn twin_spec(local: &PodSpec, offloading: &NamespaceOffloadingSpec) -> PodSpec {
     }) {
         spec.affinity = None;
     }
-    // The local service account's token means nothing there: the twin runs as the remote
-    // namespace's account of the same name (reflected), without a local token mounted.
-    spec.automount_service_account_token = Some(false);
+    // This cluster's token goes nowhere else. Mounted here means the account here allowed
+    // it: the remote's admission then mounts its own, as its account of that name says.
+    // Not mounted here (the pod or its account said no): none there either.
+    let mounted_here = drop_volumes(&mut spec, is_injected_token);
+    if spec.automount_service_account_token.is_none() && !mounted_here {
+        spec.automount_service_account_token = Some(false);
+    }
+    // The remote's Priority and RuntimeClass admission set these from its own classes, and
+    // refuse a pod whose values differ from theirs.
+    spec.priority = None;
+    spec.preemption_policy = None;
+    spec.overhead = None;
     spec
+}
+
+/// Prefix of the token volume the ServiceAccount admission plugin injects.
+const INJECTED_TOKEN_VOLUME: &str = "kube-api-access-";
+
+/// The volume this cluster's ServiceAccount admission added: its token, CA and namespace.
+fn is_injected_token(volume: &Volume) -> bool {
+    volume.name.starts_with(INJECTED_TOKEN_VOLUME)
+        && volume.projected.as_ref().is_some_and(|p| {
+            p.sources
+                .iter()
+                .flatten()
+                .any(|s| s.service_account_token.is_some())
+        })
+}
+
+/// Every container of the spec, init ones too (ephemeral ones are never in a new pod).
+fn containers(spec: &mut PodSpec) -> impl Iterator<Item = &mut Container> {
+    spec.containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+}
+
+/// Removes the volumes `drop` picks and their mounts; whether any was removed.
+fn drop_volumes(spec: &mut PodSpec, drop: impl Fn(&Volume) -> bool) -> bool {
+    let Some(volumes) = spec.volumes.as_mut() else {
+        return false;
+    };
+    let gone: BTreeSet<String> = volumes
+        .iter()
+        .filter(|v| drop(v))
+        .map(|v| v.name.clone())
+        .collect();
+    if gone.is_empty() {
+        return false;
+    }
+    volumes.retain(|v| !gone.contains(&v.name));
+    if volumes.is_empty() {
+        spec.volumes = None;
+    }
+    let unmount = |mounts: &mut Option<Vec<k8s_openapi::api::core::v1::VolumeMount>>| {
+        if let Some(m) = mounts.as_mut() {
+            m.retain(|m| !gone.contains(&m.name));
+        }
+        if mounts.as_ref().is_some_and(Vec::is_empty) {
+            *mounts = None;
+        }
+    };
+    for container in containers(spec) {
+        unmount(&mut container.volume_mounts);
+    }
+    for container in spec.ephemeral_containers.iter_mut().flatten() {
+        unmount(&mut container.volume_mounts);
+    }
+    true
+}
+
+/// What the remote cluster has, as the peer's watches hold it (`None`: not listed yet).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct RemoteClasses {
+    pub(crate) priority: Option<BTreeSet<String>>,
+    pub(crate) runtime: Option<BTreeSet<String>>,
+}
+
+/// Something `adapt` changed that the pod's owner should hear of (an event on the pod).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Note {
+    pub(crate) reason: &'static str,
+    pub(crate) message: String,
+}
+
+/// Why `adapt` cannot make a twin (yet).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Unfit {
+    /// The peer's watch of a class the pod names has not listed: look again soon.
+    NotKnownYet,
+    /// It cannot run there as it is; the pod says why.
+    Unsupported(String),
+}
+
+/// Fits the twin to what the two clusters hold: volumes and variables of `token_secrets`
+/// (this cluster's service-account tokens, never copied) go; a PriorityClass the remote
+/// lacks is dropped; a RuntimeClass it lacks keeps the pod home.
+pub(crate) fn adapt(
+    twin: &mut Pod,
+    token_secrets: &BTreeSet<String>,
+    there: &RemoteClasses,
+) -> Result<Vec<Note>, Unfit> {
+    let mut notes = Vec::new();
+    let Some(spec) = twin.spec.as_mut() else {
+        return Ok(notes);
+    };
+    if let Some(class) = spec.runtime_class_name.as_deref() {
+        let known = there.runtime.as_ref().ok_or(Unfit::NotKnownYet)?;
+        if !known.contains(class) {
+            return Err(Unfit::Unsupported(format!(
+                "runtimeClassName {class:?} has no RuntimeClass in that cluster: the pod does not run there without it (create the RuntimeClass there, or keep the pod local)"
+            )));
+        }
+    }
+    if let Some(class) = spec.priority_class_name.clone() {
+        let known = there.priority.as_ref().ok_or(Unfit::NotKnownYet)?;
+        if !known.contains(&class) {
+            spec.priority_class_name = None;
+            notes.push(Note {
+                reason: "PriorityClassDropped",
+                message: format!(
+                    "priorityClassName {class:?} has no PriorityClass in that cluster: the twin runs there with that cluster's default priority"
+                ),
+            });
+        }
+    }
+    if !token_secrets.is_empty() {
+        let dropped = drop_token_secrets(spec, token_secrets);
+        if !dropped.is_empty() {
+            notes.push(Note {
+                reason: "HomeTokenDropped",
+                message: format!(
+                    "service-account token Secrets of this cluster stay here: {} left out of the twin (it runs with the remote cluster's own token)",
+                    dropped.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+    }
+    Ok(notes)
+}
+
+/// Removes every use of those Secrets: volumes, projected sources, variables; returns the
+/// Secrets that were used.
+fn drop_token_secrets(spec: &mut PodSpec, tokens: &BTreeSet<String>) -> BTreeSet<String> {
+    let mut used = BTreeSet::new();
+    let mut note = |name: &str| {
+        let token = tokens.contains(name);
+        if token {
+            used.insert(name.to_owned());
+        }
+        token
+    };
+    for volume in spec.volumes.iter_mut().flatten() {
+        if let Some(sources) = volume.projected.as_mut().and_then(|p| p.sources.as_mut()) {
+            sources.retain(|s| !s.secret.as_ref().is_some_and(|s| note(&s.name)));
+        }
+    }
+    let mut secret_volumes = BTreeSet::new();
+    for volume in spec.volumes.iter().flatten() {
+        let of_token = volume
+            .secret
+            .as_ref()
+            .and_then(|s| s.secret_name.as_deref())
+            .is_some_and(&mut note);
+        let emptied = volume
+            .projected
+            .as_ref()
+            .is_some_and(|p| p.sources.as_ref().is_some_and(Vec::is_empty));
+        if of_token || emptied {
+            secret_volumes.insert(volume.name.clone());
+        }
+    }
+    drop_volumes(spec, |v| secret_volumes.contains(&v.name));
+    let mut variables = |container: &mut Container| {
+        if let Some(env) = container.env.as_mut() {
+            env.retain(|e| {
+                !e.value_from
+                    .as_ref()
+                    .and_then(|f| f.secret_key_ref.as_ref())
+                    .is_some_and(|r| note(&r.name))
+            });
+        }
+        if let Some(from) = container.env_from.as_mut() {
+            from.retain(|f| !f.secret_ref.as_ref().is_some_and(|r| note(&r.name)));
+        }
+    };
+    for container in containers(spec) {
+        variables(container);
+    }
+    used
+}
+
+/// The Secrets a pod refers to by name (volumes, projected sources, variables): which of
+/// them are tokens here is asked of the local cluster before `adapt`.
+pub(crate) fn secret_names(pod: &Pod) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    let Some(spec) = pod.spec.as_ref() else {
+        return names;
+    };
+    for volume in spec.volumes.iter().flatten() {
+        if let Some(name) = volume.secret.as_ref().and_then(|s| s.secret_name.clone()) {
+            names.insert(name);
+        }
+        for source in volume
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten())
+        {
+            if let Some(secret) = &source.secret {
+                names.insert(secret.name.clone());
+            }
+        }
+    }
+    for container in spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+    {
+        for env in container.env.iter().flatten() {
+            if let Some(r) = env
+                .value_from
+                .as_ref()
+                .and_then(|f| f.secret_key_ref.as_ref())
+            {
+                names.insert(r.name.clone());
+            }
+        }
+        for from in container.env_from.iter().flatten() {
+            if let Some(r) = &from.secret_ref {
+                names.insert(r.name.clone());
+            }
+        }
+    }
+    names
 }
 
 /// Whose a remote pod is.
@@ -364,6 +607,247 @@ mod tests {
         assert!(
             why.contains("\"data\"") && why.contains("PersistentVolumeClaim"),
             "{why}"
+        );
+    }
+
+    /// A pod as this cluster's ServiceAccount admission leaves it: its token volume, mounted
+    /// in every container.
+    fn with_home_token() -> Pod {
+        let mut pod = admitted();
+        let spec = pod.spec.as_mut().unwrap();
+        let mount = json!([{"name": "kube-api-access-x7k2p", "readOnly": true,
+                            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]);
+        spec.containers[0].volume_mounts = Some(serde_json::from_value(mount.clone()).unwrap());
+        spec.init_containers = Some(vec![
+            serde_json::from_value(
+                json!({"name": "init", "image": "busybox", "volumeMounts": mount}),
+            )
+            .unwrap(),
+        ]);
+        spec.volumes = Some(
+            serde_json::from_value(json!([
+                {"name": "kube-api-access-x7k2p", "projected": {"defaultMode": 420, "sources": [
+                    {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                    {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                    {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}}]}},
+                // The pod's own: a token the remote cluster's kubelet asks its API server for.
+                {"name": "vault", "projected": {"sources": [
+                    {"serviceAccountToken": {"audience": "vault", "path": "token"}}]}},
+            ]))
+            .unwrap(),
+        );
+        pod
+    }
+
+    fn twin_of(pod: &Pod) -> PodSpec {
+        twin(
+            pod,
+            &offloading(PodOffloadingStrategy::Remote),
+            "c1",
+            "shop-c1",
+        )
+        .spec
+        .unwrap()
+    }
+
+    #[test]
+    fn the_home_token_volume_stays_home_and_the_remote_mounts_its_own() {
+        let spec = twin_of(&with_home_token());
+        let volumes: Vec<&str> = spec
+            .volumes
+            .iter()
+            .flatten()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(volumes, ["vault"]);
+        assert!(spec.containers[0].volume_mounts.is_none());
+        assert!(spec.init_containers.unwrap()[0].volume_mounts.is_none());
+        // Mounted here: the remote's admission mounts its own, as its account says.
+        assert_eq!(spec.automount_service_account_token, None);
+    }
+
+    #[test]
+    fn no_token_here_means_none_there_and_the_pods_word_is_kept() {
+        // Admitted without a token: the pod or its account here said no.
+        assert_eq!(
+            twin_of(&admitted()).automount_service_account_token,
+            Some(false)
+        );
+        for said in [true, false] {
+            let mut pod = with_home_token();
+            pod.spec.as_mut().unwrap().automount_service_account_token = Some(said);
+            assert_eq!(twin_of(&pod).automount_service_account_token, Some(said));
+        }
+        // A volume of that name that is no token is the pod's own.
+        let mut pod = admitted();
+        pod.spec.as_mut().unwrap().volumes = Some(vec![
+            serde_json::from_value(json!({"name": "kube-api-access-mine", "emptyDir": {}}))
+                .unwrap(),
+        ]);
+        assert_eq!(twin_of(&pod).volumes.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn what_the_remotes_admission_derives_is_left_to_it() {
+        let mut pod = admitted();
+        let spec = pod.spec.as_mut().unwrap();
+        spec.priority = Some(1000);
+        spec.priority_class_name = Some("high".into());
+        spec.preemption_policy = Some("Never".into());
+        spec.runtime_class_name = Some("gvisor".into());
+        spec.overhead = Some(
+            [(
+                "cpu".to_string(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity("250m".into()),
+            )]
+            .into(),
+        );
+        let spec = twin_of(&pod);
+        assert!(
+            spec.priority.is_none() && spec.preemption_policy.is_none() && spec.overhead.is_none()
+        );
+        // The names stay for `adapt` to check against the remote's classes.
+        assert_eq!(spec.priority_class_name.as_deref(), Some("high"));
+        assert_eq!(spec.runtime_class_name.as_deref(), Some("gvisor"));
+    }
+
+    fn classes(priority: &[&str], runtime: &[&str]) -> RemoteClasses {
+        let set = |names: &[&str]| Some(names.iter().map(|n| n.to_string()).collect());
+        RemoteClasses {
+            priority: set(priority),
+            runtime: set(runtime),
+        }
+    }
+
+    fn with_classes(priority: Option<&str>, runtime: Option<&str>) -> Pod {
+        let mut pod = twin(
+            &admitted(),
+            &offloading(PodOffloadingStrategy::Remote),
+            "c1",
+            "shop-c1",
+        );
+        let spec = pod.spec.as_mut().unwrap();
+        spec.priority_class_name = priority.map(Into::into);
+        spec.runtime_class_name = runtime.map(Into::into);
+        pod
+    }
+
+    #[test]
+    fn a_priority_class_the_remote_lacks_is_dropped_and_said() {
+        let none = BTreeSet::new();
+        let mut pod = with_classes(Some("high"), None);
+        assert_eq!(adapt(&mut pod, &none, &classes(&["high"], &[])), Ok(vec![]));
+        assert_eq!(
+            pod.spec.as_ref().unwrap().priority_class_name.as_deref(),
+            Some("high")
+        );
+        let notes = adapt(&mut pod, &none, &classes(&["low"], &[])).unwrap();
+        assert!(pod.spec.as_ref().unwrap().priority_class_name.is_none());
+        assert_eq!(notes.len(), 1);
+        assert_eq!(notes[0].reason, "PriorityClassDropped");
+        assert!(
+            notes[0].message.contains("\"high\""),
+            "{}",
+            notes[0].message
+        );
+        // Not listed yet: no guess.
+        let mut pod = with_classes(Some("high"), None);
+        assert_eq!(
+            adapt(&mut pod, &none, &RemoteClasses::default()),
+            Err(Unfit::NotKnownYet)
+        );
+        // A pod naming no class needs no listing.
+        let mut pod = with_classes(None, None);
+        assert_eq!(
+            adapt(&mut pod, &none, &RemoteClasses::default()),
+            Ok(vec![])
+        );
+    }
+
+    #[test]
+    fn a_runtime_class_the_remote_lacks_keeps_the_pod_home() {
+        let none = BTreeSet::new();
+        let mut pod = with_classes(None, Some("gvisor"));
+        assert_eq!(
+            adapt(&mut pod, &none, &classes(&[], &["gvisor"])),
+            Ok(vec![])
+        );
+        assert_eq!(
+            pod.spec.as_ref().unwrap().runtime_class_name.as_deref(),
+            Some("gvisor")
+        );
+        match adapt(&mut pod, &none, &classes(&[], &["runc"])) {
+            Err(Unfit::Unsupported(why)) => assert!(
+                why.contains("\"gvisor\"") && why.contains("RuntimeClass"),
+                "{why}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let mut pod = with_classes(None, Some("gvisor"));
+        assert_eq!(
+            adapt(&mut pod, &none, &RemoteClasses::default()),
+            Err(Unfit::NotKnownYet)
+        );
+    }
+
+    #[test]
+    fn token_secrets_of_this_cluster_are_left_out_of_the_twin() {
+        let local: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "web-1", "namespace": "shop", "uid": "u-1"},
+            "spec": {
+                "containers": [{"name": "app", "image": "nginx",
+                    "env": [
+                        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "web-token", "key": "token"}}},
+                        {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
+                        {"name": "MODE", "value": "fast"}],
+                    "envFrom": [{"secretRef": {"name": "web-token"}}, {"secretRef": {"name": "db"}}],
+                    "volumeMounts": [{"name": "legacy", "mountPath": "/t"}, {"name": "bundle", "mountPath": "/b"},
+                                     {"name": "only-token", "mountPath": "/o"}, {"name": "db", "mountPath": "/d"}]}],
+                "volumes": [
+                    {"name": "legacy", "secret": {"secretName": "web-token"}},
+                    {"name": "db", "secret": {"secretName": "db"}},
+                    {"name": "bundle", "projected": {"sources": [
+                        {"secret": {"name": "web-token"}}, {"secret": {"name": "db"}}]}},
+                    {"name": "only-token", "projected": {"sources": [{"secret": {"name": "web-token"}}]}}],
+            },
+        }))
+        .unwrap();
+        assert_eq!(
+            secret_names(&local),
+            ["db".to_string(), "web-token".to_string()].into()
+        );
+        let mut pod = twin(
+            &local,
+            &offloading(PodOffloadingStrategy::Remote),
+            "c1",
+            "shop-c1",
+        );
+        let notes = adapt(
+            &mut pod,
+            &["web-token".to_string()].into(),
+            &RemoteClasses::default(),
+        )
+        .unwrap();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(notes[0].reason, "HomeTokenDropped");
+        assert!(
+            notes[0].message.contains("web-token"),
+            "{}",
+            notes[0].message
+        );
+        let v = serde_json::to_value(pod.spec.unwrap()).unwrap();
+        assert!(!v.to_string().contains("web-token"), "{v}");
+        assert_eq!(
+            v["volumes"],
+            json!([{"name": "db", "secret": {"secretName": "db"}},
+                   {"name": "bundle", "projected": {"sources": [{"secret": {"name": "db"}}]}}])
+        );
+        let container = &v["containers"][0];
+        assert_eq!(container["env"].as_array().unwrap().len(), 2);
+        assert_eq!(container["envFrom"], json!([{"secretRef": {"name": "db"}}]));
+        assert_eq!(
+            container["volumeMounts"],
+            json!([{"name": "bundle", "mountPath": "/b"}, {"name": "db", "mountPath": "/d"}])
         );
     }
 
