@@ -1,7 +1,9 @@
 //! Who may use the virtual nodes' kubelet API, decided as a kubelet with webhook
 //! authorization decides: the client certificate names the user (CN) and groups (O), and a
-//! SubjectAccessReview asks the local API server whether they may `<verb> nodes/proxy` on
-//! that node. kube-apiserver's own kubelet client certificate passes (kubeadm puts it in
+//! SubjectAccessReview asks the local API server whether they may `<verb> nodes/proxy`.
+//! One server answers for every virtual node and a request does not say which node it was
+//! sent to, so the right is asked for on all nodes, before anything is looked up: a caller
+//! without it learns nothing, not even whether a pod exists. kube-apiserver's own kubelet client certificate passes (kubeadm puts it in
 //! `system:masters`); anyone else with a certificate from the same CA needs that right,
 //! so a certificate alone never opens a remote pod. Answers are kept a while, as the
 //! kubelet's authorizer cache keeps them.
@@ -55,11 +57,12 @@ pub(crate) fn verb(method: &http::Method) -> &'static str {
 pub(crate) enum AuthzError {
     #[error("the client certificate names no user (no common name)")]
     NoIdentity,
-    #[error("user {user} may not {verb} nodes/proxy on node {node}{reason}")]
+    #[error(
+        "user {user} may not {verb} nodes/proxy (on all nodes, which the virtual nodes' kubelet API asks for){reason}"
+    )]
     Denied {
         user: String,
         verb: &'static str,
-        node: String,
         reason: String,
     },
     #[error("cannot ask the API server whether {user} may {verb} nodes/proxy: {source}")]
@@ -71,7 +74,7 @@ pub(crate) enum AuthzError {
     },
 }
 
-type Key = (Caller, &'static str, String);
+type Key = (Caller, &'static str);
 
 /// Asks, and remembers, whether an identity may use a node's kubelet API.
 pub(crate) struct Authorizer {
@@ -91,10 +94,9 @@ impl Authorizer {
         &self,
         who: Option<&Caller>,
         verb: &'static str,
-        node: &str,
     ) -> Result<(), AuthzError> {
         let who = who.ok_or(AuthzError::NoIdentity)?;
-        let key = (who.clone(), verb, node.to_owned());
+        let key = (who.clone(), verb);
         let cached = self.answers.lock().ok().and_then(|answers| {
             answers
                 .get(&key)
@@ -104,7 +106,7 @@ impl Authorizer {
         let (allowed, reason) = match cached {
             Some(answer) => answer,
             None => {
-                let answer = self.review(who, verb, node).await?;
+                let answer = self.review(who, verb).await?;
                 if let Ok(mut answers) = self.answers.lock() {
                     let now = Instant::now();
                     answers.retain(|_, (_, _, until)| *until > now);
@@ -120,7 +122,6 @@ impl Authorizer {
             Err(AuthzError::Denied {
                 user: who.user.clone(),
                 verb,
-                node: node.to_owned(),
                 reason: if reason.is_empty() {
                     String::new()
                 } else {
@@ -130,12 +131,7 @@ impl Authorizer {
         }
     }
 
-    async fn review(
-        &self,
-        who: &Caller,
-        verb: &'static str,
-        node: &str,
-    ) -> Result<(bool, String), AuthzError> {
+    async fn review(&self, who: &Caller, verb: &'static str) -> Result<(bool, String), AuthzError> {
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(who.user.clone()),
@@ -144,7 +140,6 @@ impl Authorizer {
                     verb: Some(verb.into()),
                     resource: Some("nodes".into()),
                     subresource: Some("proxy".into()),
-                    name: Some(node.into()),
                     ..ResourceAttributes::default()
                 }),
                 ..SubjectAccessReviewSpec::default()

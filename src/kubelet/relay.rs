@@ -17,7 +17,12 @@ use super::{
 };
 use crate::context::Shared;
 use crate::{
-    context::peers::cluster_of, model::api::OFFLOADING_NAME, plumbing::client::REMOTE_TIMEOUT,
+    context::peers::cluster_of,
+    model::{
+        api::OFFLOADING_NAME,
+        forge::twin::{TwinOwner, owner},
+    },
+    plumbing::client::REMOTE_TIMEOUT,
 };
 
 /// Headers that negotiate the upgrade, passed on in both directions.
@@ -53,6 +58,10 @@ pub(crate) enum RelayError {
     NotOffloaded(String),
     #[error("namespace {0} has no NamespaceOffloading, so its pods have no twin to relay to")]
     NoOffloading(String),
+    #[error(
+        "pod {pod} has no twin in cluster {cluster_id} (not created yet, or the name is taken there by a pod this cluster did not create: see the pod's offloading.liqo.io/RemotePod condition)"
+    )]
+    NoTwin { pod: String, cluster_id: String },
     #[error("cluster {0} is not connected (see `kubectl get remoteclusters`)")]
     NotConnected(String),
     #[error("cluster {cluster_id}: {source}")]
@@ -72,7 +81,9 @@ pub(crate) enum RelayError {
 impl RelayError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
-            Self::Unsupported(_) | Self::NoPod(_) | Self::NotOffloaded(_) => StatusCode::NOT_FOUND,
+            Self::Unsupported(_) | Self::NoPod(_) | Self::NotOffloaded(_) | Self::NoTwin { .. } => {
+                StatusCode::NOT_FOUND
+            }
             Self::NoOffloading(_) | Self::NotConnected(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Remote { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -85,7 +96,6 @@ impl RelayError {
 
 /// A resolved call: which cluster, and the request to send there.
 struct Resolved {
-    node: String,
     cluster_id: String,
     client: kube::Client,
     path: String,
@@ -148,8 +158,21 @@ impl Relay {
             .peers
             .get(&cluster_id)
             .ok_or_else(|| RelayError::NotConnected(cluster_id.clone()))?;
+        // Our twin of this very pod (its uid), never whatever bears the name there.
+        let ours = peer
+            .pods
+            .store
+            .get(&ObjectRef::new(&target.pod).within(&remote_namespace))
+            .is_some_and(|twin| {
+                owner(&twin, &pod, &self.shared.replica.local_cluster_id) == TwinOwner::This
+            });
+        if !ours {
+            return Err(RelayError::NoTwin {
+                pod: key,
+                cluster_id,
+            });
+        }
         Ok(Resolved {
-            node,
             path: route::remote_path(target, &remote_namespace, query),
             cluster_id,
             client: peer.client,
@@ -162,11 +185,12 @@ impl Relay {
         target: Result<Target, Unsupported>,
         who: Option<&Caller>,
     ) -> Result<Response<Body>, RelayError> {
+        // First: who may not learns nothing, not even whether the pod exists.
+        self.authorizer
+            .check(who, authz::verb(request.method()))
+            .await?;
         let target = target?;
         let to = self.resolve(&target, request.uri().query())?;
-        self.authorizer
-            .check(who, authz::verb(request.method()), &to.node)
-            .await?;
         let upgrading = request.headers().contains_key(header::UPGRADE);
         let mut outgoing = Request::builder()
             .method(request.method().clone())
