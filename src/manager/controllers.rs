@@ -21,7 +21,9 @@ use super::gate::{activation, gate, when_active};
 use crate::{
     context::{Replica, Shared, Stores},
     controllers::{enabled_label, offloading, peering, placement},
-    model::api::{NamespaceOffloading, OFFLOADING_NAME, is_virtual_node},
+    model::api::{
+        NamespaceOffloading, OFFLOADING_NAME, is_virtual_node, remote_cluster::virtual_node_name,
+    },
     plumbing::{
         metrics,
         watches::{Listed, LocalWatches},
@@ -77,6 +79,21 @@ pub(crate) async fn run(
     let virtual_nodes_changed =
         futures::stream::select(watches.nodes.subscribe(), watches.nodes.deletions())
             .filter_map(|n| futures::future::ready(is_virtual_node(n.labels()).then_some(())));
+    let virtual_nodes_deleted = {
+        let remote_clusters = remote_clusters.clone();
+        watches.nodes.deletions().filter_map(move |node| {
+            let name = node.name_any();
+            let peering = remote_clusters
+                .state()
+                .iter()
+                .find(|rc| {
+                    rc.cluster_id()
+                        .is_some_and(|id| virtual_node_name(id) == name)
+                })
+                .map(|rc| ObjectRef::from(&**rc));
+            futures::future::ready(peering)
+        })
+    };
     let pods_deleted = watches.pods.deletions();
     let pods_gone = watches.pods.deletions();
     let offloadings_deleted = watches.offloadings.deletions();
@@ -133,10 +150,13 @@ pub(crate) async fn run(
             remote_clusters_listed.clone(),
         ],
     );
+    // Remote clusters too: a pod on a virtual node that is gone goes back only when its
+    // peering is gone.
     let pods_active = gate(
         "pods",
         vec![
             pods_listed,
+            remote_clusters_listed.clone(),
             nodes_listed.clone(),
             offloadings_listed.clone(),
             namespaces_listed.clone(),
@@ -154,6 +174,8 @@ pub(crate) async fn run(
                 move |secret| peering::using_secret(&remote_clusters, &secret)
             })
             .reconcile_on(remote_changes.peerings)
+            // A virtual node deleted by hand (or by an autoscaler) is put back at once.
+            .reconcile_on(virtual_nodes_deleted)
             .reconcile_all_on(activation(peering_active.clone()))
             .with_config(config())
             .graceful_shutdown_on(shutdown.clone())
@@ -188,6 +210,32 @@ pub(crate) async fn run(
             )
             .for_each(|_| async {});
 
+    // Offloaded pods wait for their remote namespace to be ours and Ready: what changes
+    // either (the offloading's status here, our namespace there) wakes them.
+    let (namespace_changed, namespace_changes) = futures::channel::mpsc::unbounded();
+    let remote_offloadings = {
+        let tell = namespace_changed.clone();
+        remote_changes.offloadings.inspect(move |nso| {
+            let _ = tell.unbounded_send(nso.namespace.clone());
+        })
+    };
+    let offloadings_changed = watches.offloadings.subscribe().map(|nso| nso.namespace());
+    let offloaded_pods_woken = {
+        let (pods, nodes) = (pods.clone(), nodes.clone());
+        futures::stream::select(offloadings_changed, namespace_changes).flat_map(move |ns| {
+            let woken: Vec<ObjectRef<k8s_openapi::api::core::v1::Pod>> = ns
+                .map(|ns| {
+                    pods.state()
+                        .iter()
+                        .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
+                        .filter(|p| crate::reflection::pods::on_virtual_node(&nodes, p))
+                        .map(|p| ObjectRef::from(&**p))
+                        .collect()
+                })
+                .unwrap_or_default();
+            futures::stream::iter(woken)
+        })
+    };
     let offloading =
         Controller::for_shared_stream(watches.offloadings.subscribe(), offloadings.clone())
             .watches_shared_stream(watches.namespaces.subscribe(), |ns| {
@@ -195,7 +243,7 @@ pub(crate) async fn run(
             })
             // Clusters come and go, and change labels, with their virtual nodes.
             .reconcile_all_on(virtual_nodes_changed)
-            .reconcile_on(remote_changes.offloadings)
+            .reconcile_on(remote_offloadings)
             .reconcile_all_on(activation(offloading_active.clone()))
             .with_config(config())
             .graceful_shutdown_on(shutdown.clone())
@@ -314,6 +362,7 @@ pub(crate) async fn run(
     let pod_reflection = Controller::for_shared_stream(on_virtual_nodes, pods.clone())
         .reconcile_on(remote_changes.pods)
         .reconcile_on(bound_to_gone_node)
+        .reconcile_on(offloaded_pods_woken)
         .reconcile_all_on(activation(pods_active.clone()))
         .with_config(config())
         .graceful_shutdown_on(shutdown.clone())

@@ -7,8 +7,13 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::ObjectMeta;
 
-use crate::model::markers::REMOTE_NAMESPACE_ANNOTATION;
 use crate::model::markers::{ORIGIN_CLUSTER_LABEL, ORIGIN_NAMESPACE_LABEL};
+use crate::model::{
+    api::{NamespaceOffloadingStatus, RemoteNamespaceCondition},
+    markers::REMOTE_NAMESPACE_ANNOTATION,
+    reason::Reason,
+    status::READY,
+};
 
 /// The namespace to create in a remote cluster.
 pub(crate) fn desired(name: &str, local_cluster_id: &str, origin_namespace: &str) -> Namespace {
@@ -88,6 +93,61 @@ pub(crate) fn ownership(
             "namespace {name} already exists in this cluster and was not created by offloading (no {REMOTE_NAMESPACE_ANNOTATION} annotation): it is left untouched; delete or rename it there, or use namespaceMappingStrategy DefaultName"
         )),
     }
+}
+
+/// Whether anything may be written into a remote namespace now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Writable {
+    /// Ours, and the offloading reports it Ready for that cluster.
+    Yes,
+    /// Not (yet) created, not yet reported Ready, or being deleted: the offloading's next
+    /// status says more.
+    NotYet,
+    /// Someone else's: nothing is ever written there. The message says whose and the fix.
+    Never(String),
+}
+
+/// Whether the remote namespace `existing` (from the peer's watch of our namespaces) may
+/// receive twins and copies, given the offloading's conditions for that cluster. Both must
+/// agree: the status can lag a namespace replaced by someone else's, and the watch holds
+/// only namespaces labelled ours, so a foreign one is known from the status alone.
+pub(crate) fn writable(
+    existing: Option<&Namespace>,
+    conditions: &[RemoteNamespaceCondition],
+    local_cluster_id: &str,
+    origin_namespace: &str,
+) -> Writable {
+    let ready = conditions.iter().find(|c| c.type_ == READY);
+    match ownership(existing, local_cluster_id, origin_namespace) {
+        Ownership::Conflict(message) => Writable::Never(message),
+        Ownership::Ours if ready.is_some_and(|c| c.status == "True") => Writable::Yes,
+        Ownership::Ours | Ownership::OursTerminating => Writable::NotYet,
+        Ownership::Missing => match ready {
+            Some(c) if c.status != "True" && c.reason.as_deref() == Some(Reason::AlreadyExists.as_str()) => {
+                Writable::Never(c.message.clone().unwrap_or_else(|| {
+                    "the remote namespace exists and was not created by this cluster's offloading".into()
+                }))
+            }
+            _ => Writable::NotYet,
+        },
+    }
+}
+
+/// The clusters whose remote namespace the offloading reports taken by someone else: no
+/// new pod is placed on their virtual nodes.
+pub(crate) fn taken_in(status: Option<&NamespaceOffloadingStatus>) -> Vec<String> {
+    status
+        .iter()
+        .flat_map(|s| s.remote_namespaces_conditions.iter())
+        .filter(|(_, conditions)| {
+            conditions.iter().any(|c| {
+                c.type_ == READY
+                    && c.status != "True"
+                    && c.reason.as_deref() == Some(Reason::AlreadyExists.as_str())
+            })
+        })
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 /// Delete options that only delete the very object we looked at: if it was deleted and
@@ -175,6 +235,57 @@ mod tests {
             ownership(Some(&unlabelled), ME, "web"),
             Ownership::Conflict(_)
         ));
+    }
+
+    fn ready(status: &str, reason: &str) -> Vec<RemoteNamespaceCondition> {
+        vec![RemoteNamespaceCondition {
+            type_: READY.into(),
+            status: status.into(),
+            reason: Some(reason.into()),
+            message: Some(format!("{reason} says so")),
+            last_transition_time: None,
+        }]
+    }
+
+    #[test]
+    fn only_our_namespace_reported_ready_is_written_into() {
+        let ours = desired("web", ME, "web");
+        let created = ready("True", "NamespaceCreated");
+        assert_eq!(writable(Some(&ours), &created, ME, "web"), Writable::Yes);
+        // Ours, but the status has not caught up (or says it is failing): not yet.
+        assert_eq!(writable(Some(&ours), &[], ME, "web"), Writable::NotYet);
+        assert_eq!(
+            writable(Some(&ours), &ready("False", "Terminating"), ME, "web"),
+            Writable::NotYet
+        );
+        // Reported Ready, but the watch does not hold it (deleted, or not seen yet).
+        assert_eq!(writable(None, &created, ME, "web"), Writable::NotYet);
+        // A foreign namespace is not in the watch; the status says it is taken.
+        match writable(None, &ready("False", "AlreadyExists"), ME, "web") {
+            Writable::Never(m) => assert_eq!(m, "AlreadyExists says so"),
+            other => panic!("{other:?}"),
+        }
+        // Another cluster's namespace that the status still calls Ready (it lags).
+        let theirs = desired("web", "22222222-2222-4222-8222-222222222222", "web");
+        assert!(matches!(
+            writable(Some(&theirs), &created, ME, "web"),
+            Writable::Never(_)
+        ));
+    }
+
+    #[test]
+    fn only_clusters_reporting_the_name_taken_are_kept_from_new_pods() {
+        let status = NamespaceOffloadingStatus {
+            remote_namespaces_conditions: [
+                ("c2".to_owned(), ready("False", "AlreadyExists")),
+                ("c3".to_owned(), ready("True", "NamespaceCreated")),
+                ("c4".to_owned(), ready("False", "Unreachable")),
+            ]
+            .into(),
+            ..NamespaceOffloadingStatus::default()
+        };
+        assert_eq!(taken_in(Some(&status)), vec!["c2".to_owned()]);
+        assert!(taken_in(None).is_empty());
     }
 
     #[test]

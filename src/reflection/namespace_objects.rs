@@ -39,6 +39,7 @@ use crate::{
             objects::{self, Destination},
             services,
         },
+        remote_namespace::{Writable, writable},
         translation::AddressMap,
     },
 };
@@ -189,6 +190,30 @@ pub(crate) async fn reconcile(
         };
         if peer.unreachable.is_some() {
             continue;
+        }
+        // Reported Ready is not enough: the namespace there must also be ours now (the
+        // status lags one deleted and created again by someone else).
+        let existing = peer
+            .namespaces
+            .store
+            .get(&ObjectRef::new(&remote_namespace));
+        let conditions = nso
+            .status
+            .as_ref()
+            .and_then(|s| s.remote_namespaces_conditions.get(&cluster_id))
+            .map_or(&[][..], Vec::as_slice);
+        match writable(
+            existing.as_deref(),
+            conditions,
+            &ctx.replica.local_cluster_id,
+            &namespace,
+        ) {
+            Writable::Yes => {}
+            Writable::NotYet => {
+                waiting = true;
+                continue;
+            }
+            Writable::Never(_) => continue,
         }
         let addresses = match translation(&ctx.stores.remote_clusters, &peer.remote_cluster) {
             Ok(map) => map,

@@ -19,11 +19,12 @@ use kube::{
 };
 
 use crate::model::markers::{ORIGIN_NAMESPACE_ANNOTATION, TWIN_CONDITION};
+use crate::model::remote_namespace::{Writable, writable};
 use crate::{context::Shared, model::preconditions::only_this};
 use crate::{
     context::peers::{Peer, cluster_of},
     model::{
-        api::OFFLOADING_NAME,
+        api::{OFFLOADING_NAME, RemoteCluster, remote_cluster::virtual_node_name},
         markers::SCHEDULING_ENABLED_LABEL,
         reason::{Reason, classify, is_not_found, message},
     },
@@ -62,11 +63,27 @@ fn gone_virtual_node(nodes: &Store<Node>, node_name: &str) -> bool {
     node_name.starts_with("liqo-") && nodes.get(&ObjectRef::new(node_name)).is_none()
 }
 
+/// Whether a live RemoteCluster still stands for the cluster of virtual node `node_name`:
+/// only the end of a peering sends its pods back, not the loss of its node object.
+fn still_peered(remote_clusters: &Store<RemoteCluster>, node_name: &str) -> bool {
+    remote_clusters.state().iter().any(|rc| {
+        rc.metadata.deletion_timestamp.is_none()
+            && rc
+                .cluster_id()
+                .is_some_and(|id| virtual_node_name(id) == node_name)
+    })
+}
+
 pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, PodError> {
     let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
         return Ok(Action::await_change());
     };
     if gone_virtual_node(&ctx.stores.nodes, &node) {
+        if still_peered(&ctx.stores.remote_clusters, &node) {
+            // Deleted by hand or by an autoscaler, not unpeered: the twin runs on, and the
+            // peering puts the node back within moments.
+            return Ok(Action::requeue(SOON));
+        }
         // Its cluster was unpeered: nothing runs it any more (and nothing can be deleted
         // there). As for a node that is gone, the pod goes; its owner creates it again.
         return send_back(
@@ -166,6 +183,31 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
             if let Some(why) = forge::unsupported(&pod) {
                 report(&ctx, &pod, "Unsupported", &why).await?;
                 return Ok(Action::await_change());
+            }
+            // Nothing goes into a remote namespace that is not ours, and Ready there.
+            let conditions = offloading
+                .status
+                .as_ref()
+                .and_then(|s| s.remote_namespaces_conditions.get(&cluster_id))
+                .map_or(&[][..], Vec::as_slice);
+            let existing = peer
+                .namespaces
+                .store
+                .get(&ObjectRef::new(&remote_namespace));
+            match writable(
+                existing.as_deref(),
+                conditions,
+                &ctx.replica.local_cluster_id,
+                &namespace,
+            ) {
+                Writable::Yes => {}
+                // Its offloading's status change wakes the pod.
+                Writable::NotYet => return Ok(Action::requeue(SOON)),
+                Writable::Never(why) => {
+                    let why = format!("cluster {cluster_id}: {why}");
+                    report(&ctx, &pod, "NamespaceNotOurs", &why).await?;
+                    return Ok(Action::requeue(Duration::from_secs(30)));
+                }
             }
             let mut twin = forge::twin(
                 &pod,

@@ -19,6 +19,7 @@ use self::{
 use crate::model::{
     api::{DNS1123_LABEL_MAX, NamespaceOffloading, NamespaceOffloadingSpec},
     markers::SCHEDULING_ENABLED_LABEL,
+    remote_namespace::taken_in,
 };
 
 /// What the webhooks read from the watch caches.
@@ -367,12 +368,23 @@ fn place_pod(
         .ok_or("the admission request carries no object")?;
     let namespace = &request.namespace;
     let (spec, warning) = placement_for(webhook, namespace, nso, local_cluster_id);
+    let mut warnings: Vec<String> = warning.into_iter().collect();
     if let Some(node) = pod.node_name() {
+        // A node chosen by hand is the user's call; reflection says why no twin runs.
         pod::check_preset_node(&spec, node, lookup.node(node).as_ref())?;
     }
+    let taken = nso.map(|n| taken_in(n.status.as_ref())).unwrap_or_default();
+    let spec = if taken.is_empty() || matches!(spec, Cow::Owned(_)) || pod.node_name().is_some() {
+        spec
+    } else {
+        warnings.push(format!(
+            "the remote namespace is someone else's in cluster(s) {}: the pod is not placed there (see the NamespaceOffloading's status)",
+            taken.join(", ")
+        ));
+        Cow::Owned(pod::without_clusters(&spec, &taken))
+    };
     let ops = pod::patch(pod, &spec)
         .map_err(|e| format!("cannot apply the offloading policy to the pod: {e}"))?;
-    let warnings = warning.into_iter().collect();
     if ops.is_empty() {
         return Ok(Decision::Allow(warnings));
     }

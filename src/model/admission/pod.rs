@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     api::{NamespaceOffloadingSpec, PodOffloadingStrategy, offloading::virtual_node_requirement},
-    markers::NOT_ALLOWED_TAINT,
+    markers::{NOT_ALLOWED_TAINT, REMOTE_CLUSTER_ID_LABEL},
     selector,
 };
 
@@ -74,6 +74,28 @@ pub(crate) fn imposed_terms(spec: &NamespaceOffloadingSpec) -> Vec<NodeSelectorT
         // otherwise escape to a virtual node.
         PodOffloadingStrategy::Local => vec![term(vec![not_virtual_node()])],
     }
+}
+
+/// The strategy with the clusters in `excluded` left out of every selector term (their
+/// virtual nodes carry the cluster ID label).
+pub(crate) fn without_clusters(
+    spec: &NamespaceOffloadingSpec,
+    excluded: &[String],
+) -> NamespaceOffloadingSpec {
+    let mut spec = spec.clone();
+    for t in &mut spec.cluster_selector.node_selector_terms {
+        if is_empty_term(t) {
+            continue;
+        }
+        t.match_expressions
+            .get_or_insert_with(Vec::new)
+            .push(NodeSelectorRequirement {
+                key: REMOTE_CLUSTER_ID_LABEL.into(),
+                operator: "NotIn".into(),
+                values: Some(excluded.to_vec()),
+            });
+    }
+    spec
 }
 
 /// Both terms at once: requirements concatenated, each kept once.

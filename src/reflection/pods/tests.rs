@@ -105,11 +105,39 @@ struct World {
     remote: ApiServer,
 }
 
-/// The local stores: `c2`'s virtual node, `shop`'s offloading and namespace.
+/// `shop`'s offloading, its remote namespace in `c2` reported as `reason` (`Ready=True`
+/// for NamespaceCreated).
+fn offloading_with(reason: &str) -> crate::model::api::NamespaceOffloading {
+    let mut nso = offloading("shop");
+    nso.status = Some(crate::model::api::NamespaceOffloadingStatus {
+        remote_namespace_name: Some(REMOTE_NAMESPACE.into()),
+        remote_namespaces_conditions: [(
+            "c2".to_owned(),
+            vec![crate::model::api::RemoteNamespaceCondition {
+                type_: "Ready".into(),
+                status: if reason == "NamespaceCreated" {
+                    "True"
+                } else {
+                    "False"
+                }
+                .into(),
+                last_transition_time: None,
+                reason: Some(reason.into()),
+                message: Some(format!("{reason}: as the offloading says")),
+            }],
+        )]
+        .into(),
+        ..Default::default()
+    });
+    nso
+}
+
+/// The local stores: `c2`'s virtual node, `shop`'s offloading (Ready in `c2`) and
+/// namespace.
 fn local_stores() -> Stores {
     Stores {
         nodes: store([virtual_node("c2")]),
-        offloadings: store([offloading("shop")]),
+        offloadings: store([offloading_with("NamespaceCreated")]),
         namespaces: store([offloaded_namespace()]),
         ..testing::stores()
     }
@@ -125,6 +153,14 @@ fn world_with(stores: Stores, remote_pods: Vec<Pod>, edit: impl FnOnce(&mut Peer
     let (remote_client, remote) = api_server("c2");
     let mut peer = testing::peer("c2", remote_client);
     peer.pods = watched(remote_pods, true);
+    peer.namespaces = watched(
+        [crate::model::remote_namespace::desired(
+            REMOTE_NAMESPACE,
+            testing::LOCAL_CLUSTER_ID,
+            "shop",
+        )],
+        true,
+    );
     edit(&mut peer);
     let ctx = testing::shared(local_client, stores, testing::peers([("c2", peer)]));
     World {
@@ -788,6 +824,85 @@ async fn a_pod_on_a_virtual_node_that_is_gone_is_sent_back() {
     })
     .await;
     assert_eq!(result.unwrap(), Action::await_change());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_whose_virtual_node_was_deleted_but_still_peered_stays() {
+    let mut bound = pod();
+    bound.spec.as_mut().unwrap().node_name = Some("liqo-c9".into());
+    let peering: RemoteCluster = serde_json::from_value(json!({
+        "apiVersion": "offloading.liqo.io/v1alpha1", "kind": "RemoteCluster",
+        "metadata": {"name": "cluster-9"},
+        "spec": {"clusterID": "c9", "kubeconfigSecret": {"namespace": "liqo", "name": "c9"}},
+    }))
+    .unwrap();
+    let stores = Stores {
+        remote_clusters: store([peering]),
+        ..local_stores()
+    };
+    let World {
+        ctx,
+        mut local,
+        mut remote,
+    } = world_with(stores, vec![], |_| {});
+    let (result, ()) = exchange(reconcile(Arc::new(bound), ctx), async {
+        local.nothing_more().await;
+        remote.nothing_more().await;
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(SOON));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_twin_goes_into_a_remote_namespace_that_is_not_ours() {
+    // The status says the name is taken there; the watch of ours does not hold it.
+    let stores = Stores {
+        offloadings: store([offloading_with("AlreadyExists")]),
+        ..local_stores()
+    };
+    let World {
+        ctx,
+        mut local,
+        mut remote,
+    } = world_with(stores, vec![], |peer| peer.namespaces = watched([], true));
+    let (result, ()) = exchange(reconcile(Arc::new(pod()), ctx), async {
+        expect_report(
+            &mut local,
+            "NamespaceNotOurs",
+            "cluster c2: AlreadyExists: as the offloading says",
+        )
+        .await;
+        local.nothing_more().await;
+        remote.nothing_more().await;
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(30)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_twin_waits_for_its_remote_namespace_to_be_ours_and_ready() {
+    // Ours there, but not reported Ready yet; then reported Ready but not seen there.
+    let not_ready = Stores {
+        offloadings: store([offloading("shop")]),
+        ..local_stores()
+    };
+    for (stores, ours) in [(not_ready, true), (local_stores(), false)] {
+        let World {
+            ctx,
+            mut local,
+            mut remote,
+        } = world_with(stores, vec![], |peer| {
+            if !ours {
+                peer.namespaces = watched([], true);
+            }
+        });
+        let (result, ()) = exchange(reconcile(Arc::new(pod()), ctx), async {
+            local.nothing_more().await;
+            remote.nothing_more().await;
+        })
+        .await;
+        assert_eq!(result.unwrap(), Action::requeue(SOON));
+    }
 }
 
 #[tokio::test(start_paused = true)]
