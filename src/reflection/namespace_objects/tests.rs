@@ -1236,3 +1236,42 @@ async fn a_ready_cluster_whose_namespace_is_not_ours_gets_nothing() {
     // c2's may only be not seen yet: looked at again soon.
     assert!(result.is_ok(), "{result:?}");
 }
+
+/// An immutable copy whose original was made again with other data, and a Secret's copy
+/// of another type, cannot be applied over (the API server refuses): each is deleted (uid
+/// precondition), to be created anew once its watch says it is gone.
+#[tokio::test(start_paused = true)]
+async fn a_copy_that_cannot_change_in_place_is_deleted_to_be_made_anew() {
+    let mut frozen = configmap();
+    frozen.immutable = Some(true);
+    let mut stale = copy_in_c2(&frozen, "copy-cm");
+    stale.data = Some([("mode".to_string(), "slow".to_string())].into());
+    let mut retyped = copy_in_c2(&secret(), "copy-s");
+    retyped.type_ = Some("kubernetes.io/basic-auth".into());
+    let mut world = world(
+        local(vec![frozen], vec![secret()], vec![], vec![], vec![]),
+        |c2, _| {
+            c2.configmaps = watched([stale], true);
+            c2.secrets = watched([retyped], true);
+        },
+    );
+    let (result, _, bodies) = world
+        .reconcile(ready_in_c2(), async |s| {
+            let mut bodies = Vec::new();
+            for path in [CONFIGMAP, "/api/v1/namespaces/shop-c1/secrets/db"] {
+                let call = s.c2.expect(Method::DELETE, path).await;
+                bodies.push(call.body.clone());
+                call.ok(&testing::success());
+            }
+            bodies
+        })
+        .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    assert_eq!(
+        bodies,
+        [
+            json!({"preconditions": {"uid": "copy-cm"}}),
+            json!({"preconditions": {"uid": "copy-s"}}),
+        ]
+    );
+}
