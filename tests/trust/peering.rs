@@ -20,7 +20,7 @@ use testbed::Testbed;
 use crate::support::{
     eventually,
     topology::{
-        WAIT, apply_offloading, bin, create_namespace, delete_namespace, phase, remote_namespace,
+        EVENT, WAIT, apply_offloading, bin, create_namespace, phase, remote_namespace,
         virtual_node, with_topology,
     },
     unique,
@@ -54,6 +54,19 @@ impl Drop for Restore {
         assert!(
             ok || std::thread::panicking(),
             "cannot restore {SECRET}: {err}"
+        );
+    }
+}
+
+/// Deletes a local namespace (ending its offloading) however the test ends.
+struct DeleteNamespace(&'static Testbed, String);
+
+impl Drop for DeleteNamespace {
+    fn drop(&mut self) {
+        crate::support::kubectl(
+            self.0.cluster(1).kubeconfig(),
+            &["delete", "namespace", &self.1, "--wait=false"],
+            None,
         );
     }
 }
@@ -118,6 +131,29 @@ async fn credentials_that_reach_another_cluster_are_used_for_nothing() {
             )
             .await
             .unwrap();
+        // The Secret's change reaches the controller at once (it watches Secrets).
+        tokio::time::sleep(EVENT).await;
+
+        // A namespace offloaded to cluster 2 now (selected by its ID: the labels the
+        // impostor publishes are cluster 3's): nothing lands in cluster 3.
+        let ns = unique("impostor");
+        create_namespace(&one, &ns, json!({})).await;
+        let _delete = DeleteNamespace(tb, ns.clone());
+        apply_offloading(
+            tb,
+            &ns,
+            &format!(
+                "  podOffloadingStrategy: Remote\n  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - {{key: liqo.io/remote-cluster-id, operator: In, values: [{id2}]}}\n"
+            ),
+        );
+        let remote = format!("{ns}-{}", t.ids[0]);
+        for _ in 0..40 {
+            assert!(
+                remote_namespace(tb, 3, &remote).await.is_none(),
+                "{remote} was created in cluster 3 with cluster 2's peering"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
         let condition = connected(&one, "cluster-2", |c| c["reason"] == "ClusterIDMismatch").await;
         assert_eq!(condition["status"], "False");
         let message = condition["message"].as_str().unwrap();
@@ -134,22 +170,6 @@ async fn credentials_that_reach_another_cluster_are_used_for_nothing() {
         })
         .await;
 
-        // A namespace offloaded to cluster 2 (region=eu) now: nothing lands in cluster 3.
-        let ns = unique("impostor");
-        create_namespace(&one, &ns, json!({})).await;
-        apply_offloading(
-            tb,
-            &ns,
-            "  podOffloadingStrategy: Remote\n  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - {key: region, operator: In, values: [eu]}\n",
-        );
-        let remote = format!("{ns}-{}", t.ids[0]);
-        for _ in 0..40 {
-            assert!(
-                remote_namespace(tb, 3, &remote).await.is_none(),
-                "{remote} was created in cluster 3 with cluster 2's peering"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
         // Cluster 3's own peering is untouched.
         assert_eq!(node_ready(&one, id3).await, Some(true));
 
@@ -160,7 +180,6 @@ async fn credentials_that_reach_another_cluster_are_used_for_nothing() {
         phase(&one, &ns, "Ready").await;
         assert!(remote_namespace(tb, 2, &remote).await.is_some());
         assert!(remote_namespace(tb, 3, &remote).await.is_none());
-        delete_namespace(&one, &ns).await;
     })
     .await;
 }
