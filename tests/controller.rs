@@ -441,6 +441,7 @@ async fn termination_after_a_restart_waits_for_the_peerings_to_connect() {
         let thaw = Thaw(tb, 2);
         let manager = start_manager(tb, 1).await.unwrap();
         t.admin_ports.lock().unwrap()[0] = manager.admin_port;
+        t.webhook_ports.lock().unwrap()[0] = manager.webhook_port;
         t.managers.lock().unwrap()[0] = manager.process;
         let reason = eventually("termination to wait for cluster 2", WAIT, || async {
             let status = serde_json::to_value(api.get("offloading").await.unwrap().status?).ok()?;

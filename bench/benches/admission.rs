@@ -33,7 +33,11 @@ fn lookup(strategy: &str) -> One {
 
 /// One review as the server handles it: decided and its answer encoded.
 fn review(webhook: Webhook, body: &[u8], lookup: &One) -> usize {
-    match admission::review(webhook, body, lookup, "cluster-1-id") {
+    let site = admission::Site {
+        local_cluster_id: "cluster-1-id",
+        own_namespace: "liqo",
+    };
+    match admission::review(webhook, body, lookup, site) {
         Ok(Outcome::Answered((answer, _))) => serde_json::to_vec(&answer).unwrap().len(),
         _ => panic!("the review must be answered from the lookup"),
     }
@@ -93,6 +97,7 @@ fn router(c: &mut Criterion) {
     let state = Arc::new(AppState {
         lookup: Arc::new(lookup("Remote")),
         local_cluster_id: "cluster-1-id".into(),
+        own_namespace: "liqo".into(),
         metrics: Arc::new(Metrics::new()),
         client: None,
     });

@@ -42,7 +42,13 @@ pub(crate) fn print_crd() -> Result<(), String> {
 /// Both webhook configurations as a two-document YAML stream, as in
 /// `manifests/webhooks.yaml`.
 pub(crate) fn webhook_config_yaml(service: &str) -> Result<String, String> {
-    let (mutating, validating) = registration::configurations(&parse_service(service)?, None);
+    let target = parse_service(service)?;
+    // The manager runs in its Service's namespace.
+    let own_namespace = match &target {
+        registration::Target::Service { namespace, .. } => namespace.clone(),
+        registration::Target::Url(_) => String::new(),
+    };
+    let (mutating, validating) = registration::configurations(&target, None, &own_namespace);
     let m = serde_json::to_value(mutating).map_err(|e| e.to_string())?;
     let v = serde_json::to_value(validating).map_err(|e| e.to_string())?;
     Ok(format!("{}---\n{}", yaml(&m)?, yaml(&v)?))

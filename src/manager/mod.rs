@@ -109,6 +109,19 @@ pub(crate) struct RunArgs {
     /// server (the cluster CA, which signs it in kubeadm-made clusters).
     #[arg(long)]
     pub(crate) kubelet_client_ca: Option<PathBuf>,
+    /// CA (PEM) of the client certificate the API server presents to admission webhooks
+    /// (its AdmissionConfiguration's kubeConfigFile). When set, requests without such a
+    /// certificate are refused (403) and cause nothing: only the API server is answered.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) webhook_client_ca: Option<PathBuf>,
+    /// A common name accepted from --webhook-client-ca (repeat for several; default: any
+    /// certificate it signed).
+    #[arg(
+        long = "webhook-client-name",
+        value_name = "CN",
+        requires = "webhook_client_ca"
+    )]
+    pub(crate) webhook_client_names: Vec<String>,
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub(crate) shutdown_grace: Duration,
@@ -248,10 +261,19 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), RunError> {
     let lost = Arc::new(AtomicBool::new(false));
 
     let resolver = certificates(&args, &client, target.as_ref()).await?;
+    let callers = match &args.webhook_client_ca {
+        Some(ca) => Some(Arc::new(tls::Callers::from_pem_file(
+            ca,
+            args.webhook_client_names.clone(),
+        )?)),
+        None => None,
+    };
+    let tls_config = tls::server_config_for(resolver, callers.as_deref())?;
 
     let state = Arc::new(AppState {
         lookup: Arc::new(caches.clone()),
         local_cluster_id,
+        own_namespace: args.namespace.clone(),
         metrics: metrics.clone(),
         client: Some(client.clone()),
     });
@@ -313,7 +335,8 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), RunError> {
     https::serve_tls(
         webhook_listener,
         crate::webhooks::server::webhook_router(state),
-        tls::server_config(resolver),
+        tls_config,
+        callers,
         stop_rx,
         args.shutdown_grace,
     )
@@ -350,7 +373,7 @@ async fn certificates(
                     })?),
                     None => None,
                 };
-                registration::register(client, target, bundle.as_deref())
+                registration::register(client, target, bundle.as_deref(), &args.namespace)
                     .await
                     .map_err(RunError::Register)?;
             }
@@ -366,12 +389,16 @@ async fn certificates(
             };
             let register_client = client.clone();
             let register_target = target.cloned();
+            let own_namespace = args.namespace.clone();
             let (resolver, _renewal) = managed::start(client.clone(), config, move |ca| {
                 let client = register_client.clone();
                 let target = register_target.clone();
+                let own_namespace = own_namespace.clone();
                 async move {
                     if let Some(target) = target
-                        && let Err(e) = registration::register(&client, &target, Some(&ca)).await
+                        && let Err(e) =
+                            registration::register(&client, &target, Some(&ca), &own_namespace)
+                                .await
                     {
                         tracing::error!(error = %e, "cannot register the webhook configurations");
                     }

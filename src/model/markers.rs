@@ -70,6 +70,10 @@ pub const ORIGIN_POD_UID_ANNOTATION: &str = "offloading.liqo.io/origin-pod-uid";
 /// The EndpointSlice label naming who maintains a slice (Kubernetes' key), with our value
 /// [`SLICE_MANAGER`] on the slices we write, so remote endpoint controllers leave them alone.
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";
+/// The namespace label naming the namespace (Kubernetes' key, set by the API server). Read
+/// by the API server as the pod webhooks' namespaceSelector (`webhooks::registration`),
+/// which leaves the system namespaces and the manager's own out.
+pub const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 /// Our value of [`MANAGED_BY_LABEL`]. Written by `model::forge::services`; the peers'
 /// slice watches select on it.
 pub const SLICE_MANAGER: &str = "namespace-offloading.liqo.io";

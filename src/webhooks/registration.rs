@@ -15,8 +15,11 @@ use kube::{
 };
 
 use crate::model::{
-    admission::Webhook,
-    markers::{ENABLED_LABEL, FIELD_MANAGER, SCHEDULING_ENABLED_LABEL, WEBHOOK_CONFIGURATION},
+    admission::{Webhook, offloading::SYSTEM_NAMESPACES},
+    markers::{
+        ENABLED_LABEL, FIELD_MANAGER, NAMESPACE_NAME_LABEL, SCHEDULING_ENABLED_LABEL,
+        WEBHOOK_CONFIGURATION,
+    },
 };
 
 /// How the API server reaches the webhook server.
@@ -87,7 +90,21 @@ fn metadata() -> ObjectMeta {
 pub(crate) fn configurations(
     target: &Target,
     ca_bundle: Option<&str>,
+    own_namespace: &str,
 ) -> (MutatingWebhookConfiguration, ValidatingWebhookConfiguration) {
+    // Never the cluster's own namespaces nor ours: their pods must not wait on this
+    // webhook (it fails closed), so the manager can always start again.
+    let spared = || LabelSelectorRequirement {
+        key: NAMESPACE_NAME_LABEL.into(),
+        operator: "NotIn".into(),
+        values: Some(
+            SYSTEM_NAMESPACES
+                .iter()
+                .map(|n| (*n).to_owned())
+                .chain([own_namespace.to_owned()])
+                .collect(),
+        ),
+    };
     let offloading_rule = || {
         vec![rule(
             "offloading.liqo.io",
@@ -126,11 +143,14 @@ pub(crate) fn configurations(
                 // past both.
                 namespace_selector: Some(LabelSelector {
                     match_labels: Some([(ENABLED_LABEL.into(), "true".into())].into()),
-                    match_expressions: Some(vec![LabelSelectorRequirement {
-                        key: SCHEDULING_ENABLED_LABEL.into(),
-                        operator: "NotIn".into(),
-                        values: Some(vec!["true".into()]),
-                    }]),
+                    match_expressions: Some(vec![
+                        LabelSelectorRequirement {
+                            key: SCHEDULING_ENABLED_LABEL.into(),
+                            operator: "NotIn".into(),
+                            values: Some(vec!["true".into()]),
+                        },
+                        spared(),
+                    ]),
                 }),
                 reinvocation_policy: Some("IfNeeded".into()),
                 ..common(Webhook::PodEnabledLabel)
@@ -144,7 +164,7 @@ pub(crate) fn configurations(
                 // stored), so the very next pod is covered; the controller keeps it.
                 namespace_selector: Some(LabelSelector {
                     match_labels: Some([(SCHEDULING_ENABLED_LABEL.into(), "true".into())].into()),
-                    match_expressions: None,
+                    match_expressions: Some(vec![spared()]),
                 }),
                 // Our merge is idempotent: run again if a later webhook changed the pod, so
                 // its affinity cannot undo the strategy.
@@ -185,8 +205,9 @@ pub(crate) async fn register(
     client: &Client,
     target: &Target,
     ca_bundle: Option<&str>,
+    own_namespace: &str,
 ) -> Result<(), kube::Error> {
-    let (mutating, validating) = configurations(target, ca_bundle);
+    let (mutating, validating) = configurations(target, ca_bundle, own_namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mutating = serde_json::to_value(mutating).map_err(kube::Error::SerdeError)?;
     let validating = serde_json::to_value(validating).map_err(kube::Error::SerdeError)?;
@@ -242,7 +263,11 @@ mod tests {
 
     #[test]
     fn pod_webhook_is_scoped_to_offloaded_namespaces_and_fails_closed() {
-        let (m, v) = configurations(&Target::Url("https://127.0.0.1:9443/".into()), Some("PEM"));
+        let (m, v) = configurations(
+            &Target::Url("https://127.0.0.1:9443/".into()),
+            Some("PEM"),
+            "liqo",
+        );
         let pod = m
             .webhooks
             .as_ref()
@@ -282,7 +307,7 @@ mod tests {
 
     #[test]
     fn the_two_pod_webhooks_cover_offloaded_and_labelled_namespaces_without_overlap() {
-        let (m, v) = configurations(&Target::Url("https://127.0.0.1:9443".into()), None);
+        let (m, v) = configurations(&Target::Url("https://127.0.0.1:9443".into()), None, "liqo");
         let webhooks = m.webhooks.unwrap();
         let labelled = webhooks
             .iter()
@@ -315,7 +340,7 @@ mod tests {
             name: "namespace-offloading".into(),
             port: 443,
         };
-        let (_, v) = configurations(&target, None);
+        let (_, v) = configurations(&target, None, "liqo");
         let service = v.webhooks.unwrap()[0]
             .client_config
             .service

@@ -40,6 +40,8 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct AppState {
     pub lookup: Arc<dyn Lookup>,
     pub local_cluster_id: String,
+    /// The manager's namespace, which is never offloaded.
+    pub own_namespace: String,
     pub metrics: Arc<Metrics>,
     /// For the two calls a review may need (see [`admission::Outcome`]); `None` serves
     /// from the caches alone (a missing NamespaceOffloading counts as absent, and
@@ -102,7 +104,10 @@ async fn answer(webhook: Webhook, State(state): State<Arc<AppState>>, body: Byte
         webhook,
         &body,
         state.lookup.as_ref(),
-        &state.local_cluster_id,
+        admission::Site {
+            local_cluster_id: &state.local_cluster_id,
+            own_namespace: &state.own_namespace,
+        },
     );
     let answered = match outcome {
         Ok(Outcome::Answered(answer)) => Ok(answer),
@@ -247,6 +252,7 @@ mod tests {
         let state = Arc::new(AppState {
             lookup: Arc::new(NoCaches),
             local_cluster_id: "id".into(),
+            own_namespace: "liqo".into(),
             metrics: metrics.clone(),
             client: None,
         });
@@ -403,6 +409,7 @@ mod tests {
             listener,
             router,
             tls::server_config(resolver),
+            None,
             stop_rx,
             Duration::from_secs(5),
         ));

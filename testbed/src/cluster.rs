@@ -64,6 +64,17 @@ impl Cluster {
         write_kubeconfig(&kubeconfig, &c.name, port, &pki)?;
 
         let p = |f: &str| pki_dir.join(f).display().to_string();
+        // The API server authenticates to admission webhooks with its own client
+        // certificate, as a hardened cluster does: webhooks can tell its reviews from
+        // anyone else's requests.
+        let webhook_kubeconfig = dir.join("webhook-client.kubeconfig");
+        let admission_config = dir.join("admission.yaml");
+        write_admission_config(
+            &admission_config,
+            &webhook_kubeconfig,
+            &pki_dir.join(pki::WEBHOOK_CLIENT_CERT),
+            &pki_dir.join(pki::WEBHOOK_CLIENT_KEY),
+        )?;
         let audit_policy = dir.join("audit-policy.yaml");
         std::fs::write(&audit_policy, audit::POLICY)
             .map_err(|e| TestbedError::io(&audit_policy, e))?;
@@ -103,6 +114,10 @@ impl Cluster {
             // (which needs kubelet heartbeats) lifts it, so no test pod could schedule.
             "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition".into(),
             "--profiling=false".into(),
+            format!(
+                "--admission-control-config-file={}",
+                admission_config.display()
+            ),
             format!("--cert-dir={}", pki_dir.display()),
             // Who asked for what: tests count a client's watches and requests from it.
             format!("--audit-policy-file={}", audit_policy.display()),
@@ -359,6 +374,16 @@ impl Cluster {
         )
     }
 
+    /// The client certificate (PEM files: certificate, key) the API server presents to
+    /// admission webhooks, CN [`pki::WEBHOOK_CLIENT_CN`].
+    pub fn webhook_client_cert(&self) -> (PathBuf, PathBuf) {
+        let pki = self.dir.join("pki");
+        (
+            pki.join(pki::WEBHOOK_CLIENT_CERT),
+            pki.join(pki::WEBHOOK_CLIENT_KEY),
+        )
+    }
+
     /// A client certificate (PEM files: certificate, key) signed by the cluster CA for
     /// `testbed-viewer`, a user with no rights: what anyone else with a certificate can do.
     pub fn viewer_cert(&self) -> (PathBuf, PathBuf) {
@@ -437,6 +462,34 @@ fn write_kubeconfig(
     });
     let text = serde_json::to_string_pretty(&kubeconfig).unwrap_or_default();
     std::fs::write(path, text).map_err(|e| TestbedError::io(path, e))
+}
+
+/// The API server's admission configuration: both webhook plugins present `cert`/`key` to
+/// every webhook (the kubeconfig's user `*`).
+fn write_admission_config(
+    path: &Path,
+    kubeconfig: &Path,
+    cert: &Path,
+    key: &Path,
+) -> Result<(), TestbedError> {
+    let users = format!(
+        "apiVersion: v1\nkind: Config\nusers:\n- name: '*'\n  user:\n    client-certificate: {}\n    client-key: {}\n",
+        cert.display(),
+        key.display()
+    );
+    std::fs::write(kubeconfig, users).map_err(|e| TestbedError::io(kubeconfig, e))?;
+    let plugin = |name: &str| {
+        format!(
+            "- name: {name}\n  configuration:\n    apiVersion: apiserver.config.k8s.io/v1\n    kind: WebhookAdmissionConfiguration\n    kubeConfigFile: {}\n",
+            kubeconfig.display()
+        )
+    };
+    let config = format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: AdmissionConfiguration\nplugins:\n{}{}",
+        plugin("ValidatingAdmissionWebhook"),
+        plugin("MutatingAdmissionWebhook")
+    );
+    std::fs::write(path, config).map_err(|e| TestbedError::io(path, e))
 }
 
 #[cfg(test)]

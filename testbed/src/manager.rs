@@ -45,6 +45,18 @@ pub async fn start(
     ];
     if register {
         args.push(format!("--webhook-url=https://127.0.0.1:{webhook_port}"));
+        // The test bed's API servers present their webhook client certificate (see
+        // cluster.rs): answer only them, as a hardened installation does.
+        if let Some(dir) = kubeconfig.parent() {
+            args.push(format!(
+                "--webhook-client-ca={}",
+                dir.join("pki").join(crate::pki::CA_CERT).display()
+            ));
+            args.push(format!(
+                "--webhook-client-name={}",
+                crate::pki::WEBHOOK_CLIENT_CN
+            ));
+        }
     }
     args.extend(extra.iter().cloned());
     let mut process = Process::spawn(

@@ -32,6 +32,14 @@ pub const KUBELET_CLIENT_KEY: &str = "apiserver-kubelet-client.key";
 pub const KWOK_CERT: &str = "kwok.crt";
 pub const KWOK_KEY: &str = "kwok.key";
 
+/// The client certificate kube-apiserver presents to admission webhooks (through
+/// `--admission-control-config-file`): a webhook that requires it knows the API server sent
+/// the review. Signed by [`CA_CERT`], CN [`WEBHOOK_CLIENT_CN`].
+pub const WEBHOOK_CLIENT_CERT: &str = "apiserver-webhook-client.crt";
+pub const WEBHOOK_CLIENT_KEY: &str = "apiserver-webhook-client.key";
+/// The common name of [`WEBHOOK_CLIENT_CERT`].
+pub const WEBHOOK_CLIENT_CN: &str = "kube-apiserver-webhook-client";
+
 /// A client certificate for a user with no rights at all (CN `testbed-viewer`, no
 /// groups): what anyone else holding a certificate from the CA can do.
 pub const VIEWER_CERT: &str = "viewer.crt";
@@ -55,6 +63,8 @@ pub struct ClusterPki {
     pub kwok_key: String,
     pub viewer_cert: String,
     pub viewer_key: String,
+    pub webhook_client_cert: String,
+    pub webhook_client_key: String,
 }
 
 impl ClusterPki {
@@ -112,6 +122,12 @@ impl ClusterPki {
         viewer.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let viewer_cert = viewer.signed_by(&viewer_key, &issuer)?;
 
+        let webhook_client_key = KeyPair::generate()?;
+        let mut webhook_client = CertificateParams::default();
+        webhook_client.distinguished_name = name(WEBHOOK_CLIENT_CN, None);
+        webhook_client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let webhook_client_cert = webhook_client.signed_by(&webhook_client_key, &issuer)?;
+
         let sa = KeyPair::generate()?;
         Ok(Self {
             ca_cert: ca_cert.pem(),
@@ -127,6 +143,8 @@ impl ClusterPki {
             kwok_key: kwok_key.serialize_pem(),
             viewer_cert: viewer_cert.pem(),
             viewer_key: viewer_key.serialize_pem(),
+            webhook_client_cert: webhook_client_cert.pem(),
+            webhook_client_key: webhook_client_key.serialize_pem(),
         })
     }
 
@@ -146,6 +164,8 @@ impl ClusterPki {
             (KWOK_KEY, &self.kwok_key),
             (VIEWER_CERT, &self.viewer_cert),
             (VIEWER_KEY, &self.viewer_key),
+            (WEBHOOK_CLIENT_CERT, &self.webhook_client_cert),
+            (WEBHOOK_CLIENT_KEY, &self.webhook_client_key),
         ] {
             let path = dir.join(file);
             fs::write(&path, pem).map_err(|e| TestbedError::io(&path, e))?;

@@ -33,6 +33,8 @@ pub struct Topology {
     pub ids: Vec<String>,
     /// Admin (metrics) ports of the managers of clusters 1, 2, 3.
     pub admin_ports: Mutex<Vec<u16>>,
+    /// Webhook ports of the managers of clusters 1, 2, 3.
+    pub webhook_ports: Mutex<Vec<u16>>,
     pub managers: Mutex<Vec<Process>>,
 }
 
@@ -109,6 +111,7 @@ pub async fn set_up(tb: &'static Testbed) -> Result<Topology, String> {
     let mut managers = Vec::new();
     let mut ids = Vec::new();
     let mut admin_ports = Vec::new();
+    let mut webhook_ports = Vec::new();
     for (i, cluster) in tb.clusters().iter().enumerate() {
         let kc = cluster.kubeconfig();
         super::install_crds(kc)?;
@@ -121,6 +124,7 @@ pub async fn set_up(tb: &'static Testbed) -> Result<Topology, String> {
         ids.push(ks.metadata.uid.unwrap());
         let manager = start_manager(tb, i + 1).await?;
         admin_ports.push(manager.admin_port);
+        webhook_ports.push(manager.webhook_port);
         managers.push(manager.process);
     }
     // Each remote publishes its identity; then cluster 1 peers with both.
@@ -145,6 +149,7 @@ pub async fn set_up(tb: &'static Testbed) -> Result<Topology, String> {
     Ok(Topology {
         ids,
         admin_ports: Mutex::new(admin_ports),
+        webhook_ports: Mutex::new(webhook_ports),
         managers: Mutex::new(managers),
     })
 }

@@ -92,12 +92,17 @@ async fn copies_keep_what_restricts_them_and_are_put_back() {
             )
             .unwrap()
         };
-        cms.create(&PostParams::default(), &frozen("1")).await.unwrap();
+        cms.create(&PostParams::default(), &frozen("1"))
+            .await
+            .unwrap();
         let opaque: Secret = serde_json::from_value(
             json!({"metadata": {"name": "cert"}, "stringData": {"tls.crt": "a", "tls.key": "b"}}),
         )
         .unwrap();
-        secrets.create(&PostParams::default(), &opaque).await.unwrap();
+        secrets
+            .create(&PostParams::default(), &opaque)
+            .await
+            .unwrap();
         let remote_cms = Api::<ConfigMap>::namespaced(two.clone(), &remote_ns);
         let remote_secrets = Api::<Secret>::namespaced(two.clone(), &remote_ns);
         let copy = eventually("the immutable ConfigMap copied", WAIT, || async {
@@ -109,9 +114,16 @@ async fn copies_keep_what_restricts_them_and_are_put_back() {
             remote_secrets.get_opt("cert").await.ok()?
         })
         .await;
-        cms.delete("frozen", &DeleteParams::default()).await.unwrap();
-        cms.create(&PostParams::default(), &frozen("2")).await.unwrap();
-        secrets.delete("cert", &DeleteParams::default()).await.unwrap();
+        cms.delete("frozen", &DeleteParams::default())
+            .await
+            .unwrap();
+        cms.create(&PostParams::default(), &frozen("2"))
+            .await
+            .unwrap();
+        secrets
+            .delete("cert", &DeleteParams::default())
+            .await
+            .unwrap();
         let tls: Secret = serde_json::from_value(json!({"metadata": {"name": "cert"},
             "type": "kubernetes.io/tls", "stringData": {"tls.crt": "a", "tls.key": "b"}}))
         .unwrap();
@@ -121,10 +133,14 @@ async fn copies_keep_what_restricts_them_and_are_put_back() {
             (cm.data?.get("v")? == "2" && cm.immutable == Some(true)).then_some(())
         })
         .await;
-        eventually("the Secret replaced there with its new type", WAIT, || async {
-            let s = remote_secrets.get_opt("cert").await.ok()??;
-            (s.type_.as_deref() == Some("kubernetes.io/tls")).then_some(())
-        })
+        eventually(
+            "the Secret replaced there with its new type",
+            WAIT,
+            || async {
+                let s = remote_secrets.get_opt("cert").await.ok()??;
+                (s.type_.as_deref() == Some("kubernetes.io/tls")).then_some(())
+            },
+        )
         .await;
         delete_namespace(&client, &ns).await;
     })
@@ -171,14 +187,22 @@ async fn twins_name_only_classes_their_cluster_has() {
         let (sandboxed, shared_runtime) = (format!("{ns}-sandboxed"), format!("{ns}-runc"));
         // Cluster 1's classes; cluster 2 has one PriorityClass of the same name with
         // another value and policy, and one RuntimeClass with another overhead.
-        create::<PriorityClass>(&client, json!({"metadata": {"name": home_only}, "value": 1000})).await;
+        create::<PriorityClass>(
+            &client,
+            json!({"metadata": {"name": home_only}, "value": 1000}),
+        )
+        .await;
         create::<PriorityClass>(&client, json!({"metadata": {"name": both}, "value": 1000})).await;
         create::<PriorityClass>(
             &two,
             json!({"metadata": {"name": both}, "value": 2000, "preemptionPolicy": "Never"}),
         )
         .await;
-        create::<RuntimeClass>(&client, json!({"metadata": {"name": sandboxed}, "handler": "runsc"})).await;
+        create::<RuntimeClass>(
+            &client,
+            json!({"metadata": {"name": sandboxed}, "handler": "runsc"}),
+        )
+        .await;
         for (cluster, cpu) in [(&client, "100m"), (&two, "200m")] {
             create::<RuntimeClass>(
                 cluster,
@@ -204,36 +228,52 @@ async fn twins_name_only_classes_their_cluster_has() {
         }
 
         // A class cluster 2 lacks: dropped, said, and the twin runs with its default.
-        let twin = eventually("the home-only twin running", WAIT, || running(&remote, "home-only")).await;
+        let twin = eventually("the home-only twin running", WAIT, || {
+            running(&remote, "home-only")
+        })
+        .await;
         let spec = twin.spec.unwrap();
         assert_eq!(spec.priority_class_name, None);
         assert_eq!(spec.priority, Some(0));
         let dropped = event(&client, &ns, "PriorityClassDropped", "home-only").await;
         assert!(dropped.note.unwrap_or_default().contains(&home_only));
         // A class both have: kept, with cluster 2's value and policy.
-        let twin = eventually("the twin of both running", WAIT, || running(&remote, "both")).await;
+        let twin = eventually("the twin of both running", WAIT, || {
+            running(&remote, "both")
+        })
+        .await;
         let spec = twin.spec.unwrap();
         assert_eq!(spec.priority_class_name.as_deref(), Some(both.as_str()));
         assert_eq!(spec.priority, Some(2000));
         assert_eq!(spec.preemption_policy.as_deref(), Some("Never"));
         let here = local.get("both").await.unwrap().spec.unwrap();
-        assert_eq!((here.priority, here.preemption_policy.as_deref()), (Some(1000), Some("PreemptLowerPriority")));
+        assert_eq!(
+            (here.priority, here.preemption_policy.as_deref()),
+            (Some(1000), Some("PreemptLowerPriority"))
+        );
         // A RuntimeClass both have: the twin gets cluster 2's overhead.
         let twin = eventually("the runc twin running", WAIT, || running(&remote, "runc")).await;
         let overhead = twin.spec.unwrap().overhead.unwrap();
         assert_eq!(overhead["cpu"].0, "200m");
         // A RuntimeClass cluster 2 lacks: the pod stays without a twin and says why.
-        let why = eventually("the sandboxed pod to say why it has no twin", WAIT, || async {
-            let pod = local.get_opt("sandboxed").await.ok()??;
-            let c = pod
-                .status?
-                .conditions?
-                .into_iter()
-                .find(|c| c.type_ == "offloading.liqo.io/RemotePod")?;
-            (c.reason.as_deref() == Some("Unsupported")).then(|| c.message.unwrap_or_default())
-        })
+        let why = eventually(
+            "the sandboxed pod to say why it has no twin",
+            WAIT,
+            || async {
+                let pod = local.get_opt("sandboxed").await.ok()??;
+                let c = pod
+                    .status?
+                    .conditions?
+                    .into_iter()
+                    .find(|c| c.type_ == "offloading.liqo.io/RemotePod")?;
+                (c.reason.as_deref() == Some("Unsupported")).then(|| c.message.unwrap_or_default())
+            },
+        )
         .await;
-        assert!(why.contains(&sandboxed) && why.contains("RuntimeClass"), "{why}");
+        assert!(
+            why.contains(&sandboxed) && why.contains("RuntimeClass"),
+            "{why}"
+        );
         event(&client, &ns, "RemotePodUnsupported", "sandboxed").await;
         assert!(remote.get_opt("sandboxed").await.unwrap().is_none());
 

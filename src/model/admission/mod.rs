@@ -181,13 +181,23 @@ impl PendingMark {
     }
 }
 
+/// Where the webhooks run.
+#[derive(Clone, Copy, Debug)]
+pub struct Site<'a> {
+    /// This cluster's ID.
+    pub local_cluster_id: &'a str,
+    /// The manager's own namespace, which is never offloaded.
+    pub own_namespace: &'a str,
+}
+
 /// Decides one AdmissionReview body, from the caches alone.
 pub fn review(
     webhook: Webhook,
     body: &[u8],
     lookup: &dyn Lookup,
-    local_cluster_id: &str,
+    site: Site<'_>,
 ) -> Result<Outcome, BadRequest> {
+    let local_cluster_id = site.local_cluster_id;
     if matches!(webhook, Webhook::Pod | Webhook::PodEnabledLabel) {
         return review_pod(webhook, body, lookup, local_cluster_id);
     }
@@ -197,7 +207,7 @@ pub fn review(
         Err(e @ ReadError::NoRequest) => return Err(BadRequest(e.to_string())),
     };
     let decided = match webhook {
-        Webhook::OffloadingValidation => match review_validation(&request, local_cluster_id) {
+        Webhook::OffloadingValidation => match review_validation(&request, site) {
             Ok(Decision::Allow(warnings)) if needs_mark(&request) => {
                 return Ok(Outcome::MarkNamespace(PendingMark { request, warnings }));
             }
@@ -398,10 +408,12 @@ fn review_defaults(request: &Request) -> Result<Decision, String> {
     patch_between(&object, &offloading::with_defaults(&object), Vec::new())
 }
 
-fn review_validation(request: &Request, local_cluster_id: &str) -> Result<Decision, String> {
+fn review_validation(request: &Request, site: Site<'_>) -> Result<Decision, String> {
+    let local_cluster_id = site.local_cluster_id;
     let object = request.object_json()?;
     match request.operation {
         Operation::Create => {
+            offloading::offloadable(&request.namespace, site.own_namespace)?;
             let name = object
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
@@ -474,13 +486,18 @@ mod tests {
         })
     }
 
+    const SITE: Site<'static> = Site {
+        local_cluster_id: "cluster-1-id",
+        own_namespace: "liqo",
+    };
+
     /// The pure decision on a review, with nothing in the caches.
     fn decide(webhook: Webhook, body: &Value) -> Outcome {
         let Ok(outcome) = review(
             webhook,
             &serde_json::to_vec(body).unwrap(),
             &Fixed::default(),
-            "cluster-1-id",
+            SITE,
         ) else {
             panic!("the review must parse");
         };
@@ -490,13 +507,7 @@ mod tests {
     /// Answers as the server does, with the lookup standing in for the API server too (a
     /// namespace it lacks has no NamespaceOffloading; marking always succeeds).
     fn answer(webhook: Webhook, body: &Value, lookup: &Fixed) -> (Value, Verdict) {
-        let outcome = review(
-            webhook,
-            &serde_json::to_vec(body).unwrap(),
-            lookup,
-            "cluster-1-id",
-        )
-        .unwrap();
+        let outcome = review(webhook, &serde_json::to_vec(body).unwrap(), lookup, SITE).unwrap();
         let (review, verdict) = match outcome {
             Outcome::Answered(a) => a,
             Outcome::ReadOffloading(pending) => pending.resume(Ok(None), lookup),
@@ -766,7 +777,7 @@ mod tests {
             b"{\"apiVersion\":\"admission.k8s.io/v1\",\"kind\":\"AdmissionReview\"}",
             b"\xff",
         ] {
-            let Err(err) = review(Webhook::Pod, body, &Fixed::default(), "id") else {
+            let Err(err) = review(Webhook::Pod, body, &Fixed::default(), SITE) else {
                 panic!("a malformed body must be a bad request");
             };
             assert!(!err.0.is_empty());

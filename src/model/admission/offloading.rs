@@ -51,6 +51,25 @@ pub(crate) fn with_defaults(object: &Value) -> Value {
 }
 
 /// What the validating webhook decides for a CREATE.
+/// Namespaces that hold the cluster's own machinery: their pods must never wait on this
+/// product's webhook (the pod webhooks' selectors leave them out), nor run elsewhere.
+pub(crate) const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
+
+/// Refuses the offloading of the system namespaces and of the manager's own.
+pub(crate) fn offloadable(namespace: &str, own_namespace: &str) -> Result<(), String> {
+    if SYSTEM_NAMESPACES.contains(&namespace) {
+        return Err(format!(
+            "namespace {namespace} holds the cluster's own components and cannot be offloaded: offload the namespaces of your applications instead"
+        ));
+    }
+    if namespace == own_namespace {
+        return Err(format!(
+            "namespace {namespace} is where namespace-offloading itself runs and cannot be offloaded (its manager must always be able to start here): offload the namespaces of your applications instead"
+        ));
+    }
+    Ok(())
+}
+
 pub(crate) fn validate_create(
     name: &str,
     namespace: &str,
@@ -167,6 +186,20 @@ mod tests {
     fn nso(spec: Value) -> Value {
         json!({"apiVersion": "offloading.liqo.io/v1alpha1", "kind": "NamespaceOffloading",
                "metadata": {"name": "offloading", "namespace": "test-namespace"}, "spec": spec})
+    }
+
+    #[test]
+    fn system_namespaces_and_the_managers_own_are_never_offloaded() {
+        for ns in ["kube-system", "kube-public", "kube-node-lease"] {
+            let err = offloadable(ns, "liqo").unwrap_err();
+            assert!(err.contains("cannot be offloaded"), "{err}");
+        }
+        let err = offloadable("liqo", "liqo").unwrap_err();
+        assert!(
+            err.contains("where namespace-offloading itself runs"),
+            "{err}"
+        );
+        assert!(offloadable("shop", "liqo").is_ok());
     }
 
     #[test]

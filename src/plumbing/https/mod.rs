@@ -83,6 +83,7 @@ pub(crate) async fn serve_tls(
     listener: TcpListener,
     router: Router,
     tls: Arc<rustls::ServerConfig>,
+    callers: Option<Arc<tls::Callers>>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -110,8 +111,20 @@ pub(crate) async fn serve_tls(
     let stop = async move {
         let _ = shutdown.wait_for(|stop| *stop).await;
     };
-    accept::serve_tls(listener, tls, serving, stop, move |_| {
-        TowerToHyperService::new(router.clone())
+    // Only the API server, when it is known by its certificate: anyone else who reaches
+    // the port (a pod, say) is answered nothing but why, and causes nothing.
+    let refused = Router::new().fallback(|| async {
+        (
+            StatusCode::FORBIDDEN,
+            "this server answers the API server's admission reviews only: present the client certificate its AdmissionConfiguration names for webhooks (see --webhook-client-ca)\n",
+        )
+    });
+    accept::serve_tls(listener, tls, serving, stop, move |session| {
+        if callers.as_ref().is_some_and(|c| !c.admits(session)) {
+            TowerToHyperService::new(refused.clone())
+        } else {
+            TowerToHyperService::new(router.clone())
+        }
     })
     .await;
 }

@@ -10,9 +10,9 @@ use std::{
 };
 
 use rustls::{
-    ServerConfig,
+    RootCertStore, ServerConfig,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
-    server::{ClientHello, ResolvesServerCert},
+    server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier},
     sign::CertifiedKey,
 };
 
@@ -26,6 +26,8 @@ pub enum TlsError {
     Mismatch(String),
     #[error("no certificate found in {0}")]
     Empty(PathBuf),
+    #[error("the webhook client CA is unusable: {0}")]
+    ClientCa(String),
 }
 
 /// A rustls server configuration (TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1) around a resolver.
@@ -38,6 +40,78 @@ pub fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> Arc<ServerConfig>
     .with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(config)
+}
+
+/// Who may call the webhooks: the API server, known by the client certificate it presents
+/// to webhooks (its AdmissionConfiguration's `kubeConfigFile`), signed by a CA and, when
+/// names are given, with one of them as its common name.
+pub struct Callers {
+    roots: Arc<RootCertStore>,
+    names: Vec<String>,
+}
+
+impl Callers {
+    /// The CA certificates in the PEM file at `ca`, and the accepted common names.
+    pub fn from_pem_file(ca: &Path, names: Vec<String>) -> Result<Self, TlsError> {
+        let unreadable = |message: String| TlsError::Certificate {
+            path: ca.to_owned(),
+            message,
+        };
+        let pem = std::fs::read(ca).map_err(|e| unreadable(e.to_string()))?;
+        let mut roots = RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&pem) {
+            roots
+                .add(cert.map_err(|e| unreadable(e.to_string()))?)
+                .map_err(|e| unreadable(e.to_string()))?;
+        }
+        if roots.is_empty() {
+            return Err(TlsError::Empty(ca.to_owned()));
+        }
+        Ok(Self {
+            roots: Arc::new(roots),
+            names,
+        })
+    }
+
+    /// Whether the connection's verified client certificate is one of the callers'. The
+    /// handshake already checked it against the CA; this checks the name.
+    pub(crate) fn admits(&self, session: &rustls::ServerConnection) -> bool {
+        let Some(leaf) = session.peer_certificates().and_then(|chain| chain.first()) else {
+            return false;
+        };
+        self.names.is_empty() || common_name(leaf).is_some_and(|cn| self.names.contains(&cn))
+    }
+}
+
+/// The common name of a certificate (DER).
+pub(crate) fn common_name(der: &[u8]) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(cn.to_owned())
+}
+
+/// [`server_config`], asking clients for a certificate from `callers`' CA. One without
+/// (or with another) still completes the handshake, so that it can be told why it is
+/// refused (`https::serve_tls` answers it 403).
+pub fn server_config_for(
+    resolver: Arc<dyn ResolvesServerCert>,
+    callers: Option<&Callers>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let Some(callers) = callers else {
+        return Ok(server_config(resolver));
+    };
+    let verifier = WebPkiClientVerifier::builder(callers.roots.clone())
+        .allow_unauthenticated()
+        .build()
+        .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+    let mut config = ServerConfig::builder_with_protocol_versions(&[
+        &rustls::version::TLS13,
+        &rustls::version::TLS12,
+    ])
+    .with_client_cert_verifier(verifier)
+    .with_cert_resolver(resolver);
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Parses a PEM certificate chain and private key into a key rustls can serve.
