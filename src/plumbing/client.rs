@@ -37,6 +37,10 @@ pub(crate) enum ClientError {
         "the kubeconfig's user {user:?} gets its credentials from {how}, a program this side would run on the word of the remote cluster's admin: use a token or a client certificate, or allow it for this peering with `namespace-offloading peer --allow-exec-credentials`"
     )]
     ExecCredentials { user: String, how: String },
+    #[error(
+        "the kubeconfig's {what} names a file ({path}) instead of carrying its data: read here, it would be this host's (the manager's own service-account token at /var/run/secrets/..., say) sent to another cluster; embed the data (`kubectl config view --minify --flatten`)"
+    )]
+    FileReference { what: String, path: String },
 }
 
 /// The User-Agent of our calls to a peered cluster, naming the cluster they come from.
@@ -77,6 +81,7 @@ pub(crate) async fn remote(
     allow_exec: bool,
 ) -> Result<Client, ClientError> {
     let kubeconfig = Kubeconfig::from_yaml(kubeconfig).map_err(ClientError::Parse)?;
+    credentials_inline(&kubeconfig)?;
     if !allow_exec {
         credentials_without_programs(&kubeconfig)?;
     }
@@ -121,6 +126,56 @@ pub(crate) fn credentials_without_programs(kubeconfig: &Kubeconfig) -> Result<()
     Ok(())
 }
 
+/// Refuses a kubeconfig that points at files for its credentials or CA (the current
+/// context's user and cluster, or all of them when there is no current context): a peer's
+/// kubeconfig is data from a Secret, and a path in it would read this host's files.
+pub(crate) fn credentials_inline(kubeconfig: &Kubeconfig) -> Result<(), ClientError> {
+    let context = kubeconfig.current_context.as_deref().and_then(|name| {
+        kubeconfig
+            .contexts
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.context.clone())
+    });
+    let refused = |what: String, path: &Option<String>| match path {
+        Some(path) => Err(ClientError::FileReference {
+            what,
+            path: path.clone(),
+        }),
+        None => Ok(()),
+    };
+    for user in &kubeconfig.auth_infos {
+        if context
+            .as_ref()
+            .is_some_and(|c| c.user.as_ref() != Some(&user.name))
+        {
+            continue;
+        }
+        let Some(auth) = &user.auth_info else {
+            continue;
+        };
+        let name = &user.name;
+        refused(format!("user {name:?} tokenFile"), &auth.token_file)?;
+        refused(
+            format!("user {name:?} client-certificate"),
+            &auth.client_certificate,
+        )?;
+        refused(format!("user {name:?} client-key"), &auth.client_key)?;
+    }
+    for cluster in &kubeconfig.clusters {
+        if context.as_ref().is_some_and(|c| c.cluster != cluster.name) {
+            continue;
+        }
+        if let Some(c) = &cluster.cluster {
+            refused(
+                format!("cluster {:?} certificate-authority", cluster.name),
+                &c.certificate_authority,
+            )?;
+        }
+    }
+    Ok(())
+}
+
 fn build(mut config: Config, user_agent: &str) -> Result<Client, ClientError> {
     // A cluster ID is a label value, so the header is always valid; if not, go without.
     if let Ok(value) = HeaderValue::from_str(user_agent) {
@@ -137,6 +192,27 @@ mod tests {
         format!(
             "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: k\n  cluster: {{server: \"https://127.0.0.1:1\"}}\ncontexts:\n- name: c\n  context: {{cluster: k, user: u}}\n- name: other\n  context: {{cluster: k, user: plugin}}\nusers:\n- name: u\n  user: {user}\n- name: plugin\n  user: {{exec: {{apiVersion: client.authentication.k8s.io/v1, command: aws}}}}\n"
         )
+    }
+
+    #[tokio::test]
+    async fn a_kubeconfig_that_reads_this_hosts_files_is_refused() {
+        let token = std::env::temp_dir().join("nso-test-token");
+        std::fs::write(&token, "the manager's own token").unwrap();
+        for user in [
+            format!("{{tokenFile: {}}}", token.display()),
+            "{client-certificate: /etc/cert.pem, client-key-data: eA==}".to_owned(),
+        ] {
+            let err = remote(&kubeconfig(&user), "ua", true).await.err().unwrap();
+            assert!(
+                matches!(err, ClientError::FileReference { .. }),
+                "{user}: {err}"
+            );
+            assert!(err.to_string().contains("--flatten"), "{err}");
+        }
+        let ca_file = "apiVersion: v1\nkind: Config\ncurrent-context: c\nclusters:\n- name: k\n  cluster: {server: \"https://127.0.0.1:1\", certificate-authority: /etc/ca.pem}\ncontexts:\n- name: c\n  context: {cluster: k, user: u}\nusers:\n- name: u\n  user: {token: t}\n";
+        let err = remote(ca_file, "ua", false).await.err().unwrap();
+        assert!(err.to_string().contains("certificate-authority"), "{err}");
+        assert!(remote(&kubeconfig("{token: t}"), "ua", false).await.is_ok());
     }
 
     #[tokio::test]
