@@ -141,7 +141,7 @@ async fn a_review_the_api_server_did_not_send_causes_nothing() {
         let url = format!("https://127.0.0.1:{port}/validate/namespace-offloading");
         let post = |cert: Option<(std::path::PathBuf, std::path::PathBuf)>| {
             let mut cmd = std::process::Command::new("curl");
-            cmd.args(["-sk", "--max-time", "10", "-w", "\n%{http_code}"])
+            cmd.args(["-sSk", "--max-time", "10", "-w", "\n%{http_code}"])
                 .args(["-H", "Content-Type: application/json", "--data-binary", "@-"]);
             if let Some((cert, key)) = cert {
                 cmd.arg("--cert").arg(cert).arg("--key").arg(key);
@@ -150,6 +150,7 @@ async fn a_review_the_api_server_did_not_send_causes_nothing() {
                 .arg(&url)
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
                 .spawn()
                 .unwrap();
             use std::io::Write;
@@ -159,7 +160,12 @@ async fn a_review_the_api_server_did_not_send_causes_nothing() {
                 .unwrap()
                 .write_all(review.to_string().as_bytes())
                 .unwrap();
-            String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
+            let out = child.wait_with_output().unwrap();
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stderr),
+                String::from_utf8_lossy(&out.stdout)
+            )
         };
         // No certificate, and a certificate of the cluster's CA that is not the API
         // server's: both refused.

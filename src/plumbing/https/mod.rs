@@ -38,6 +38,9 @@ pub(crate) const WEBHOOK_MAX_CONNECTIONS: usize = 256;
 pub(crate) const MAX_STREAMS: u32 = 200;
 /// HTTP/2 streams a client may reset before we accept them (rapid reset, CVE-2023-44487).
 const MAX_PENDING_RESETS: usize = 20;
+/// How much of a refused caller's body is read, and for how long, before the 403.
+const REFUSED_BODY_LIMIT: usize = 64 * 1024;
+const REFUSED_BODY_TIMEOUT: Duration = Duration::from_secs(2);
 /// HTTP/2 header block size: a review's headers are a few hundred bytes.
 const MAX_HEADER_LIST: u32 = 16 * 1024;
 
@@ -113,7 +116,14 @@ pub(crate) async fn serve_tls(
     };
     // Only the API server, when it is known by its certificate: anyone else who reaches
     // the port (a pod, say) is answered nothing but why, and causes nothing.
-    let refused = Router::new().fallback(|| async {
+    let refused = Router::new().fallback(|body: axum::body::Body| async move {
+        // Read (a bounded body, briefly) before answering: a client still sending when
+        // the answer comes sees a reset stream instead of the reason.
+        let _ = tokio::time::timeout(
+            REFUSED_BODY_TIMEOUT,
+            axum::body::to_bytes(body, REFUSED_BODY_LIMIT),
+        )
+        .await;
         (
             StatusCode::FORBIDDEN,
             "this server answers the API server's admission reviews only: present the client certificate its AdmissionConfiguration names for webhooks (see --webhook-client-ca)\n",
