@@ -63,6 +63,35 @@ fn gone_virtual_node(nodes: &Store<Node>, node_name: &str) -> bool {
     node_name.starts_with("liqo-") && nodes.get(&ObjectRef::new(node_name)).is_none()
 }
 
+/// How ServiceAccount admission says a pod's account does not exist (yet).
+const ACCOUNT_NOT_YET: &str = "error looking up service account";
+
+/// Whether the pod's ServiceAccount, if it is one of this namespace's (not `default`, which
+/// every namespace has of its own), already has its copy in the remote namespace.
+fn account_copied(ctx: &Context, peer: &Peer, pod: &Pod, remote_namespace: &str) -> bool {
+    let Some(account) = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.as_deref())
+        .filter(|a| !a.is_empty() && *a != "default")
+    else {
+        return true;
+    };
+    let namespace = pod.namespace().unwrap_or_default();
+    let here = ctx
+        .stores
+        .service_accounts
+        .get(&ObjectRef::new(account).within(&namespace))
+        .is_some();
+    // One that does not exist here is not copied either: the remote says what is wrong.
+    !here
+        || peer
+            .service_accounts
+            .store
+            .get(&ObjectRef::new(account).within(remote_namespace))
+            .is_some()
+}
+
 /// Whether a live RemoteCluster still stands for the cluster of virtual node `node_name`:
 /// only the end of a peering sends its pods back, not the loss of its node object.
 fn still_peered(remote_clusters: &Store<RemoteCluster>, node_name: &str) -> bool {
@@ -209,6 +238,11 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
                     return Ok(Action::requeue(Duration::from_secs(30)));
                 }
             }
+            if !account_copied(&ctx, &peer, &pod, &remote_namespace) {
+                // Its ServiceAccount's copy is on its way (namespace objects); a twin sent
+                // before it would be refused there by ServiceAccount admission.
+                return Ok(Action::requeue(SOON));
+            }
             let mut twin = forge::twin(
                 &pod,
                 &offloading.spec,
@@ -259,6 +293,14 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
                         report(&ctx, &pod, "NameTaken", &why).await?;
                         return Ok(Action::requeue(Duration::from_secs(30)));
                     }
+                    Ok(Action::requeue(SOON))
+                }
+                // The remote's `default` account is created a moment after its namespace:
+                // its ServiceAccount admission refuses pods until then.
+                Err(RemoteError::Api { source, .. })
+                    if classify(&source) == Reason::Forbidden
+                        && message(&source).contains(ACCOUNT_NOT_YET) =>
+                {
                     Ok(Action::requeue(SOON))
                 }
                 Err(RemoteError::Api { source, .. })

@@ -112,7 +112,11 @@ impl Cluster {
             // for a token controller the test bed does not run; TaintNodesByCondition
             // would taint every new Node not-ready until a node lifecycle controller
             // (which needs kubelet heartbeats) lifts it, so no test pod could schedule.
-            "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition".into(),
+            if c.service_accounts {
+                "--disable-admission-plugins=TaintNodesByCondition".into()
+            } else {
+                "--disable-admission-plugins=ServiceAccount,TaintNodesByCondition".into()
+            },
             "--profiling=false".into(),
             format!(
                 "--admission-control-config-file={}",
@@ -154,21 +158,32 @@ impl Cluster {
     ) -> Result<(), TestbedError> {
         let binaries = c.binaries(config);
         let kubeconfig = format!("--kubeconfig={}", self.kubeconfig.display());
+        // namespace and garbagecollector finish namespace deletion; the workload
+        // controllers let a demo use Deployments. No node lifecycle controller: the test
+        // bed's Node objects have no kubelet behind them.
+        let mut controllers =
+            "--controllers=namespace,garbagecollector,deployment,replicaset,endpointslice"
+                .to_owned();
+        let mut args = vec![kubeconfig.clone(), "--leader-elect=false".into()];
+        if c.service_accounts {
+            // Every namespace's `default` account and `kube-root-ca.crt`, which
+            // ServiceAccount admission and the token volume it injects refer to.
+            controllers.push_str(",serviceaccount,root-ca-cert-publisher");
+            args.push(format!(
+                "--root-ca-file={}",
+                self.dir.join("pki").join(pki::CA_CERT).display()
+            ));
+        }
+        args.extend([
+            controllers,
+            // No health port: several clusters would fight over the default one.
+            "--secure-port=0".into(),
+            "--profiling=false".into(),
+        ]);
         let mut started = vec![Process::spawn(
             &format!("{} kube-controller-manager", self.name),
             &binaries.join("kube-controller-manager"),
-            &[
-                kubeconfig.clone(),
-                "--leader-elect=false".into(),
-                // namespace and garbagecollector finish namespace deletion; the
-                // workload controllers let a demo use Deployments. No node lifecycle
-                // controller: the test bed's Node objects have no kubelet behind them.
-                "--controllers=namespace,garbagecollector,deployment,replicaset,endpointslice"
-                    .into(),
-                // No health port: several clusters would fight over the default one.
-                "--secure-port=0".into(),
-                "--profiling=false".into(),
-            ],
+            &args,
             &config
                 .root
                 .join(format!("logs/{}-kube-controller-manager.log", self.name)),

@@ -95,6 +95,11 @@ pub struct ClusterConfig {
     /// This cluster's binaries, when not [`TestbedConfig::binaries`] (clusters of another
     /// release beside the first; they get an etcd of their own release).
     pub binaries: Option<PathBuf>,
+    /// Run ServiceAccount admission and the controllers it relies on (`serviceaccount`,
+    /// `root-ca-cert-publisher`): pods get their account's token volume injected, as in
+    /// any real cluster. Off by default: a pod created a moment after its namespace would
+    /// be refused until the namespace's `default` account exists.
+    pub service_accounts: bool,
 }
 
 impl ClusterConfig {
@@ -114,10 +119,20 @@ impl TestbedConfig {
                     name: format!("cluster-{i}"),
                     scheduler: i <= schedulers,
                     binaries: None,
+                    service_accounts: false,
                 })
                 .collect(),
             lifetime: Lifetime::Attached,
         }
+    }
+
+    /// Clusters 2..n run ServiceAccount admission ([`ClusterConfig::service_accounts`]):
+    /// peers that inject tokens into the pods created there, twins among them.
+    pub fn with_service_accounts_on_peers(mut self) -> Self {
+        for c in self.clusters.iter_mut().skip(1) {
+            c.service_accounts = true;
+        }
+        self
     }
 
     /// Clusters 2..n run the Kubernetes binaries in `dir` (a mixed-version test bed:

@@ -17,6 +17,21 @@ where
     F: FnOnce(&'static Testbed) -> Fut,
     Fut: Future<Output = ()>,
 {
+    with_testbed_of(tag, clusters, schedulers, false, body).await;
+}
+
+/// [`with_testbed`], clusters 2.. running ServiceAccount admission when
+/// `service_accounts_on_peers` (`TestbedConfig::with_service_accounts_on_peers`).
+pub async fn with_testbed_of<F, Fut>(
+    tag: &str,
+    clusters: usize,
+    schedulers: usize,
+    service_accounts_on_peers: bool,
+    body: F,
+) where
+    F: FnOnce(&'static Testbed) -> Fut,
+    Fut: Future<Output = ()>,
+{
     static TESTBED: OnceCell<Result<Testbed, String>> = OnceCell::const_new();
     let _ = tracing_subscriber::fmt()
         .with_test_writer()
@@ -31,6 +46,9 @@ where
             let root =
                 testbed::run_dir(&Path::new(env!("CARGO_TARGET_TMPDIR")).join("testbed"), tag);
             let mut config = TestbedConfig::new(root, binaries, clusters, schedulers);
+            if service_accounts_on_peers {
+                config = config.with_service_accounts_on_peers();
+            }
             if let Some(peers) = testbed::peer_control_plane_binaries() {
                 config = config.with_peer_binaries(peers);
             }

@@ -1,6 +1,7 @@
 //! The seed's reference topology, shared by the suites that need it: three real clusters,
 //! each running the manager with its own cluster labels; cluster 1 peered with clusters 2
-//! and 3 through `namespace-offloading peer`. Tests change shared peering state, so they
+//! and 3 through `namespace-offloading peer`. Clusters 2 and 3 run ServiceAccount
+//! admission, as real clusters do: twins get the remote's own token injected there. Tests change shared peering state, so they
 //! take turns (`SERIAL`).
 
 use std::{
@@ -46,7 +47,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     static TOPOLOGY: OnceCell<Result<Topology, String>> = OnceCell::const_new();
-    super::with_testbed(env!("CARGO_CRATE_NAME"), 3, 3, |tb| async move {
+    super::with_testbed_of(env!("CARGO_CRATE_NAME"), 3, 3, true, |tb| async move {
         let topology = TOPOLOGY.get_or_init(|| set_up(tb)).await;
         let _turn = SERIAL.lock().await;
         match topology {

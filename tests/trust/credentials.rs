@@ -4,11 +4,10 @@
 //! cluster's ServiceAccount admission mounts that cluster's own token, or none when the
 //! pod or its account says `automountServiceAccountToken: false`.
 //!
-//! The test bed's API servers run without the ServiceAccount admission plugin and their
-//! controller managers without the serviceaccount controller (testbed/src/cluster.rs), so
-//! no cluster injects a token by itself: the local pods below carry the volume cluster 1's
-//! admission would have injected, and the remote's own mount is checked only where the
-//! remote runs that plugin (the test says which it saw).
+//! In the topology clusters 2 and 3 run ServiceAccount admission (and the serviceaccount
+//! controller), as real clusters do, and cluster 1 does not (testbed/src/cluster.rs): the
+//! local pods below carry the volume cluster 1's admission would have injected, and the
+//! twin must carry cluster 2's own instead.
 
 use k8s_openapi::api::core::v1::{Pod, Secret, ServiceAccount};
 use kube::{
@@ -144,12 +143,8 @@ async fn a_twin_carries_no_home_token_and_mounts_the_remotes_own_way() {
         let probe = bare_pod("probe", json!({"serviceAccountName": "web", "nodeName": "cluster-2-worker"}));
         let probe = remote.create(&PostParams::default(), &probe).await.unwrap();
         let injects = !mounts(&serde_json::to_value(probe.spec.unwrap()).unwrap()).is_empty();
-        if injects {
-            assert_eq!(mounts(&spec).len(), 1, "the remote's own token: {spec}");
-        } else {
-            eprintln!("cluster 2 runs no ServiceAccount admission: the twin has no token volume at all, and automount is left to that cluster");
-            assert!(mounts(&spec).is_empty(), "{spec}");
-        }
+        assert!(injects, "cluster 2 runs ServiceAccount admission in the topology");
+        assert_eq!(mounts(&spec).len(), 1, "the remote's own token: {spec}");
         event(&client, &ns, "HomeTokenDropped", "web").await;
 
         // Said no: nothing mounted there either, whatever the remote's account says.

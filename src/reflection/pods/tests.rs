@@ -363,6 +363,52 @@ async fn a_create_the_remote_refuses_is_reported_on_the_pod() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_twin_refused_for_an_account_not_made_there_yet_is_tried_again_soon() {
+    let World {
+        ctx,
+        mut local,
+        mut remote,
+    } = world(vec![]);
+    let (result, ()) = exchange(reconcile(Arc::new(pod()), ctx), async {
+        remote.expect(Method::POST, TWINS_PATH).await.answer(
+            403,
+            &testing::status(
+                403,
+                "Forbidden",
+                "pods \"web\" is forbidden: error looking up service account shop-c1/default: serviceaccount \"default\" not found",
+            ),
+        );
+        remote.nothing_more().await;
+        local.nothing_more().await;
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(SOON));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_twin_waits_for_the_copy_of_its_service_account() {
+    let mut with_account = pod();
+    with_account.spec.as_mut().unwrap().service_account_name = Some("app".into());
+    let account: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "app", "namespace": "shop"}})).unwrap();
+    let stores = Stores {
+        service_accounts: store([account]),
+        ..local_stores()
+    };
+    let World {
+        ctx,
+        mut local,
+        mut remote,
+    } = world_with(stores, vec![], |_| {});
+    let (result, ()) = exchange(reconcile(Arc::new(with_account), ctx), async {
+        remote.nothing_more().await;
+        local.nothing_more().await;
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(SOON));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_remote_server_error_on_create_is_returned() {
     let World {
         ctx,
