@@ -291,6 +291,13 @@ async fn reflect<K: Reflected>(
             .store
             .get(&ObjectRef::new(&name).within(remote_namespace));
         match existing {
+            // Our cluster's label alone (what the watch selects on) is not ownership: a
+            // copy is ours only for the namespace its origin annotation names.
+            Some(existing)
+                if !objects::ours(existing.meta(), &ctx.replica.local_cluster_id, namespace) =>
+            {
+                conflict(ctx, &*original, cluster_id, remote_namespace).await;
+            }
             Some(existing)
                 if objects::same_metadata(existing.meta(), desired.meta())
                     && existing.same_content(&desired) => {}
@@ -309,7 +316,7 @@ async fn reflect<K: Reflected>(
                 }
             }
             Some(_) => {
-                // Ours (the watch holds only ours): applied over, as our field manager.
+                // Ours: applied over, as our field manager.
                 let params = PatchParams::apply(FIELD_MANAGER).force();
                 let body = serde_json::to_value(&desired).map_err(|e| RemoteError::Api {
                     cluster_id: cluster_id.to_owned(),
