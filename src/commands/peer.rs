@@ -14,7 +14,7 @@ use crate::model::{
         RemoteCluster, RemoteClusterSpec,
         remote_cluster::{AddressTranslation, SecretKeyRef, claimed_elsewhere},
     },
-    markers::{ALLOW_EXEC_CREDENTIALS_ANNOTATION, FIELD_MANAGER},
+    markers::{ALLOW_EXEC_CREDENTIALS_ANNOTATION, FIELD_MANAGER, UNVERIFIED_IDENTITY_ANNOTATION},
 };
 use crate::plumbing::client::{self, LOCAL_USER_AGENT};
 
@@ -119,6 +119,7 @@ pub(crate) async fn peer(args: PeerArgs) -> Result<(), String> {
         .ok()
         .flatten();
     let published = identity.as_ref().map(|i| i.cluster_id.clone());
+    let unverified = published.is_none();
     if let (Some(given), Some(published)) = (&args.cluster_id, &published)
         && given != published
     {
@@ -186,15 +187,25 @@ pub(crate) async fn peer(args: PeerArgs) -> Result<(), String> {
             address_translation: args.address_translation.clone(),
         },
     );
+    let mut annotations = BTreeMap::new();
+    if unverified {
+        annotations.insert(UNVERIFIED_IDENTITY_ANNOTATION.to_owned(), "true".to_owned());
+        eprintln!(
+            "warning: the remote publishes no identity: that these credentials keep reaching cluster {cluster_id} cannot be checked (run the manager there to have it checked at every connection)"
+        );
+    }
     if args.allow_exec_credentials {
-        rc.metadata.annotations = Some(BTreeMap::from([(
+        annotations.insert(
             ALLOW_EXEC_CREDENTIALS_ANNOTATION.to_owned(),
             "true".to_owned(),
-        )]));
+        );
         eprintln!(
             "warning: RemoteCluster {} allows credentials from a program: the manager runs it, and it must exist in the manager's image",
             args.name
         );
+    }
+    if !annotations.is_empty() {
+        rc.metadata.annotations = Some(annotations);
     }
     let body = serde_json::to_value(&rc).map_err(|e| e.to_string())?;
     Api::<RemoteCluster>::all(local)

@@ -46,6 +46,11 @@ pub const PEERING_FINALIZER: &str = "offloading.liqo.io/peering";
 /// program (an exec plugin or an auth provider), which the controller then runs. Written by
 /// the `peer` command given `--allow-exec-credentials`; read by `controllers::peering`.
 pub const ALLOW_EXEC_CREDENTIALS_ANNOTATION: &str = "offloading.liqo.io/allow-exec-credentials";
+/// RemoteCluster annotation (`"true"`): the remote publishes no identity, so that the
+/// credentials reach the cluster of `spec.clusterID` is taken on trust. Written by the `peer`
+/// command when it peers such a cluster with `--cluster-id`; read by `controllers::peering`,
+/// which otherwise refuses credentials that reach a cluster without an identity.
+pub const UNVERIFIED_IDENTITY_ANNOTATION: &str = "offloading.liqo.io/unverified-identity";
 
 // What we create in remote clusters.
 

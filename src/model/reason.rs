@@ -25,6 +25,9 @@ pub(crate) enum Reason {
     /// The kubeconfig's user runs a program for its credentials, and the peering does not
     /// allow it.
     ExecCredentials,
+    /// The credentials reach a cluster that publishes no readable identity, so it cannot
+    /// be told from the one the peering is bound to.
+    IdentityUnverified,
     /// The remote API server does not answer (or not in time).
     Unreachable,
     /// The credentials may not do this there.
@@ -56,6 +59,7 @@ impl Reason {
             Self::InvalidIdentity => "InvalidIdentity",
             Self::ClusterIdMismatch => "ClusterIDMismatch",
             Self::ExecCredentials => "ExecCredentials",
+            Self::IdentityUnverified => "IdentityUnverified",
             Self::Unreachable => "Unreachable",
             Self::Forbidden => "Forbidden",
             Self::Conflict => "Conflict",

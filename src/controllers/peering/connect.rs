@@ -17,7 +17,7 @@ use crate::{
     model::{
         api::{RemoteCluster, is_virtual_node},
         identity::ClusterIdentity,
-        markers::ALLOW_EXEC_CREDENTIALS_ANNOTATION,
+        markers::{ALLOW_EXEC_CREDENTIALS_ANNOTATION, UNVERIFIED_IDENTITY_ANNOTATION},
         quantity,
         reason::{Problem, Reason},
     },
@@ -57,6 +57,43 @@ pub(crate) fn impostor(rc: &RemoteCluster, published: Option<&str>) -> Option<Pr
         format!(
             "the credentials in Secret {}/{} reach cluster {reached}, but RemoteCluster {name} is bound to cluster {bound}: nothing is read or written there. Put cluster {bound}'s kubeconfig back in the Secret; if that cluster was reinstalled under a new ID, `namespace-offloading unpeer {name}` and peer it again",
             r.namespace, r.name
+        ),
+    ))
+}
+
+/// Why credentials that reach a cluster publishing no readable identity may not be used
+/// for a peering bound to a cluster ID (unless `peer` recorded that this one never publishes
+/// any): that cluster cannot be told from another. One that does not answer is only
+/// unreachable; it is checked when it answers again.
+pub(crate) fn unverified(
+    rc: &RemoteCluster,
+    no_identity: bool,
+    reachable: &Result<(), Problem>,
+) -> Option<Problem> {
+    let bound = bound_id(rc)?;
+    let taken_on_trust = rc
+        .annotations()
+        .get(UNVERIFIED_IDENTITY_ANNOTATION)
+        .is_some_and(|v| v == "true");
+    if !no_identity
+        || taken_on_trust
+        || matches!(reachable, Err(p) if p.reason == Reason::Unreachable)
+    {
+        return None;
+    }
+    let r = &rc.spec.kubeconfig_secret;
+    let why = match reachable {
+        Err(p) => format!(": {}", p.message),
+        Ok(()) => String::new(),
+    };
+    Some(Problem::new(
+        Reason::IdentityUnverified,
+        format!(
+            "the credentials in Secret {}/{} reach a cluster that publishes no readable identity (ConfigMap {}/{}){why}, so it cannot be told from cluster {bound}: nothing is read or written there. Let the credentials read that ConfigMap (the manager publishes it), or put cluster {bound}'s kubeconfig back in the Secret",
+            r.namespace,
+            r.name,
+            identity_namespace(rc),
+            crate::model::markers::IDENTITY_CONFIGMAP
         ),
     ))
 }
@@ -188,7 +225,8 @@ pub(crate) async fn contact(
             Err(_) => (None, Err(did_not_answer())),
         },
     };
-    let impostor = impostor(rc, published.as_ref().map(|i| i.cluster_id.as_str()));
+    let impostor = impostor(rc, published.as_ref().map(|i| i.cluster_id.as_str()))
+        .or_else(|| unverified(rc, published.is_none(), &reachable));
     // An impostor's labels are not this cluster's either.
     let published = published.filter(|_| impostor.is_none());
     Contact {
@@ -312,6 +350,36 @@ mod tests {
             "status": {"clusterID": status_id},
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn credentials_that_reach_a_cluster_without_identity_are_unverified() {
+        let rc = remote_cluster(Some("c2"), None);
+        // Answers, but publishes none (the ConfigMap missing, or unreadable).
+        let problem = unverified(&rc, true, &Ok(())).unwrap();
+        assert_eq!(problem.reason, Reason::IdentityUnverified);
+        assert!(
+            problem.message.contains("cannot be told from cluster c2"),
+            "{}",
+            problem.message
+        );
+        let forbidden = Err(Problem::new(Reason::Forbidden, "configmaps is forbidden"));
+        let problem = unverified(&rc, true, &forbidden).unwrap();
+        assert!(
+            problem.message.contains("configmaps is forbidden"),
+            "{}",
+            problem.message
+        );
+        // Publishing one (checked by `impostor`), not answering at all, not bound yet, or
+        // peered as a cluster that never publishes one: nothing to say here.
+        assert_eq!(unverified(&rc, false, &Ok(())), None);
+        let down = Err(Problem::new(Reason::Unreachable, "no answer"));
+        assert_eq!(unverified(&rc, true, &down), None);
+        assert_eq!(unverified(&remote_cluster(None, None), true, &Ok(())), None);
+        let mut trusted = rc.clone();
+        trusted.metadata.annotations =
+            Some([(UNVERIFIED_IDENTITY_ANNOTATION.to_owned(), "true".to_owned())].into());
+        assert_eq!(unverified(&trusted, true, &Ok(())), None);
     }
 
     #[test]
