@@ -166,7 +166,8 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
                         // Registered even while unreachable (e.g. down when we started):
                         // offloadings then report it Unreachable and termination waits for it.
                         // Only a cluster that does not answer is left alone; one whose
-                        // identity is unreadable (Forbidden, invalid) still serves namespaces.
+                        // identity is unreadable was refused above (IdentityUnverified)
+                        // unless it was peered as publishing none.
                         let unreachable = problem.reason == Reason::Unreachable;
                         register(
                             ctx,
@@ -182,12 +183,7 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
                         } else {
                             contact.labels.clone()
                         };
-                        if ctx
-                            .stores
-                            .nodes
-                            .get(&ObjectRef::new(&virtual_node_name(id)))
-                            .is_some()
-                        {
+                        if node_kept(ctx, id) {
                             node::apply(ctx, id, &labels, None, false).await?;
                         }
                     }
@@ -219,15 +215,26 @@ async fn refuse_impostor(
 ) -> Result<(), PeeringError> {
     ctx.peers.remove_remote_cluster(name);
     if let Some(id) = bound
-        && ctx
-            .stores
-            .nodes
-            .get(&ObjectRef::new(&virtual_node_name(id)))
-            .is_some()
+        && node_kept(ctx, id)
     {
         node::apply(ctx, id, &previous.cluster_labels, None, false).await?;
     }
     Ok(())
+}
+
+/// Whether the virtual node of `id` is kept (marked not ready) while its cluster cannot be
+/// used: it exists, or it was deleted (by hand, or by an autoscaler) with pods still bound
+/// to it, which would otherwise be force-deleted by the pod garbage collector while their
+/// twins run on.
+fn node_kept(ctx: &Context, id: &str) -> bool {
+    let name = virtual_node_name(id);
+    ctx.stores.nodes.get(&ObjectRef::new(&name)).is_some()
+        || ctx
+            .stores
+            .pods
+            .state()
+            .iter()
+            .any(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name.as_str()))
 }
 
 /// Makes `id` served by this RemoteCluster's client (a new one when its credentials
