@@ -124,12 +124,13 @@ pub(crate) async fn serve(
             .and_then(|cert| authz::identity(cert))
             .map(Arc::new);
         let relay = relay.clone();
-        service_fn(move |request| {
+        let service = service_fn(move |request| {
             let (relay, who) = (relay.clone(), who.clone());
             async move {
                 Ok::<_, std::convert::Infallible>(relay.handle(request, who.as_deref()).await)
             }
-        })
+        });
+        (service, accept::Lifetime::Served)
     })
     .await;
 }

@@ -174,6 +174,19 @@ async fn a_review_the_api_server_did_not_send_causes_nothing() {
             assert!(answer.ends_with("\n403"), "{answer}");
             assert!(answer.contains("admission reviews only"), "{answer}");
         }
+        // A refused caller's connection is closed after its answer: it holds no slot. curl
+        // reuses a connection kept open for the second transfer (0 new connections).
+        for http in ["--http1.1", "--http2"] {
+            let out = std::process::Command::new("curl")
+                .args(["-sk", http, "-o", "/dev/null", "-o", "/dev/null"])
+                .args(["-w", "%{http_code}:%{num_connects} "])
+                .arg(format!("https://127.0.0.1:{port}/live"))
+                .arg(format!("https://127.0.0.1:{port}/live"))
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert_eq!(said.trim(), "403:1 403:1", "{http}: a refused connection was kept");
+        }
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(!labelled(&client, &ns).await, "a forged review marked {ns}");
         // The API server's own certificate is answered (and its real creation marks).

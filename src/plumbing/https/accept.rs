@@ -55,7 +55,7 @@ pub(crate) async fn serve_tls<S, B, M>(
     shutdown: impl Future<Output = ()>,
     service: M,
 ) where
-    M: Fn(&ServerConnection) -> S + Send + Sync + 'static,
+    M: Fn(&ServerConnection) -> (S, Lifetime) + Send + Sync + 'static,
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
@@ -111,11 +111,26 @@ pub(crate) async fn serve_tls<S, B, M>(
                 Err(_) => return tracing::debug!(server = name, %peer, "TLS handshake timed out"),
             };
             let first = Arc::new(Notify::new());
+            let (inner, lifetime) = service(stream.get_ref().1);
             let service = FirstRequest {
-                inner: service(stream.get_ref().1),
+                inner,
                 first: first.clone(),
             };
             let io = TokioIo::new(stream);
+            if lifetime == Lifetime::OneAnswer {
+                // Its answer goes out, then the connection (and its slot) is gone: once the
+                // request is in, no other follows (HTTP/1.1: no keep-alive; HTTP/2: GOAWAY).
+                let connection = builder.serve_connection(io, service).into_owned();
+                tokio::pin!(connection);
+                tokio::select! {
+                    _ = &mut connection => return,
+                    () = first.notified() => {}
+                    () = tokio::time::sleep(FIRST_REQUEST_TIMEOUT) => return,
+                }
+                connection.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(ONE_ANSWER_LINGER, connection).await;
+                return tracing::debug!(server = name, %peer, "refused connection closed");
+            }
             let connection = if upgrades {
                 Either::Left(
                     watcher.watch(
@@ -148,6 +163,18 @@ pub(crate) async fn serve_tls<S, B, M>(
         _ = tokio::time::sleep(grace) => tracing::warn!(server = name, ?grace, "connections still open after the grace period; closing"),
     }
 }
+
+/// How long a connection lives once its first request arrived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lifetime {
+    /// As long as the client keeps it (within the servers' bounds).
+    Served,
+    /// Just long enough to answer that request: a refused caller holds no slot.
+    OneAnswer,
+}
+
+/// How long a [`Lifetime::OneAnswer`] connection may take to read its request and answer.
+const ONE_ANSWER_LINGER: Duration = Duration::from_secs(3);
 
 /// A connection's service that tells when its first request arrives (a complete head).
 struct FirstRequest<S> {

@@ -131,9 +131,15 @@ pub(crate) async fn serve_tls(
     });
     accept::serve_tls(listener, tls, serving, stop, move |session| {
         if callers.as_ref().is_some_and(|c| !c.admits(session)) {
-            TowerToHyperService::new(refused.clone())
+            (
+                TowerToHyperService::new(refused.clone()),
+                accept::Lifetime::OneAnswer,
+            )
         } else {
-            TowerToHyperService::new(router.clone())
+            (
+                TowerToHyperService::new(router.clone()),
+                accept::Lifetime::Served,
+            )
         }
     })
     .await;
