@@ -117,7 +117,8 @@ pub(crate) fn same_service(remote: &Service, desired: &Service) -> bool {
         // Never defaulted: a range added or removed there is a drift.
         && r.load_balancer_source_ranges.as_deref().unwrap_or_default()
             == d.load_balancer_source_ranges.as_deref().unwrap_or_default()
-        && r.load_balancer_class == d.load_balancer_class
+        // The remote's own default (a load-balancer controller's webhook) is no drift.
+        && defaulted(&r.load_balancer_class, &d.load_balancer_class)
         && defaulted(&r.external_traffic_policy, &d.external_traffic_policy)
         && defaulted(&r.internal_traffic_policy, &d.internal_traffic_policy)
         && defaulted(
@@ -139,7 +140,7 @@ pub(crate) fn replaced_by(remote: &Service, desired: &Service) -> bool {
     let primary = |s: &ServiceSpec| s.ip_families.as_ref().and_then(|f| f.first().cloned());
     let families_fixed = !external(r) && !external(d) && primary(d).is_some();
     (!external(r) && !external(d) && headless(r) != headless(d))
-        || (r.load_balancer_class.is_some() && r.load_balancer_class != d.load_balancer_class)
+        || (d.load_balancer_class.is_some() && r.load_balancer_class != d.load_balancer_class)
         || (families_fixed && primary(r) != primary(d))
 }
 
