@@ -11,13 +11,15 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::core::v1::Pod,
-    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    api::{core::v1::Pod, policy::v1::Eviction},
+    apimachinery::pkg::apis::meta::v1::{
+        Condition, DeleteOptions, ObjectMeta, Preconditions, Status, Time,
+    },
     jiff::Timestamp,
 };
 use kube::{
     Api, ResourceExt,
-    api::EvictParams,
+    api::PostParams,
     runtime::{controller::Action, events::EventType, reflector::ObjectRef},
 };
 
@@ -257,15 +259,32 @@ enum Evicted {
 
 async fn evict(ctx: &Context, pod: &Pod) -> Result<Evicted, String> {
     let api = Api::<Pod>::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
-    // Only the pod just looked at, never one recreated under the same name since.
-    let params = EvictParams {
-        delete_options: Some(kube::api::DeleteParams {
-            preconditions: crate::model::preconditions::only_this(&pod.metadata),
-            ..kube::api::DeleteParams::default()
+    // Only the pod just looked at, never one recreated under the same name since. The body is
+    // written here rather than by kube's `Api::evict`, which names the options
+    // `delete_options`: the API server drops that unknown field, and the precondition with it.
+    let eviction = Eviction {
+        metadata: ObjectMeta {
+            name: Some(pod.name_any()),
+            namespace: pod.namespace(),
+            ..ObjectMeta::default()
+        },
+        delete_options: Some(DeleteOptions {
+            preconditions: pod.metadata.uid.clone().map(|uid| Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..DeleteOptions::default()
         }),
-        ..EvictParams::default()
     };
-    match api.evict(&pod.name_any(), &params).await {
+    let evicted: Result<Status, _> = api
+        .create_subresource(
+            "eviction",
+            &pod.name_any(),
+            &PostParams::default(),
+            &eviction,
+        )
+        .await;
+    match evicted {
         Ok(_) => Ok(Evicted::Yes),
         Err(kube::Error::Api(s)) if s.is_not_found() || s.is_conflict() => Ok(Evicted::Gone),
         // 429 (a PodDisruptionBudget allows no disruption now), 403, 500: said on the pod.

@@ -201,7 +201,6 @@ async fn a_breaching_pod_its_owner_recreates_is_evicted_and_the_condition_says_a
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "kube 5's Api::evict sends the delete options as `delete_options`; the API's Eviction names them `deleteOptions` and drops unknown fields, so the uid precondition never reaches the API server"]
 async fn the_eviction_precondition_is_sent_as_the_api_names_it() {
     let (ctx, mut local) = context(vec![pod("web-1", true)]);
     let nso = offloading(vec![all_conform()]);
