@@ -126,6 +126,45 @@ pub(crate) fn node(
     }
 }
 
+/// Adds to `desired` the taints that others put on the existing node. Taints are one atomic
+/// list under server-side apply, so a forced apply of ours alone would remove them (the node
+/// lifecycle controller's `node.kubernetes.io/unreachable`, a drain's `unschedulable`).
+pub(crate) fn keep_taints_of_others(desired: &mut Node, existing: Option<&Node>) {
+    let others = existing
+        .and_then(|n| n.spec.as_ref()?.taints.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|t| t.key != NOT_ALLOWED_TAINT);
+    let spec = desired.spec.get_or_insert_with(NodeSpec::default);
+    spec.taints
+        .get_or_insert_with(Vec::new)
+        .extend(others.cloned());
+}
+
+/// Whether two nodes carry the same taints, in any order.
+pub(crate) fn same_taints(a: &Node, b: &Node) -> bool {
+    let taints = |n: &Node| {
+        let mut t: Vec<String> = n
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                format!(
+                    "{}={}:{}",
+                    t.key,
+                    t.value.as_deref().unwrap_or(""),
+                    t.effect
+                )
+            })
+            .collect();
+        t.sort_unstable();
+        t
+    };
+    taints(a) == taints(b)
+}
+
 /// The node Lease, renewed while the remote is reachable.
 pub(crate) fn lease(remote_cluster_id: &str, holder: &str, now: &MicroTime) -> Lease {
     let name = virtual_node_name(remote_cluster_id);

@@ -49,6 +49,7 @@ pub(crate) async fn apply(
         ctx.kubelet.as_ref(),
         &now,
     );
+    virtual_node::keep_taints_of_others(&mut node, existing.as_deref());
     // Keep the condition's times while its status holds.
     if let Some(old) = existing
         .as_ref()
@@ -96,8 +97,7 @@ pub(crate) async fn apply(
 /// makes every heartbeat apply again, which changes nothing and so wakes nothing).
 fn up_to_date(existing: &Node, desired: &Node) -> bool {
     let labels = existing.metadata.labels == desired.metadata.labels;
-    let taints =
-        existing.spec.as_ref().map(|s| &s.taints) == desired.spec.as_ref().map(|s| &s.taints);
+    let taints = virtual_node::same_taints(existing, desired);
     let status = match (&existing.status, &desired.status) {
         (Some(e), Some(d)) => {
             e.allocatable == d.allocatable

@@ -491,7 +491,6 @@ async fn a_refused_lease_delete_is_returned() {
 }
 
 #[tokio::test(start_paused = true)]
-#[ignore = "suspected bug: taints are an atomic list under server-side apply, so a forced apply of ours alone removes a taint another controller added (the node lifecycle controller's node.kubernetes.io/unreachable once the Lease lapses); and as up_to_date compares taints exactly, that happens at every heartbeat"]
 async fn a_taint_another_controller_added_is_not_applied_away() {
     let mut node = applied("eu", "8", false);
     node.spec
@@ -512,6 +511,32 @@ async fn a_taint_another_controller_added_is_not_applied_away() {
         apply(&ctx, "c2", &labels("eu"), None, false),
         local.nothing_more(),
     )
+    .await;
+    applied.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn our_taint_put_back_keeps_the_taints_of_others() {
+    let mut node = applied("eu", "8", false);
+    node.spec.as_mut().unwrap().taints = Some(vec![k8s_openapi::api::core::v1::Taint {
+        key: "node.kubernetes.io/unreachable".into(),
+        value: None,
+        effect: "NoExecute".into(),
+        time_added: None,
+    }]);
+    let (ctx, mut local) = context(vec![node], None);
+    let (applied, ()) = exchange(apply(&ctx, "c2", &labels("eu"), None, false), async {
+        let node = expect_node_apply(&mut local).await;
+        assert_eq!(
+            node["spec"]["taints"],
+            json!([
+                {"key": NOT_ALLOWED_TAINT, "value": "true", "effect": "NoExecute"},
+                {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"},
+            ])
+        );
+        expect_status_apply(&mut local).await;
+        local.nothing_more().await;
+    })
     .await;
     applied.unwrap();
 }
