@@ -66,16 +66,38 @@ fn gone_virtual_node(nodes: &Store<Node>, node_name: &str) -> bool {
 /// How ServiceAccount admission says a pod's account does not exist (yet).
 const ACCOUNT_NOT_YET: &str = "error looking up service account";
 
-/// Whether the pod's ServiceAccount, if it is one of this namespace's (not `default`, which
-/// every namespace has of its own), already has its copy in the remote namespace.
-fn account_copied(ctx: &Context, peer: &Peer, pod: &Pod, remote_namespace: &str) -> bool {
+/// How long a twin waits for its ServiceAccount's copy before the pod says why it waits.
+const ACCOUNT_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether the pod runs as its namespace's `default` account, which every namespace has of
+/// its own (the remote's is made a moment after its namespace).
+fn uses_default_account(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.service_account_name.as_deref())
+        .is_none_or(|a| a.is_empty() || a == "default")
+}
+
+/// Where the copy of a pod's ServiceAccount stands in the remote namespace.
+#[derive(Debug, PartialEq, Eq)]
+enum Account {
+    /// Copied (or `default`, or one this namespace lacks: the remote says what is wrong).
+    Copied,
+    /// On its way (namespace objects): a twin sent before it would be refused there.
+    OnItsWay,
+    /// Still not copied after [`ACCOUNT_WAIT`]. The twin is not sent all the same: an
+    /// account of that name there that is not our copy (someone else's) would run it.
+    Missing(String),
+}
+
+fn account(ctx: &Context, peer: &Peer, pod: &Pod, remote_namespace: &str) -> Account {
     let Some(account) = pod
         .spec
         .as_ref()
         .and_then(|s| s.service_account_name.as_deref())
         .filter(|a| !a.is_empty() && *a != "default")
     else {
-        return true;
+        return Account::Copied;
     };
     let namespace = pod.namespace().unwrap_or_default();
     let here = ctx
@@ -83,13 +105,25 @@ fn account_copied(ctx: &Context, peer: &Peer, pod: &Pod, remote_namespace: &str)
         .service_accounts
         .get(&ObjectRef::new(account).within(&namespace))
         .is_some();
-    // One that does not exist here is not copied either: the remote says what is wrong.
-    !here
-        || peer
-            .service_accounts
-            .store
-            .get(&ObjectRef::new(account).within(remote_namespace))
-            .is_some()
+    let there = peer
+        .service_accounts
+        .store
+        .get(&ObjectRef::new(account).within(remote_namespace))
+        .is_some();
+    if !here || there {
+        return Account::Copied;
+    }
+    let waited = pod.metadata.creation_timestamp.as_ref().is_some_and(|t| {
+        k8s_openapi::jiff::Timestamp::now()
+            .duration_since(t.0)
+            .unsigned_abs()
+            > ACCOUNT_WAIT
+    });
+    if waited {
+        Account::Missing(account.to_owned())
+    } else {
+        Account::OnItsWay
+    }
 }
 
 /// Whether a live RemoteCluster still stands for the cluster of virtual node `node_name`:
@@ -238,10 +272,17 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
                     return Ok(Action::requeue(Duration::from_secs(30)));
                 }
             }
-            if !account_copied(&ctx, &peer, &pod, &remote_namespace) {
-                // Its ServiceAccount's copy is on its way (namespace objects); a twin sent
-                // before it would be refused there by ServiceAccount admission.
-                return Ok(Action::requeue(SOON));
+            match account(&ctx, &peer, &pod, &remote_namespace) {
+                Account::Copied => {}
+                Account::OnItsWay => return Ok(Action::requeue(SOON)),
+                Account::Missing(account) => {
+                    let why = format!(
+                        "cluster {cluster_id}: ServiceAccount {account} has no copy of ours in namespace {remote_namespace} yet (its events say why: a name taken there, a refusal), and the pod is not sent there to run as another account"
+                    );
+                    report(&ctx, &pod, "AccountNotCopied", &why).await?;
+                    // Its copy's arrival does not wake the pod: look again now and then.
+                    return Ok(Action::requeue(Duration::from_secs(30)));
+                }
             }
             let mut twin = forge::twin(
                 &pod,
@@ -299,6 +340,7 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
                 // its ServiceAccount admission refuses pods until then.
                 Err(RemoteError::Api { source, .. })
                     if classify(&source) == Reason::Forbidden
+                        && uses_default_account(&pod)
                         && message(&source).contains(ACCOUNT_NOT_YET) =>
                 {
                     Ok(Action::requeue(SOON))

@@ -409,6 +409,36 @@ async fn a_twin_waits_for_the_copy_of_its_service_account() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_twin_whose_account_is_not_copied_in_time_is_not_sent_as_another() {
+    let mut with_account = pod();
+    let spec = with_account.spec.as_mut().unwrap();
+    spec.service_account_name = Some("app".into());
+    with_account.metadata.creation_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+    let account: k8s_openapi::api::core::v1::ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "app", "namespace": "shop"}})).unwrap();
+    let stores = Stores {
+        service_accounts: store([account]),
+        ..local_stores()
+    };
+    let World {
+        ctx,
+        mut local,
+        mut remote,
+    } = world_with(stores, vec![], |_| {});
+    let (result, ()) = exchange(reconcile(Arc::new(with_account), ctx), async {
+        let why = "cluster c2: ServiceAccount app has no copy of ours in namespace shop-c1 yet (its events say why: a name taken there, a refusal), and the pod is not sent there to run as another account";
+        expect_report(&mut local, "AccountNotCopied", why).await;
+        remote.nothing_more().await;
+        local.nothing_more().await;
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(30)));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_remote_server_error_on_create_is_returned() {
     let World {
         ctx,
