@@ -126,15 +126,24 @@ pub(crate) fn node(
     }
 }
 
-/// Adds to `desired` the taints that others put on the existing node. Taints are one atomic
-/// list under server-side apply, so a forced apply of ours alone would remove them (the node
-/// lifecycle controller's `node.kubernetes.io/unreachable`, a drain's `unschedulable`).
+/// The node lifecycle controller's taints for a node that is not Ready. Not kept: the
+/// virtual node's readiness says whether the remote API answers, not whether the pods run
+/// (their twins run on), and an unreachable remote must not get them evicted after their
+/// 300 s toleration (the pods stay, docs/guide.md).
+const LIFECYCLE_TAINTS: [&str; 2] = [
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+];
+
+/// Adds to `desired` the taints that others put on the existing node (a drain's
+/// `unschedulable`, an admin's). Taints are one atomic list under server-side apply, so a
+/// forced apply of ours alone would remove them.
 pub(crate) fn keep_taints_of_others(desired: &mut Node, existing: Option<&Node>) {
     let others = existing
         .and_then(|n| n.spec.as_ref()?.taints.as_ref())
         .into_iter()
         .flatten()
-        .filter(|t| t.key != NOT_ALLOWED_TAINT);
+        .filter(|t| t.key != NOT_ALLOWED_TAINT && !LIFECYCLE_TAINTS.contains(&t.key.as_str()));
     let spec = desired.spec.get_or_insert_with(NodeSpec::default);
     spec.taints
         .get_or_insert_with(Vec::new)

@@ -500,7 +500,7 @@ async fn a_taint_another_controller_added_is_not_applied_away() {
         .as_mut()
         .unwrap()
         .push(k8s_openapi::api::core::v1::Taint {
-            key: "node.kubernetes.io/unreachable".into(),
+            key: "example.com/maintenance".into(),
             value: None,
             effect: "NoSchedule".into(),
             time_added: None,
@@ -517,13 +517,19 @@ async fn a_taint_another_controller_added_is_not_applied_away() {
 
 #[tokio::test(start_paused = true)]
 async fn our_taint_put_back_keeps_the_taints_of_others() {
-    let mut node = applied("eu", "8", false);
-    node.spec.as_mut().unwrap().taints = Some(vec![k8s_openapi::api::core::v1::Taint {
-        key: "node.kubernetes.io/unreachable".into(),
+    let taint = |key: &str| k8s_openapi::api::core::v1::Taint {
+        key: key.into(),
         value: None,
         effect: "NoExecute".into(),
         time_added: None,
-    }]);
+    };
+    let mut node = applied("eu", "8", false);
+    // An admin's taint is kept; the lifecycle controller's would evict the pods after 300 s
+    // while their twins run on, so it goes.
+    node.spec.as_mut().unwrap().taints = Some(vec![
+        taint("node.kubernetes.io/unreachable"),
+        taint("example.com/maintenance"),
+    ]);
     let (ctx, mut local) = context(vec![node], None);
     let (applied, ()) = exchange(apply(&ctx, "c2", &labels("eu"), None, false), async {
         let node = expect_node_apply(&mut local).await;
@@ -531,7 +537,7 @@ async fn our_taint_put_back_keeps_the_taints_of_others() {
             node["spec"]["taints"],
             json!([
                 {"key": NOT_ALLOWED_TAINT, "value": "true", "effect": "NoExecute"},
-                {"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"},
+                {"key": "example.com/maintenance", "effect": "NoExecute"},
             ])
         );
         expect_status_apply(&mut local).await;
