@@ -105,11 +105,21 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
     let now = Time(Timestamp::now());
     let previous = rc.status.clone().unwrap_or_default();
     let (connected, cluster_id, labels) = match connect::remote_client(ctx, rc).await {
-        Err(problem) => (
-            Err(problem),
-            previous.cluster_id.clone(),
-            previous.cluster_labels.clone(),
-        ),
+        Err(problem) => {
+            // Credentials that cannot be used (a Secret gone, a kubeconfig invalid or
+            // refused) leave a node deleted meanwhile with pods bound to it put back, not
+            // ready: the pod garbage collector would otherwise remove them.
+            if let Some(id) = connect::bound_id(rc)
+                && node_kept(ctx, id)
+            {
+                node::apply(ctx, id, &previous.cluster_labels, None, false).await?;
+            }
+            (
+                Err(problem),
+                previous.cluster_id.clone(),
+                previous.cluster_labels.clone(),
+            )
+        }
         Ok((client, version)) => 'connected: {
             let contact = connect::contact(ctx, &client, &version, rc).await;
             if let Some(problem) = contact.impostor {
@@ -285,3 +295,6 @@ async fn cleanup(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringErr
     .await;
     Ok(Action::await_change())
 }
+
+#[cfg(test)]
+mod tests;
