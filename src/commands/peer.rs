@@ -114,10 +114,16 @@ pub(crate) async fn peer(args: PeerArgs) -> Result<(), String> {
     {
         eprintln!("warning: the remote cluster: {problem}");
     }
+    // Only a ConfigMap that is not there means "publishes none" (and a peering taken on
+    // trust); one these credentials cannot read would leave every later check blind.
     let identity = crate::plumbing::identity::read(&remote, &args.identity_namespace)
         .await
-        .ok()
-        .flatten();
+        .map_err(|e| {
+            format!(
+                "cannot read the remote's identity with {}: {e}; the controller checks it at every connection, so these credentials must be able to get it",
+                args.kubeconfig.display(),
+            )
+        })?;
     let published = identity.as_ref().map(|i| i.cluster_id.clone());
     let unverified = published.is_none();
     if let (Some(given), Some(published)) = (&args.cluster_id, &published)
