@@ -38,6 +38,8 @@ pub(crate) struct Replica {
     pub(crate) local_cluster_id: String,
     /// This replica's name (events, leases).
     pub(crate) holder: String,
+    /// The namespace the manager runs in (never offloaded).
+    pub(crate) own_namespace: String,
 }
 
 /// What every worker reads and writes through, built once by the manager. A worker with

@@ -322,6 +322,7 @@ pub(crate) fn shared(client: Client, stores: Stores, peers: Peers) -> Shared {
         replica: Replica {
             local_cluster_id: LOCAL_CLUSTER_ID.into(),
             holder: HOLDER.into(),
+            own_namespace: "liqo".into(),
         },
         recorder,
         peers,

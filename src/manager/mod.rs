@@ -454,6 +454,7 @@ fn start_controllers(
     let me = crate::context::Replica {
         local_cluster_id: local_cluster_id.to_owned(),
         holder: instance,
+        own_namespace: args.namespace.clone(),
     };
     tokio::spawn(controllers::run(
         client.clone(),

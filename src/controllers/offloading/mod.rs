@@ -32,6 +32,7 @@ use kube::{
 };
 
 use crate::model::{
+    admission::offloading::offloadable,
     api::{NamespaceOffloading, OFFLOADING_NAME, OffloadingPhase},
     markers::{OFFLOADING_FINALIZER, SCHEDULING_ENABLED_LABEL},
     reason::{Reason, classify, is_not_found},
@@ -115,14 +116,21 @@ async fn apply(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Offlo
     let remote_name = nso
         .spec
         .remote_namespace_name(&namespace, &ctx.replica.local_cluster_id);
+    // The system namespaces and the manager's own are never offloaded, even when their
+    // offloading got past the webhook (made before it refused them, or with it bypassed):
+    // no cluster is selected (what was made there goes) and their pods stay home.
+    let refused = offloadable(&namespace, &ctx.replica.own_namespace).err();
     // First, so that a namespace the admission webhook marked stays marked even while the
     // remote calls below take their time.
-    set_scheduling_label(ctx, &namespace, true).await?;
+    set_scheduling_label(ctx, &namespace, refused.is_none()).await?;
     let problems = selector::validate(&nso.spec.cluster_selector, "spec.clusterSelector");
     status::mark_selector(nso, ctx, &problems).await?;
+    if let Some(why) = &refused {
+        status::record(ctx, nso, EventType::Warning, "OffloadingRefused", why).await;
+    }
 
     let selector_valid = problems.is_empty();
-    let wanted = selection::clusters(nso, &ctx.stores.nodes, selector_valid);
+    let wanted = selection::clusters(nso, &ctx.stores.nodes, selector_valid && refused.is_none());
     let states: BTreeMap<String, ClusterState> = join_all(wanted.iter().map(|(id, selected)| {
         let remote_name = &remote_name;
         let namespace = &namespace;
@@ -144,7 +152,7 @@ async fn apply(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Offlo
     .collect();
 
     ctx.metrics.remote_namespaces(&namespace, &states);
-    let phase = crate::model::status::phase(false, !problems.is_empty(), &states);
+    let phase = crate::model::status::phase(false, !selector_valid || refused.is_some(), &states);
     status::write(nso, ctx, &remote_name, phase, &states).await?;
     Ok(Action::requeue(next_look(ctx, &namespace, &states)))
 }
@@ -266,3 +274,6 @@ async fn cleanup(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Off
         Err(OffloadingError::Waiting(ids.join(", ")))
     }
 }
+
+#[cfg(test)]
+mod tests;
