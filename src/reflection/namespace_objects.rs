@@ -301,7 +301,12 @@ async fn reflect<K: Reflected>(
             Some(existing)
                 if objects::same_metadata(existing.meta(), desired.meta())
                     && existing.same_content(&desired) => {}
-            Some(existing) if existing.replaced_by(&desired) => {
+            // Only a content change needs a new object: labels and annotations change in
+            // place even on an immutable copy (one the remote's webhooks mark would
+            // otherwise be deleted and made anew forever).
+            Some(existing)
+                if !existing.same_content(&desired) && existing.replaced_by(&desired) =>
+            {
                 // Its deletion wakes us, and the copy is then created as it should be.
                 let params = DeleteParams {
                     preconditions: only_this(existing.meta()),

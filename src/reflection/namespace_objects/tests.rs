@@ -1280,3 +1280,29 @@ async fn a_copy_that_cannot_change_in_place_is_deleted_to_be_made_anew() {
         ]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_immutable_copy_whose_labels_differ_is_applied_over_not_made_anew() {
+    let mut frozen = configmap();
+    frozen.immutable = Some(true);
+    // Marked there by a webhook of that cluster: same content, other labels.
+    let mut marked = copy_in_c2(&frozen, "copy-cm");
+    marked
+        .metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert("policy.example.com/scanned".into(), "true".into());
+    let mut world = world(
+        local(vec![frozen], vec![], vec![], vec![], vec![]),
+        |c2, _| c2.configmaps = watched([marked], true),
+    );
+    let (result, _, ()) = world
+        .reconcile(ready_in_c2(), async |s| {
+            let call = s.c2.expect(Method::PATCH, CONFIGMAP).await;
+            let body = call.body.clone();
+            assert_eq!(body["immutable"], true, "{body}");
+            call.ok(&body);
+        })
+        .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
