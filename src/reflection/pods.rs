@@ -66,8 +66,19 @@ fn gone_virtual_node(nodes: &Store<Node>, node_name: &str) -> bool {
 /// How ServiceAccount admission says a pod's account does not exist (yet).
 const ACCOUNT_NOT_YET: &str = "error looking up service account";
 
-/// How long a twin waits for its ServiceAccount's copy before the pod says why it waits.
-const ACCOUNT_WAIT: Duration = Duration::from_secs(30);
+/// How long a twin waits for what it needs there (its ServiceAccount's copy, the peer's
+/// classes) before the pod says why it waits.
+const QUIET_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether the pod was created over [`QUIET_WAIT`] ago.
+fn waited_long(pod: &Pod) -> bool {
+    pod.metadata.creation_timestamp.as_ref().is_some_and(|t| {
+        k8s_openapi::jiff::Timestamp::now()
+            .duration_since(t.0)
+            .unsigned_abs()
+            > QUIET_WAIT
+    })
+}
 
 /// Whether the pod runs as its namespace's `default` account, which every namespace has of
 /// its own (the remote's is made a moment after its namespace).
@@ -81,12 +92,13 @@ fn uses_default_account(pod: &Pod) -> bool {
 /// Where the copy of a pod's ServiceAccount stands in the remote namespace.
 #[derive(Debug, PartialEq, Eq)]
 enum Account {
-    /// Copied (or `default`, or one this namespace lacks: the remote says what is wrong).
+    /// Copied, or `default` (every namespace has its own).
     Copied,
     /// On its way (namespace objects): a twin sent before it would be refused there.
     OnItsWay,
-    /// Still not copied after [`ACCOUNT_WAIT`]. The twin is not sent all the same: an
-    /// account of that name there that is not our copy (someone else's) would run it.
+    /// Still no copy of ours after [`QUIET_WAIT`] (its name taken there, its copy refused,
+    /// or no such account here). The twin is not sent all the same: an account of that name
+    /// there that is not our copy of this namespace's would run it.
     Missing(String),
 }
 
@@ -100,26 +112,21 @@ fn account(ctx: &Context, peer: &Peer, pod: &Pod, remote_namespace: &str) -> Acc
         return Account::Copied;
     };
     let namespace = pod.namespace().unwrap_or_default();
-    let here = ctx
-        .stores
-        .service_accounts
-        .get(&ObjectRef::new(account).within(&namespace))
-        .is_some();
-    let there = peer
+    let copied = peer
         .service_accounts
         .store
         .get(&ObjectRef::new(account).within(remote_namespace))
-        .is_some();
-    if !here || there {
+        .is_some_and(|copy| {
+            crate::model::forge::objects::ours(
+                &copy.metadata,
+                &ctx.replica.local_cluster_id,
+                &namespace,
+            )
+        });
+    if copied {
         return Account::Copied;
     }
-    let waited = pod.metadata.creation_timestamp.as_ref().is_some_and(|t| {
-        k8s_openapi::jiff::Timestamp::now()
-            .duration_since(t.0)
-            .unsigned_abs()
-            > ACCOUNT_WAIT
-    });
-    if waited {
+    if waited_long(pod) {
         Account::Missing(account.to_owned())
     } else {
         Account::OnItsWay
@@ -305,6 +312,13 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
                         )
                         .await;
                     }
+                }
+                Err(forge::Unfit::NotKnownYet) if waited_long(&pod) => {
+                    let why = format!(
+                        "cluster {cluster_id}: the pod names a priority or runtime class, and that cluster's classes are not listed yet (the peering's credentials need list and watch on PriorityClasses and RuntimeClasses there)"
+                    );
+                    report(&ctx, &pod, "ClassesNotKnown", &why).await?;
+                    return Ok(Action::requeue(Duration::from_secs(30)));
                 }
                 Err(forge::Unfit::NotKnownYet) => return Ok(Action::requeue(SOON)),
                 Err(forge::Unfit::Unsupported(why)) => {

@@ -439,6 +439,37 @@ async fn a_twin_whose_account_is_not_copied_in_time_is_not_sent_as_another() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_pod_naming_a_class_its_cluster_never_lists_says_so() {
+    let mut classy = pod();
+    classy.spec.as_mut().unwrap().priority_class_name = Some("high".into());
+    let World {
+        ctx,
+        mut local,
+        mut remote,
+    } = world(vec![]);
+    // Just created: it waits quietly for the peer's class watches to list.
+    let (result, ()) = exchange(reconcile(Arc::new(classy.clone()), ctx.clone()), async {
+        remote.nothing_more().await;
+        local.nothing_more().await;
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(SOON));
+    // Long after: it says why it waits (the credentials cannot list them, say).
+    classy.metadata.creation_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+    let (result, ()) = exchange(reconcile(Arc::new(classy), ctx), async {
+        let why = "cluster c2: the pod names a priority or runtime class, and that cluster's classes are not listed yet (the peering's credentials need list and watch on PriorityClasses and RuntimeClasses there)";
+        expect_report(&mut local, "ClassesNotKnown", why).await;
+        remote.nothing_more().await;
+        local.nothing_more().await;
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(30)));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_remote_server_error_on_create_is_returned() {
     let World {
         ctx,
