@@ -90,9 +90,10 @@ pub(crate) fn common_name(der: &[u8]) -> Option<String> {
     Some(cn.to_owned())
 }
 
-/// [`server_config`], asking clients for a certificate from `callers`' CA. One without
-/// (or with another) still completes the handshake, so that it can be told why it is
-/// refused (`https::serve_tls` answers it 403).
+/// [`server_config`], asking clients for a certificate from `callers`' CA. One without a
+/// certificate (or with one of the CA but another name) still completes the handshake, so
+/// that it can be told why it is refused (`https::serve_tls` answers it 403); one whose
+/// certificate another CA signed fails the handshake.
 pub fn server_config_for(
     resolver: Arc<dyn ResolvesServerCert>,
     callers: Option<&Callers>,
