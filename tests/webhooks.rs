@@ -637,6 +637,88 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
     .await;
 }
 
+/// A leader whose connection to the API server hangs (a partition: a proxy in front of
+/// it that stops carrying bytes, no reset) stops leading before its Lease runs out, so
+/// that the standby, which takes the Lease only then, never acts beside it.
+#[tokio::test]
+async fn a_leader_cut_off_from_its_api_server_stops_before_another_leads() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    with_webhooks(|tb, _| async move {
+        let kc = tb.cluster(1).kubeconfig();
+        let ns = unique("partition");
+        kubectl(kc, &["create", "namespace", &ns], None);
+        let server = tb.cluster(1).server();
+        let target: std::net::SocketAddr = server.trim_start_matches("https://").parse().unwrap();
+        let proxy = testbed::proxy::Proxy::start(target).await.unwrap();
+        let through = tb.log_dir().join(format!("{ns}.kubeconfig"));
+        let text = std::fs::read_to_string(kc)
+            .unwrap()
+            .replace(&server, &format!("https://127.0.0.1:{}", proxy.port()));
+        std::fs::write(&through, text).unwrap();
+        let flags = [format!("--namespace={ns}")];
+        let cut_off = support::start_manager(tb, "replica-cut-off", &through, false, &flags)
+            .await
+            .unwrap();
+        let leases = Api::<Lease>::namespaced(tb.cluster(1).client().await.unwrap(), &ns);
+        let holder = || async {
+            leases
+                .get_opt("namespace-offloading-leader")
+                .await
+                .unwrap()
+                .and_then(|l| l.spec?.holder_identity)
+        };
+        eventually("replica-cut-off to lead", WAIT_LEADER, || async {
+            (holder().await.as_deref() == Some("replica-cut-off")).then_some(())
+        })
+        .await;
+        let standby = support::start_manager(tb, "replica-standby", kc, false, &flags)
+            .await
+            .unwrap();
+        let leads = |port| {
+            http_get(port, "/metrics")
+                .map(|(_, text)| text.contains("namespace_offloading_leader 1"))
+                .unwrap_or(false)
+        };
+        eventually("replica-cut-off's leader gauge", WAIT_LEADER, || async {
+            leads(cut_off.admin_port).then_some(())
+        })
+        .await;
+        assert!(!leads(standby.admin_port), "the standby leads too");
+
+        proxy.freeze();
+        let frozen = Instant::now();
+        let (mut stopped, mut taken) = (None, None);
+        while frozen.elapsed() < WAIT_LEADER && (stopped.is_none() || taken.is_none()) {
+            // Its admin port is local: it answers while its API connection hangs.
+            if stopped.is_none() && !leads(cut_off.admin_port) {
+                stopped = Some(frozen.elapsed());
+            }
+            if taken.is_none() && holder().await.as_deref() == Some("replica-standby") {
+                taken = Some(frozen.elapsed());
+                assert!(
+                    stopped.is_some(),
+                    "the standby leads while the cut-off leader still does"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let stopped = stopped.expect("the cut-off leader never stopped leading");
+        let taken = taken.expect("the standby never took over");
+        eprintln!(
+            "cut off at 0 s: the leader stopped after {:.1} s, the standby led after {:.1} s",
+            stopped.as_secs_f32(),
+            taken.as_secs_f32()
+        );
+        assert!(stopped < taken);
+        eventually("the standby to lead", WAIT_LEADER, || async {
+            leads(standby.admin_port).then_some(())
+        })
+        .await;
+        proxy.thaw();
+    })
+    .await;
+}
+
 const WAIT_LEADER: Duration = Duration::from_secs(45);
 
 /// Cluster 3's two tests both install into namespace liqo: one at a time.

@@ -28,7 +28,7 @@ use crate::{
         api::{NamespaceOffloading, RemoteCluster},
         markers::EVENT_REPORTER,
     },
-    plumbing::{metrics::ControllerMetrics, watches::LocalWatches},
+    plumbing::{backoff::Backoff, metrics::ControllerMetrics, watches::LocalWatches},
 };
 
 /// Who this manager is.
@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<ControllerMetrics>,
     /// The local shared watches' stores: read these, never GET what they hold.
     pub(crate) stores: Stores,
+    /// Each worker's objects' consecutive failures: how long before the next try.
+    pub(crate) backoff: Arc<Backoff>,
 }
 
 impl Shared {
@@ -82,6 +84,7 @@ impl Shared {
             peers,
             metrics,
             stores: Stores::of(watches),
+            backoff: Arc::default(),
         };
         (shared, changes)
     }

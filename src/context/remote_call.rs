@@ -16,6 +16,17 @@ pub(crate) enum RemoteError {
     Timeout(String),
 }
 
+impl RemoteError {
+    /// Whether the cluster itself failed (no answer in time, or none at all) rather than
+    /// refusing one call: the next calls there would fail the same way.
+    pub(crate) fn cluster_down(&self) -> bool {
+        match self {
+            Self::Timeout(_) => true,
+            Self::Api { source, .. } => !matches!(source, kube::Error::Api(_)),
+        }
+    }
+}
+
 /// Runs a call to `cluster_id` within [`REMOTE_TIMEOUT`].
 pub(crate) async fn remote<T>(
     cluster_id: &str,

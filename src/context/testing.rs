@@ -328,6 +328,7 @@ pub(crate) fn shared(client: Client, stores: Stores, peers: Peers) -> Shared {
         peers,
         metrics: ControllerMetrics::register(&mut prometheus_client::registry::Registry::default()),
         stores,
+        backoff: std::sync::Arc::default(),
     }
 }
 

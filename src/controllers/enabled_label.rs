@@ -23,6 +23,7 @@ use crate::model::{
     markers::{ENABLED_LABEL, SCHEDULING_ENABLED_LABEL},
     reason::{Reason, classify, is_not_found, message},
 };
+use crate::plumbing::backoff;
 
 /// How often a creation our admission refused is tried again (the cause rarely goes away).
 const REJECTED_RETRY: Duration = Duration::from_secs(300);
@@ -56,6 +57,9 @@ fn label_created(nso: &NamespaceOffloading) -> bool {
         .map(String::as_str)
         == Some(ENABLED_LABEL)
 }
+
+/// This worker's name in metrics and in the backoff's keys.
+pub(crate) const WORKER: &str = "quick-offloading";
 
 pub(crate) async fn reconcile(
     ns: Arc<Namespace>,
@@ -203,9 +207,9 @@ pub(crate) fn error_policy(
     error: &EnabledLabelError,
     ctx: Arc<Context>,
 ) -> Action {
-    ctx.metrics.error("quick-offloading", "kubernetes");
+    ctx.metrics.error(WORKER, "kubernetes");
     tracing::warn!(namespace = %ns.name_any(), %error, "enabled-label reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(ctx.backoff.failed(&backoff::key(WORKER, &*ns)))
 }
 
 async fn record(ctx: &Context, ns: &Namespace, type_: EventType, reason: &str, note: &str) {

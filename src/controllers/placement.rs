@@ -29,6 +29,7 @@ use crate::model::{
     conformance::{self, Finding, Remedy},
     reason::is_not_found,
 };
+use crate::plumbing::backoff;
 
 /// The status condition this controller owns.
 pub(crate) const PODS_CONFORM: &str = "PodsConform";
@@ -106,6 +107,9 @@ pub(crate) enum PlacementError {
     Status(#[source] kube::Error),
 }
 
+/// This worker's name in metrics and in the backoff's keys.
+pub(crate) const WORKER: &str = "placement";
+
 pub(crate) async fn reconcile(
     nso: Arc<NamespaceOffloading>,
     ctx: Arc<Context>,
@@ -130,9 +134,9 @@ pub(crate) fn error_policy(
     error: &PlacementError,
     ctx: Arc<Context>,
 ) -> Action {
-    ctx.metrics.error("placement", "kubernetes");
+    ctx.metrics.error(WORKER, "kubernetes");
     tracing::warn!(namespace = nso.namespace().unwrap_or_default(), %error, "placement reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(ctx.backoff.failed(&backoff::key(WORKER, &*nso)))
 }
 
 /// The pods of an offloaded namespace, for the controller's trigger.

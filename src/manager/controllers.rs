@@ -180,7 +180,11 @@ pub(crate) async fn run(
             .with_config(config())
             .graceful_shutdown_on(shutdown.clone())
             .run(
-                when_active(peering_active, peering::reconcile),
+                when_active(
+                    peering_active,
+                    (peering::WORKER, shared.backoff.clone()),
+                    peering::reconcile,
+                ),
                 peering::error_policy,
                 Arc::new(peering::Context {
                     shared: shared.clone(),
@@ -204,7 +208,11 @@ pub(crate) async fn run(
             .with_config(config().debounce(Duration::from_millis(500)))
             .graceful_shutdown_on(shutdown.clone())
             .run(
-                when_active(placement_active, placement::reconcile),
+                when_active(
+                    placement_active,
+                    (placement::WORKER, shared.backoff.clone()),
+                    placement::reconcile,
+                ),
                 placement::error_policy,
                 placement_context.clone(),
             )
@@ -248,7 +256,11 @@ pub(crate) async fn run(
             .with_config(config())
             .graceful_shutdown_on(shutdown.clone())
             .run(
-                when_active(offloading_active, offloading::reconcile),
+                when_active(
+                    offloading_active,
+                    (offloading::WORKER, shared.backoff.clone()),
+                    offloading::reconcile,
+                ),
                 offloading::error_policy,
                 Arc::new(offloading::Context {
                     shared: shared.clone(),
@@ -269,7 +281,11 @@ pub(crate) async fn run(
             .with_config(config())
             .graceful_shutdown_on(shutdown.clone())
             .run(
-                when_active(enabled_label_active, enabled_label::reconcile),
+                when_active(
+                    enabled_label_active,
+                    (enabled_label::WORKER, shared.backoff.clone()),
+                    enabled_label::reconcile,
+                ),
                 enabled_label::error_policy,
                 Arc::new(enabled_label::Context {
                     shared: shared.clone(),
@@ -330,6 +346,10 @@ pub(crate) async fn run(
             .run(
                 when_active(
                     objects_active,
+                    (
+                        crate::reflection::namespace_objects::WORKER,
+                        shared.backoff.clone(),
+                    ),
                     crate::reflection::namespace_objects::reconcile,
                 ),
                 crate::reflection::namespace_objects::error_policy,
@@ -367,7 +387,11 @@ pub(crate) async fn run(
         .with_config(config())
         .graceful_shutdown_on(shutdown.clone())
         .run(
-            when_active(pods_active.clone(), crate::reflection::pods::reconcile),
+            when_active(
+                pods_active.clone(),
+                (crate::reflection::pods::WORKER, shared.backoff.clone()),
+                crate::reflection::pods::reconcile,
+            ),
             crate::reflection::pods::error_policy,
             reflection_context.clone(),
         )

@@ -5,31 +5,55 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
-use futures::{StreamExt, future::Either};
+use futures::{
+    StreamExt,
+    future::{BoxFuture, Either},
+};
 use kube::runtime::controller::Action;
 use tokio::sync::watch;
 
-use crate::plumbing::watches::Listed;
+use kube::ResourceExt;
+
+use crate::plumbing::{
+    backoff::{self, Backoff},
+    watches::Listed,
+};
 
 /// How long a watch may take to list before the wait is logged.
 const LISTING_PATIENCE: Duration = Duration::from_secs(15);
+
+/// A reconcile under way, which tells the backoff when it succeeds.
+type Reconciling<E> = BoxFuture<'static, Result<Action, E>>;
 
 /// What a reconciler does before it may act: nothing, until something changes.
 type Idle<E> = futures::future::Ready<Result<Action, E>>;
 
 /// A reconciler that does nothing until `active` (this replica leads and the watches the
-/// controller reads have listed): before, the store may be half-filled and another replica may be acting.
+/// controller reads have listed): before, the store may be half-filled and another replica
+/// may be acting. A success of `worker`'s reconcile of an object starts its backoff over
+/// (its error policy asks `backoff` how long to wait after a failure).
 pub(crate) fn when_active<K, C, E, F, Fut>(
     active: watch::Receiver<bool>,
+    (worker, backoff): (&'static str, Arc<Backoff>),
     reconcile: F,
-) -> impl FnMut(Arc<K>, Arc<C>) -> Either<Fut, Idle<E>>
+) -> impl FnMut(Arc<K>, Arc<C>) -> Either<Reconciling<E>, Idle<E>>
 where
+    K: ResourceExt,
     F: Fn(Arc<K>, Arc<C>) -> Fut,
-    Fut: Future<Output = Result<Action, E>>,
+    Fut: Future<Output = Result<Action, E>> + Send + 'static,
 {
     move |object, ctx| {
         if *active.borrow() {
-            Either::Left(reconcile(object, ctx))
+            let key = backoff::key(worker, &*object);
+            let backoff = backoff.clone();
+            let reconciled = reconcile(object, ctx);
+            Either::Left(Box::pin(async move {
+                let done = reconciled.await;
+                if done.is_ok() {
+                    backoff.succeeded(&key);
+                }
+                done
+            }))
         } else {
             Either::Right(futures::future::ready(Ok(Action::await_change())))
         }
@@ -84,8 +108,17 @@ pub(crate) fn gate(
         if ready {
             tracing::info!(controller, "its watches have listed: reconciling");
             let _ = open.send(true);
+            // A replica that stops leading reconciles nothing more at once (it is exiting,
+            // and another may lead soon).
+            tokio::select! {
+                _ = &mut shutdown => {}
+                _ = async { leading.wait_for(|l| !*l).await.is_ok() } => {
+                    tracing::warn!(controller, "no longer leading: reconciling nothing more");
+                    let _ = open.send(false);
+                    shutdown.await;
+                }
+            }
             // Keep the sender until the end: the activation stream watches it.
-            shutdown.await;
         }
     });
     active

@@ -444,6 +444,15 @@ fn start_controllers(
         .with_registry(crate::plumbing::metrics::ControllerMetrics::register)
         .ok_or(RunError::Metrics)?;
     let (leader_tx, leader_rx) = watch::channel(false);
+    {
+        let (mut leading, metrics) = (leader_rx.clone(), controller_metrics.clone());
+        tokio::spawn(async move {
+            while leading.changed().await.is_ok() {
+                let now = *leading.borrow_and_update();
+                metrics.leading(now);
+            }
+        });
+    }
     let election = tokio::spawn(leader::run(
         client.clone(),
         args.namespace.clone(),

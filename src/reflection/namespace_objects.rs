@@ -22,6 +22,7 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
+use crate::plumbing::backoff;
 use crate::{context::Shared, model::preconditions::only_this};
 use crate::{
     context::peers::{Peer, Watched},
@@ -166,6 +167,9 @@ fn ready_clusters(nso: &NamespaceOffloading) -> Vec<String> {
         .collect()
 }
 
+/// This worker's name in metrics and in the backoff's keys.
+pub(crate) const WORKER: &str = "namespace-objects";
+
 pub(crate) async fn reconcile(
     nso: Arc<NamespaceOffloading>,
     ctx: Arc<Context>,
@@ -184,6 +188,7 @@ pub(crate) async fn reconcile(
         return Ok(Action::await_change());
     };
     let mut waiting = false;
+    let mut first_error = None;
     for cluster_id in ready_clusters(&nso) {
         let Some(peer) = ctx.peers.get(&cluster_id) else {
             continue;
@@ -231,14 +236,17 @@ pub(crate) async fn reconcile(
             addresses: &addresses,
         };
         let at = (&peer, cluster_id.as_str(), namespace.as_str(), &to);
-        let kinds = [
-            reflect(&ctx, at, &ctx.stores.configmaps).await?,
-            reflect(&ctx, at, &ctx.stores.secrets).await?,
-            reflect(&ctx, at, &ctx.stores.service_accounts).await?,
-            reflect(&ctx, at, &ctx.stores.services).await?,
-            reflect(&ctx, at, &ctx.stores.endpoint_slices).await?,
-        ];
-        waiting |= kinds.iter().any(|listed| !listed);
+        // Every kind in every cluster is tried, whatever failed before it, except in a
+        // cluster that does not answer.
+        match reflect_kinds(&ctx, at).await {
+            Ok(listed) => waiting |= !listed,
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_error {
+        return Err(e);
     }
     // A peer whose watches have not listed yet: look again soon.
     Ok(if waiting {
@@ -246,6 +254,40 @@ pub(crate) async fn reconcile(
     } else {
         Action::await_change()
     })
+}
+
+/// Every kind into one cluster; `false` when a watch there has not listed yet. The first
+/// error is returned once every kind was tried (at once, for a cluster that does not answer).
+async fn reflect_kinds(ctx: &Context, at: At<'_>) -> Result<bool, ObjectsError> {
+    let mut listed = true;
+    let mut first_error = None;
+    let mut note = |kind: Result<bool, ObjectsError>| match kind {
+        Ok(l) => {
+            listed &= l;
+            None
+        }
+        Err(e) if e.cluster_down() => Some(e),
+        Err(e) => {
+            first_error.get_or_insert(e);
+            None
+        }
+    };
+    if let Some(down) = note(reflect(ctx, at, &ctx.stores.configmaps).await) {
+        return Err(down);
+    }
+    if let Some(down) = note(reflect(ctx, at, &ctx.stores.secrets).await) {
+        return Err(down);
+    }
+    if let Some(down) = note(reflect(ctx, at, &ctx.stores.service_accounts).await) {
+        return Err(down);
+    }
+    if let Some(down) = note(reflect(ctx, at, &ctx.stores.services).await) {
+        return Err(down);
+    }
+    if let Some(down) = note(reflect(ctx, at, &ctx.stores.endpoint_slices).await) {
+        return Err(down);
+    }
+    first_error.map_or(Ok(listed), Err)
 }
 
 /// The peering's address translation.
@@ -264,18 +306,22 @@ fn translation(
 type At<'a> = (&'a Peer, &'a str, &'a str, &'a Destination<'a>);
 
 /// Brings one kind in one cluster's remote namespace to the local namespace's objects;
-/// `false` when the peer's watch of that kind has not listed yet (nothing is done).
+/// `false` when the peer's watch of that kind has not listed yet (nothing is done). Each
+/// object is its own try: one that fails (refused there, say) does not hold up the others,
+/// and the first error is returned once all were tried. A cluster that does not answer
+/// ends it at once (each next call would wait as long).
 async fn reflect<K: Reflected>(
     ctx: &Context,
-    (peer, cluster_id, namespace, to): At<'_>,
+    at: At<'_>,
     local: &Store<K>,
 ) -> Result<bool, ObjectsError> {
+    let (peer, cluster_id, namespace, to) = at;
     let remote_namespace = to.remote_namespace;
     let copies = K::remote(peer);
     if !copies.listed.now() {
         return Ok(false);
     }
-    let api = Api::<K>::namespaced(peer.client.clone(), remote_namespace);
+    let mut first_error = None;
     let mut wanted = BTreeSet::new();
     let originals = local
         .state()
@@ -285,74 +331,17 @@ async fn reflect<K: Reflected>(
         let Some(desired) = original.copy(to) else {
             continue;
         };
-        let name = original.name_any();
-        wanted.insert(name.clone());
-        let existing = copies
-            .store
-            .get(&ObjectRef::new(&name).within(remote_namespace));
-        match existing {
-            // Our cluster's label alone (what the watch selects on) is not ownership: a
-            // copy is ours only for the namespace its origin annotation names.
-            Some(existing)
-                if !objects::ours(existing.meta(), &ctx.replica.local_cluster_id, namespace) =>
-            {
-                conflict(ctx, &*original, cluster_id, remote_namespace).await;
+        wanted.insert(original.name_any());
+        if let Err(e) = reflect_one(ctx, at, &*original, desired).await {
+            if e.cluster_down() {
+                return Err(e);
             }
-            Some(existing)
-                if objects::same_metadata(existing.meta(), desired.meta())
-                    && existing.same_content(&desired) => {}
-            // Only a content change needs a new object: labels and annotations change in
-            // place even on an immutable copy (one the remote's webhooks mark would
-            // otherwise be deleted and made anew forever).
-            Some(existing)
-                if !existing.same_content(&desired) && existing.replaced_by(&desired) =>
-            {
-                // Its deletion wakes us, and the copy is then created as it should be.
-                let params = DeleteParams {
-                    preconditions: only_this(existing.meta()),
-                    ..DeleteParams::default()
-                };
-                match remote(cluster_id, api.delete(&name, &params)).await {
-                    Err(RemoteError::Api { source, .. })
-                        if is_not_found(&source) || classify(&source) == Reason::Conflict => {}
-                    other => {
-                        other?;
-                    }
-                }
-            }
-            Some(_) => {
-                // Ours: applied over, as our field manager.
-                let params = PatchParams::apply(FIELD_MANAGER).force();
-                let body = serde_json::to_value(&desired).map_err(|e| RemoteError::Api {
-                    cluster_id: cluster_id.to_owned(),
-                    source: kube::Error::SerdeError(e),
-                })?;
-                let mut body = body;
-                body["apiVersion"] = K::API_VERSION.into();
-                body["kind"] = K::KIND.into();
-                remote(cluster_id, api.patch(&name, &params, &Patch::Apply(body))).await?;
-            }
-            None => match remote(cluster_id, api.create(&PostParams::default(), &desired)).await {
-                Ok(_) => {}
-                Err(RemoteError::Api { source, .. })
-                    if classify(&source) == Reason::AlreadyExists =>
-                {
-                    let found = remote(cluster_id, api.get_opt(&name)).await?;
-                    if found.is_some_and(|f| {
-                        !objects::ours(f.meta(), &ctx.replica.local_cluster_id, namespace)
-                    }) {
-                        conflict(ctx, &*original, cluster_id, remote_namespace).await;
-                    }
-                }
-                // The namespace there is being deleted or not yet created: the offloading
-                // controller is on it, and its status change wakes us.
-                Err(RemoteError::Api { source, .. })
-                    if is_not_found(&source) || classify(&source) == Reason::Forbidden => {}
-                Err(e) => return Err(e),
-            },
+            refused(ctx, &*original, cluster_id, &e).await;
+            first_error.get_or_insert(e);
         }
     }
     // Copies whose original is gone.
+    let api = Api::<K>::namespaced(peer.client.clone(), remote_namespace);
     for copy in copies.store.state() {
         let name = copy.name_any();
         if copy.meta().namespace.as_deref() != Some(remote_namespace)
@@ -367,12 +356,87 @@ async fn reflect<K: Reflected>(
         };
         match remote(cluster_id, api.delete(&name, &params)).await {
             Err(RemoteError::Api { source, .. }) if is_not_found(&source) => {}
-            other => {
-                other?;
+            Err(e) if e.cluster_down() => return Err(e),
+            Err(e) => {
+                first_error.get_or_insert(e);
             }
+            Ok(_) => {}
         }
     }
-    Ok(true)
+    first_error.map_or(Ok(true), Err)
+}
+
+/// Brings the copy of one object to `desired`.
+async fn reflect_one<K: Reflected>(
+    ctx: &Context,
+    (peer, cluster_id, namespace, to): At<'_>,
+    original: &K,
+    desired: K,
+) -> Result<(), ObjectsError> {
+    let remote_namespace = to.remote_namespace;
+    let api = Api::<K>::namespaced(peer.client.clone(), remote_namespace);
+    let name = original.name_any();
+    let existing = K::remote(peer)
+        .store
+        .get(&ObjectRef::new(&name).within(remote_namespace));
+    match existing {
+        // Our cluster's label alone (what the watch selects on) is not ownership: a
+        // copy is ours only for the namespace its origin annotation names.
+        Some(existing)
+            if !objects::ours(existing.meta(), &ctx.replica.local_cluster_id, namespace) =>
+        {
+            conflict(ctx, original, cluster_id, remote_namespace).await;
+        }
+        Some(existing)
+            if objects::same_metadata(existing.meta(), desired.meta())
+                && existing.same_content(&desired) => {}
+        // Only a content change needs a new object: labels and annotations change in
+        // place even on an immutable copy (one the remote's webhooks mark would
+        // otherwise be deleted and made anew forever).
+        Some(existing) if !existing.same_content(&desired) && existing.replaced_by(&desired) => {
+            // Its deletion wakes us, and the copy is then created as it should be.
+            let params = DeleteParams {
+                preconditions: only_this(existing.meta()),
+                ..DeleteParams::default()
+            };
+            match remote(cluster_id, api.delete(&name, &params)).await {
+                Err(RemoteError::Api { source, .. })
+                    if is_not_found(&source) || classify(&source) == Reason::Conflict => {}
+                other => {
+                    other?;
+                }
+            }
+        }
+        Some(_) => {
+            // Ours: applied over, as our field manager.
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            let mut body = serde_json::to_value(&desired).map_err(|e| RemoteError::Api {
+                cluster_id: cluster_id.to_owned(),
+                source: kube::Error::SerdeError(e),
+            })?;
+            body["apiVersion"] = K::API_VERSION.into();
+            body["kind"] = K::KIND.into();
+            remote(cluster_id, api.patch(&name, &params, &Patch::Apply(body))).await?;
+        }
+        None => match remote(cluster_id, api.create(&PostParams::default(), &desired)).await {
+            Ok(_) => {}
+            Err(RemoteError::Api { source, .. }) if classify(&source) == Reason::AlreadyExists => {
+                let found = remote(cluster_id, api.get_opt(&name)).await?;
+                if found.is_some_and(|f| {
+                    !objects::ours(f.meta(), &ctx.replica.local_cluster_id, namespace)
+                }) {
+                    conflict(ctx, original, cluster_id, remote_namespace).await;
+                }
+            }
+            // The namespace there is being deleted or not yet created: the offloading
+            // controller is on it, and its status change wakes us. (Any other refusal, a
+            // quota or a policy there, is an error: reported, and tried again.)
+            Err(RemoteError::Api { source, .. })
+                if is_not_found(&source) || namespace_terminating(&source) => {}
+            Err(e) => return Err(e),
+        },
+    }
+    Ok(())
 }
 
 /// Which Secrets named by `pod` are this cluster's service-account tokens: never copied,
@@ -397,6 +461,45 @@ pub(crate) async fn home_tokens(ctx: &Context, pod: &Pod) -> Result<BTreeSet<Str
         }
     }
     Ok(tokens)
+}
+
+/// Whether a create was refused because the namespace there is being deleted.
+fn namespace_terminating(error: &kube::Error) -> bool {
+    matches!(error, kube::Error::Api(s)
+        if classify(error) == Reason::Forbidden && s.message.contains("because it is being terminated"))
+}
+
+/// Reports, on the original, that the remote cluster refused its copy (its admission, a
+/// quota, our permissions there): that will not pass by itself until something changes,
+/// so the user is told what. Other errors (the remote unreachable, a server error) are
+/// only retried.
+async fn refused<K: Reflected>(
+    ctx: &Context,
+    original: &K,
+    cluster_id: &str,
+    error: &ObjectsError,
+) {
+    let RemoteError::Api { source, .. } = error else {
+        return;
+    };
+    if !matches!(classify(source), Reason::Invalid | Reason::Forbidden) {
+        return;
+    }
+    let note = format!(
+        "cluster {cluster_id} refused the copy of {} {}: {}; the other objects are copied all the same, and this one is tried again",
+        K::KIND,
+        original.name_any(),
+        crate::model::reason::message(source),
+    );
+    crate::context::writes::record_event(
+        &ctx.recorder,
+        original,
+        EventType::Warning,
+        "ReflectionRefused",
+        &note,
+        "Reflecting",
+    )
+    .await;
 }
 
 /// Reports, on the original, that its name is taken there by an object we did not make.
@@ -429,9 +532,9 @@ pub(crate) fn error_policy(
     error: &ObjectsError,
     ctx: Arc<Context>,
 ) -> Action {
-    ctx.metrics.error("namespace-objects", "kubernetes");
+    ctx.metrics.error(WORKER, "kubernetes");
     tracing::warn!(namespace = nso.namespace().unwrap_or_default(), %error, "reflecting namespace objects failed");
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(ctx.backoff.failed(&backoff::key(WORKER, &*nso)))
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ use kube::{
 
 use crate::model::markers::{ORIGIN_NAMESPACE_ANNOTATION, TWIN_CONDITION};
 use crate::model::remote_namespace::{Writable, writable};
+use crate::plumbing::backoff;
 use crate::{context::Shared, model::preconditions::only_this};
 use crate::{
     context::peers::{Peer, cluster_of},
@@ -143,6 +144,9 @@ fn still_peered(remote_clusters: &Store<RemoteCluster>, node_name: &str) -> bool
                 .is_some_and(|id| virtual_node_name(id) == node_name)
     })
 }
+
+/// This worker's name in metrics and in the backoff's keys.
+pub(crate) const WORKER: &str = "pods";
 
 pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action, PodError> {
     let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
@@ -531,9 +535,9 @@ async fn report(ctx: &Context, pod: &Pod, reason: &str, why: &str) -> Result<(),
 }
 
 pub(crate) fn error_policy(pod: Arc<Pod>, error: &PodError, ctx: Arc<Context>) -> Action {
-    ctx.metrics.error("pods", "kubernetes");
+    ctx.metrics.error(WORKER, "kubernetes");
     tracing::warn!(namespace = pod.namespace().unwrap_or_default(), pod = %pod.name_any(), %error, "pod reflection failed");
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(ctx.backoff.failed(&backoff::key(WORKER, &*pod)))
 }
 
 /// A local pod gone (even forced, without the graceful steps): its twin goes too.

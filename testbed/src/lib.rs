@@ -13,6 +13,7 @@ pub mod kubectl;
 pub mod manager;
 mod pki;
 pub mod process;
+pub mod proxy;
 
 use std::{
     future::Future,

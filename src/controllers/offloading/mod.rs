@@ -39,6 +39,7 @@ use crate::model::{
     selector,
     status::ClusterState,
 };
+use crate::plumbing::backoff;
 
 /// Re-check everything this often even without events.
 pub(crate) const RESYNC: Duration = Duration::from_secs(300);
@@ -54,6 +55,9 @@ pub(crate) enum OffloadingError {
     #[error(transparent)]
     Finalizer(#[from] Box<finalizer::Error<OffloadingError>>),
 }
+
+/// This worker's name in metrics and in the backoff's keys.
+pub(crate) const WORKER: &str = "offloading";
 
 pub(crate) async fn reconcile(
     nso: Arc<NamespaceOffloading>,
@@ -106,9 +110,9 @@ pub(crate) fn error_policy(
         OffloadingError::Waiting(_) => "waiting",
         OffloadingError::Finalizer(_) => "finalizer",
     };
-    ctx.metrics.error("offloading", reason);
+    ctx.metrics.error(WORKER, reason);
     tracing::warn!(namespace = nso.namespace().unwrap_or_default(), %error, "offloading reconcile failed");
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(ctx.backoff.failed(&backoff::key(WORKER, &*nso)))
 }
 
 async fn apply(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, OffloadingError> {

@@ -35,6 +35,7 @@ use crate::model::{
     },
     reason::{Problem, Reason},
 };
+use crate::plumbing::backoff;
 
 /// How often a peering is re-checked (and the node Lease renewed).
 pub(crate) const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -46,6 +47,9 @@ pub(crate) enum PeeringError {
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<PeeringError>>),
 }
+
+/// This worker's name in metrics and in the backoff's keys.
+pub(crate) const WORKER: &str = "peering";
 
 pub(crate) async fn reconcile(
     rc: Arc<RemoteCluster>,
@@ -77,9 +81,11 @@ pub(crate) fn error_policy(
         PeeringError::Kube(_) => "kubernetes",
         PeeringError::Finalizer(_) => "finalizer",
     };
-    ctx.metrics.error("peering", reason);
+    ctx.metrics.error(WORKER, reason);
     tracing::warn!(remote_cluster = %rc.name_any(), %error, "peering reconcile failed");
-    Action::requeue(HEARTBEAT)
+    // Never later than the next heartbeat, which renews the node's Lease.
+    let delay = ctx.backoff.failed(&backoff::key(WORKER, &*rc));
+    Action::requeue(delay.min(HEARTBEAT))
 }
 
 /// The RemoteClusters whose credentials are this Secret (a rotated Secret is used at

@@ -74,6 +74,7 @@ pub(crate) struct ControllerMetrics {
     pods_evicted: Counter,
     reflection_conflicts: Family<ConflictLabels, Counter>,
     kubelet_calls: Family<KubeletCallLabels, Counter>,
+    leader: Gauge,
     /// Per local namespace, the state of each cluster: the gauge is their count.
     states: Mutex<HashMap<String, BTreeMap<String, &'static str>>>,
 }
@@ -108,8 +109,14 @@ impl ControllerMetrics {
             pods_evicted: Counter::default(),
             reflection_conflicts: Family::default(),
             kubelet_calls: Family::default(),
+            leader: Gauge::default(),
             states: Mutex::default(),
         };
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease and runs the controllers, else 0",
+            m.leader.clone(),
+        );
         registry.register(
             "reconciles",
             "Reconciles started, by controller",
@@ -256,6 +263,11 @@ impl ControllerMetrics {
                 self.pods_breaking.remove(&labels);
             }
         }
+    }
+
+    /// Whether this replica leads now.
+    pub(crate) fn leading(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
     }
 
     pub(crate) fn pod_evicted(&self) {

@@ -1086,8 +1086,19 @@ async fn objects_not_ours_or_in_other_namespaces_are_never_deleted() {
 // Failures.
 
 #[tokio::test(start_paused = true)]
-async fn a_create_refused_or_without_namespace_there_is_skipped_and_the_rest_goes_on() {
-    for code in [403, 404] {
+async fn a_create_without_namespace_there_is_skipped_and_the_rest_goes_on() {
+    let terminating = testing::status(
+        403,
+        "Forbidden",
+        "configmaps \"settings\" is forbidden: unable to create new content in namespace shop-c1 because it is being terminated",
+    );
+    for (code, answer) in [
+        (403, terminating),
+        (
+            404,
+            testing::status(404, "NotFound", "namespaces \"shop-c1\" not found"),
+        ),
+    ] {
         let mut world = world(
             local(vec![configmap()], vec![], vec![], vec![service()], vec![]),
             |_, _| {},
@@ -1096,7 +1107,7 @@ async fn a_create_refused_or_without_namespace_there_is_skipped_and_the_rest_goe
             .reconcile(ready_in_both(), async |s| {
                 s.c2.expect(Method::POST, CONFIGMAPS)
                     .await
-                    .fail(code, reason_of(code));
+                    .answer(code, &answer);
                 expect_create(&mut s.c2, SERVICES).await;
                 expect_create(&mut s.c3, CONFIGMAPS).await;
                 expect_create(&mut s.c3, SERVICES).await;
@@ -1108,8 +1119,59 @@ async fn a_create_refused_or_without_namespace_there_is_skipped_and_the_rest_goe
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_create_failing_otherwise_ends_the_reconcile_with_its_error() {
-    for (code, reason) in [(409, "Conflict"), (422, "Invalid"), (500, "InternalError")] {
+async fn a_copy_refused_there_is_reported_and_every_other_object_still_goes() {
+    let quota = testing::status(
+        403,
+        "Forbidden",
+        "configmaps \"settings\" is forbidden: exceeded quota: objects, requested: count/configmaps=1, used: count/configmaps=1, limited: count/configmaps=1",
+    );
+    let invalid = testing::status(
+        422,
+        "Invalid",
+        "ConfigMap \"settings\" is invalid: denied by policy",
+    );
+    for (code, answer) in [(403, quota), (422, invalid)] {
+        let mut world = world(
+            local(
+                vec![configmap()],
+                vec![secret()],
+                vec![],
+                vec![service()],
+                vec![],
+            ),
+            |_, _| {},
+        );
+        let (result, _, ()) = world
+            .reconcile(ready_in_both(), async |s| {
+                s.c2.expect(Method::POST, CONFIGMAPS)
+                    .await
+                    .answer(code, &answer);
+                // Said on the original, with cluster and cause.
+                let event = expect_event(&mut s.local, "shop", "ConfigMap", "settings").await;
+                assert_eq!(event["type"], "Warning");
+                assert_eq!(event["reason"], "ReflectionRefused");
+                let note = event["note"].as_str().unwrap();
+                assert!(
+                    note.starts_with("cluster c2 refused the copy of ConfigMap settings: "),
+                    "{note}"
+                );
+                assert!(note.contains(answer["message"].as_str().unwrap()), "{note}");
+                // The rest goes on: the Secret and the Service there, everything in c3.
+                expect_create(&mut s.c2, SECRETS).await;
+                expect_create(&mut s.c2, SERVICES).await;
+                expect_create(&mut s.c3, CONFIGMAPS).await;
+                expect_create(&mut s.c3, SECRETS).await;
+                expect_create(&mut s.c3, SERVICES).await;
+            })
+            .await;
+        // Then the error, for the backoff.
+        assert_eq!(remote_api_error(result), ("c2".to_owned(), code));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_create_failing_otherwise_is_retried_once_the_rest_went_on() {
+    for (code, reason) in [(409, "Conflict"), (500, "InternalError")] {
         let mut world = world(
             local(vec![configmap()], vec![], vec![], vec![service()], vec![]),
             |_, _| {},
@@ -1119,7 +1181,10 @@ async fn a_create_failing_otherwise_ends_the_reconcile_with_its_error() {
                 s.c2.expect(Method::POST, CONFIGMAPS)
                     .await
                     .fail(code, reason);
-                // Nothing more this time: neither c2's Service nor anything in c3.
+                // No event: such errors pass by themselves.
+                expect_create(&mut s.c2, SERVICES).await;
+                expect_create(&mut s.c3, CONFIGMAPS).await;
+                expect_create(&mut s.c3, SERVICES).await;
             })
             .await;
         assert_eq!(remote_api_error(result), ("c2".to_owned(), code));
@@ -1127,7 +1192,7 @@ async fn a_create_failing_otherwise_ends_the_reconcile_with_its_error() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_failed_apply_ends_the_reconcile_with_its_error() {
+async fn a_failed_apply_is_returned_once_the_rest_went_on() {
     for code in [403, 409, 500] {
         let mut stale = copy_in_c2(&configmap(), "copy-cm");
         stale.data = None;
@@ -1140,6 +1205,13 @@ async fn a_failed_apply_ends_the_reconcile_with_its_error() {
                 s.c2.expect(Method::PATCH, CONFIGMAP)
                     .await
                     .fail(code, reason_of(code));
+                if code == 403 {
+                    let event = expect_event(&mut s.local, "shop", "ConfigMap", "settings").await;
+                    assert_eq!(event["reason"], "ReflectionRefused");
+                }
+                expect_create(&mut s.c2, SERVICES).await;
+                expect_create(&mut s.c3, CONFIGMAPS).await;
+                expect_create(&mut s.c3, SERVICES).await;
             })
             .await;
         assert_eq!(remote_api_error(result), ("c2".to_owned(), code));
@@ -1147,7 +1219,7 @@ async fn a_failed_apply_ends_the_reconcile_with_its_error() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_failed_delete_ends_the_reconcile_with_its_error() {
+async fn a_failed_delete_is_returned_once_the_rest_went_on() {
     // 409: the uid precondition failed (recreated by someone else in between).
     for code in [409, 500] {
         let mut world = world(testing::stores(), |c2, _| {
@@ -1159,6 +1231,9 @@ async fn a_failed_delete_ends_the_reconcile_with_its_error() {
                 s.c2.expect(Method::DELETE, CONFIGMAP)
                     .await
                     .fail(code, reason_of(code));
+                s.c2.expect(Method::DELETE, SERVICE)
+                    .await
+                    .ok(&testing::success());
             })
             .await;
         assert_eq!(remote_api_error(result), ("c2".to_owned(), code));
@@ -1193,7 +1268,11 @@ async fn a_remote_that_does_not_answer_is_given_up_after_the_remote_timeout() {
     );
     let (result, took, _unanswered) = world
         .reconcile(ready_in_both(), async |s| {
-            s.c2.expect(Method::POST, CONFIGMAPS).await.unanswered()
+            let unanswered = s.c2.expect(Method::POST, CONFIGMAPS).await.unanswered();
+            // Nothing more is sent to c2 (each call would wait as long); c3 gets its copies.
+            expect_create(&mut s.c3, CONFIGMAPS).await;
+            expect_create(&mut s.c3, SERVICES).await;
+            unanswered
         })
         .await;
     match result {
@@ -1207,15 +1286,26 @@ async fn a_remote_that_does_not_answer_is_given_up_after_the_remote_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_failed_reconcile_is_counted_and_retried_in_five_seconds() {
+async fn a_failed_reconcile_is_counted_and_retried_later_each_time() {
     let world = world(testing::stores(), |_, _| {});
     let error = RemoteError::Timeout("c2".into());
-    let action = error_policy(Arc::new(ready_in_c2()), &error, world.ctx.clone());
-    assert_eq!(action, Action::requeue(Duration::from_secs(5)));
+    let key = "namespace-objects/shop/offloading";
+    let mut actions = Vec::new();
+    for _ in 0..12 {
+        actions.push(error_policy(
+            Arc::new(ready_in_c2()),
+            &error,
+            world.ctx.clone(),
+        ));
+    }
+    // Each failure counts towards the next delay (plumbing::backoff: doubled up to the cap,
+    // with jitter), not the same 5 s every time.
+    assert_eq!(world.ctx.backoff.failures(key), 12);
+    assert!(actions.windows(2).any(|w| w[0] != w[1]), "{actions:?}");
     let text = world.metrics();
     assert!(
         text.contains(
-            "reconcile_errors_total{controller=\"namespace-objects\",reason=\"kubernetes\"} 1"
+            "reconcile_errors_total{controller=\"namespace-objects\",reason=\"kubernetes\"} 12"
         ),
         "{text}"
     );
