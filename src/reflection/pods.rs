@@ -25,7 +25,9 @@ use crate::{context::Shared, model::preconditions::only_this};
 use crate::{
     context::peers::{Peer, cluster_of},
     model::{
-        api::{OFFLOADING_NAME, RemoteCluster, remote_cluster::virtual_node_name},
+        api::{
+            NamespaceOffloading, OFFLOADING_NAME, RemoteCluster, remote_cluster::virtual_node_name,
+        },
         markers::SCHEDULING_ENABLED_LABEL,
         reason::{Reason, classify, is_not_found, message},
     },
@@ -134,6 +136,17 @@ fn account(ctx: &Context, peer: &Peer, pod: &Pod, remote_namespace: &str) -> Acc
     }
 }
 
+/// Whether the offloading's (valid) cluster selector no longer picks virtual node
+/// `node_name`. An invalid selector deselects nothing: it removes nothing either.
+fn deselected(nodes: &Store<Node>, offloading: &NamespaceOffloading, node_name: &str) -> bool {
+    let Some(node) = nodes.get(&ObjectRef::new(node_name)) else {
+        return false;
+    };
+    let selector = &offloading.spec.cluster_selector;
+    crate::model::selector::validate(selector, "spec.clusterSelector").is_empty()
+        && !crate::model::selector::matches(selector, node_name, node.labels())
+}
+
 /// Whether a live RemoteCluster still stands for the cluster of virtual node `node_name`:
 /// only the end of a peering sends its pods back, not the loss of its node object.
 fn still_peered(remote_clusters: &Store<RemoteCluster>, node_name: &str) -> bool {
@@ -222,6 +235,29 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
 
     if pod.metadata.deletion_timestamp.is_some() {
         return finish_deletion(&ctx, &pod, &peer, &cluster_id, twin.as_deref(), owner).await;
+    }
+    if deselected(&ctx.stores.nodes, &offloading, &node) {
+        // Its cluster no longer matches the namespace's clusterSelector (its labels, or the
+        // selector, changed): the offloading controller removes our namespace there. As at
+        // the end of a peering, the twin goes and so does the pod; its owner creates it
+        // again, and the webhook places it where the strategy now says.
+        if let (Some(twin), Some(TwinOwner::This)) = (twin.as_deref(), owner) {
+            let params = DeleteParams {
+                preconditions: only_this(&twin.metadata),
+                ..DeleteParams::default()
+            };
+            let api = Api::<Pod>::namespaced(peer.client.clone(), &remote_namespace);
+            match remote(&cluster_id, api.delete(&name, &params)).await {
+                Err(RemoteError::Api { source, .. })
+                    if is_not_found(&source) || classify(&source) == Reason::Conflict => {}
+                other => {
+                    other?;
+                }
+            }
+        }
+        let why =
+            format!("cluster {cluster_id} is no longer selected by the namespace's offloading");
+        return send_back(&ctx, &pod, &why).await;
     }
     match (twin, owner) {
         (Some(twin), Some(TwinOwner::This)) => {

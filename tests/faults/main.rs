@@ -8,3 +8,5 @@ mod support;
 
 /// 2: one object a cluster refuses holds up no other.
 mod refusals;
+/// 4: a cluster deselected sends its pods back.
+mod selection;

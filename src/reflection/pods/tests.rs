@@ -916,6 +916,40 @@ async fn expect_sent_back(local: &mut ApiServer, why: &str) {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_pod_on_a_cluster_no_longer_selected_goes_with_its_twin() {
+    let bound = pod();
+    let twin = twin_of(&bound);
+    // The offloading now selects region=us only; c2's node carries no such label.
+    let mut nso = offloading_with("NamespaceCreated");
+    nso.spec.cluster_selector = serde_json::from_value(json!({"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "region", "operator": "In", "values": ["us"]}]}]}))
+    .unwrap();
+    let stores = Stores {
+        offloadings: store([nso]),
+        ..local_stores()
+    };
+    let World {
+        ctx,
+        mut local,
+        mut remote,
+    } = world_with(stores, vec![twin], |_| {});
+    let (result, ()) = exchange(reconcile(Arc::new(bound), ctx), async {
+        let call = remote.expect(Method::DELETE, TWIN_PATH).await;
+        assert_eq!(call.body["preconditions"]["uid"], "twin-1", "{}", call.body);
+        call.ok(&testing::success());
+        expect_sent_back(
+            &mut local,
+            "cluster c2 is no longer selected by the namespace's offloading",
+        )
+        .await;
+        local.nothing_more().await;
+        remote.nothing_more().await;
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_pod_on_a_virtual_node_that_is_gone_is_sent_back() {
     let mut orphan = pod();
     orphan.spec.as_mut().unwrap().node_name = Some("liqo-c9".into());
