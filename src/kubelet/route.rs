@@ -191,4 +191,26 @@ mod tests {
             "/api/v1/namespaces/shop-c1/pods/web-1/portforward"
         );
     }
+
+    // Issue 22, point 7: the router takes any path the API server (or anyone past the
+    // authorization) sends. `PROPTEST_CASES=100000 cargo test --lib route::tests` runs longer.
+    proptest::proptest! {
+        #[test]
+        fn any_path_is_routed_or_refused(
+            path in proptest::prop_oneof![
+                ".{0,64}",
+                "/(containerLogs|exec|attach|portForward|logs|run)(/[^/]{0,12}){0,5}/?",
+            ],
+            query in proptest::option::of(".{0,48}"),
+        ) {
+            if let Ok(target) = parse(&path) {
+                // Every segment it names is one segment of the path: nothing is made up.
+                for part in [&target.namespace, &target.pod] {
+                    proptest::prop_assert!(!part.is_empty() && !part.contains('/'), "{path}: {target:?}");
+                }
+                let remote = remote_path(&target, "shop-c1", query.as_deref());
+                proptest::prop_assert!(remote.starts_with("/api/v1/namespaces/shop-c1/pods/"), "{remote}");
+            }
+        }
+    }
 }

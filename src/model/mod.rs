@@ -7,6 +7,8 @@ pub mod admission;
 pub mod api;
 pub(crate) mod conformance;
 pub(crate) mod forge;
+#[cfg(test)]
+mod fuzz;
 pub(crate) mod identity;
 pub(crate) mod labels;
 pub mod markers;

@@ -33,7 +33,9 @@ pub(crate) fn parse(q: &str) -> Option<f64> {
         s if s.starts_with(['e', 'E']) => 10f64.powi(s[1..].parse().ok()?),
         _ => return None,
     };
-    Some(number * factor)
+    // "1e400" or "0E310" (infinite, or 0 × ∞): not a usable amount.
+    let value = number * factor;
+    value.is_finite().then_some(value)
 }
 
 /// A base-unit value as a quantity: whole numbers plain, fractions in milli-units.
@@ -124,6 +126,15 @@ mod tests {
         assert_eq!(parse("1.5e3"), Some(1500.0));
         assert_eq!(parse("lots"), None);
         assert_eq!(parse("4Q"), None);
+    }
+
+    #[test]
+    fn amounts_past_a_float_are_not_quantities() {
+        // Found by the fuzz tests (model::fuzz): 0 × ∞ was NaN, and poisoned the sums.
+        assert_eq!(parse("0E310"), None);
+        assert_eq!(parse("1e400"), None);
+        assert_eq!(parse("9E18Ei"), None);
+        assert!(parse("1E308").is_some_and(f64::is_finite));
     }
 
     #[test]
