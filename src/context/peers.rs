@@ -84,6 +84,37 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
+    /// Where each of its watches stands (events have no store, and are left out), in the
+    /// order of [`WATCH_KINDS`].
+    pub(crate) fn watch_states(&self) -> Vec<WatchState> {
+        let [
+            ns,
+            identity,
+            nodes,
+            pods,
+            cms,
+            secrets,
+            accounts,
+            services,
+            slices,
+            pcs,
+            rcs,
+        ] = WATCH_KINDS;
+        vec![
+            self.namespaces.state(ns),
+            self.identity.state(identity),
+            self.nodes.state(nodes),
+            self.pods.state(pods),
+            self.configmaps.state(cms),
+            self.secrets.state(secrets),
+            self.service_accounts.state(accounts),
+            self.services.state(services),
+            self.endpoint_slices.state(slices),
+            self.priority_classes.state(pcs),
+            self.runtime_classes.state(rcs),
+        ]
+    }
+
     /// The PriorityClasses and RuntimeClasses there, as far as their watches have listed.
     pub(crate) fn classes(&self) -> RemoteClasses {
         fn names<K>(watched: &Watched<K>) -> Option<std::collections::BTreeSet<String>>
@@ -102,7 +133,8 @@ impl Peer {
     }
 }
 
-/// A remote watch's store, and whether it has listed once.
+/// A remote watch's store, whether it has listed (since its last error), and why it last
+/// failed while it has not listed again.
 #[derive(Clone)]
 pub(crate) struct Watched<K: kube::runtime::reflector::Lookup + Clone + 'static>
 where
@@ -110,6 +142,47 @@ where
 {
     pub(crate) store: Store<K>,
     pub(crate) listed: Listed,
+    pub(crate) failure: Failure,
+}
+
+/// The kinds a peer watches, as metrics and conditions name them.
+pub(crate) const WATCH_KINDS: [&str; 11] = [
+    "namespaces",
+    "identity",
+    "nodes",
+    "pods",
+    "configmaps",
+    "secrets",
+    "serviceaccounts",
+    "services",
+    "endpointslices",
+    "priorityclasses",
+    "runtimeclasses",
+];
+
+/// Why a watch last failed, until it lists again (it retries on its own, with backoff).
+pub(crate) type Failure = Arc<std::sync::Mutex<Option<String>>>;
+
+/// Where one of a peer's watches stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct WatchState {
+    pub(crate) kind: &'static str,
+    pub(crate) listed: bool,
+    pub(crate) failure: Option<String>,
+}
+
+impl<K> Watched<K>
+where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    fn state(&self, kind: &'static str) -> WatchState {
+        WatchState {
+            kind,
+            listed: self.listed.now(),
+            failure: self.failure.lock().ok().and_then(|f| f.clone()),
+        }
+    }
 }
 
 /// The peer's watch tasks, stopped when the last copy of the peer goes.
@@ -460,7 +533,11 @@ impl Peer {
         {
             let (store, _writer) = reflector::store();
             let (_listed_tx, listed) = Listed::new();
-            Watched { store, listed }
+            Watched {
+                store,
+                listed,
+                failure: Failure::default(),
+            }
         }
         Self {
             remote_cluster: remote_cluster.to_owned(),
@@ -592,14 +669,28 @@ where
         }),
     );
     let id = cluster_id.to_owned();
-    let task = tokio::spawn(drive(id, events, listed_tx, wake, changed));
-    (Watched { store, listed }, task)
+    let failure = Failure::default();
+    let task = tokio::spawn(drive(
+        id,
+        events,
+        (listed_tx, failure.clone()),
+        wake,
+        changed,
+    ));
+    (
+        Watched {
+            store,
+            listed,
+            failure,
+        },
+        task,
+    )
 }
 
 async fn drive<K, F>(
     cluster_id: String,
     events: impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
-    listed_tx: tokio::sync::watch::Sender<bool>,
+    (listed_tx, failure): (tokio::sync::watch::Sender<bool>, Failure),
     wake: Wake,
     changed: F,
 ) where
@@ -616,6 +707,9 @@ async fn drive<K, F>(
             }
             Ok(watcher::Event::InitDone) => {
                 first = false;
+                if let Ok(mut f) = failure.lock() {
+                    *f = None;
+                }
                 let _ = listed_tx.send(true);
             }
             Ok(
@@ -630,6 +724,9 @@ async fn drive<K, F>(
                 // Until it lists again, readers ask the API server (and so see why it fails:
                 // unreachable, or no longer allowed).
                 let _ = listed_tx.send(false);
+                if let Ok(mut f) = failure.lock() {
+                    *f = Some(e.to_string());
+                }
                 tracing::debug!(%cluster_id, error = %e, "remote watch error");
             }
         }

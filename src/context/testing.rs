@@ -273,6 +273,7 @@ where
     Watched {
         store: store(objects),
         listed: now,
+        failure: Default::default(),
     }
 }
 

@@ -307,12 +307,11 @@ const SITE: Site<'static> = Site {
 fn every_webhook_answers(body: &[u8]) {
     let lookup = caches();
     for webhook in Webhook::ALL {
-        match admission::review(webhook, body, &lookup, SITE) {
-            Ok(Outcome::Answered((review, _))) => {
-                let text = serde_json::to_value(&review).unwrap_or(Value::Null);
-                assert!(text["response"]["uid"].is_string(), "{webhook:?}: {text}");
-            }
-            Ok(_) | Err(_) => {}
+        // Refused (400), or waiting on one API call, is as fine as answered.
+        if let Ok(Outcome::Answered((review, _))) = admission::review(webhook, body, &lookup, SITE)
+        {
+            let text = serde_json::to_value(&review).unwrap_or(Value::Null);
+            assert!(text["response"]["uid"].is_string(), "{webhook:?}: {text}");
         }
     }
 }

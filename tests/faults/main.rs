@@ -10,3 +10,5 @@ mod support;
 mod refusals;
 /// 4: a cluster deselected sends its pods back.
 mod selection;
+/// 1: a peer's watches that fail come back and catch up.
+mod watches;

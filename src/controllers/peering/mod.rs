@@ -209,12 +209,32 @@ async fn apply(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError
         }
     };
     ctx.metrics.peering(&name, Some(connected.is_ok()));
-    let condition = status::connected_condition(&connected, &previous.conditions, &now);
+    let mut conditions = vec![status::connected_condition(
+        &connected,
+        &previous.conditions,
+        &now,
+    )];
+    // Its watches, while it has a peer (one that fails retries on its own, with backoff).
+    if let Some(peer) = cluster_id
+        .as_deref()
+        .and_then(|id| ctx.peers.get(id))
+        .filter(|p| p.remote_cluster == name)
+    {
+        let states = peer.watch_states();
+        for state in &states {
+            ctx.metrics.peer_watch(&name, state.kind, state.listed);
+        }
+        conditions.push(status::watches_condition(
+            &states,
+            &previous.conditions,
+            &now,
+        ));
+    }
     let status = RemoteClusterStatus {
         cluster_id: cluster_id.clone(),
         cluster_labels: labels,
         virtual_node: cluster_id.as_deref().map(virtual_node_name),
-        conditions: vec![condition],
+        conditions,
     };
     status::write(ctx, rc, status, connected.is_ok()).await?;
     Ok(Action::requeue(HEARTBEAT))
@@ -279,6 +299,8 @@ fn register(
 async fn cleanup(rc: &RemoteCluster, ctx: &Context) -> Result<Action, PeeringError> {
     let name = rc.name_any();
     ctx.metrics.peering(&name, None);
+    ctx.metrics
+        .forget_peer_watches(&name, &crate::context::peers::WATCH_KINDS);
     let mut ids = ctx.peers.remove_remote_cluster(&name);
     if let Some(id) = rc.status.as_ref().and_then(|s| s.cluster_id.clone()) {
         ids.push(id);

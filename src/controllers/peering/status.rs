@@ -17,6 +17,80 @@ use crate::model::{
 };
 
 pub(crate) const CONNECTED: &str = "Connected";
+/// Whether every watch of the cluster has listed (since its last error): until one has,
+/// nothing is decided from its store.
+pub(crate) const WATCHES_LISTED: &str = "WatchesListed";
+
+/// Why the `WatchesListed` condition is what it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WatchesReason {
+    /// Every watch has listed.
+    Listed,
+    /// Some watch has not listed yet, and has not failed.
+    Listing,
+    /// Some watch failed and is retrying (with backoff) until it lists again.
+    WatchFailing,
+}
+
+impl WatchesReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Listed => "Listed",
+            Self::Listing => "Listing",
+            Self::WatchFailing => "WatchFailing",
+        }
+    }
+}
+
+/// The `WatchesListed` condition for the watches' states.
+pub(crate) fn watches_condition(
+    states: &[crate::context::peers::WatchState],
+    previous: &[Condition],
+    now: &Time,
+) -> Condition {
+    let failing: Vec<String> = states
+        .iter()
+        .filter(|s| !s.listed)
+        .filter_map(|s| s.failure.as_ref().map(|f| format!("{} ({f})", s.kind)))
+        .collect();
+    let listing: Vec<&str> = states
+        .iter()
+        .filter(|s| !s.listed && s.failure.is_none())
+        .map(|s| s.kind)
+        .collect();
+    let (reason, message) = if !failing.is_empty() {
+        (
+            WatchesReason::WatchFailing,
+            format!(
+                "watches failing, retried with backoff: {}; nothing is decided from them until they list again",
+                failing.join(", ")
+            ),
+        )
+    } else if !listing.is_empty() {
+        (
+            WatchesReason::Listing,
+            format!("watches not listed yet: {}", listing.join(", ")),
+        )
+    } else {
+        (
+            WatchesReason::Listed,
+            format!("all {} watches of this cluster have listed", states.len()),
+        )
+    };
+    let status = if reason == WatchesReason::Listed {
+        "True"
+    } else {
+        "False"
+    };
+    Condition {
+        type_: WATCHES_LISTED.into(),
+        status: status.into(),
+        reason: reason.as_str().into(),
+        message,
+        observed_generation: None,
+        last_transition_time: transition_time(previous, WATCHES_LISTED, status, now),
+    }
+}
 
 pub(crate) fn connected_condition(
     connected: &Result<(), Problem>,

@@ -59,6 +59,12 @@ struct PeeringLabels {
     remote_cluster: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PeerWatchLabels {
+    remote_cluster: String,
+    kind: &'static str,
+}
+
 fn duration_histogram() -> Histogram {
     // 1 ms to about 33 s: a reconcile may wait on remote API servers (5 s timeout each).
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -75,6 +81,7 @@ pub(crate) struct ControllerMetrics {
     reflection_conflicts: Family<ConflictLabels, Counter>,
     kubelet_calls: Family<KubeletCallLabels, Counter>,
     leader: Gauge,
+    peer_watches: Family<PeerWatchLabels, Gauge>,
     /// Per local namespace, the state of each cluster: the gauge is their count.
     states: Mutex<HashMap<String, BTreeMap<String, &'static str>>>,
 }
@@ -110,8 +117,14 @@ impl ControllerMetrics {
             reflection_conflicts: Family::default(),
             kubelet_calls: Family::default(),
             leader: Gauge::default(),
+            peer_watches: Family::default(),
             states: Mutex::default(),
         };
+        registry.register(
+            "peer_watch_listed",
+            "1 while a peer's watch has listed (since its last error), 0 while it fails or lists, by RemoteCluster and kind",
+            m.peer_watches.clone(),
+        );
         registry.register(
             "leader",
             "1 while this replica holds the leader Lease and runs the controllers, else 0",
@@ -262,6 +275,26 @@ impl ControllerMetrics {
             None => {
                 self.pods_breaking.remove(&labels);
             }
+        }
+    }
+
+    /// Whether a peer's watch of `kind` has listed.
+    pub(crate) fn peer_watch(&self, remote_cluster: &str, kind: &'static str, listed: bool) {
+        self.peer_watches
+            .get_or_create(&PeerWatchLabels {
+                remote_cluster: remote_cluster.into(),
+                kind,
+            })
+            .set(i64::from(listed));
+    }
+
+    /// A peering gone: its watches' gauges go too.
+    pub(crate) fn forget_peer_watches(&self, remote_cluster: &str, kinds: &[&'static str]) {
+        for kind in kinds {
+            self.peer_watches.remove(&PeerWatchLabels {
+                remote_cluster: remote_cluster.into(),
+                kind,
+            });
         }
     }
 

@@ -264,3 +264,53 @@ fn the_connected_condition_says_why_and_keeps_its_time_while_its_status_holds() 
     );
     assert_eq!(down.last_transition_time, now);
 }
+
+// The watches' condition.
+
+#[test]
+fn the_watches_condition_names_what_fails_and_what_still_lists() {
+    use crate::context::peers::WatchState;
+    let state = |kind, listed, failure: Option<&str>| WatchState {
+        kind,
+        listed,
+        failure: failure.map(str::to_owned),
+    };
+    let now = Time(Timestamp::from_second(1_800_000_000).unwrap());
+    let all = [state("pods", true, None), state("services", true, None)];
+    let c = watches_condition(&all, &[], &now);
+    assert_eq!(
+        (c.type_.as_str(), c.status.as_str(), c.reason.as_str()),
+        (WATCHES_LISTED, "True", "Listed")
+    );
+    assert_eq!(c.message, "all 2 watches of this cluster have listed");
+
+    let failing = [
+        state("pods", false, Some("connection refused")),
+        state("services", false, None),
+    ];
+    let c = watches_condition(&failing, &[], &now);
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", "WatchFailing")
+    );
+    assert!(
+        c.message.contains("pods (connection refused)"),
+        "{}",
+        c.message
+    );
+    assert!(!c.message.contains("services"), "{}", c.message);
+
+    let listing = [state("pods", true, None), state("services", false, None)];
+    let c = watches_condition(&listing, &[], &now);
+    assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "Listing"));
+    assert_eq!(c.message, "watches not listed yet: services");
+
+    // The transition time holds while the status does.
+    let earlier = watches_condition(
+        &all,
+        &[],
+        &Time(Timestamp::from_second(1_700_000_000).unwrap()),
+    );
+    let again = watches_condition(&all, std::slice::from_ref(&earlier), &now);
+    assert_eq!(again.last_transition_time, earlier.last_transition_time);
+}
