@@ -561,9 +561,25 @@ async fn self_managed_certificates_are_renewed_before_expiry_keeping_the_ca() {
     .await;
 }
 
+/// Who holds the leader Lease of the managers of `namespace`.
+async fn lease_holder(client: &kube::Client, namespace: &str) -> Option<String> {
+    Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(client.clone(), namespace)
+        .get_opt("namespace-offloading-leader")
+        .await
+        .unwrap()
+        .and_then(|l| l.spec?.holder_identity)
+}
+
+/// Waits until `replica` holds the leader Lease of `namespace`.
+async fn until_leading(client: &kube::Client, namespace: &str, replica: &str) {
+    eventually(&format!("{replica} to lead"), WAIT_LEADER, || async {
+        (lease_holder(client, namespace).await.as_deref() == Some(replica)).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
-    use k8s_openapi::api::coordination::v1::Lease;
     with_webhooks(|tb, _| async move {
         let kc = tb.cluster(1).kubeconfig();
         let ns = unique("election");
@@ -572,18 +588,9 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
         let first = support::start_manager(tb, "replica-a", kc, false, &flags)
             .await
             .unwrap();
-        let leases = Api::<Lease>::namespaced(tb.cluster(1).client().await.unwrap(), &ns);
-        let holder = || async {
-            leases
-                .get_opt("namespace-offloading-leader")
-                .await
-                .unwrap()
-                .and_then(|l| l.spec?.holder_identity)
-        };
-        eventually("replica-a to lead", WAIT_LEADER, || async {
-            (holder().await.as_deref() == Some("replica-a")).then_some(())
-        })
-        .await;
+        let client = tb.cluster(1).client().await.unwrap();
+        let holder = || lease_holder(&client, &ns);
+        until_leading(&client, &ns, "replica-a").await;
         let second = support::start_manager(tb, "replica-b", kc, false, &flags)
             .await
             .unwrap();
@@ -642,7 +649,6 @@ async fn only_the_lease_holder_reconciles_and_a_standby_takes_over() {
 /// that the standby, which takes the Lease only then, never acts beside it.
 #[tokio::test]
 async fn a_leader_cut_off_from_its_api_server_stops_before_another_leads() {
-    use k8s_openapi::api::coordination::v1::Lease;
     with_webhooks(|tb, _| async move {
         let kc = tb.cluster(1).kubeconfig();
         let ns = unique("partition");
@@ -659,24 +665,15 @@ async fn a_leader_cut_off_from_its_api_server_stops_before_another_leads() {
         let cut_off = support::start_manager(tb, "replica-cut-off", &through, false, &flags)
             .await
             .unwrap();
-        let leases = Api::<Lease>::namespaced(tb.cluster(1).client().await.unwrap(), &ns);
-        let holder = || async {
-            leases
-                .get_opt("namespace-offloading-leader")
-                .await
-                .unwrap()
-                .and_then(|l| l.spec?.holder_identity)
-        };
-        eventually("replica-cut-off to lead", WAIT_LEADER, || async {
-            (holder().await.as_deref() == Some("replica-cut-off")).then_some(())
-        })
-        .await;
+        let client = tb.cluster(1).client().await.unwrap();
+        let holder = || lease_holder(&client, &ns);
+        until_leading(&client, &ns, "replica-cut-off").await;
         let standby = support::start_manager(tb, "replica-standby", kc, false, &flags)
             .await
             .unwrap();
         let leads = |port| {
             http_get(port, "/metrics")
-                .map(|(_, text)| text.contains("namespace_offloading_leader 1"))
+                .map(|(_, text)| text.lines().any(|l| l == "namespace_offloading_leader 1"))
                 .unwrap_or(false)
         };
         eventually("replica-cut-off's leader gauge", WAIT_LEADER, || async {
@@ -785,7 +782,8 @@ async fn the_manager_works_with_only_its_service_account_permissions() {
         let mut kubeconfig: Value =
             serde_json::from_str(&std::fs::read_to_string(admin).unwrap()).unwrap();
         kubeconfig["users"][0]["user"] = json!({"token": token.trim()});
-        let sa_kubeconfig = tb.root().join("cluster-3-serviceaccount.kubeconfig");
+        // Beside cluster 3's own: the manager finds the webhook client CA next to it.
+        let sa_kubeconfig = tb.cluster(3).dir().join("serviceaccount.kubeconfig");
         std::fs::write(&sa_kubeconfig, kubeconfig.to_string()).unwrap();
         let (_, whoami, _) = kubectl(
             &sa_kubeconfig,

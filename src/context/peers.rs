@@ -145,6 +145,9 @@ where
     pub(crate) failure: Failure,
 }
 
+/// The longest a failed watch of a peer waits before it tries again.
+const WATCH_RETRY_CAP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The kinds a peer watches, as metrics and conditions name them.
 pub(crate) const WATCH_KINDS: [&str; 11] = [
     "namespaces",
@@ -450,7 +453,9 @@ impl Peers {
         let sender = self.events.clone();
         let cluster_id = cluster_id.to_owned();
         let config = watcher::Config::default().fields("involvedObject.kind=Pod");
-        let events = watcher(Api::<CoreEvent>::all(client.clone()), config).default_backoff();
+        let events = watcher(Api::<CoreEvent>::all(client.clone()), config).backoff(
+            crate::plumbing::backoff::WatchBackoff::capped(WATCH_RETRY_CAP),
+        );
         tokio::spawn(async move {
             let mut events = std::pin::pin!(events);
             let mut listed = false;
@@ -663,10 +668,14 @@ where
     let (listed_tx, listed) = Listed::new();
     let events = reflector::reflector(
         writer,
-        watcher(api, config).default_backoff().modify(move |o| {
-            o.meta_mut().managed_fields = None;
-            trim(o);
-        }),
+        watcher(api, config)
+            .backoff(crate::plumbing::backoff::WatchBackoff::capped(
+                WATCH_RETRY_CAP,
+            ))
+            .modify(move |o| {
+                o.meta_mut().managed_fields = None;
+                trim(o);
+            }),
     );
     let id = cluster_id.to_owned();
     let failure = Failure::default();

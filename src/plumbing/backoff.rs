@@ -70,6 +70,37 @@ impl Backoff {
     }
 }
 
+/// How a watch that fails waits before it tries again: as [`delay`], but never longer than
+/// `cap`, and starting over at the first event it gets (kube-runtime's stream backoff resets
+/// it). A peer's watches use a short cap: a cluster back after an outage is listed again
+/// within seconds, not the half minute of kube-runtime's default.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct WatchBackoff {
+    failures: u32,
+    cap: Duration,
+}
+
+impl WatchBackoff {
+    pub(crate) fn capped(cap: Duration) -> Self {
+        Self { failures: 0, cap }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        self.failures = self.failures.saturating_add(1);
+        Some(delay(self.failures, fastrand::f64()).min(self.cap))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
 /// The key of an object of a worker.
 pub(crate) fn key(worker: &str, object: &impl kube::ResourceExt) -> String {
     match object.namespace() {
@@ -130,6 +161,24 @@ mod tests {
         assert_eq!(backoff.failures("objects/shop/offloading"), 0);
         assert!(backoff.failed("objects/shop/offloading") <= BASE);
         assert_eq!(backoff.failures("pods/shop/web"), 1);
+    }
+
+    #[test]
+    fn a_watch_backoff_is_capped_and_starts_over() {
+        use kube::runtime::utils::Backoff as _;
+        let mut b = WatchBackoff::capped(Duration::from_secs(5));
+        let delays: Vec<Duration> = (0..10).map(|_| b.next().unwrap()).collect();
+        assert!(delays[0] <= BASE, "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_secs(5)),
+            "{delays:?}"
+        );
+        assert!(
+            delays[9] >= Duration::from_secs(5).min(CAP / 2),
+            "{delays:?}"
+        );
+        b.reset();
+        assert!(b.next().unwrap() <= BASE);
     }
 
     #[test]
