@@ -463,10 +463,21 @@ pub(crate) async fn home_tokens(ctx: &Context, pod: &Pod) -> Result<BTreeSet<Str
     Ok(tokens)
 }
 
-/// Whether a create was refused because the namespace there is being deleted.
+/// Whether a create was refused because the namespace there is being deleted: the
+/// NamespaceLifecycle admission's 403 names the cause `NamespaceTerminating` (its message
+/// is read only when a proxy in between dropped the details).
 fn namespace_terminating(error: &kube::Error) -> bool {
-    matches!(error, kube::Error::Api(s)
-        if classify(error) == Reason::Forbidden && s.message.contains("because it is being terminated"))
+    let kube::Error::Api(s) = error else {
+        return false;
+    };
+    classify(error) == Reason::Forbidden
+        && match s.details.as_ref().filter(|d| !d.causes.is_empty()) {
+            Some(details) => details
+                .causes
+                .iter()
+                .any(|c| c.reason == "NamespaceTerminating"),
+            None => s.message.contains("because it is being terminated"),
+        }
 }
 
 /// Reports, on the original, that the remote cluster refused its copy (its admission, a

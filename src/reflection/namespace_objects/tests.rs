@@ -1087,11 +1087,14 @@ async fn objects_not_ours_or_in_other_namespaces_are_never_deleted() {
 
 #[tokio::test(start_paused = true)]
 async fn a_create_without_namespace_there_is_skipped_and_the_rest_goes_on() {
-    let terminating = testing::status(
+    // As the NamespaceLifecycle admission answers: the cause in its details.
+    let mut terminating = testing::status(
         403,
         "Forbidden",
         "configmaps \"settings\" is forbidden: unable to create new content in namespace shop-c1 because it is being terminated",
     );
+    terminating["details"] = json!({"name": "settings", "kind": "configmaps", "causes": [
+        {"reason": "NamespaceTerminating", "message": "namespace shop-c1 is being terminated", "field": "metadata.namespace"}]});
     for (code, answer) in [
         (403, terminating),
         (
