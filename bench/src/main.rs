@@ -43,6 +43,10 @@ struct Common {
     /// scale: seconds at rest while requests are counted (default 60, quick 10).
     #[arg(long)]
     window: Option<u64>,
+    /// scale: Secrets and ConfigMaps of 10 KiB created in namespaces not offloaded (default
+    /// 10000, quick 2000).
+    #[arg(long)]
+    not_offloaded: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
                 };
                 size.namespaces = c.namespaces.unwrap_or(size.namespaces);
                 size.at_rest = c.at_rest.unwrap_or(size.at_rest);
+                size.not_offloaded = c.not_offloaded.unwrap_or(size.not_offloaded);
                 size.window = c
                     .window
                     .map(std::time::Duration::from_secs)

@@ -10,7 +10,7 @@ use std::{
 };
 
 use futures::{StreamExt, stream};
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::{
     Api, Client,
     api::{DeleteParams, DynamicObject, ListParams, PostParams},
@@ -35,6 +35,8 @@ pub struct Size {
     pub namespaces: usize,
     pub at_rest: usize,
     pub window: Duration,
+    /// Secrets and ConfigMaps created in namespaces that are not offloaded.
+    pub not_offloaded: usize,
 }
 
 impl Size {
@@ -43,6 +45,7 @@ impl Size {
             namespaces: 200,
             at_rest: 1_000,
             window: Duration::from_secs(60),
+            not_offloaded: 10_000,
         }
     }
 
@@ -51,6 +54,7 @@ impl Size {
             namespaces: 20,
             at_rest: 50,
             window: Duration::from_secs(10),
+            not_offloaded: 2_000,
         }
     }
 }
@@ -173,6 +177,14 @@ pub async fn run(manager: &Path, work: &Path, size: Size) -> Result<Section, Str
         .iter()
         .map(|a| a.request_count() as f64 * per_minute)
         .collect();
+
+    // Caches that fit: big objects in namespaces that are not offloaded cost nothing.
+    eprintln!(
+        "scale: {} Secrets and ConfigMaps of 10 KiB in namespaces that are not offloaded",
+        size.not_offloaded
+    );
+    let (rss_before, rss_after) = not_offloaded(&clients[0], pid, size.not_offloaded).await?;
+    let growth = rss_after - rss_before;
     drop(managers);
 
     let n = size.namespaces;
@@ -203,6 +215,18 @@ pub async fn run(manager: &Path, work: &Path, size: Size) -> Result<Section, Str
             String::new(),
         )
         .target("<= 64 MiB", rss <= 64.0),
+        Line::new(
+            &format!(
+                "{} Secrets and ConfigMaps of 10 KiB in namespaces not offloaded: manager RSS growth",
+                size.not_offloaded
+            ),
+            format!("{growth:+.1} MiB ({rss_before:.1} to {rss_after:.1})"),
+            format!(
+                "{:.0} MiB of data in them",
+                (size.not_offloaded * OBJECT_BYTES) as f64 / (1024.0 * 1024.0)
+            ),
+        )
+        .target("< 10 MiB", growth < 10.0),
         Line::new(
             &format!(
                 "{} offloaded namespaces at rest: API requests/min",
@@ -237,6 +261,13 @@ pub async fn run(manager: &Path, work: &Path, size: Size) -> Result<Section, Str
             "ready_s": rest_ready.as_secs_f64(),
             "window_s": size.window.as_secs_f64(),
             "manager_rss_mib": rss,
+            "not_offloaded": {
+                "objects": size.not_offloaded,
+                "object_bytes": OBJECT_BYTES,
+                "manager_rss_before_mib": rss_before,
+                "manager_rss_after_mib": rss_after,
+                "manager_rss_growth_mib": growth,
+            },
             "cluster_1": {"requests_per_minute": local_rpm, "requests": local_activity.requests, "open_watches": local_activity.open_watches.keys().collect::<Vec<_>>()},
             "peers": peer_activity.iter().zip(&peer_rpm).map(|(a, rpm)| json!({
                 "requests_per_minute": rpm, "requests": a.requests,
@@ -345,6 +376,54 @@ async fn peered(manager: &Path, tb: &Testbed) -> Result<(Vec<Manager>, String), 
         None,
     )?;
     Ok((managers, id.trim().to_owned()))
+}
+
+/// The data in each object of the not-offloaded scenario.
+const OBJECT_BYTES: usize = 10 * 1024;
+/// Namespaces they are spread over.
+const NOT_OFFLOADED_NAMESPACES: usize = 20;
+
+/// Creates `n` Secrets and ConfigMaps (half each) of [`OBJECT_BYTES`] in namespaces that
+/// are not offloaded; the manager's RSS before, and once its watches had time to see them.
+async fn not_offloaded(client: &Client, pid: u32, n: usize) -> Result<(f64, f64), String> {
+    let namespaces: Vec<String> = (0..NOT_OFFLOADED_NAMESPACES)
+        .map(|i| format!("not-offloaded-{i:02}"))
+        .collect();
+    for_all(&namespaces, USER_CONCURRENCY, |name| {
+        create_namespace(client.clone(), name.clone(), "not-offloaded", false)
+    })
+    .await?;
+    let before = proc::rss_mib(pid);
+    let payload = "x".repeat(OBJECT_BYTES);
+    let objects: Vec<usize> = (0..n).collect();
+    for_all(&objects, USER_CONCURRENCY, |&i| {
+        let namespace = namespaces[i % namespaces.len()].clone();
+        let (client, payload) = (client.clone(), payload.clone());
+        async move {
+            let name = format!("blob-{i:05}");
+            let body = json!({"metadata": {"name": name}, "data": {"blob": payload}});
+            let created = if i % 2 == 0 {
+                let cm: ConfigMap = serde_json::from_value(body).map_err(|e| e.to_string())?;
+                Api::<ConfigMap>::namespaced(client, &namespace)
+                    .create(&PostParams::default(), &cm)
+                    .await
+                    .map(drop)
+            } else {
+                let mut body = body;
+                body["stringData"] = body["data"].take();
+                let secret: Secret = serde_json::from_value(body).map_err(|e| e.to_string())?;
+                Api::<Secret>::namespaced(client, &namespace)
+                    .create(&PostParams::default(), &secret)
+                    .await
+                    .map(drop)
+            };
+            created.map_err(|e| format!("cannot create {namespace}/{name}: {e}"))
+        }
+    })
+    .await?;
+    // Time for every event to reach the manager (and be dropped there).
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    Ok((before, proc::rss_mib(pid)))
 }
 
 /// Runs `f` for every item, `limit` at a time; the first error, if any.

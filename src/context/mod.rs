@@ -28,7 +28,9 @@ use crate::{
         api::{NamespaceOffloading, RemoteCluster},
         markers::EVENT_REPORTER,
     },
-    plumbing::{backoff::Backoff, metrics::ControllerMetrics, watches::LocalWatches},
+    plumbing::{
+        backoff::Backoff, metrics::ControllerMetrics, scoped::Coverage, watches::LocalWatches,
+    },
 };
 
 /// Who this manager is.
@@ -109,6 +111,18 @@ pub(crate) struct Stores {
     pub(crate) service_accounts: Store<ServiceAccount>,
     pub(crate) services: Store<Service>,
     pub(crate) endpoint_slices: Store<EndpointSlice>,
+    /// Which namespaces the five stores above hold completely (only those in scope).
+    pub(crate) covered: Covered,
+}
+
+/// The coverage of each scoped store (`plumbing::scoped`).
+#[derive(Clone)]
+pub(crate) struct Covered {
+    pub(crate) secrets: Coverage,
+    pub(crate) configmaps: Coverage,
+    pub(crate) service_accounts: Coverage,
+    pub(crate) services: Coverage,
+    pub(crate) endpoint_slices: Coverage,
 }
 
 impl Stores {
@@ -125,6 +139,13 @@ impl Stores {
             service_accounts: watches.service_accounts.store(),
             services: watches.services.store(),
             endpoint_slices: watches.endpoint_slices.store(),
+            covered: Covered {
+                secrets: watches.secrets.coverage(),
+                configmaps: watches.configmaps.coverage(),
+                service_accounts: watches.service_accounts.coverage(),
+                services: watches.services.coverage(),
+                endpoint_slices: watches.endpoint_slices.coverage(),
+            },
         }
     }
 }

@@ -34,7 +34,7 @@ use crate::{
         api::{NamespaceOffloading, NamespaceOffloadingSpec, OFFLOADING_NAME},
         markers::{REMOTE_CLUSTER_ID_LABEL, TYPE_LABEL, VIRTUAL_NODE},
     },
-    plumbing::{metrics::ControllerMetrics, watches::Listed},
+    plumbing::{metrics::ControllerMetrics, scoped::Coverage, watches::Listed},
 };
 
 /// This cluster's ID in tests.
@@ -290,6 +290,13 @@ pub(crate) fn stores() -> Stores {
         service_accounts: store([]),
         services: store([]),
         endpoint_slices: store([]),
+        covered: crate::context::Covered {
+            secrets: Coverage::everything(),
+            configmaps: Coverage::everything(),
+            service_accounts: Coverage::everything(),
+            services: Coverage::everything(),
+            endpoint_slices: Coverage::everything(),
+        },
     }
 }
 

@@ -13,7 +13,11 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Client, ResourceExt,
-    runtime::{Controller, controller::Config, reflector::ObjectRef},
+    runtime::{
+        Controller,
+        controller::Config,
+        reflector::{ObjectRef, Store},
+    },
 };
 use tokio::sync::watch;
 
@@ -22,11 +26,13 @@ use crate::{
     context::{Replica, Shared, Stores},
     controllers::{enabled_label, offloading, peering, placement},
     model::api::{
-        NamespaceOffloading, OFFLOADING_NAME, is_virtual_node, remote_cluster::virtual_node_name,
+        NamespaceOffloading, OFFLOADING_NAME, RemoteCluster, is_virtual_node,
+        remote_cluster::virtual_node_name,
     },
     plumbing::{
         metrics,
-        watches::{Listed, LocalWatches},
+        scoped::Namespaces,
+        watches::{Listed, LocalWatches, scope_of},
     },
 };
 
@@ -94,6 +100,17 @@ pub(crate) async fn run(
             futures::future::ready(peering)
         })
     };
+    // What changes the scope of the scoped watches (plumbing::watches::scope_of).
+    let scope_changes = futures::stream::select_all([
+        watches.offloadings.subscribe().map(|_| ()).boxed(),
+        watches.offloadings.deletions().map(|_| ()).boxed(),
+        watches.remote_clusters.subscribe().map(|_| ()).boxed(),
+        watches.remote_clusters.deletions().map(|_| ()).boxed(),
+    ]);
+    let scope_known = (
+        watches.offloadings.listed(),
+        watches.remote_clusters.listed(),
+    );
     let pods_deleted = watches.pods.deletions();
     let pods_gone = watches.pods.deletions();
     let offloadings_deleted = watches.offloadings.deletions();
@@ -300,6 +317,16 @@ pub(crate) async fn run(
     let service_accounts_gone = watches.service_accounts.deletions();
     let services_gone = watches.services.deletions();
     let endpoint_slices_gone = watches.endpoint_slices.deletions();
+    // A namespace entering the scope is reflected once its objects are all listed.
+    let covered = &shared.stores.covered;
+    let entered = futures::stream::select_all([
+        covered.configmaps.entered(),
+        covered.secrets.entered(),
+        covered.service_accounts.entered(),
+        covered.services.entered(),
+        covered.endpoint_slices.entered(),
+    ])
+    .map(|ns| offloading_in(&ns));
     let gone = futures::stream::select_all([
         configmaps_gone.map(|o| o.namespace()).boxed(),
         secrets_gone.map(|o| o.namespace()).boxed(),
@@ -338,6 +365,7 @@ pub(crate) async fn run(
                 o.namespace().map(|ns| offloading_in(&ns))
             })
             .reconcile_on(gone)
+            .reconcile_on(entered)
             .reconcile_all_on(translations_changed)
             .reconcile_on(remote_changes.objects)
             .reconcile_all_on(activation(objects_active.clone()))
@@ -463,16 +491,27 @@ pub(crate) async fn run(
         service_accounts: service_accounts_watch,
         services: services_watch,
         endpoint_slices: endpoint_slices_watch,
+        scope,
     } = watches;
     tokio::spawn(offloadings_watch.run());
     tokio::spawn(nodes_watch.run());
 
-    // The leader's own watches.
+    // The leader's own watches; the scoped ones once the scope is known, so that their
+    // first list keeps every namespace in it (rather than one list per namespace after).
     let leader_watches = async move {
         if leading.wait_for(|l| *l).await.is_ok() {
             tokio::spawn(namespaces_watch.run());
             tokio::spawn(pods_watch.run());
             tokio::spawn(remote_clusters_watch.run());
+            if !(scope_known.0.wait().await && scope_known.1.wait().await) {
+                return;
+            }
+            tokio::spawn(keep_scope(
+                scope,
+                scope_changes,
+                offloadings,
+                remote_clusters,
+            ));
             tokio::spawn(secrets_watch.run());
             tokio::spawn(configmaps_watch.run());
             tokio::spawn(service_accounts_watch.run());
@@ -480,6 +519,8 @@ pub(crate) async fn run(
             tokio::spawn(endpoint_slices_watch.run());
         }
     };
+
+    tokio::spawn(count_cached(shared.clone()));
 
     futures::future::join(
         futures::future::join4(peering, offloading, enabled_label, placement),
@@ -491,4 +532,51 @@ pub(crate) async fn run(
         ),
     )
     .await;
+}
+
+/// Keeps the scoped watches' scope to what the stores say, as they change.
+async fn keep_scope(
+    scope: watch::Sender<Namespaces>,
+    changes: impl futures::Stream<Item = ()> + Send,
+    offloadings: Store<NamespaceOffloading>,
+    remote_clusters: Store<RemoteCluster>,
+) {
+    let set = || {
+        let wanted = scope_of(&offloadings.state(), &remote_clusters.state());
+        scope.send_if_modified(|now| {
+            let changed = now.as_ref() != &wanted;
+            if changed {
+                *now = Arc::new(wanted);
+            }
+            changed
+        });
+    };
+    set();
+    let mut changes = std::pin::pin!(changes);
+    while changes.next().await.is_some() {
+        set();
+    }
+}
+
+/// How often the stores' sizes are published.
+const COUNT_CACHED: Duration = Duration::from_secs(5);
+
+/// Publishes how many objects each local store holds (`namespace_offloading_cached_objects`).
+async fn count_cached(shared: Shared) {
+    let mut tick = tokio::time::interval(COUNT_CACHED);
+    loop {
+        tick.tick().await;
+        let s = &shared.stores;
+        let m = &shared.metrics;
+        m.cached("namespaceoffloadings", s.offloadings.len());
+        m.cached("nodes", s.nodes.len());
+        m.cached("namespaces", s.namespaces.len());
+        m.cached("pods", s.pods.len());
+        m.cached("remoteclusters", s.remote_clusters.len());
+        m.cached("secrets", s.secrets.len());
+        m.cached("configmaps", s.configmaps.len());
+        m.cached("serviceaccounts", s.service_accounts.len());
+        m.cached("services", s.services.len());
+        m.cached("endpointslices", s.endpoint_slices.len());
+    }
 }

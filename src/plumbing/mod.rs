@@ -12,4 +12,6 @@ pub(crate) mod identity;
 pub(crate) mod leader;
 pub mod metrics;
 pub mod preflight;
+pub(crate) mod scope;
+pub(crate) mod scoped;
 pub(crate) mod watches;

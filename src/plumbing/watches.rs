@@ -6,8 +6,13 @@
 //! start with the process. The others (Namespaces, Pods, RemoteClusters, Secrets,
 //! ConfigMaps, ServiceAccounts) serve only the controllers and start when this replica
 //! leads.
+//!
+//! What is reflected into remote namespaces (Secrets, ConfigMaps, ServiceAccounts,
+//! Services, EndpointSlices) is kept only for the namespaces in scope (`plumbing::scoped`):
+//! the offloaded ones and those of peering credentials. A cluster's other namespaces may
+//! hold any number of big objects; the manager's memory does not grow with them.
 
-use std::{fmt::Debug, future::Future, hash::Hash, sync::Arc};
+use std::{collections::BTreeSet, fmt::Debug, future::Future, hash::Hash, sync::Arc};
 
 use futures::{Stream, StreamExt, channel::mpsc, stream::BoxStream};
 use k8s_openapi::api::{
@@ -25,6 +30,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use super::scoped::{self, Coverage, Namespaces};
 use crate::model::{
     api::{NamespaceOffloading, OFFLOADING_NAME, RemoteCluster},
     forge::{
@@ -73,6 +79,7 @@ where
     deletions: Vec<mpsc::UnboundedSender<Arc<K>>>,
     listed_tx: watch::Sender<bool>,
     listed: Listed,
+    coverage: Coverage,
 }
 
 impl<K> SharedWatch<K>
@@ -94,8 +101,19 @@ where
         trim: fn(&mut K),
     ) -> Self {
         let (store, writer) = reflector::store_shared(BUFFER);
-        let events = watcher(api, config)
-            .default_backoff()
+        let events = watcher(api, config).default_backoff().boxed();
+        Self::of(what, store, writer, events, trim, Coverage::everything())
+    }
+
+    fn of(
+        what: &'static str,
+        store: Store<K>,
+        writer: Writer<K>,
+        events: BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>,
+        trim: fn(&mut K),
+        coverage: Coverage,
+    ) -> Self {
+        let events = events
             .modify(move |o| {
                 o.managed_fields_mut().clear();
                 trim(o);
@@ -110,7 +128,13 @@ where
             deletions: Vec::new(),
             listed_tx,
             listed,
+            coverage,
         }
+    }
+
+    /// Which namespaces the store holds completely (every one, for a watch not scoped).
+    pub(crate) fn coverage(&self) -> Coverage {
+        self.coverage.clone()
     }
 
     pub(crate) fn store(&self) -> Store<K> {
@@ -149,12 +173,20 @@ where
             events,
             deletions,
             listed_tx,
+            coverage,
             ..
         } = self;
         async move {
             let mut events = std::pin::pin!(reflector::reflector(writer, events));
             while let Some(event) = events.next().await {
                 match event {
+                    // A namespace purged as it left the scope: nothing was deleted.
+                    Ok(watcher::Event::Delete(gone))
+                        if gone
+                            .meta()
+                            .namespace
+                            .as_deref()
+                            .is_some_and(|n| !coverage.covers(n)) => {}
                     Ok(watcher::Event::Delete(gone)) => {
                         let gone = Arc::new(gone);
                         for tx in &deletions {
@@ -170,6 +202,38 @@ where
                 }
             }
         }
+    }
+}
+
+impl<K> SharedWatch<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Lookup<DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    /// A cluster-wide watch of `K` with `config` that keeps the namespaces in `scope` only.
+    pub(crate) fn scoped(
+        what: &'static str,
+        client: &Client,
+        config: watcher::Config,
+        scope: &watch::Sender<Namespaces>,
+    ) -> Self {
+        let (store, writer) = reflector::store_shared(BUFFER);
+        let (covered_tx, covered) = watch::channel(Namespaces::default());
+        let events = scoped::events(
+            client.clone(),
+            config,
+            scope.subscribe(),
+            store.clone(),
+            covered_tx,
+        )
+        .boxed();
+        Self::of(what, store, writer, events, keep_all, Coverage::of(covered))
     }
 }
 
@@ -204,6 +268,27 @@ pub(crate) struct LocalWatches {
     pub(crate) services: SharedWatch<Service>,
     /// Services' slices only, and not those we wrote.
     pub(crate) endpoint_slices: SharedWatch<EndpointSlice>,
+    /// The namespaces whose Secrets, ConfigMaps, ServiceAccounts, Services and
+    /// EndpointSlices are kept (see [`scope_of`]).
+    pub(crate) scope: watch::Sender<Namespaces>,
+}
+
+/// The namespaces whose objects the scoped watches keep: those with a NamespaceOffloading
+/// (terminating ones too: their copies are still being removed), and those holding a
+/// peering's credentials.
+pub(crate) fn scope_of(
+    offloadings: &[Arc<NamespaceOffloading>],
+    remote_clusters: &[Arc<RemoteCluster>],
+) -> BTreeSet<String> {
+    offloadings
+        .iter()
+        .filter_map(|nso| ResourceExt::namespace(&**nso))
+        .chain(
+            remote_clusters
+                .iter()
+                .map(|rc| rc.spec.kubeconfig_secret.namespace.clone()),
+        )
+        .collect()
 }
 
 impl LocalWatches {
@@ -212,6 +297,7 @@ impl LocalWatches {
     pub(crate) fn new(client: &Client, streaming_lists: bool) -> Self {
         let by_name =
             watcher::Config::default().fields(&format!("metadata.name={OFFLOADING_NAME}"));
+        let (scope, _) = watch::channel(Namespaces::default());
         let pods = if streaming_lists {
             watcher::Config::default().streaming_lists()
         } else {
@@ -245,39 +331,35 @@ impl LocalWatches {
             ),
             // What is never reflected is left out by the server: every namespace has a
             // kube-root-ca.crt and a default account, a thousand namespaces a thousand each.
-            secrets: SharedWatch::new(
+            secrets: SharedWatch::scoped(
                 "secrets",
-                Api::all(client.clone()),
+                client,
                 watcher::Config::default().fields(&format!("type!={TOKEN_SECRET_TYPE}")),
-                keep_all,
+                &scope,
             ),
-            configmaps: SharedWatch::new(
+            configmaps: SharedWatch::scoped(
                 "configmaps",
-                Api::all(client.clone()),
+                client,
                 watcher::Config::default().fields(&format!("metadata.name!={ROOT_CA_CONFIGMAP}")),
-                keep_all,
+                &scope,
             ),
-            service_accounts: SharedWatch::new(
+            service_accounts: SharedWatch::scoped(
                 "serviceaccounts",
-                Api::all(client.clone()),
+                client,
                 watcher::Config::default()
                     .fields(&format!("metadata.name!={DEFAULT_SERVICE_ACCOUNT}")),
-                keep_all,
+                &scope,
             ),
-            services: SharedWatch::new(
-                "services",
-                Api::all(client.clone()),
-                Default::default(),
-                keep_all,
-            ),
-            endpoint_slices: SharedWatch::new(
+            services: SharedWatch::scoped("services", client, Default::default(), &scope),
+            endpoint_slices: SharedWatch::scoped(
                 "endpointslices",
-                Api::all(client.clone()),
+                client,
                 watcher::Config::default().labels(&format!(
                     "{SERVICE_NAME_LABEL},{MANAGED_BY_LABEL}!={SLICE_MANAGER}"
                 )),
-                keep_all,
+                &scope,
             ),
+            scope,
         }
     }
 }

@@ -22,7 +22,7 @@ use kube::{
 };
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::plumbing::backoff;
+use crate::plumbing::{backoff, scoped::Coverage};
 use crate::{context::Shared, model::preconditions::only_this};
 use crate::{
     context::peers::{Peer, Watched},
@@ -272,19 +272,55 @@ async fn reflect_kinds(ctx: &Context, at: At<'_>) -> Result<bool, ObjectsError> 
             None
         }
     };
-    if let Some(down) = note(reflect(ctx, at, &ctx.stores.configmaps).await) {
+    if let Some(down) = note(
+        reflect(
+            ctx,
+            at,
+            (&ctx.stores.configmaps, &ctx.stores.covered.configmaps),
+        )
+        .await,
+    ) {
         return Err(down);
     }
-    if let Some(down) = note(reflect(ctx, at, &ctx.stores.secrets).await) {
+    if let Some(down) =
+        note(reflect(ctx, at, (&ctx.stores.secrets, &ctx.stores.covered.secrets)).await)
+    {
         return Err(down);
     }
-    if let Some(down) = note(reflect(ctx, at, &ctx.stores.service_accounts).await) {
+    if let Some(down) = note(
+        reflect(
+            ctx,
+            at,
+            (
+                &ctx.stores.service_accounts,
+                &ctx.stores.covered.service_accounts,
+            ),
+        )
+        .await,
+    ) {
         return Err(down);
     }
-    if let Some(down) = note(reflect(ctx, at, &ctx.stores.services).await) {
+    if let Some(down) = note(
+        reflect(
+            ctx,
+            at,
+            (&ctx.stores.services, &ctx.stores.covered.services),
+        )
+        .await,
+    ) {
         return Err(down);
     }
-    if let Some(down) = note(reflect(ctx, at, &ctx.stores.endpoint_slices).await) {
+    if let Some(down) = note(
+        reflect(
+            ctx,
+            at,
+            (
+                &ctx.stores.endpoint_slices,
+                &ctx.stores.covered.endpoint_slices,
+            ),
+        )
+        .await,
+    ) {
         return Err(down);
     }
     first_error.map_or(Ok(listed), Err)
@@ -306,19 +342,20 @@ fn translation(
 type At<'a> = (&'a Peer, &'a str, &'a str, &'a Destination<'a>);
 
 /// Brings one kind in one cluster's remote namespace to the local namespace's objects;
-/// `false` when the peer's watch of that kind has not listed yet (nothing is done). Each
+/// `false` when the peer's watch of that kind, or the local one of that namespace, has not
+/// listed yet (nothing is done: every copy would look orphaned). Each
 /// object is its own try: one that fails (refused there, say) does not hold up the others,
 /// and the first error is returned once all were tried. A cluster that does not answer
 /// ends it at once (each next call would wait as long).
 async fn reflect<K: Reflected>(
     ctx: &Context,
     at: At<'_>,
-    local: &Store<K>,
+    (local, covered): (&Store<K>, &Coverage),
 ) -> Result<bool, ObjectsError> {
     let (peer, cluster_id, namespace, to) = at;
     let remote_namespace = to.remote_namespace;
     let copies = K::remote(peer);
-    if !copies.listed.now() {
+    if !copies.listed.now() || !covered.covers(namespace) {
         return Ok(false);
     }
     let mut first_error = None;

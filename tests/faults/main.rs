@@ -6,6 +6,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+/// 5: objects of namespaces not offloaded are not cached.
+mod caches;
 /// 2: one object a cluster refuses holds up no other.
 mod refusals;
 /// 4: a cluster deselected sends its pods back.

@@ -60,6 +60,11 @@ struct PeeringLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PeerWatchLabels {
     remote_cluster: String,
     kind: &'static str,
@@ -82,6 +87,7 @@ pub(crate) struct ControllerMetrics {
     kubelet_calls: Family<KubeletCallLabels, Counter>,
     leader: Gauge,
     peer_watches: Family<PeerWatchLabels, Gauge>,
+    cached: Family<KindLabels, Gauge>,
     /// Per local namespace, the state of each cluster: the gauge is their count.
     states: Mutex<HashMap<String, BTreeMap<String, &'static str>>>,
 }
@@ -118,12 +124,18 @@ impl ControllerMetrics {
             kubelet_calls: Family::default(),
             leader: Gauge::default(),
             peer_watches: Family::default(),
+            cached: Family::default(),
             states: Mutex::default(),
         };
         registry.register(
             "peer_watch_listed",
             "1 while a peer's watch has listed (since its last error), 0 while it fails or lists, by RemoteCluster and kind",
             m.peer_watches.clone(),
+        );
+        registry.register(
+            "cached_objects",
+            "Objects held by the local cluster's watches, by kind (what is reflected is kept only for offloaded namespaces)",
+            m.cached.clone(),
         );
         registry.register(
             "leader",
@@ -299,6 +311,12 @@ impl ControllerMetrics {
     }
 
     /// Whether this replica leads now.
+    pub(crate) fn cached(&self, kind: &'static str, objects: usize) {
+        self.cached
+            .get_or_create(&KindLabels { kind })
+            .set(i64::try_from(objects).unwrap_or(i64::MAX));
+    }
+
     pub(crate) fn leading(&self, leading: bool) {
         self.leader.set(i64::from(leading));
     }

@@ -1,0 +1,221 @@
+//! The I/O of a scoped watch (`plumbing::scope` decides): one cluster-wide watch, lists of
+//! the namespaces that enter the scope, and which namespaces its store covers, for readers
+//! that must not decide anything from a namespace not yet listed.
+
+use std::{collections::BTreeSet, fmt::Debug, sync::Arc, time::Duration};
+
+use futures::{Stream, StreamExt, stream::FuturesUnordered};
+use kube::{
+    Api, Client, Resource,
+    api::ListParams,
+    runtime::{
+        WatchStreamExt,
+        reflector::Store,
+        watcher::{self, Event},
+    },
+};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use super::scope::{Scoping, Step};
+
+/// The namespaces a scoped watch keeps.
+pub(crate) type Namespaces = Arc<BTreeSet<String>>;
+
+/// How long a failed namespace list waits before it is tried again.
+const LIST_RETRY: Duration = Duration::from_secs(2);
+
+/// Which namespaces a watch's store holds completely.
+#[derive(Clone)]
+pub(crate) struct Coverage(Option<watch::Receiver<Namespaces>>);
+
+impl Coverage {
+    /// A watch of every namespace (once it has listed).
+    pub(crate) fn everything() -> Self {
+        Self(None)
+    }
+
+    pub(crate) fn of(namespaces: watch::Receiver<Namespaces>) -> Self {
+        Self(Some(namespaces))
+    }
+
+    /// Whether the store holds every object of `namespace`.
+    pub(crate) fn covers(&self, namespace: &str) -> bool {
+        self.0
+            .as_ref()
+            .is_none_or(|covered| covered.borrow().contains(namespace))
+    }
+
+    /// Namespaces as they come to be covered (readers that waited for them look again).
+    pub(crate) fn entered(&self) -> impl Stream<Item = String> + Send + 'static {
+        let Some(covered) = self.0.clone() else {
+            return futures::stream::empty().boxed();
+        };
+        futures::stream::unfold(
+            (covered, BTreeSet::new()),
+            |(mut covered, seen): (watch::Receiver<Namespaces>, BTreeSet<String>)| async move {
+                covered.changed().await.ok()?;
+                let now = covered.borrow_and_update().clone();
+                let entered: Vec<String> = now.difference(&seen).cloned().collect();
+                Some((
+                    futures::stream::iter(entered),
+                    (covered, now.as_ref().clone()),
+                ))
+            },
+        )
+        .flatten()
+        .boxed()
+    }
+}
+
+/// The store's objects of `namespace`.
+fn stored<K>(store: &Store<K>, namespace: &str) -> Vec<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
+        .map(|o| (**o).clone())
+        .collect()
+}
+
+/// What woke the loop.
+enum Input<K> {
+    Watch(Option<Result<Event<K>, watcher::Error>>),
+    Scope,
+    Listed(String, u64, Result<Vec<K>, kube::Error>),
+}
+
+/// One namespace listed with the watch's selectors, after `delay`.
+async fn list<K>(
+    client: Client,
+    params: ListParams,
+    namespace: String,
+    generation: u64,
+    delay: Duration,
+) -> (String, u64, Result<Vec<K>, kube::Error>)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned,
+{
+    tokio::time::sleep(delay).await;
+    let items = Api::<K>::namespaced(client, &namespace)
+        .list(&params)
+        .await
+        .map(|l| l.items);
+    (namespace, generation, items)
+}
+
+/// The events of a cluster-wide watch of `K` with `config`, kept for the namespaces in
+/// `scope` only, for a reflector writing `store`; `covered` is told which namespaces the
+/// store holds completely (published only once their events were applied: the reflector
+/// polls for the next event after applying the last).
+pub(crate) fn events<K>(
+    client: Client,
+    config: watcher::Config,
+    mut scope: watch::Receiver<Namespaces>,
+    store: Store<K>,
+    covered: watch::Sender<Namespaces>,
+) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + kube::runtime::reflector::Lookup<DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let params = ListParams {
+        label_selector: config.label_selector.clone(),
+        field_selector: config.field_selector.clone(),
+        ..ListParams::default()
+    };
+    let watch_of = {
+        let client = client.clone();
+        move || {
+            watcher::watcher(Api::<K>::all(client.clone()), config.clone())
+                .default_backoff()
+                .boxed()
+        }
+    };
+    async_stream::stream! {
+        let mut watch = watch_of();
+        let mut state = Scoping::<K>::new(scope.borrow_and_update().as_ref().clone());
+        let mut lists = FuturesUnordered::new();
+        let mut scope_open = true;
+        loop {
+            let input = tokio::select! {
+                event = watch.next() => Input::Watch(event),
+                changed = scope.changed(), if scope_open => {
+                    scope_open = changed.is_ok();
+                    Input::Scope
+                }
+                Some((namespace, generation, items)) = lists.next(),
+                    if !lists.is_empty() && !state.relisting() =>
+                {
+                    Input::Listed(namespace, generation, items)
+                }
+            };
+            let steps = match input {
+                Input::Watch(Some(Ok(event))) => state.watched(event, |n| stored(&store, n)),
+                Input::Watch(Some(Err(e))) => {
+                    yield Err(e);
+                    continue;
+                }
+                Input::Watch(None) => break,
+                Input::Scope => {
+                    let wanted = scope.borrow_and_update().as_ref().clone();
+                    state.rescope(wanted, |n| stored(&store, n))
+                }
+                Input::Listed(namespace, generation, Ok(items)) => {
+                    let held = stored(&store, &namespace);
+                    state.listed(&namespace, generation, items, held)
+                }
+                Input::Listed(namespace, generation, Err(e)) => {
+                    if state.still_listing(&namespace, generation) {
+                        tracing::warn!(kind = <K as Resource>::kind(&()).as_ref(), %namespace, error = %e, "namespace list failed; retrying");
+                        lists.push(list::<K>(client.clone(), params.clone(), namespace, generation, LIST_RETRY));
+                    }
+                    continue;
+                }
+            };
+            // Namespaces that left stop being covered before their purge is applied.
+            let now = state.covered();
+            covered.send_if_modified(|c| {
+                let kept: BTreeSet<String> = c.intersection(now).cloned().collect();
+                let changed = kept.len() != c.len();
+                if changed {
+                    *c = Arc::new(kept);
+                }
+                changed
+            });
+            for step in steps {
+                match step {
+                    Step::Emit(event) => yield Ok(event),
+                    Step::List { namespace, generation } => {
+                        lists.push(list::<K>(client.clone(), params.clone(), namespace, generation, Duration::ZERO));
+                    }
+                    Step::Relist => {
+                        watch = watch_of();
+                        lists = FuturesUnordered::new();
+                    }
+                }
+            }
+            // Polled again, so the reflector has applied every event above.
+            let now = state.covered();
+            covered.send_if_modified(|c| {
+                let changed = c.as_ref() != now;
+                if changed {
+                    *c = Arc::new(now.clone());
+                }
+                changed
+            });
+        }
+    }
+}
