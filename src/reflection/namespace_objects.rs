@@ -23,7 +23,6 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::plumbing::{backoff, scoped::Coverage};
-use crate::{context::Shared, model::preconditions::only_this};
 use crate::{
     context::peers::{Peer, Watched},
     model::{
@@ -43,6 +42,10 @@ use crate::{
         remote_namespace::{Writable, writable},
         translation::AddressMap,
     },
+};
+use crate::{
+    context::{Shared, Stores},
+    model::preconditions::only_this,
 };
 
 /// Reflection needs nothing beyond what every worker shares.
@@ -69,6 +72,8 @@ pub(crate) trait Reflected:
     fn same_content(&self, desired: &Self) -> bool;
     /// The peer's watch of our copies of this kind.
     fn remote(peer: &Peer) -> &Watched<Self>;
+    /// The local store of this kind, and which namespaces it holds completely.
+    fn local(stores: &Stores) -> (&Store<Self>, &Coverage);
     /// Whether the copy cannot be changed into `desired` (what differs is immutable there):
     /// it is deleted, and created anew once gone.
     fn replaced_by(&self, _desired: &Self) -> bool {
@@ -87,6 +92,9 @@ impl Reflected for ConfigMap {
     fn remote(peer: &Peer) -> &Watched<Self> {
         &peer.configmaps
     }
+    fn local(stores: &Stores) -> (&Store<Self>, &Coverage) {
+        (&stores.configmaps, &stores.covered.configmaps)
+    }
     fn replaced_by(&self, _: &Self) -> bool {
         self.immutable == Some(true)
     }
@@ -102,6 +110,9 @@ impl Reflected for Secret {
     }
     fn remote(peer: &Peer) -> &Watched<Self> {
         &peer.secrets
+    }
+    fn local(stores: &Stores) -> (&Store<Self>, &Coverage) {
+        (&stores.secrets, &stores.covered.secrets)
     }
     fn replaced_by(&self, d: &Self) -> bool {
         // A Secret's type never changes.
@@ -121,6 +132,9 @@ impl Reflected for ServiceAccount {
     fn remote(peer: &Peer) -> &Watched<Self> {
         &peer.service_accounts
     }
+    fn local(stores: &Stores) -> (&Store<Self>, &Coverage) {
+        (&stores.service_accounts, &stores.covered.service_accounts)
+    }
 }
 
 impl Reflected for Service {
@@ -133,6 +147,9 @@ impl Reflected for Service {
     }
     fn remote(peer: &Peer) -> &Watched<Self> {
         &peer.services
+    }
+    fn local(stores: &Stores) -> (&Store<Self>, &Coverage) {
+        (&stores.services, &stores.covered.services)
     }
     fn replaced_by(&self, d: &Self) -> bool {
         services::replaced_by(self, d)
@@ -150,6 +167,9 @@ impl Reflected for EndpointSlice {
     }
     fn remote(peer: &Peer) -> &Watched<Self> {
         &peer.endpoint_slices
+    }
+    fn local(stores: &Stores) -> (&Store<Self>, &Coverage) {
+        (&stores.endpoint_slices, &stores.covered.endpoint_slices)
     }
 }
 
@@ -272,55 +292,19 @@ async fn reflect_kinds(ctx: &Context, at: At<'_>) -> Result<bool, ObjectsError> 
             None
         }
     };
-    if let Some(down) = note(
-        reflect(
-            ctx,
-            at,
-            (&ctx.stores.configmaps, &ctx.stores.covered.configmaps),
-        )
-        .await,
-    ) {
+    if let Some(down) = note(reflect::<ConfigMap>(ctx, at).await) {
         return Err(down);
     }
-    if let Some(down) =
-        note(reflect(ctx, at, (&ctx.stores.secrets, &ctx.stores.covered.secrets)).await)
-    {
+    if let Some(down) = note(reflect::<Secret>(ctx, at).await) {
         return Err(down);
     }
-    if let Some(down) = note(
-        reflect(
-            ctx,
-            at,
-            (
-                &ctx.stores.service_accounts,
-                &ctx.stores.covered.service_accounts,
-            ),
-        )
-        .await,
-    ) {
+    if let Some(down) = note(reflect::<ServiceAccount>(ctx, at).await) {
         return Err(down);
     }
-    if let Some(down) = note(
-        reflect(
-            ctx,
-            at,
-            (&ctx.stores.services, &ctx.stores.covered.services),
-        )
-        .await,
-    ) {
+    if let Some(down) = note(reflect::<Service>(ctx, at).await) {
         return Err(down);
     }
-    if let Some(down) = note(
-        reflect(
-            ctx,
-            at,
-            (
-                &ctx.stores.endpoint_slices,
-                &ctx.stores.covered.endpoint_slices,
-            ),
-        )
-        .await,
-    ) {
+    if let Some(down) = note(reflect::<EndpointSlice>(ctx, at).await) {
         return Err(down);
     }
     first_error.map_or(Ok(listed), Err)
@@ -347,11 +331,8 @@ type At<'a> = (&'a Peer, &'a str, &'a str, &'a Destination<'a>);
 /// object is its own try: one that fails (refused there, say) does not hold up the others,
 /// and the first error is returned once all were tried. A cluster that does not answer
 /// ends it at once (each next call would wait as long).
-async fn reflect<K: Reflected>(
-    ctx: &Context,
-    at: At<'_>,
-    (local, covered): (&Store<K>, &Coverage),
-) -> Result<bool, ObjectsError> {
+async fn reflect<K: Reflected>(ctx: &Context, at: At<'_>) -> Result<bool, ObjectsError> {
+    let (local, covered) = K::local(&ctx.stores);
     let (peer, cluster_id, namespace, to) = at;
     let remote_namespace = to.remote_namespace;
     let copies = K::remote(peer);

@@ -22,7 +22,7 @@ use crate::{
         },
         reason::Problem,
     },
-    plumbing::{client::REMOTE_TIMEOUT, metrics::ControllerMetrics},
+    plumbing::{client::REMOTE_TIMEOUT, metrics::ControllerMetrics, scoped::Coverage},
 };
 
 /// `shop`'s remote namespace (DefaultName: `<namespace>-<local cluster ID>`).
@@ -1398,4 +1398,19 @@ async fn an_immutable_copy_whose_labels_differ_is_applied_over_not_made_anew() {
         })
         .await;
     assert_eq!(result.unwrap(), Action::await_change());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_namespace_whose_local_objects_are_not_listed_yet_loses_no_copy() {
+    // The local ConfigMap watch has not listed "shop" yet (it just entered the scope): its
+    // copies in c2 have no original in the store, and must not be taken for orphans.
+    let mut stores = testing::stores();
+    let (_covered_tx, covered) = tokio::sync::watch::channel(Default::default());
+    stores.covered.configmaps = Coverage::of(covered);
+    let mut world = world(stores, |c2, _| {
+        c2.configmaps = watched([copy_in_c2(&configmap(), "copy-cm")], true);
+    });
+    let (result, _, ()) = world.reconcile(ready_in_c2(), async |_| {}).await;
+    // Looked at again soon (and at once when the namespace is listed).
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(2)));
 }
