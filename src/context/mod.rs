@@ -101,7 +101,7 @@ pub(crate) struct Stores {
     pub(crate) nodes: Store<Node>,
     /// Every Namespace (the scheduling label).
     pub(crate) namespaces: Store<Namespace>,
-    /// Every pod of the cluster.
+    /// The pods of offloaded namespaces (and of those with pods still on a virtual node).
     pub(crate) pods: Store<Pod>,
     /// Every RemoteCluster: which clusters are peered even before they connect.
     pub(crate) remote_clusters: Store<RemoteCluster>,
@@ -111,13 +111,15 @@ pub(crate) struct Stores {
     pub(crate) service_accounts: Store<ServiceAccount>,
     pub(crate) services: Store<Service>,
     pub(crate) endpoint_slices: Store<EndpointSlice>,
-    /// Which namespaces the five stores above hold completely (only those in scope).
+    /// Which namespaces the pods store and the five above hold completely (only those
+    /// in scope).
     pub(crate) covered: Covered,
 }
 
 /// The coverage of each scoped store (`plumbing::scoped`).
 #[derive(Clone)]
 pub(crate) struct Covered {
+    pub(crate) pods: Coverage,
     pub(crate) secrets: Coverage,
     pub(crate) configmaps: Coverage,
     pub(crate) service_accounts: Coverage,
@@ -140,6 +142,7 @@ impl Stores {
             services: watches.services.store(),
             endpoint_slices: watches.endpoint_slices.store(),
             covered: Covered {
+                pods: watches.pods.coverage(),
                 secrets: watches.secrets.coverage(),
                 configmaps: watches.configmaps.coverage(),
                 service_accounts: watches.service_accounts.coverage(),

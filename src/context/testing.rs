@@ -291,6 +291,7 @@ pub(crate) fn stores() -> Stores {
         services: store([]),
         endpoint_slices: store([]),
         covered: crate::context::Covered {
+            pods: Coverage::everything(),
             secrets: Coverage::everything(),
             configmaps: Coverage::everything(),
             service_accounts: Coverage::everything(),

@@ -119,7 +119,16 @@ pub(crate) async fn reconcile(
         return Ok(Action::await_change());
     }
     let _timer = ctx.metrics.reconcile("placement");
-    // The caches are complete: controllers reconcile only once every watch has listed.
+    // The caches are complete: controllers reconcile only once every watch has listed, and
+    // a namespace just offloaded once its pods are (the pods' arrival wakes this).
+    if !ctx
+        .stores
+        .covered
+        .pods
+        .covers(&nso.namespace().unwrap_or_default())
+    {
+        return Ok(Action::await_change());
+    }
     let outcome = enforce(&nso, &ctx).await;
     write_condition(&nso, &ctx, &outcome.breaking).await?;
     Ok(if outcome.retry {

@@ -10,7 +10,7 @@
 use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::{
     Client, ResourceExt,
     runtime::{
@@ -106,6 +106,8 @@ pub(crate) async fn run(
         watches.offloadings.deletions().map(|_| ()).boxed(),
         watches.remote_clusters.subscribe().map(|_| ()).boxed(),
         watches.remote_clusters.deletions().map(|_| ()).boxed(),
+        // The last pod on a virtual node of a namespace no longer offloaded, gone.
+        watches.pods.deletions().map(|_| ()).boxed(),
     ]);
     let scope_known = (
         watches.offloadings.listed(),
@@ -219,6 +221,15 @@ pub(crate) async fn run(
             .reconcile_on(
                 pods_deleted
                     .filter_map(|pod| futures::future::ready(placement::offloading_of(&pod))),
+            )
+            // A namespace just offloaded, once its pods are listed.
+            .reconcile_on(
+                shared
+                    .stores
+                    .covered
+                    .pods
+                    .entered()
+                    .map(|ns| offloading_in(&ns)),
             )
             .reconcile_all_on(activation(placement_active.clone()))
             // A Deployment's pods arrive as a burst: one look at the namespace per burst.
@@ -492,6 +503,7 @@ pub(crate) async fn run(
         services: services_watch,
         endpoint_slices: endpoint_slices_watch,
         scope,
+        pods_scope,
     } = watches;
     tokio::spawn(offloadings_watch.run());
     tokio::spawn(nodes_watch.run());
@@ -501,17 +513,20 @@ pub(crate) async fn run(
     let leader_watches = async move {
         if leading.wait_for(|l| *l).await.is_ok() {
             tokio::spawn(namespaces_watch.run());
-            tokio::spawn(pods_watch.run());
             tokio::spawn(remote_clusters_watch.run());
             if !(scope_known.0.wait().await && scope_known.1.wait().await) {
                 return;
             }
-            tokio::spawn(keep_scope(
+            let scopes = Scopes {
                 scope,
-                scope_changes,
+                pods_scope,
                 offloadings,
                 remote_clusters,
-            ));
+                pods,
+                nodes,
+            };
+            tokio::spawn(scopes.keep(scope_changes));
+            tokio::spawn(pods_watch.run());
             tokio::spawn(secrets_watch.run());
             tokio::spawn(configmaps_watch.run());
             tokio::spawn(service_accounts_watch.run());
@@ -534,27 +549,45 @@ pub(crate) async fn run(
     .await;
 }
 
-/// Keeps the scoped watches' scope to what the stores say, as they change.
-async fn keep_scope(
+/// What the scoped watches keep, and what it is computed from.
+struct Scopes {
     scope: watch::Sender<Namespaces>,
-    changes: impl futures::Stream<Item = ()> + Send,
+    pods_scope: watch::Sender<Namespaces>,
     offloadings: Store<NamespaceOffloading>,
     remote_clusters: Store<RemoteCluster>,
-) {
-    let set = || {
-        let wanted = scope_of(&offloadings.state(), &remote_clusters.state());
-        scope.send_if_modified(|now| {
-            let changed = now.as_ref() != &wanted;
-            if changed {
-                *now = Arc::new(wanted);
-            }
-            changed
-        });
-    };
-    set();
-    let mut changes = std::pin::pin!(changes);
-    while changes.next().await.is_some() {
-        set();
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+}
+
+impl Scopes {
+    fn set(&self) {
+        let wanted = scope_of(&self.offloadings.state(), &self.remote_clusters.state());
+        let mut pods_wanted = wanted.clone();
+        pods_wanted.extend(
+            self.pods
+                .state()
+                .iter()
+                .filter(|p| crate::reflection::pods::on_virtual_node(&self.nodes, p))
+                .filter_map(|p| p.metadata.namespace.clone()),
+        );
+        for (sender, wanted) in [(&self.scope, wanted), (&self.pods_scope, pods_wanted)] {
+            sender.send_if_modified(|now| {
+                let changed = now.as_ref() != &wanted;
+                if changed {
+                    *now = Arc::new(wanted);
+                }
+                changed
+            });
+        }
+    }
+
+    /// Keeps the scopes to what the stores say, as they change.
+    async fn keep(self, changes: impl futures::Stream<Item = ()> + Send) {
+        self.set();
+        let mut changes = std::pin::pin!(changes);
+        while changes.next().await.is_some() {
+            self.set();
+        }
     }
 }
 

@@ -7,10 +7,10 @@
 //! ConfigMaps, ServiceAccounts) serve only the controllers and start when this replica
 //! leads.
 //!
-//! What is reflected into remote namespaces (Secrets, ConfigMaps, ServiceAccounts,
-//! Services, EndpointSlices) is kept only for the namespaces in scope (`plumbing::scoped`):
+//! Pods and what is reflected into remote namespaces (Secrets, ConfigMaps, ServiceAccounts,
+//! Services, EndpointSlices) are kept only for the namespaces in scope (`plumbing::scoped`):
 //! the offloaded ones and those of peering credentials. A cluster's other namespaces may
-//! hold any number of big objects; the manager's memory does not grow with them.
+//! hold any number of pods and big objects; the manager's memory does not grow with them.
 
 use std::{collections::BTreeSet, fmt::Debug, future::Future, hash::Hash, sync::Arc};
 
@@ -221,6 +221,7 @@ where
         what: &'static str,
         client: &Client,
         config: watcher::Config,
+        trim: fn(&mut K),
         scope: &watch::Sender<Namespaces>,
     ) -> Self {
         let (store, writer) = reflector::store_shared(BUFFER);
@@ -233,7 +234,7 @@ where
             covered_tx,
         )
         .boxed();
-        Self::of(what, store, writer, events, keep_all, Coverage::of(covered))
+        Self::of(what, store, writer, events, trim, Coverage::of(covered))
     }
 }
 
@@ -257,6 +258,7 @@ pub(crate) struct LocalWatches {
     pub(crate) offloadings: SharedWatch<NamespaceOffloading>,
     pub(crate) nodes: SharedWatch<Node>,
     pub(crate) namespaces: SharedWatch<Namespace>,
+    /// Pods of the namespaces in `pods_scope`.
     pub(crate) pods: SharedWatch<Pod>,
     pub(crate) remote_clusters: SharedWatch<RemoteCluster>,
     /// Secrets: peering credentials, and those of offloaded namespaces (reflected).
@@ -271,6 +273,10 @@ pub(crate) struct LocalWatches {
     /// The namespaces whose Secrets, ConfigMaps, ServiceAccounts, Services and
     /// EndpointSlices are kept (see [`scope_of`]).
     pub(crate) scope: watch::Sender<Namespaces>,
+    /// The namespaces whose Pods are kept: the same, and those where pods are still bound
+    /// to a virtual node (an offloading that ended without sending them back: they go back
+    /// before the namespace leaves).
+    pub(crate) pods_scope: watch::Sender<Namespaces>,
 }
 
 /// The namespaces whose objects the scoped watches keep: those with a NamespaceOffloading
@@ -298,6 +304,7 @@ impl LocalWatches {
         let by_name =
             watcher::Config::default().fields(&format!("metadata.name={OFFLOADING_NAME}"));
         let (scope, _) = watch::channel(Namespaces::default());
+        let (pods_scope, _) = watch::channel(Namespaces::default());
         let pods = if streaming_lists {
             watcher::Config::default().streaming_lists()
         } else {
@@ -322,7 +329,7 @@ impl LocalWatches {
                 Default::default(),
                 keep_all,
             ),
-            pods: SharedWatch::new("pods", Api::all(client.clone()), pods, trim_pod),
+            pods: SharedWatch::scoped("pods", client, pods, trim_pod, &pods_scope),
             remote_clusters: SharedWatch::new(
                 "remoteclusters",
                 Api::all(client.clone()),
@@ -335,12 +342,14 @@ impl LocalWatches {
                 "secrets",
                 client,
                 watcher::Config::default().fields(&format!("type!={TOKEN_SECRET_TYPE}")),
+                keep_all,
                 &scope,
             ),
             configmaps: SharedWatch::scoped(
                 "configmaps",
                 client,
                 watcher::Config::default().fields(&format!("metadata.name!={ROOT_CA_CONFIGMAP}")),
+                keep_all,
                 &scope,
             ),
             service_accounts: SharedWatch::scoped(
@@ -348,18 +357,21 @@ impl LocalWatches {
                 client,
                 watcher::Config::default()
                     .fields(&format!("metadata.name!={DEFAULT_SERVICE_ACCOUNT}")),
+                keep_all,
                 &scope,
             ),
-            services: SharedWatch::scoped("services", client, Default::default(), &scope),
+            services: SharedWatch::scoped("services", client, Default::default(), keep_all, &scope),
             endpoint_slices: SharedWatch::scoped(
                 "endpointslices",
                 client,
                 watcher::Config::default().labels(&format!(
                     "{SERVICE_NAME_LABEL},{MANAGED_BY_LABEL}!={SLICE_MANAGER}"
                 )),
+                keep_all,
                 &scope,
             ),
             scope,
+            pods_scope,
         }
     }
 }

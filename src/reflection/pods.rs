@@ -627,6 +627,10 @@ pub(crate) async fn sweep(ctx: &Context, local_pods: &Store<Pod>) {
             else {
                 continue;
             };
+            // Pods of a namespace not listed here yet are not missing, only not known.
+            if !ctx.stores.covered.pods.covers(origin) {
+                continue;
+            }
             let local = local_pods.get(&ObjectRef::new(&twin.name_any()).within(origin));
             let orphan = match &local {
                 None => true,

@@ -1,11 +1,11 @@
-//! Point 5: caches that fit. What is reflected (Secrets, ConfigMaps, ...) is kept by the
-//! manager only for offloaded namespaces: objects elsewhere cost it nothing; a namespace
+//! Point 5: caches that fit. Pods and what is reflected (Secrets, ConfigMaps, ...) are kept
+//! by the manager only for offloaded namespaces: objects elsewhere cost it nothing; a namespace
 //! offloaded later has what it already held listed and copied; one no longer offloaded is
 //! dropped from the cache.
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::{
     Api,
     api::{DeleteParams, ListParams, PostParams},
@@ -17,6 +17,7 @@ use crate::support::topology::*;
 use crate::support::{eventually, http_get, unique};
 
 const OBJECTS: usize = 30;
+const PODS: usize = 5;
 
 /// Cluster 1's manager's `cached_objects` of `kind`, once published.
 fn cached(admin: u16, kind: &str) -> Option<usize> {
@@ -46,6 +47,7 @@ async fn objects_of_namespaces_not_offloaded_are_not_cached_until_offloaded() {
         create_namespace(&client, &ns, json!({})).await;
         let configmaps = settled(admin, "configmaps").await;
         let secrets = settled(admin, "secrets").await;
+        let pods = settled(admin, "pods").await;
 
         // Not offloaded: created, and never cached.
         let cms = Api::<ConfigMap>::namespaced(client.clone(), &ns);
@@ -60,11 +62,18 @@ async fn objects_of_namespaces_not_offloaded_are_not_cached_until_offloaded() {
             .unwrap();
             scs.create(&PostParams::default(), &s).await.unwrap();
         }
+        let local_pods = Api::<Pod>::namespaced(client.clone(), &ns);
+        for i in 0..PODS {
+            let pod = bare_pod(&format!("pod-{i}"), json!({}));
+            local_pods.create(&PostParams::default(), &pod).await.unwrap();
+        }
         // (Other tests' namespaces may still be leaving: the counts can only shrink.)
         let now = settled(admin, "configmaps").await;
         assert!(now <= configmaps, "ConfigMaps not offloaded cached: {configmaps} -> {now}");
         let now = settled(admin, "secrets").await;
         assert!(now <= secrets, "Secrets not offloaded cached: {secrets} -> {now}");
+        let now = settled(admin, "pods").await;
+        assert!(now <= pods, "pods not offloaded cached: {pods} -> {now}");
 
         // Offloaded now: what it held is listed, and copied.
         apply_offloading(
@@ -94,7 +103,8 @@ async fn objects_of_namespaces_not_offloaded_are_not_cached_until_offloaded() {
         .await;
         eventually("the namespace's objects cached", WAIT, || async {
             (cached(admin, "configmaps")? >= configmaps + OBJECTS
-                && cached(admin, "secrets")? >= secrets + OBJECTS)
+                && cached(admin, "secrets")? >= secrets + OBJECTS
+                && cached(admin, "pods")? >= pods + PODS)
                 .then_some(())
         })
         .await;
@@ -106,7 +116,9 @@ async fn objects_of_namespaces_not_offloaded_are_not_cached_until_offloaded() {
             .unwrap();
         gone(tb, 2, &remote_ns).await;
         eventually("the namespace's objects dropped from the cache", WAIT, || async {
-            (cached(admin, "configmaps")? <= configmaps && cached(admin, "secrets")? <= secrets)
+            (cached(admin, "configmaps")? <= configmaps
+                && cached(admin, "secrets")? <= secrets
+                && cached(admin, "pods")? <= pods)
                 .then_some(())
         })
         .await;
