@@ -14,6 +14,7 @@ pub mod manager;
 mod pki;
 pub mod process;
 pub mod proxy;
+pub mod soak;
 
 use std::{
     future::Future,
