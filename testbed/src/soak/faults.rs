@@ -13,12 +13,17 @@ use kube::{
 use rand::{Rng, RngExt, seq::IndexedRandom};
 
 use super::{
-    REMOTES, SoakError,
+    LABELS, MANAGER_NAMESPACE, REMOTES, SoakError,
     app::{self, App, Offload, Strategy},
     call,
     invariants::ORIGIN_CLUSTER_LABEL,
     setup::Bed,
 };
+
+/// The quick-offloading label (the product's `liqo.io/enabled`).
+const ENABLED_LABEL: &str = "liqo.io/enabled";
+/// The ConfigMap where a cluster's manager publishes its identity and labels.
+const IDENTITY_CONFIGMAP: &str = "namespace-offloading-identity";
 
 /// At most this many namespaces at once.
 const MAX_LIVE: usize = 7;
@@ -64,6 +69,18 @@ pub enum Fault {
     DeleteNamespace {
         namespace: String,
     },
+    /// The quick-offloading label put on a namespace that has its own NamespaceOffloading,
+    /// taken off again after a while: the user's configuration must stay as it is.
+    RelabelNamespace {
+        namespace: String,
+        for_: Duration,
+    },
+    /// A remote cluster's labels changed (its region moved elsewhere) and put back after a
+    /// while: the namespaces selecting it by region deselect it, then select it again.
+    RelabelCluster {
+        cluster: usize,
+        for_: Duration,
+    },
 }
 
 impl Fault {
@@ -80,6 +97,8 @@ impl Fault {
             Self::CreateNamespace { .. } => "namespace-created",
             Self::Reselect { .. } => "offloading-reselected",
             Self::DeleteNamespace { .. } => "namespace-deleted",
+            Self::RelabelNamespace { .. } => "namespace-relabelled",
+            Self::RelabelCluster { .. } => "cluster-relabelled",
         }
     }
 }
@@ -124,6 +143,16 @@ impl fmt::Display for Fault {
                 write!(f, "replace {namespace}'s NamespaceOffloading ({offload})")
             }
             Self::DeleteNamespace { namespace } => write!(f, "delete namespace {namespace}"),
+            Self::RelabelNamespace { namespace, for_ } => write!(
+                f,
+                "label namespace {namespace} {ENABLED_LABEL}=true for {:.1} s",
+                for_.as_secs_f32()
+            ),
+            Self::RelabelCluster { cluster, for_ } => write!(
+                f,
+                "move cluster-{cluster} to region=elsewhere for {:.1} s",
+                for_.as_secs_f32()
+            ),
         }
     }
 }
@@ -141,9 +170,11 @@ enum Kind {
     Create,
     Reselect,
     Delete,
+    RelabelNamespace,
+    RelabelCluster,
 }
 
-const WEIGHTS: [(Kind, u32); 9] = [
+const WEIGHTS: [(Kind, u32); 11] = [
     (Kind::KillManager, 4),
     (Kind::Freeze, 3),
     (Kind::Restart, 3),
@@ -153,6 +184,8 @@ const WEIGHTS: [(Kind, u32); 9] = [
     (Kind::Create, 2),
     (Kind::Reselect, 2),
     (Kind::Delete, 2),
+    (Kind::RelabelNamespace, 1),
+    (Kind::RelabelCluster, 2),
 ];
 
 fn kind(rng: &mut impl Rng) -> Kind {
@@ -258,6 +291,21 @@ fn one(rng: &mut impl Rng, app: &mut App, busy: &mut Busy) -> Option<Fault> {
             busy.namespaces.insert(namespace.clone());
             Some(Fault::Reselect { namespace, offload })
         }
+        Kind::RelabelNamespace => {
+            let namespace = app_namespace(rng, app, &busy.namespaces, |_| true)?;
+            busy.namespaces.insert(namespace.clone());
+            Some(Fault::RelabelNamespace {
+                namespace,
+                for_: Duration::from_millis(rng.random_range(1000..5000)),
+            })
+        }
+        Kind::RelabelCluster => free_cluster(rng, &busy.clusters).map(|cluster| {
+            busy.clusters.insert(cluster);
+            Fault::RelabelCluster {
+                cluster,
+                for_: Duration::from_millis(rng.random_range(2000..10000)),
+            }
+        }),
         // Only namespaces the soak created: the first ones keep every strategy present.
         Kind::Delete => {
             let namespace = app_namespace(rng, app, &busy.namespaces, |_| true)
@@ -354,7 +402,71 @@ pub async fn inject(bed: &Bed, fault: &Fault) -> Result<(), SoakError> {
             .await
             .map_err(failed),
         Fault::DeleteNamespace { namespace } => app::delete(local, namespace).await.map_err(failed),
+        Fault::RelabelNamespace { namespace, for_ } => {
+            let label = format!("{ENABLED_LABEL}=true");
+            let unlabel = format!("{ENABLED_LABEL}-");
+            let relabel = |change: &str| {
+                let args = ["label", "namespace", namespace, change, "--overwrite"];
+                let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+                async move {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    super::cmd::kubectl(local, &args, None).await.map(drop)
+                }
+            };
+            relabel(&label).await.map_err(failed)?;
+            tokio::time::sleep(*for_).await;
+            relabel(&unlabel).await.map_err(failed)
+        }
+        Fault::RelabelCluster { cluster, for_ } => {
+            let remote = bed.tb.cluster(*cluster).kubeconfig();
+            let original = LABELS[*cluster - 1];
+            let moved = original
+                .split(',')
+                .map(|kv| {
+                    if kv.starts_with("region=") {
+                        "region=elsewhere"
+                    } else {
+                        kv
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+            cluster_labels(remote, &moved).await.map_err(failed)?;
+            tokio::time::sleep(*for_).await;
+            // Put back whatever happens meanwhile: the rest of the run expects the labels.
+            super::cmd::retry(Duration::from_secs(60), || cluster_labels(remote, original))
+                .await
+                .map_err(failed)
+        }
     }
+}
+
+/// Sets a remote cluster's labels (`k=v,...`) in the identity ConfigMap its manager
+/// publishes, as an administrator relabelling the cluster would.
+async fn cluster_labels(kubeconfig: &std::path::Path, labels: &str) -> Result<(), SoakError> {
+    let map: serde_json::Map<String, serde_json::Value> = labels
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.into()))
+        .collect();
+    let patch =
+        serde_json::json!({"data": {"clusterLabels": serde_json::Value::Object(map).to_string()}});
+    super::cmd::kubectl(
+        kubeconfig,
+        &[
+            "-n",
+            MANAGER_NAMESPACE,
+            "patch",
+            "configmap",
+            IDENTITY_CONFIGMAP,
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ],
+        None,
+    )
+    .await
+    .map(drop)
 }
 
 async fn kill_manager(bed: &Bed, leader: bool, back_after: Duration) -> Result<(), SoakError> {
@@ -443,7 +555,8 @@ mod tests {
                 match fault {
                     Fault::KillManager { .. } => managers += 1,
                     Fault::FreezeApiserver { cluster, .. }
-                    | Fault::RestartApiserver { cluster } => {
+                    | Fault::RestartApiserver { cluster }
+                    | Fault::RelabelCluster { cluster, .. } => {
                         assert!(clusters.insert(*cluster), "{burst:?}");
                     }
                     Fault::DeleteTwins {
@@ -456,7 +569,8 @@ mod tests {
                     | Fault::RolloutRestart { namespace }
                     | Fault::CreateNamespace { namespace, .. }
                     | Fault::Reselect { namespace, .. }
-                    | Fault::DeleteNamespace { namespace } => {
+                    | Fault::DeleteNamespace { namespace }
+                    | Fault::RelabelNamespace { namespace, .. } => {
                         assert!(namespaces.insert(namespace.clone()), "{burst:?}");
                     }
                 }
