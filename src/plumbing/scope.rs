@@ -6,7 +6,9 @@
 //! the others. A namespace that enters the scope is listed on its own while the watch's
 //! events for it are held back, then those events are replayed after the list: the watch
 //! is ordered, so what it says last is what the object is, and a change the list missed
-//! is in the watch. Many namespaces entering at once are cheaper as one re-list of the
+//! is in the watch. A namespace where the watch never saw an object of the kind needs no
+//! list (a new namespace, typically): it holds none, and whatever is made there next comes
+//! through the watch. Many namespaces entering at once are cheaper as one re-list of the
 //! whole watch. A namespace that leaves is purged from the store.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -52,6 +54,12 @@ pub(crate) struct Scoping<K> {
     wanted: BTreeSet<String>,
     relist: Relist,
     generation: u64,
+    /// Bumped whenever `covered` changes (readers publish it only then).
+    version: u64,
+    /// Namespaces out of scope where the watch has seen an object of this kind (since its
+    /// last list). One it has not holds none: it enters the scope without a list, since
+    /// any object made there meanwhile is still to come through the ordered watch.
+    elsewhere: BTreeSet<String>,
 }
 
 fn namespace_of<K: Resource>(o: &K) -> Option<&str> {
@@ -67,12 +75,19 @@ impl<K: Resource + Clone> Scoping<K> {
             wanted,
             relist: Relist::Asked,
             generation: 0,
+            version: 0,
+            elsewhere: BTreeSet::new(),
         }
     }
 
     /// Namespaces whose objects are all in the store.
     pub(crate) fn covered(&self) -> &BTreeSet<String> {
         &self.covered
+    }
+
+    /// Changes whenever [`Self::covered`] does.
+    pub(crate) fn version(&self) -> u64 {
+        self.version
     }
 
     /// Whether the whole watch is re-listing (namespace lists wait for it).
@@ -109,20 +124,25 @@ impl<K: Resource + Clone> Scoping<K> {
         let left: Vec<String> = self.covered.difference(&self.wanted).cloned().collect();
         for namespace in left {
             self.covered.remove(&namespace);
-            steps.extend(
-                stored(&namespace)
-                    .into_iter()
-                    .map(|o| Step::Emit(Event::Delete(o))),
-            );
+            self.version += 1;
+            let purged = stored(&namespace);
+            if !purged.is_empty() {
+                self.elsewhere.insert(namespace.clone());
+            }
+            steps.extend(purged.into_iter().map(|o| Step::Emit(Event::Delete(o))));
         }
         self.pending
             .retain(|namespace, _| self.wanted.contains(namespace));
-        let entered: Vec<String> = self
+        let (entered, empty): (Vec<String>, Vec<String>) = self
             .wanted
             .iter()
             .filter(|n| !self.covered.contains(*n) && !self.pending.contains_key(*n))
             .cloned()
-            .collect();
+            .partition(|n| self.elsewhere.contains(n));
+        if !empty.is_empty() {
+            self.covered.extend(empty);
+            self.version += 1;
+        }
         if self.pending.len() + entered.len() > RELIST_ABOVE {
             self.pending.clear();
             self.relist = Relist::Asked;
@@ -157,19 +177,25 @@ impl<K: Resource + Clone> Scoping<K> {
             Event::Init => {
                 // Whatever was being listed on its own is in this list, or left the scope.
                 self.pending.clear();
+                self.elsewhere.clear();
                 self.relist = Relist::Keeping(self.wanted.clone());
                 vec![Step::Emit(Event::Init)]
             }
-            Event::InitApply(o) => match &self.relist {
-                Relist::Keeping(kept) if namespace_of(&o).is_some_and(|n| kept.contains(n)) => {
+            Event::InitApply(o) => match (&self.relist, namespace_of(&o)) {
+                (Relist::Keeping(kept), Some(n)) if kept.contains(n) => {
                     vec![Step::Emit(Event::InitApply(o))]
                 }
-                _ => Vec::new(),
+                (_, Some(n)) => {
+                    self.elsewhere.insert(n.to_owned());
+                    Vec::new()
+                }
+                (_, None) => Vec::new(),
             },
             Event::InitDone => {
                 if let Relist::Keeping(kept) = std::mem::replace(&mut self.relist, Relist::No) {
                     // The store is swapped for the list: it holds exactly what was kept.
                     self.covered = kept;
+                    self.version += 1;
                 }
                 let mut steps = vec![Step::Emit(Event::InitDone)];
                 steps.extend(self.settle(stored));
@@ -184,6 +210,8 @@ impl<K: Resource + Clone> Scoping<K> {
                 } else {
                     if let Some(pending) = self.pending.get_mut(namespace) {
                         pending.held.push(event);
+                    } else if !self.elsewhere.contains(namespace) {
+                        self.elsewhere.insert(namespace.to_owned());
                     }
                     Vec::new()
                 }
@@ -220,6 +248,7 @@ impl<K: Resource + Clone> Scoping<K> {
         // one of each object is what it is now.
         steps.extend(pending.held.into_iter().map(Step::Emit));
         self.covered.insert(namespace.to_owned());
+        self.version += 1;
         steps
     }
 }
@@ -345,7 +374,7 @@ mod tests {
 
     #[test]
     fn a_namespace_that_enters_is_listed_and_what_the_watch_said_meanwhile_wins() {
-        let (mut s, mut store) = listed_once(&["shop"], &[]);
+        let (mut s, mut store) = listed_once(&["shop"], &[cm("blog", "a", "older")]);
         let steps = s.rescope(set(&["shop", "blog"]), |n| store.of(n));
         assert_eq!(lists(&steps), vec![("blog".to_owned(), 1)]);
         // Not covered until listed: nothing may be decided from the store for it.
@@ -376,8 +405,32 @@ mod tests {
     }
 
     #[test]
+    fn a_namespace_never_seen_holding_an_object_enters_without_a_list() {
+        let (mut s, mut store) = listed_once(&["shop"], &[cm("blog", "a", "1")]);
+        // "fresh" had nothing: covered at once, nothing to list.
+        let steps = s.rescope(set(&["shop", "fresh"]), |n| store.of(n));
+        assert!(steps.is_empty(), "{steps:?}");
+        assert!(s.covered().contains("fresh"));
+        // What is made there next comes through the watch, and is kept.
+        store.apply(s.watched(Event::Apply(cm("fresh", "new", "1")), nothing));
+        assert_eq!(store.of("fresh").len(), 1);
+        // Something was seen in "later" while it was out of scope: it is listed.
+        store.apply(s.watched(Event::Apply(cm("later", "x", "1")), nothing));
+        let steps = s.rescope(set(&["shop", "fresh", "later"]), |n| store.of(n));
+        assert_eq!(lists(&steps), vec![("later".to_owned(), 1)]);
+        // One that leaves holding objects is listed when it comes back.
+        store.apply(s.rescope(set(&["shop", "later"]), |n| store.of(n)));
+        assert!(store.of("fresh").is_empty());
+        let steps = s.rescope(set(&["shop", "later", "fresh"]), |n| store.of(n));
+        assert_eq!(lists(&steps), vec![("fresh".to_owned(), 2)]);
+    }
+
+    #[test]
     fn a_namespace_that_leaves_is_purged_and_its_list_if_out_is_ignored() {
-        let (mut s, mut store) = listed_once(&["shop", "blog"], &[cm("blog", "a", "1")]);
+        let (mut s, mut store) = listed_once(
+            &["shop", "blog"],
+            &[cm("blog", "a", "1"), cm("news", "x", "0")],
+        );
         store.apply(s.rescope(set(&["shop", "news"]), |n| store.of(n)));
         assert!(store.of("blog").is_empty());
         assert_eq!(s.covered(), &set(&["shop"]));
@@ -400,8 +453,10 @@ mod tests {
 
     #[test]
     fn many_namespaces_at_once_re_list_the_whole_watch() {
-        let (mut s, mut store) = listed_once(&["shop"], &[cm("shop", "a", "1")]);
         let many: Vec<String> = (0..=RELIST_ABOVE).map(|i| format!("ns-{i}")).collect();
+        let mut objects = vec![cm("shop", "a", "1")];
+        objects.extend(many.iter().map(|n| cm(n, "b", "0")));
+        let (mut s, mut store) = listed_once(&["shop"], &objects);
         let mut wanted = set(&["shop"]);
         wanted.extend(many.iter().cloned());
         let steps = s.rescope(wanted.clone(), |n| store.of(n));

@@ -2,7 +2,12 @@
 //! the namespaces that enter the scope, and which namespaces its store covers, for readers
 //! that must not decide anything from a namespace not yet listed.
 
-use std::{collections::BTreeSet, fmt::Debug, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeSet, VecDeque},
+    fmt::Debug,
+    sync::Arc,
+    time::Duration,
+};
 
 use futures::{Stream, StreamExt, stream::FuturesUnordered};
 use kube::{
@@ -24,6 +29,9 @@ pub(crate) type Namespaces = Arc<BTreeSet<String>>;
 
 /// How long a failed namespace list waits before it is tried again.
 const LIST_RETRY: Duration = Duration::from_secs(2);
+/// Namespace lists in flight per watch: each is an HTTP/1.1 connection of its own, kept
+/// in the pool for a while after (memory), and they compete with the controllers' writes.
+const LISTS_AT_ONCE: usize = 2;
 
 /// Which namespaces a watch's store holds completely.
 #[derive(Clone)]
@@ -148,8 +156,18 @@ where
         let mut watch = watch_of();
         let mut state = Scoping::<K>::new(scope.borrow_and_update().as_ref().clone());
         let mut lists = FuturesUnordered::new();
+        let mut queued: VecDeque<(String, u64)> = VecDeque::new();
+        let mut published = state.version();
         let mut scope_open = true;
         loop {
+            while lists.len() < LISTS_AT_ONCE && !state.relisting() {
+                let Some((namespace, generation)) = queued.pop_front() else {
+                    break;
+                };
+                if state.still_listing(&namespace, generation) {
+                    lists.push(list::<K>(client.clone(), params.clone(), namespace, generation, Duration::ZERO));
+                }
+            }
             let input = tokio::select! {
                 event = watch.next() => Input::Watch(event),
                 changed = scope.changed(), if scope_open => {
@@ -185,37 +203,34 @@ where
                     continue;
                 }
             };
-            // Namespaces that left stop being covered before their purge is applied.
-            let now = state.covered();
-            covered.send_if_modified(|c| {
-                let kept: BTreeSet<String> = c.intersection(now).cloned().collect();
-                let changed = kept.len() != c.len();
-                if changed {
-                    *c = Arc::new(kept);
-                }
-                changed
-            });
+            let changed = state.version() != published;
+            if changed {
+                // Namespaces that left stop being covered before their purge is applied.
+                let now = state.covered();
+                covered.send_if_modified(|c| {
+                    let left = c.iter().any(|n| !now.contains(n));
+                    if left {
+                        *c = Arc::new(c.intersection(now).cloned().collect());
+                    }
+                    left
+                });
+            }
             for step in steps {
                 match step {
                     Step::Emit(event) => yield Ok(event),
-                    Step::List { namespace, generation } => {
-                        lists.push(list::<K>(client.clone(), params.clone(), namespace, generation, Duration::ZERO));
-                    }
+                    Step::List { namespace, generation } => queued.push_back((namespace, generation)),
                     Step::Relist => {
                         watch = watch_of();
                         lists = FuturesUnordered::new();
+                        queued.clear();
                     }
                 }
             }
-            // Polled again, so the reflector has applied every event above.
-            let now = state.covered();
-            covered.send_if_modified(|c| {
-                let changed = c.as_ref() != now;
-                if changed {
-                    *c = Arc::new(now.clone());
-                }
-                changed
-            });
+            if changed {
+                // Polled again, so the reflector has applied every event above.
+                published = state.version();
+                covered.send_replace(Arc::new(state.covered().clone()));
+            }
         }
     }
 }
