@@ -30,6 +30,15 @@ pub(crate) enum Step<K> {
     Relist,
 }
 
+/// A change of the covered namespaces.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Covering {
+    Entered(String),
+    Left(String),
+    /// Exactly these (after a re-list of the whole watch).
+    Now(BTreeSet<String>),
+}
+
 /// A namespace being listed on its own, and the watch's events for it meanwhile.
 struct Pending<K> {
     generation: u64,
@@ -54,8 +63,8 @@ pub(crate) struct Scoping<K> {
     wanted: BTreeSet<String>,
     relist: Relist,
     generation: u64,
-    /// Bumped whenever `covered` changes (readers publish it only then).
-    version: u64,
+    /// How `covered` changed since the I/O side last took the changes.
+    changes: Vec<Covering>,
     /// Namespaces out of scope where the watch has seen an object of this kind (since its
     /// last list). One it has not holds none: it enters the scope without a list, since
     /// any object made there meanwhile is still to come through the ordered watch.
@@ -75,19 +84,20 @@ impl<K: Resource + Clone> Scoping<K> {
             wanted,
             relist: Relist::Asked,
             generation: 0,
-            version: 0,
+            changes: Vec::new(),
             elsewhere: BTreeSet::new(),
         }
     }
 
     /// Namespaces whose objects are all in the store.
+    #[cfg(test)]
     pub(crate) fn covered(&self) -> &BTreeSet<String> {
         &self.covered
     }
 
-    /// Changes whenever [`Self::covered`] does.
-    pub(crate) fn version(&self) -> u64 {
-        self.version
+    /// How [`Self::covered`] changed since this was last called.
+    pub(crate) fn take_changes(&mut self) -> Vec<Covering> {
+        std::mem::take(&mut self.changes)
     }
 
     /// Whether the whole watch is re-listing (namespace lists wait for it).
@@ -124,7 +134,7 @@ impl<K: Resource + Clone> Scoping<K> {
         let left: Vec<String> = self.covered.difference(&self.wanted).cloned().collect();
         for namespace in left {
             self.covered.remove(&namespace);
-            self.version += 1;
+            self.changes.push(Covering::Left(namespace.clone()));
             let purged = stored(&namespace);
             if !purged.is_empty() {
                 self.elsewhere.insert(namespace.clone());
@@ -139,9 +149,9 @@ impl<K: Resource + Clone> Scoping<K> {
             .filter(|n| !self.covered.contains(*n) && !self.pending.contains_key(*n))
             .cloned()
             .partition(|n| self.elsewhere.contains(n));
-        if !empty.is_empty() {
-            self.covered.extend(empty);
-            self.version += 1;
+        for namespace in empty {
+            self.covered.insert(namespace.clone());
+            self.changes.push(Covering::Entered(namespace));
         }
         if self.pending.len() + entered.len() > RELIST_ABOVE {
             self.pending.clear();
@@ -194,8 +204,8 @@ impl<K: Resource + Clone> Scoping<K> {
             Event::InitDone => {
                 if let Relist::Keeping(kept) = std::mem::replace(&mut self.relist, Relist::No) {
                     // The store is swapped for the list: it holds exactly what was kept.
+                    self.changes.push(Covering::Now(kept.clone()));
                     self.covered = kept;
-                    self.version += 1;
                 }
                 let mut steps = vec![Step::Emit(Event::InitDone)];
                 steps.extend(self.settle(stored));
@@ -248,7 +258,7 @@ impl<K: Resource + Clone> Scoping<K> {
         // one of each object is what it is now.
         steps.extend(pending.held.into_iter().map(Step::Emit));
         self.covered.insert(namespace.to_owned());
-        self.version += 1;
+        self.changes.push(Covering::Entered(namespace.to_owned()));
         steps
     }
 }
@@ -375,6 +385,7 @@ mod tests {
     #[test]
     fn a_namespace_that_enters_is_listed_and_what_the_watch_said_meanwhile_wins() {
         let (mut s, mut store) = listed_once(&["shop"], &[cm("blog", "a", "older")]);
+        assert_eq!(s.take_changes(), vec![Covering::Now(set(&["shop"]))]);
         let steps = s.rescope(set(&["shop", "blog"]), |n| store.of(n));
         assert_eq!(lists(&steps), vec![("blog".to_owned(), 1)]);
         // Not covered until listed: nothing may be decided from the store for it.
@@ -396,6 +407,11 @@ mod tests {
         ));
         assert!(rest.is_empty());
         assert!(s.covered().contains("blog"));
+        assert_eq!(
+            s.take_changes(),
+            vec![Covering::Entered("blog".into())],
+            "readers are told of it once"
+        );
         let values: Vec<String> = store.of("blog").iter().map(Store::value).collect();
         assert_eq!(
             values,
@@ -431,7 +447,9 @@ mod tests {
             &["shop", "blog"],
             &[cm("blog", "a", "1"), cm("news", "x", "0")],
         );
+        s.take_changes();
         store.apply(s.rescope(set(&["shop", "news"]), |n| store.of(n)));
+        assert_eq!(s.take_changes(), vec![Covering::Left("blog".into())]);
         assert!(store.of("blog").is_empty());
         assert_eq!(s.covered(), &set(&["shop"]));
         // "news" leaves before its list answers: the answer is dropped.

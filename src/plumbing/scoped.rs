@@ -5,11 +5,11 @@
 use std::{
     collections::{BTreeSet, VecDeque},
     fmt::Debug,
-    sync::Arc,
+    sync::{Arc, Mutex, PoisonError, RwLock},
     time::Duration,
 };
 
-use futures::{Stream, StreamExt, stream::FuturesUnordered};
+use futures::{Stream, StreamExt, channel::mpsc, stream::FuturesUnordered};
 use kube::{
     Api, Client, Resource,
     api::ListParams,
@@ -22,7 +22,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use super::scope::{Scoping, Step};
+use super::scope::{Covering, Scoping, Step};
 
 /// The namespaces a scoped watch keeps.
 pub(crate) type Namespaces = Arc<BTreeSet<String>>;
@@ -33,9 +33,17 @@ const LIST_RETRY: Duration = Duration::from_secs(2);
 /// in the pool for a while after (memory), and they compete with the controllers' writes.
 const LISTS_AT_ONCE: usize = 2;
 
-/// Which namespaces a watch's store holds completely.
+/// Which namespaces a watch's store holds completely, changed in place (a copy per change
+/// would cost the whole set each time a namespace is offloaded).
 #[derive(Clone)]
-pub(crate) struct Coverage(Option<watch::Receiver<Namespaces>>);
+pub(crate) struct Coverage(Option<Arc<Covered>>);
+
+#[derive(Default)]
+struct Covered {
+    namespaces: RwLock<BTreeSet<String>>,
+    /// Told of each namespace as it comes to be covered.
+    entered: Mutex<Vec<mpsc::UnboundedSender<String>>>,
+}
 
 impl Coverage {
     /// A watch of every namespace (once it has listed).
@@ -43,36 +51,89 @@ impl Coverage {
         Self(None)
     }
 
-    pub(crate) fn of(namespaces: watch::Receiver<Namespaces>) -> Self {
-        Self(Some(namespaces))
+    /// A scoped watch's, covering nothing yet.
+    pub(crate) fn scoped() -> Self {
+        Self(Some(Arc::default()))
     }
 
     /// Whether the store holds every object of `namespace`.
     pub(crate) fn covers(&self, namespace: &str) -> bool {
-        self.0
-            .as_ref()
-            .is_none_or(|covered| covered.borrow().contains(namespace))
+        self.0.as_ref().is_none_or(|c| {
+            c.namespaces
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .contains(namespace)
+        })
     }
 
     /// Namespaces as they come to be covered (readers that waited for them look again).
     pub(crate) fn entered(&self) -> impl Stream<Item = String> + Send + 'static {
-        let Some(covered) = self.0.clone() else {
+        let Some(covered) = &self.0 else {
             return futures::stream::empty().boxed();
         };
-        futures::stream::unfold(
-            (covered, BTreeSet::new()),
-            |(mut covered, seen): (watch::Receiver<Namespaces>, BTreeSet<String>)| async move {
-                covered.changed().await.ok()?;
-                let now = covered.borrow_and_update().clone();
-                let entered: Vec<String> = now.difference(&seen).cloned().collect();
-                Some((
-                    futures::stream::iter(entered),
-                    (covered, now.as_ref().clone()),
-                ))
-            },
-        )
-        .flatten()
-        .boxed()
+        let (tx, rx) = mpsc::unbounded();
+        covered
+            .entered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(tx);
+        rx.boxed()
+    }
+
+    /// What `changes` removed: before the purge of those namespaces is applied.
+    fn leave(&self, changes: &[Covering]) {
+        let Some(covered) = &self.0 else { return };
+        let mut namespaces = covered
+            .namespaces
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        for change in changes {
+            match change {
+                Covering::Left(namespace) => {
+                    namespaces.remove(namespace);
+                }
+                Covering::Now(now) => namespaces.retain(|n| now.contains(n)),
+                Covering::Entered(_) => {}
+            }
+        }
+    }
+
+    /// What `changes` added: once their objects are applied.
+    fn enter(&self, changes: Vec<Covering>) {
+        let Some(covered) = &self.0 else { return };
+        let mut entered = Vec::new();
+        {
+            let mut namespaces = covered
+                .namespaces
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            for change in changes {
+                match change {
+                    Covering::Entered(namespace) => {
+                        if namespaces.insert(namespace.clone()) {
+                            entered.push(namespace);
+                        }
+                    }
+                    Covering::Now(now) => {
+                        for namespace in now {
+                            if namespaces.insert(namespace.clone()) {
+                                entered.push(namespace);
+                            }
+                        }
+                    }
+                    Covering::Left(_) => {}
+                }
+            }
+        }
+        let mut subscribers = covered
+            .entered
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        subscribers.retain(|tx| {
+            entered
+                .iter()
+                .all(|n| tx.unbounded_send(n.clone()).is_ok())
+        });
     }
 }
 
@@ -120,14 +181,14 @@ where
 
 /// The events of a cluster-wide watch of `K` with `config`, kept for the namespaces in
 /// `scope` only, for a reflector writing `store`; `covered` is told which namespaces the
-/// store holds completely (published only once their events were applied: the reflector
-/// polls for the next event after applying the last).
+/// store holds completely (a namespace added only once its events were applied: the
+/// reflector polls for the next event after applying the last).
 pub(crate) fn events<K>(
     client: Client,
     config: watcher::Config,
     mut scope: watch::Receiver<Namespaces>,
     store: Store<K>,
-    covered: watch::Sender<Namespaces>,
+    covered: Coverage,
 ) -> impl Stream<Item = Result<Event<K>, watcher::Error>> + Send + 'static
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -157,7 +218,6 @@ where
         let mut state = Scoping::<K>::new(scope.borrow_and_update().as_ref().clone());
         let mut lists = FuturesUnordered::new();
         let mut queued: VecDeque<(String, u64)> = VecDeque::new();
-        let mut published = state.version();
         let mut scope_open = true;
         loop {
             while lists.len() < LISTS_AT_ONCE && !state.relisting() {
@@ -203,18 +263,9 @@ where
                     continue;
                 }
             };
-            let changed = state.version() != published;
-            if changed {
-                // Namespaces that left stop being covered before their purge is applied.
-                let now = state.covered();
-                covered.send_if_modified(|c| {
-                    let left = c.iter().any(|n| !now.contains(n));
-                    if left {
-                        *c = Arc::new(c.intersection(now).cloned().collect());
-                    }
-                    left
-                });
-            }
+            // Namespaces that left stop being covered before their purge is applied.
+            let changes = state.take_changes();
+            covered.leave(&changes);
             for step in steps {
                 match step {
                     Step::Emit(event) => yield Ok(event),
@@ -226,11 +277,8 @@ where
                     }
                 }
             }
-            if changed {
-                // Polled again, so the reflector has applied every event above.
-                published = state.version();
-                covered.send_replace(Arc::new(state.covered().clone()));
-            }
+            // Polled again, so the reflector has applied every event above.
+            covered.enter(changes);
         }
     }
 }

@@ -225,16 +225,16 @@ where
         scope: &watch::Sender<Namespaces>,
     ) -> Self {
         let (store, writer) = reflector::store_shared(BUFFER);
-        let (covered_tx, covered) = watch::channel(Namespaces::default());
+        let covered = Coverage::scoped();
         let events = scoped::events(
             client.clone(),
             config,
             scope.subscribe(),
             store.clone(),
-            covered_tx,
+            covered.clone(),
         )
         .boxed();
-        Self::of(what, store, writer, events, trim, Coverage::of(covered))
+        Self::of(what, store, writer, events, trim, covered)
     }
 }
 

@@ -1405,8 +1405,7 @@ async fn a_namespace_whose_local_objects_are_not_listed_yet_loses_no_copy() {
     // The local ConfigMap watch has not listed "shop" yet (it just entered the scope): its
     // copies in c2 have no original in the store, and must not be taken for orphans.
     let mut stores = testing::stores();
-    let (_covered_tx, covered) = tokio::sync::watch::channel(Default::default());
-    stores.covered.configmaps = Coverage::of(covered);
+    stores.covered.configmaps = Coverage::scoped();
     let mut world = world(stores, |c2, _| {
         c2.configmaps = watched([copy_in_c2(&configmap(), "copy-cm")], true);
     });
