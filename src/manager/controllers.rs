@@ -525,6 +525,8 @@ pub(crate) async fn run(
                 pods,
                 nodes,
             };
+            // Set before the scoped watches first list, so that their list keeps it.
+            scopes.set();
             tokio::spawn(scopes.keep(scope_changes));
             tokio::spawn(pods_watch.run());
             tokio::spawn(secrets_watch.run());
@@ -583,7 +585,6 @@ impl Scopes {
 
     /// Keeps the scopes to what the stores say, as they change.
     async fn keep(self, changes: impl futures::Stream<Item = ()> + Send) {
-        self.set();
         let mut changes = std::pin::pin!(changes);
         while changes.next().await.is_some() {
             self.set();

@@ -129,11 +129,7 @@ impl Coverage {
             .entered
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        subscribers.retain(|tx| {
-            entered
-                .iter()
-                .all(|n| tx.unbounded_send(n.clone()).is_ok())
-        });
+        subscribers.retain(|tx| entered.iter().all(|n| tx.unbounded_send(n.clone()).is_ok()));
     }
 }
 
