@@ -208,9 +208,64 @@ async fn a_conflicting_namespace_is_reported_and_never_touched() {
     .await;
 }
 
+/// Takes the validating webhook away (tests here take turns), as if it were down or
+/// bypassed, and returns what restores it.
+fn remove_validating_webhook(tb: &Testbed) -> String {
+    let kc = tb.cluster(1).kubeconfig();
+    let (ok, saved, err) = kubectl(
+        kc,
+        &[
+            "get",
+            "validatingwebhookconfiguration",
+            "namespace-offloading",
+            "-o",
+            "json",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    let mut saved: Value = serde_json::from_str(&saved).unwrap();
+    for key in [
+        "resourceVersion",
+        "uid",
+        "creationTimestamp",
+        "generation",
+        "managedFields",
+    ] {
+        saved["metadata"].as_object_mut().unwrap().remove(key);
+    }
+    let (ok, _, err) = kubectl(
+        kc,
+        &[
+            "delete",
+            "validatingwebhookconfiguration",
+            "namespace-offloading",
+        ],
+        None,
+    );
+    assert!(ok, "{err}");
+    saved.to_string()
+}
+
+fn restore_validating_webhook(tb: &Testbed, saved: &str) {
+    let (ok, _, err) = kubectl(
+        tb.cluster(1).kubeconfig(),
+        &["create", "-f", "-"],
+        Some(saved),
+    );
+    assert!(ok, "restoring the webhook: {err}");
+}
+
+fn offloading_manifest(version: &str, namespace: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: offloading.liqo.io/{version}\nkind: NamespaceOffloading\nmetadata:\n  name: offloading\n  namespace: {namespace}\nspec:\n{spec}"
+    )
+}
+
 #[tokio::test]
 async fn two_local_namespaces_mapping_to_one_remote_name_never_share_it() {
     with_topology(|tb, t| async move {
+        let kc = tb.cluster(1).kubeconfig();
         let client = tb.cluster(1).client().await.unwrap();
         // `a` with DefaultName and a local namespace literally named `a-<id>` with
         // EnforceSameName both map to `a-<id>` remotely.
@@ -219,17 +274,23 @@ async fn two_local_namespaces_mapping_to_one_remote_name_never_share_it() {
         phase(&client, &a, "Ready").await;
         let shared = format!("{a}-{}", t.ids[0]);
         create_namespace(&client, &shared, json!({})).await;
-        apply_offloading(tb, &shared, "  namespaceMappingStrategy: EnforceSameName\n");
+        // The webhook refuses the second at once, naming the first.
+        let same = offloading_manifest("v1alpha1", &shared, "  namespaceMappingStrategy: EnforceSameName\n");
+        let (ok, _, err) = kubectl(kc, &["apply", "-f", "-"], Some(&same));
+        assert!(!ok);
+        assert!(err.contains(&format!("the remote namespace name {shared} is already that of namespace {a}'s offloading in this cluster")), "{err}");
+
+        // Past the webhook (down, or two created at once), the later one is the conflict.
+        let saved = remove_validating_webhook(tb);
+        let (ok, _, err) = kubectl(kc, &["apply", "-f", "-"], Some(&same));
+        restore_validating_webhook(tb, &saved);
+        assert!(ok, "{err}");
         let status = phase(&client, &shared, "AllFailed").await;
-        let c = condition(&status, &t.ids[1], "Ready").unwrap();
-        assert_eq!(c["reason"], "AlreadyExists");
-        assert!(
-            c["message"]
-                .as_str()
-                .unwrap()
-                .contains(&format!("offloading of namespace {a} of this same cluster")),
-            "{c}"
-        );
+        for id in &t.ids[1..] {
+            let c = condition(&status, id, "Ready").unwrap();
+            assert_eq!(c["reason"], "NameClaimed");
+            assert!(c["message"].as_str().unwrap().contains(&format!("namespace {a}'s offloading")), "{c}");
+        }
 
         // Ending the second offloading leaves the first one's remote namespaces alone.
         delete_namespace(&client, &shared).await;
@@ -249,6 +310,127 @@ async fn two_local_namespaces_mapping_to_one_remote_name_never_share_it() {
         }
         phase(&client, &a, "Ready").await;
         delete_namespace(&client, &a).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn selected_name_in_v1beta1_and_both_versions_read_back_as_each_other() {
+    with_topology(|tb, t| async move {
+        let kc = tb.cluster(1).kubeconfig();
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("picked");
+        let picked = unique("chosen");
+        create_namespace(&client, &ns, json!({})).await;
+        let spec = format!("  namespaceMappingStrategy: SelectedName\n  remoteNamespaceName: {picked}\n  podOffloadingStrategy: Remote\n");
+        let (ok, _, err) = kubectl(kc, &["apply", "-f", "-"], Some(&offloading_manifest("v1beta1", &ns, &spec)));
+        assert!(ok, "{err}");
+        let status = phase(&client, &ns, "Ready").await;
+        assert_eq!(status["remoteNamespaceName"], picked.as_str());
+        assert_eq!(status["observedGeneration"], 1);
+        for n in [2, 3] {
+            let remote = remote_namespace(tb, n, &picked).await.expect("the selected name in every cluster");
+            assert_eq!(remote.metadata.labels.unwrap()["offloading.liqo.io/origin-namespace"], ns.as_str());
+        }
+        // A pod of the namespace runs there, under that name.
+        let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), &ns);
+        pods.create(&PostParams::default(), &bare_pod("web", json!({}))).await.unwrap();
+        eventually("the twin in the selected namespace", WAIT, || async {
+            for n in [2, 3] {
+                let remote = tb.cluster(n).client().await.unwrap();
+                let twins = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(remote, &picked);
+                if !twins.list(&Default::default()).await.unwrap().items.is_empty() {
+                    return Some(());
+                }
+            }
+            None
+        })
+        .await;
+
+        // Read as v1alpha1, nothing is lost; written back whole as v1alpha1, it is kept.
+        let get = |version: &str| {
+            let (ok, out, err) = kubectl(kc, &["get", &format!("namespaceoffloadings.{version}.offloading.liqo.io"), "offloading", "-n", &ns, "-o", "json"], None);
+            assert!(ok, "{err}");
+            serde_json::from_str::<Value>(&out).unwrap()
+        };
+        let beta = get("v1beta1");
+        let alpha = get("v1alpha1");
+        assert_eq!(alpha["apiVersion"], "offloading.liqo.io/v1alpha1");
+        assert_eq!(beta["apiVersion"], "offloading.liqo.io/v1beta1");
+        assert_eq!(alpha["spec"], beta["spec"]);
+        assert_eq!(alpha["status"], beta["status"]);
+        assert_eq!(alpha["spec"]["remoteNamespaceName"], picked.as_str());
+        let mut relabelled = alpha.clone();
+        relabelled["metadata"]["labels"] = json!({"team": "shop"});
+        let (ok, _, err) = kubectl(kc, &["replace", "-f", "-"], Some(&relabelled.to_string()));
+        assert!(ok, "a whole v1alpha1 PUT of a SelectedName object: {err}");
+        assert_eq!(get("v1beta1")["spec"], beta["spec"]);
+        // The name cannot change.
+        let (ok, _, err) = kubectl(kc, &["patch", "namespaceoffloadings.v1beta1.offloading.liqo.io", "offloading", "-n", &ns, "--type=merge", "-p", r#"{"spec":{"remoteNamespaceName":"elsewhere"}}"#], None);
+        assert!(!ok);
+        assert!(err.contains("spec is immutable"), "{err}");
+
+        // A v1alpha1 object reads back as v1beta1 unchanged.
+        let old = unique("alpha");
+        create_namespace(&client, &old, json!({})).await;
+        let (ok, _, err) = kubectl(kc, &["apply", "-f", "-"], Some(&offloading_manifest("v1alpha1", &old, "  namespaceMappingStrategy: EnforceSameName\n")));
+        assert!(ok, "{err}");
+        phase(&client, &old, "Ready").await;
+        let (_, out, _) = kubectl(kc, &["get", "namespaceoffloadings.v1beta1.offloading.liqo.io", "offloading", "-n", &old, "-o", "json"], None);
+        let read: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(read["spec"]["namespaceMappingStrategy"], "EnforceSameName");
+        assert_eq!(read["status"]["remoteNamespaceName"], old.as_str());
+
+        // What v1alpha1 never had is refused in it, naming v1beta1 (the CRD's rules answer
+        // before the webhook is asked, and without it too).
+        let other = unique("refused");
+        create_namespace(&client, &other, json!({})).await;
+        let alpha_selected = offloading_manifest("v1alpha1", &other, &format!("  namespaceMappingStrategy: SelectedName\n  remoteNamespaceName: {other}\n"));
+        let (ok, _, err) = kubectl(kc, &["apply", "-f", "-"], Some(&alpha_selected));
+        assert!(!ok);
+        assert!(err.contains("SelectedName is a value of offloading.liqo.io/v1beta1"), "{err}");
+        // Two namespaces of this cluster asking one name: the webhook refuses the second.
+        let (ok, _, err) = kubectl(kc, &["apply", "-f", "-"], Some(&offloading_manifest("v1beta1", &other, &spec)));
+        assert!(!ok);
+        assert!(err.contains(&format!("the remote namespace name {picked} is already that of namespace {ns}'s offloading")), "{err}");
+
+        let saved = remove_validating_webhook(tb);
+        let crd_only = [
+            (alpha_selected.clone(), "SelectedName is a value of offloading.liqo.io/v1beta1"),
+            (offloading_manifest("v1alpha1", &other, &format!("  remoteNamespaceName: {other}\n")), "spec.remoteNamespaceName is a field of offloading.liqo.io/v1beta1"),
+            (offloading_manifest("v1beta1", &other, "  namespaceMappingStrategy: SelectedName\n"), "spec.remoteNamespaceName is required with namespaceMappingStrategy SelectedName"),
+            (offloading_manifest("v1beta1", &other, "  remoteNamespaceName: lonely\n"), "used only with namespaceMappingStrategy SelectedName"),
+            (offloading_manifest("v1beta1", &other, "  namespaceMappingStrategy: SelectedName\n  remoteNamespaceName: Not_A_Name\n"), "spec.remoteNamespaceName in body should match"),
+        ];
+        let mut refusals = Vec::new();
+        for (manifest, _) in &crd_only {
+            refusals.push(kubectl(kc, &["create", "-f", "-"], Some(manifest)));
+        }
+        // Past the webhook, the second asking for the same name gets it refused in status.
+        let (ok, _, err) = kubectl(kc, &["apply", "-f", "-"], Some(&offloading_manifest("v1beta1", &other, &spec)));
+        restore_validating_webhook(tb, &saved);
+        for ((_, expected), (ok, _, err)) in crd_only.iter().zip(&refusals) {
+            assert!(!ok, "the CRD alone accepted what must carry {expected:?}");
+            assert!(err.contains(expected), "{expected:?} not in: {err}");
+        }
+        assert!(ok, "{err}");
+        let status = phase(&client, &other, "AllFailed").await;
+        for id in &t.ids[1..] {
+            assert_eq!(condition(&status, id, "Ready").unwrap()["reason"], "NameClaimed");
+        }
+        // The first keeps its remote namespaces.
+        phase(&client, &ns, "Ready").await;
+        for n in [2, 3] {
+            let kept = remote_namespace(tb, n, &picked).await.expect("kept");
+            assert_eq!(kept.metadata.labels.unwrap()["offloading.liqo.io/origin-namespace"], ns.as_str());
+        }
+
+        for name in [&other, &old, &ns] {
+            delete_namespace(&client, name).await;
+        }
+        for n in [2, 3] {
+            gone(tb, n, &picked).await;
+        }
     })
     .await;
 }
@@ -660,17 +842,8 @@ async fn controller_metrics_report_peerings_and_remote_namespaces() {
 #[tokio::test]
 async fn an_invalid_selector_that_bypassed_the_webhook_is_annotated_and_reported() {
     with_topology(|tb, t| async move {
-        let kc = tb.cluster(1).kubeconfig();
         let client = tb.cluster(1).client().await.unwrap();
-        // Take the validating webhook away for a moment (tests here take turns), as if
-        // it were down or bypassed.
-        let (ok, saved, err) = kubectl(kc, &["get", "validatingwebhookconfiguration", "namespace-offloading", "-o", "json"], None);
-        assert!(ok, "{err}");
-        let mut saved: Value = serde_json::from_str(&saved).unwrap();
-        for key in ["resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"] {
-            saved["metadata"].as_object_mut().unwrap().remove(key);
-        }
-        kubectl(kc, &["delete", "validatingwebhookconfiguration", "namespace-offloading"], None);
+        let saved = remove_validating_webhook(tb);
         let ns = unique("badsel");
         create_namespace(&client, &ns, json!({})).await;
         // As if an earlier, valid configuration had created it: an invalid selector selects
@@ -685,8 +858,7 @@ async fn an_invalid_selector_that_bypassed_the_webhook_is_annotated_and_reported
         let two = Api::<Namespace>::all(tb.cluster(2).client().await.unwrap());
         two.create(&PostParams::default(), &earlier).await.unwrap();
         apply_offloading(tb, &ns, "  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - key: region\n        operator: Near\n        values: [eu]\n");
-        let (ok, _, err) = kubectl(kc, &["create", "-f", "-"], Some(&saved.to_string()));
-        assert!(ok, "restoring the webhook: {err}");
+        restore_validating_webhook(tb, &saved);
 
         let status = phase(&client, &ns, "NoClusterSelected").await;
         assert_eq!(status["conditions"][0]["status"], "False");

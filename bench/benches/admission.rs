@@ -21,6 +21,9 @@ impl Lookup for One {
     fn node(&self, _: &str) -> Option<NodeInfo> {
         None
     }
+    fn offloadings(&self) -> Vec<Arc<NamespaceOffloading>> {
+        vec![self.0.clone()]
+    }
 }
 
 fn lookup(strategy: &str) -> One {

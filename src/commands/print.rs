@@ -6,7 +6,6 @@ use std::{net::IpAddr, path::Path};
 use kube::CustomResourceExt;
 
 use crate::{
-    model::api::NamespaceOffloading,
     plumbing::certs,
     webhooks::registration::{self, Target, parse_service},
 };
@@ -29,7 +28,7 @@ fn yaml<T: serde::Serialize>(value: &T) -> Result<String, String> {
 pub(crate) fn crd_yaml() -> Result<String, String> {
     Ok(format!(
         "{}---\n{}",
-        yaml(&NamespaceOffloading::crd())?,
+        yaml(&crate::model::api::offloading::crd()?)?,
         yaml(&crate::model::api::RemoteCluster::crd())?
     ))
 }

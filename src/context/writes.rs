@@ -1,7 +1,7 @@
 //! The writes every worker makes the same way: events for people, the status of a
 //! NamespaceOffloading (each writer its own fields).
 
-use kube::{Client, ResourceExt, runtime::events::Recorder};
+use kube::{Client, Resource, ResourceExt, runtime::events::Recorder};
 
 use crate::model::api::NamespaceOffloading;
 
@@ -40,7 +40,7 @@ pub(crate) async fn apply_offloading_status(
         &nso.namespace().unwrap_or_default(),
     );
     let body = serde_json::json!({
-        "apiVersion": "offloading.liqo.io/v1alpha1", "kind": "NamespaceOffloading",
+        "apiVersion": NamespaceOffloading::api_version(&()), "kind": NamespaceOffloading::kind(&()),
         "status": status,
     });
     let params = kube::api::PatchParams::apply(field_manager).force();
@@ -62,7 +62,7 @@ mod tests {
     };
 
     const STATUS_PATH: &str =
-        "/apis/offloading.liqo.io/v1alpha1/namespaces/shop/namespaceoffloadings/offloading/status";
+        "/apis/offloading.liqo.io/v1beta1/namespaces/shop/namespaceoffloadings/offloading/status";
 
     #[tokio::test(start_paused = true)]
     async fn the_status_is_applied_server_side_as_its_field_manager() {
@@ -82,7 +82,7 @@ mod tests {
                 assert_eq!(
                     call.body,
                     json!({
-                        "apiVersion": "offloading.liqo.io/v1alpha1",
+                        "apiVersion": "offloading.liqo.io/v1beta1",
                         "kind": "NamespaceOffloading",
                         "status": status,
                     })

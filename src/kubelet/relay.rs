@@ -152,7 +152,7 @@ impl Relay {
             .ok_or_else(|| RelayError::NoOffloading(target.namespace.clone()))?;
         let remote_namespace = offloading
             .spec
-            .remote_namespace_name(&target.namespace, &self.shared.replica.local_cluster_id);
+            .remote_name(&target.namespace, &self.shared.replica.local_cluster_id);
         let peer = self
             .shared
             .peers

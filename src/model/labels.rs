@@ -45,6 +45,27 @@ pub(crate) fn validate_label_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A DNS-1123 label, as namespace names are: 1 to 63 lowercase letters, digits and `-`,
+/// alphanumeric at both ends.
+pub(crate) fn validate_dns_label(name: &str) -> Result<(), String> {
+    let b = name.as_bytes();
+    if b.is_empty() || b.len() > 63 {
+        return Err(format!(
+            "a namespace name has 1 to 63 characters, and {name:?} has {}",
+            b.len()
+        ));
+    }
+    let inner_ok = b
+        .iter()
+        .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-');
+    if !inner_ok || b[0] == b'-' || b[b.len() - 1] == b'-' {
+        return Err(format!(
+            "{name:?} is not a valid namespace name: use lowercase letters, digits and '-', starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
 /// A label value: at most 63 characters, empty or alphanumeric at both ends with `-`, `_`
 /// and `.` inside.
 pub(crate) fn validate_label_value(value: &str) -> Result<(), String> {

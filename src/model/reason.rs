@@ -46,6 +46,8 @@ pub(crate) enum Reason {
     AlreadyExists,
     /// The remote namespace is being deleted.
     Terminating,
+    /// Another namespace of this cluster, offloaded first, has the same remote name.
+    NameClaimed,
 }
 
 impl Reason {
@@ -69,6 +71,7 @@ impl Reason {
             Self::NotConnected => "NotConnected",
             Self::AlreadyExists => "AlreadyExists",
             Self::Terminating => "Terminating",
+            Self::NameClaimed => "NameClaimed",
         }
     }
 }

@@ -9,7 +9,9 @@ use kube::api::ObjectMeta;
 
 use crate::model::markers::{ORIGIN_CLUSTER_LABEL, ORIGIN_NAMESPACE_LABEL};
 use crate::model::{
-    api::{NamespaceOffloadingStatus, RemoteNamespaceCondition},
+    api::{
+        NamespaceOffloading, NamespaceOffloadingStatus, OFFLOADING_NAME, RemoteNamespaceCondition,
+    },
     markers::REMOTE_NAMESPACE_ANNOTATION,
     reason::Reason,
     status::READY,
@@ -35,6 +37,50 @@ pub(crate) fn desired(name: &str, local_cluster_id: &str, origin_namespace: &str
         },
         ..Namespace::default()
     }
+}
+
+/// The offloadings of other local namespaces whose remote namespaces would be named
+/// `remote` too.
+pub(crate) fn claimants<'a>(
+    namespace: &'a str,
+    remote: &'a str,
+    offloadings: impl IntoIterator<Item = &'a NamespaceOffloading> + 'a,
+    local_cluster_id: &'a str,
+) -> impl Iterator<Item = &'a NamespaceOffloading> + 'a {
+    offloadings.into_iter().filter(move |other| {
+        let ns = other.metadata.namespace.as_deref().unwrap_or_default();
+        ns != namespace
+            && other.metadata.name.as_deref() == Some(OFFLOADING_NAME)
+            && other.spec.remote_name(ns, local_cluster_id) == remote
+    })
+}
+
+/// The offloading of another local namespace that claims the same remote name before this
+/// one (created earlier; on a tie, the smaller namespace name): two namespaces of this
+/// cluster never share remote namespaces, and the later one is the conflict.
+pub(crate) fn earlier_claimant<'a>(
+    nso: &'a NamespaceOffloading,
+    remote: &'a str,
+    offloadings: impl IntoIterator<Item = &'a NamespaceOffloading> + 'a,
+    local_cluster_id: &'a str,
+) -> Option<&'a NamespaceOffloading> {
+    let namespace = nso.metadata.namespace.as_deref().unwrap_or_default();
+    let order = |n: &NamespaceOffloading| {
+        (
+            n.metadata.creation_timestamp.clone().map(|t| t.0),
+            n.metadata.namespace.clone().unwrap_or_default(),
+        )
+    };
+    claimants(namespace, remote, offloadings, local_cluster_id)
+        .filter(|other| order(other) < order(nso))
+        .min_by_key(|other| order(other))
+}
+
+/// The message for a namespace whose remote name another local namespace holds.
+pub(crate) fn claimed_message(remote: &str, holder: &str) -> String {
+    format!(
+        "the remote namespace name {remote} is already that of namespace {holder}'s offloading in this cluster: two namespaces cannot share remote namespaces; choose another spec.remoteNamespaceName (namespaceMappingStrategy SelectedName), use DefaultName, or end {holder}'s offloading"
+    )
 }
 
 /// What exists in the remote cluster under the name we want.
@@ -214,6 +260,53 @@ mod tests {
             ownership(Some(&going), ME, "web"),
             Ownership::OursTerminating
         );
+    }
+
+    fn offloading(namespace: &str, spec: serde_json::Value, created: i64) -> NamespaceOffloading {
+        let mut nso =
+            NamespaceOffloading::new(OFFLOADING_NAME, serde_json::from_value(spec).unwrap());
+        nso.metadata.namespace = Some(namespace.into());
+        nso.metadata.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::from_second(created).unwrap(),
+            ));
+        nso
+    }
+
+    #[test]
+    fn the_later_of_two_namespaces_asking_one_remote_name_is_the_conflict() {
+        let selected = serde_json::json!({"namespaceMappingStrategy": "SelectedName", "remoteNamespaceName": "shop"});
+        let first = offloading("a", selected.clone(), 100);
+        let second = offloading("b", selected.clone(), 200);
+        let same_name = offloading(
+            "shop",
+            serde_json::json!({"namespaceMappingStrategy": "EnforceSameName"}),
+            300,
+        );
+        let elsewhere = offloading("c", serde_json::json!({}), 50);
+        let all = [first.clone(), second.clone(), same_name.clone(), elsewhere];
+        assert!(earlier_claimant(&first, "shop", &all, ME).is_none());
+        let holder = |nso: &NamespaceOffloading| {
+            earlier_claimant(nso, "shop", &all, ME).and_then(|h| h.metadata.namespace.clone())
+        };
+        assert_eq!(holder(&second).as_deref(), Some("a"));
+        assert_eq!(holder(&same_name).as_deref(), Some("a"));
+        // Created in the same second: the smaller namespace name holds it.
+        let tie = offloading("0", selected, 100);
+        let all = [first.clone(), tie.clone()];
+        assert_eq!(
+            earlier_claimant(&first, "shop", &all, ME)
+                .and_then(|h| h.metadata.namespace.clone())
+                .as_deref(),
+            Some("0")
+        );
+        assert!(earlier_claimant(&tie, "shop", &all, ME).is_none());
+        // Any other claimant, for a creation (the webhook): named.
+        let names: Vec<_> = claimants("new", "shop", &all, ME)
+            .filter_map(|n| n.metadata.namespace.clone())
+            .collect();
+        assert_eq!(names, ["a", "0"]);
+        assert!(claimed_message("shop", "a").contains("choose another spec.remoteNamespaceName"));
     }
 
     #[test]

@@ -94,15 +94,21 @@ pub(crate) fn crd_problems(name: &str, crd: Option<&CustomResourceDefinition>) -
         )];
     };
     let mut problems = Vec::new();
-    let served = crd.spec.versions.iter().find(|v| v.name == "v1alpha1");
+    // The version this manager reads and writes (NamespaceOffloading: Liqo 1.x's v1beta1).
+    let wanted = if name == CRDS[0] {
+        "v1beta1"
+    } else {
+        "v1alpha1"
+    };
+    let served = crd.spec.versions.iter().find(|v| v.name == wanted);
     let Some(version) = served else {
         return vec![format!(
-            "CRD {name} has no version v1alpha1: it is not this project's CRD; apply manifests/crd.yaml"
+            "CRD {name} has no version {wanted} (an older manifest, or not this project's CRD): apply manifests/crd.yaml before this manager"
         )];
     };
     if !version.served {
         problems.push(format!(
-            "CRD {name} does not serve v1alpha1: apply manifests/crd.yaml"
+            "CRD {name} does not serve {wanted}: apply manifests/crd.yaml"
         ));
     }
     if name == CRDS[0] && !conditions_keyed_by_type(version) {
@@ -177,7 +183,7 @@ mod tests {
     use kube::CustomResourceExt;
 
     use super::*;
-    use crate::model::api::{NamespaceOffloading, RemoteCluster};
+    use crate::model::api::RemoteCluster;
 
     #[test]
     fn versions_outside_the_tested_range_are_named_with_the_range() {
@@ -203,8 +209,16 @@ mod tests {
 
     #[test]
     fn our_own_crds_pass_and_a_missing_or_stripped_one_is_named_with_the_fix() {
-        let nso = NamespaceOffloading::crd();
+        let nso = crate::model::api::offloading::crd().unwrap();
         assert!(crd_problems(CRDS[0], Some(&nso)).is_empty());
+        // The CRD of the release before v1beta1: named, with the fix.
+        let mut v1alpha1_only = nso.clone();
+        v1alpha1_only.spec.versions.retain(|v| v.name == "v1alpha1");
+        let problems = crd_problems(CRDS[0], Some(&v1alpha1_only));
+        assert!(
+            problems[0].contains("has no version v1beta1"),
+            "{problems:?}"
+        );
         assert!(crd_problems(CRDS[1], Some(&RemoteCluster::crd())).is_empty());
 
         let missing = crd_problems(CRDS[0], None);

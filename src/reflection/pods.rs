@@ -223,7 +223,7 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
     }
     let remote_namespace = offloading
         .spec
-        .remote_namespace_name(&namespace, &ctx.replica.local_cluster_id);
+        .remote_name(&namespace, &ctx.replica.local_cluster_id);
     let name = pod.name_any();
     let twin = peer
         .pods

@@ -48,6 +48,10 @@ impl Lookup for Caches {
             .get(&ObjectRef::new(OFFLOADING_NAME).within(namespace))
     }
 
+    fn offloadings(&self) -> Vec<Arc<NamespaceOffloading>> {
+        self.offloadings.state()
+    }
+
     fn node(&self, name: &str) -> Option<NodeInfo> {
         self.nodes.get(&ObjectRef::new(name)).map(|n| NodeInfo {
             labels: n.metadata.labels.clone().unwrap_or_default(),

@@ -62,10 +62,10 @@ impl Target {
     }
 }
 
-fn rule(group: &str, version: &str, resource: &str, operations: &[&str]) -> RuleWithOperations {
+fn rule(group: &str, versions: &[&str], resource: &str, operations: &[&str]) -> RuleWithOperations {
     RuleWithOperations {
         api_groups: Some(vec![group.into()]),
-        api_versions: Some(vec![version.into()]),
+        api_versions: Some(versions.iter().map(|v| (*v).to_owned()).collect()),
         resources: Some(vec![resource.into()]),
         operations: Some(operations.iter().map(|o| (*o).to_owned()).collect()),
         scope: Some("Namespaced".into()),
@@ -108,7 +108,9 @@ pub(crate) fn configurations(
     let offloading_rule = || {
         vec![rule(
             "offloading.liqo.io",
-            "v1alpha1",
+            // Both served versions, so each review carries the object as the user wrote it
+            // (and v1alpha1 gets its own messages for what only v1beta1 has).
+            &["v1alpha1", "v1beta1"],
             "namespaceoffloadings",
             &["CREATE", "UPDATE"],
         )]
@@ -133,7 +135,7 @@ pub(crate) fn configurations(
         webhooks: Some(vec![
             MutatingWebhook {
                 name: "pod-enabled-label.offloading.liqo.io".into(),
-                rules: Some(vec![rule("", "v1", "pods", &["CREATE"])]),
+                rules: Some(vec![rule("", &["v1"], "pods", &["CREATE"])]),
                 // Namespaces with the quick-offloading label whose NamespaceOffloading is not
                 // admitted yet (a Namespace and a Deployment in one `kubectl apply`): the
                 // label stands for the defaults. Disjoint from the selector below, so no pod
@@ -157,7 +159,7 @@ pub(crate) fn configurations(
             },
             MutatingWebhook {
                 name: "pod.offloading.liqo.io".into(),
-                rules: Some(vec![rule("", "v1", "pods", &["CREATE"])]),
+                rules: Some(vec![rule("", &["v1"], "pods", &["CREATE"])]),
                 // Only namespaces where offloading is active, so every other pod in the
                 // cluster never waits on this webhook. The label is set by the validating
                 // webhook as the NamespaceOffloading is admitted (before the object is even

@@ -245,6 +245,9 @@ mod tests {
         fn node(&self, _: &str) -> Option<NodeInfo> {
             None
         }
+        fn offloadings(&self) -> Vec<Arc<NamespaceOffloading>> {
+            Vec::new()
+        }
     }
 
     fn router() -> (Router, Arc<Metrics>) {

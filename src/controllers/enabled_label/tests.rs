@@ -14,9 +14,9 @@ use crate::{
     controllers::testing::{expect_cluster_event, requeue_after},
 };
 
-const OFFLOADINGS: &str = "/apis/offloading.liqo.io/v1alpha1/namespaces/shop/namespaceoffloadings";
+const OFFLOADINGS: &str = "/apis/offloading.liqo.io/v1beta1/namespaces/shop/namespaceoffloadings";
 const OFFLOADING: &str =
-    "/apis/offloading.liqo.io/v1alpha1/namespaces/shop/namespaceoffloadings/offloading";
+    "/apis/offloading.liqo.io/v1beta1/namespaces/shop/namespaceoffloadings/offloading";
 const NAMESPACE: &str = "/api/v1/namespaces/shop";
 
 fn context(offloadings: Vec<NamespaceOffloading>) -> (Arc<Context>, ApiServer) {
@@ -115,7 +115,7 @@ async fn the_label_creates_the_default_offloading_marked_as_ours_and_says_so() {
             let call = local.expect(Method::POST, OFFLOADINGS).await;
             assert_eq!(call.content_type.as_deref(), Some("application/json"));
             let body = &call.body;
-            assert_eq!(body["apiVersion"], "offloading.liqo.io/v1alpha1");
+            assert_eq!(body["apiVersion"], "offloading.liqo.io/v1beta1");
             assert_eq!(body["kind"], "NamespaceOffloading");
             assert_eq!(
                 body["metadata"],

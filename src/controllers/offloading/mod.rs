@@ -36,7 +36,7 @@ use crate::model::{
     api::{NamespaceOffloading, OFFLOADING_NAME, OffloadingPhase},
     markers::{OFFLOADING_FINALIZER, SCHEDULING_ENABLED_LABEL},
     reason::{Reason, classify, is_not_found},
-    selector,
+    remote_namespace, selector,
     status::ClusterState,
 };
 use crate::plumbing::backoff;
@@ -119,7 +119,7 @@ async fn apply(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Offlo
     let namespace = nso.namespace().unwrap_or_default();
     let remote_name = nso
         .spec
-        .remote_namespace_name(&namespace, &ctx.replica.local_cluster_id);
+        .remote_name(&namespace, &ctx.replica.local_cluster_id);
     // The system namespaces and the manager's own are never offloaded, even when their
     // offloading got past the webhook (made before it refused them, or with it bypassed):
     // no cluster is selected (what was made there goes) and their pods stay home.
@@ -133,21 +133,42 @@ async fn apply(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Offlo
         status::record(ctx, nso, EventType::Warning, "OffloadingRefused", why).await;
     }
 
+    // Another namespace of this cluster got this remote name first: nothing is made (what
+    // this one made before seeing it goes), and every selected cluster says why.
+    let all = ctx.stores.offloadings.state();
+    let claimed = remote_namespace::earlier_claimant(
+        nso,
+        &remote_name,
+        all.iter().map(|n| &**n),
+        &ctx.replica.local_cluster_id,
+    )
+    .map(|holder| {
+        remote_namespace::claimed_message(&remote_name, &holder.namespace().unwrap_or_default())
+    });
+
     let selector_valid = problems.is_empty();
     let wanted = selection::clusters(nso, &ctx.stores.nodes, selector_valid && refused.is_none());
     let states: BTreeMap<String, ClusterState> = join_all(wanted.iter().map(|(id, selected)| {
         let remote_name = &remote_name;
         let namespace = &namespace;
+        let claimed = &claimed;
         async move {
             let state = remote::ensure(
                 ctx,
                 id,
-                (*selected, selection::was_ready(nso, id)),
+                (
+                    *selected && claimed.is_none(),
+                    selection::was_ready(nso, id),
+                ),
                 selector_valid,
                 remote_name,
                 namespace,
             )
             .await;
+            let state = match claimed {
+                Some(why) if *selected => ClusterState::failed(Reason::NameClaimed, why.clone()),
+                _ => state,
+            };
             (id.clone(), state)
         }
     }))
@@ -217,7 +238,7 @@ async fn cleanup(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Off
     // subresource could point at another namespace).
     let remote_name = nso
         .spec
-        .remote_namespace_name(&namespace, &ctx.replica.local_cluster_id);
+        .remote_name(&namespace, &ctx.replica.local_cluster_id);
     // The scheduling label stays until the end: the pod webhook gives new pods the Local
     // placement while the offloading terminates. No pod still waiting for a node goes to a
     // remote cluster either (best effort: a pod that cannot be evicted is reported, and

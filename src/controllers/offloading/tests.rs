@@ -60,7 +60,7 @@ async fn a_system_namespace_past_the_webhook_selects_no_cluster_and_keeps_its_po
             let call = local
                 .expect(
                     Method::PATCH,
-                    &format!("/apis/offloading.liqo.io/v1alpha1/namespaces/{namespace}/namespaceoffloadings/offloading/status"),
+                    &format!("/apis/offloading.liqo.io/v1beta1/namespaces/{namespace}/namespaceoffloadings/offloading/status"),
                 )
                 .await;
             let status = call.body["status"].clone();

@@ -17,7 +17,7 @@ use crate::{
 };
 
 const STATUS_PATH: &str =
-    "/apis/offloading.liqo.io/v1alpha1/namespaces/shop/namespaceoffloadings/offloading/status";
+    "/apis/offloading.liqo.io/v1beta1/namespaces/shop/namespaceoffloadings/offloading/status";
 const STRATEGY: &str = "podOffloadingStrategy Remote";
 
 fn context(pods: Vec<Pod>) -> (Arc<Context>, ApiServer) {
@@ -138,7 +138,7 @@ async fn expect_condition(local: &mut ApiServer, nso: &NamespaceOffloading) -> V
         call.content_type.as_deref(),
         Some("application/apply-patch+yaml")
     );
-    assert_eq!(call.body["apiVersion"], "offloading.liqo.io/v1alpha1");
+    assert_eq!(call.body["apiVersion"], "offloading.liqo.io/v1beta1");
     assert_eq!(call.body["kind"], "NamespaceOffloading");
     let status = call.body["status"].clone();
     assert_eq!(

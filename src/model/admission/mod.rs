@@ -19,7 +19,7 @@ use self::{
 use crate::model::{
     api::{DNS1123_LABEL_MAX, NamespaceOffloading, NamespaceOffloadingSpec},
     markers::SCHEDULING_ENABLED_LABEL,
-    remote_namespace::taken_in,
+    remote_namespace::{claimants, claimed_message, taken_in},
 };
 
 /// What the webhooks read from the watch caches.
@@ -28,6 +28,8 @@ pub trait Lookup: Send + Sync {
     fn offloading(&self, namespace: &str) -> Option<Arc<NamespaceOffloading>>;
     /// A node's labels, if the node exists.
     fn node(&self, name: &str) -> Option<NodeInfo>;
+    /// Every NamespaceOffloading of the cluster (read when one is created, never for pods).
+    fn offloadings(&self) -> Vec<Arc<NamespaceOffloading>>;
 }
 
 /// The webhooks this server answers.
@@ -207,7 +209,7 @@ pub fn review(
         Err(e @ ReadError::NoRequest) => return Err(BadRequest(e.to_string())),
     };
     let decided = match webhook {
-        Webhook::OffloadingValidation => match review_validation(&request, site) {
+        Webhook::OffloadingValidation => match review_validation(&request, site, lookup) {
             Ok(Decision::Allow(warnings)) if needs_mark(&request) => {
                 return Ok(Outcome::MarkNamespace(PendingMark { request, warnings }));
             }
@@ -341,11 +343,7 @@ pub(crate) fn placement_for<'a>(
             let defaults = NamespaceOffloadingSpec::label_default();
             // Only if the label's NamespaceOffloading can exist at all (DefaultName must fit
             // a namespace name); otherwise nothing is offloaded, and pods stay local.
-            if defaults
-                .remote_namespace_name(namespace, local_cluster_id)
-                .len()
-                <= DNS1123_LABEL_MAX
-            {
+            if defaults.remote_name(namespace, local_cluster_id).len() <= DNS1123_LABEL_MAX {
                 (Cow::Owned(defaults), None)
             } else {
                 (
@@ -408,7 +406,37 @@ fn review_defaults(request: &Request) -> Result<Decision, String> {
     patch_between(&object, &offloading::with_defaults(&object), Vec::new())
 }
 
-fn review_validation(request: &Request, site: Site<'_>) -> Result<Decision, String> {
+/// Another namespace of this cluster whose offloading already has the remote name this one
+/// asks for, as the refusal's message.
+fn remote_name_holder(
+    namespace: &str,
+    object: &Value,
+    lookup: &dyn Lookup,
+    local_cluster_id: &str,
+) -> Option<String> {
+    let spec: NamespaceOffloadingSpec =
+        serde_json::from_value(offloading::with_defaults(object).get("spec")?.clone()).ok()?;
+    let remote = spec.remote_name(namespace, local_cluster_id);
+    let all = lookup.offloadings();
+    let holder = claimants(
+        namespace,
+        &remote,
+        all.iter().map(|n| &**n),
+        local_cluster_id,
+    )
+    .next()?
+    .metadata
+    .namespace
+    .clone()
+    .unwrap_or_default();
+    Some(claimed_message(&remote, &holder))
+}
+
+fn review_validation(
+    request: &Request,
+    site: Site<'_>,
+    lookup: &dyn Lookup,
+) -> Result<Decision, String> {
     let local_cluster_id = site.local_cluster_id;
     let object = request.object_json()?;
     match request.operation {
@@ -418,8 +446,14 @@ fn review_validation(request: &Request, site: Site<'_>) -> Result<Decision, Stri
                 .pointer("/metadata/name")
                 .and_then(Value::as_str)
                 .unwrap_or(&request.name);
-            offloading::validate_create(name, &request.namespace, &object, local_cluster_id)
-                .map(Decision::Allow)
+            let warnings =
+                offloading::validate_create(name, &request.namespace, &object, local_cluster_id)?;
+            if let Some(holder) =
+                remote_name_holder(&request.namespace, &object, lookup, local_cluster_id)
+            {
+                return Err(holder);
+            }
+            Ok(Decision::Allow(warnings))
         }
         Operation::Update => {
             let old = request
@@ -452,6 +486,9 @@ mod tests {
         }
         fn node(&self, name: &str) -> Option<NodeInfo> {
             self.nodes.get(name).cloned()
+        }
+        fn offloadings(&self) -> Vec<Arc<NamespaceOffloading>> {
+            self.offloadings.values().cloned().collect()
         }
     }
 
@@ -815,6 +852,34 @@ mod tests {
             object["spec"]["clusterSelector"]["nodeSelectorTerms"][0]["matchExpressions"][0]["key"],
             "liqo.io/type"
         );
+    }
+
+    #[test]
+    fn a_remote_name_another_namespace_has_is_refused_naming_it() {
+        // Namespace web is offloaded with EnforceSameName: its remote namespaces are "web".
+        let lookup = lookup_with(
+            "web",
+            json!({"namespaceMappingStrategy": "EnforceSameName"}),
+        );
+        let mut object = nso(
+            "offloading",
+            json!({"namespaceMappingStrategy": "SelectedName", "remoteNamespaceName": "web"}),
+        );
+        object["apiVersion"] = "offloading.liqo.io/v1beta1".into();
+        let body = nso_review("CREATE", "offloading", object.clone(), None);
+        let message = denial(
+            answer(Webhook::OffloadingValidation, &body, &lookup),
+            "nso-uid",
+        );
+        assert!(
+            message.contains("the remote namespace name web is already that of namespace web's offloading in this cluster"),
+            "{message}"
+        );
+        // Another name is fine.
+        object["spec"]["remoteNamespaceName"] = "web-2".into();
+        let body = nso_review("CREATE", "offloading", object, None);
+        let (_, verdict) = answer(Webhook::OffloadingValidation, &body, &lookup);
+        assert_eq!(verdict, Verdict::Allowed);
     }
 
     #[test]

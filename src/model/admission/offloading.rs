@@ -10,6 +10,7 @@ use crate::model::{
         DNS1123_LABEL_MAX, NamespaceMappingStrategy, OFFLOADING_NAME, PodOffloadingStrategy,
         offloading::default_cluster_selector,
     },
+    labels::validate_dns_label,
     selector,
 };
 
@@ -123,6 +124,7 @@ pub(crate) fn validate_create(
             )),
         },
     }
+    check_selected_name(object, &spec, mapping.as_deref(), &mut problems);
     if mapping.as_deref().unwrap_or("DefaultName") == "DefaultName" {
         let remote = format!("{namespace}-{local_cluster_id}");
         if remote.len() > DNS1123_LABEL_MAX {
@@ -140,6 +142,51 @@ pub(crate) fn validate_create(
         Err(problems.join("; "))
     }
 }
+
+/// What v1alpha1 never had is refused in it, naming v1beta1; in v1beta1, `SelectedName`
+/// needs its name, a valid one, and no other strategy takes one.
+fn check_selected_name(
+    object: &Value,
+    spec: &Value,
+    mapping: Option<&str>,
+    problems: &mut Vec<String>,
+) {
+    let v1alpha1 =
+        object.get("apiVersion").and_then(Value::as_str) == Some("offloading.liqo.io/v1alpha1");
+    let selected = mapping == Some("SelectedName");
+    let name = spec.get("remoteNamespaceName").filter(|v| !v.is_null());
+    if v1alpha1 {
+        if selected {
+            problems.push(format!(
+                "spec.namespaceMappingStrategy: SelectedName {V1BETA1_ONLY}"
+            ));
+        }
+        if name.is_some() {
+            problems.push(format!("spec.remoteNamespaceName {V1BETA1_ONLY}"));
+        }
+        return;
+    }
+    match (selected, name) {
+        (true, None) => problems.push(
+            "spec.remoteNamespaceName is required with namespaceMappingStrategy SelectedName: set the name the remote namespaces get".into(),
+        ),
+        (true, Some(Value::String(name))) => {
+            if let Err(why) = validate_dns_label(name) {
+                problems.push(format!("spec.remoteNamespaceName: {why}"));
+            }
+        }
+        (true, Some(other)) => problems.push(format!(
+            "spec.remoteNamespaceName: {other} is not a string: give the namespace name as a string"
+        )),
+        (false, Some(_)) => problems.push(
+            "spec.remoteNamespaceName is used only with namespaceMappingStrategy SelectedName: remove it, or set namespaceMappingStrategy to SelectedName".into(),
+        ),
+        (false, None) => {}
+    }
+}
+
+/// Ends the message for what only v1beta1 has, written as v1alpha1.
+const V1BETA1_ONLY: &str = "is part of offloading.liqo.io/v1beta1 (Liqo 1.x), not v1alpha1: write this NamespaceOffloading with apiVersion offloading.liqo.io/v1beta1";
 
 fn check_enum(
     spec: &Value,
@@ -228,6 +275,106 @@ mod tests {
         assert_eq!(with_defaults(&custom), custom);
     }
 
+    fn v1beta1(spec: Value) -> Value {
+        let mut object = nso(spec);
+        object["apiVersion"] = "offloading.liqo.io/v1beta1".into();
+        object
+    }
+
+    #[test]
+    fn selected_name_takes_a_valid_name_and_no_other_strategy_takes_one() {
+        let selected = |name: Value| {
+            v1beta1(
+                json!({"namespaceMappingStrategy": "SelectedName", "remoteNamespaceName": name}),
+            )
+        };
+        assert!(validate_create("offloading", "ns", &selected("shop-eu".into()), ID).is_ok());
+        // 63 characters fit; 64 do not.
+        let longest = "a".repeat(63);
+        assert!(validate_create("offloading", "ns", &selected(longest.clone().into()), ID).is_ok());
+        let err = validate_create(
+            "offloading",
+            "ns",
+            &selected(format!("{longest}b").into()),
+            ID,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("spec.remoteNamespaceName: a namespace name has 1 to 63 characters"),
+            "{err}"
+        );
+        for bad in ["Shop", "-shop", "shop-", "shop.eu", ""] {
+            let err = validate_create("offloading", "ns", &selected(bad.into()), ID).unwrap_err();
+            assert!(
+                err.starts_with("spec.remoteNamespaceName: "),
+                "{bad}: {err}"
+            );
+        }
+        let err = validate_create("offloading", "ns", &selected(7.into()), ID).unwrap_err();
+        assert!(err.contains("7 is not a string"), "{err}");
+
+        let err = validate_create(
+            "offloading",
+            "ns",
+            &v1beta1(json!({"namespaceMappingStrategy": "SelectedName"})),
+            ID,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(
+                "spec.remoteNamespaceName is required with namespaceMappingStrategy SelectedName"
+            ),
+            "{err}"
+        );
+        for other in [
+            json!({}),
+            json!({"namespaceMappingStrategy": "EnforceSameName"}),
+        ] {
+            let mut spec = other.clone();
+            spec["remoteNamespaceName"] = "shop".into();
+            let err = validate_create("offloading", "ns", &v1beta1(spec), ID).unwrap_err();
+            assert!(
+                err.contains("used only with namespaceMappingStrategy SelectedName"),
+                "{err}"
+            );
+        }
+        // A SelectedName escapes the DefaultName length limit of the local name.
+        let long_namespace = "n".repeat(40);
+        assert!(
+            validate_create("offloading", &long_namespace, &selected("short".into()), ID).is_ok()
+        );
+    }
+
+    #[test]
+    fn what_only_v1beta1_has_is_refused_in_v1alpha1_naming_v1beta1() {
+        let err = validate_create(
+            "offloading",
+            "ns",
+            &nso(
+                json!({"namespaceMappingStrategy": "SelectedName", "remoteNamespaceName": "shop"}),
+            ),
+            ID,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains(
+                "spec.namespaceMappingStrategy: SelectedName is part of offloading.liqo.io/v1beta1"
+            ),
+            "{err}"
+        );
+        assert!(err.contains("spec.remoteNamespaceName is part of offloading.liqo.io/v1beta1 (Liqo 1.x), not v1alpha1: write this NamespaceOffloading with apiVersion offloading.liqo.io/v1beta1"), "{err}");
+        // Everything v1alpha1 had is still accepted in it.
+        assert!(
+            validate_create(
+                "offloading",
+                "ns",
+                &nso(json!({"namespaceMappingStrategy": "EnforceSameName"})),
+                ID
+            )
+            .is_ok()
+        );
+    }
+
     #[test]
     fn only_the_name_offloading_is_accepted() {
         let err = validate_create("custom", "ns", &nso(json!({})), ID).unwrap_err();
@@ -244,7 +391,7 @@ mod tests {
             ID,
         )
         .unwrap_err();
-        assert!(err.contains("spec.namespaceMappingStrategy: unsupported value 3: use one of EnforceSameName, DefaultName"), "{err}");
+        assert!(err.contains("spec.namespaceMappingStrategy: unsupported value 3: use one of EnforceSameName, DefaultName, SelectedName"), "{err}");
         assert!(err.contains("spec.podOffloadingStrategy: unsupported value \"Anywhere\": use one of Local, Remote, LocalAndRemote"), "{err}");
     }
 

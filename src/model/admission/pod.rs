@@ -416,6 +416,7 @@ mod tests {
     fn spec(strategy: PodOffloadingStrategy, selector: Option<Value>) -> NamespaceOffloadingSpec {
         NamespaceOffloadingSpec {
             namespace_mapping_strategy: NamespaceMappingStrategy::DefaultName,
+            remote_namespace_name: None,
             pod_offloading_strategy: strategy,
             cluster_selector: selector
                 .map(|s| serde_json::from_value(s).unwrap())

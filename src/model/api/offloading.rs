@@ -1,4 +1,11 @@
 //! `NamespaceOffloading`: where a namespace's pods may run and which clusters get its twin.
+//!
+//! Served as `offloading.liqo.io/v1beta1` (Liqo 1.x, the storage version, the type the
+//! code uses) and `v1alpha1` (Liqo 0.x, [`v1alpha1`]). Both versions have the same fields,
+//! so the API server converts between them by changing `apiVersion` alone (`None`
+//! conversion: no webhook on the read path); v1alpha1 only refuses, with its own CEL rules,
+//! to *write* what it never had (`SelectedName`, `spec.remoteNamespaceName`). See
+//! docs/guide.md, "API versions".
 
 use std::collections::BTreeMap;
 
@@ -17,7 +24,7 @@ use crate::model::markers::{TYPE_LABEL, VIRTUAL_NODE};
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "offloading.liqo.io",
-    version = "v1alpha1",
+    version = "v1beta1",
     kind = "NamespaceOffloading",
     namespaced,
     shortname = "nsof",
@@ -31,15 +38,21 @@ use crate::model::markers::{TYPE_LABEL, VIRTUAL_NODE};
 )]
 // Kept true by the API server itself, so even with the webhook down the spec stays as
 // created (the webhook gives the friendlier message first).
-#[x_kube(validation = Rule::new("self == oldSelf").message(
-    "spec is immutable: delete the NamespaceOffloading and create it again with the new configuration"
-))]
+#[x_kube(validation = Rule::new("self == oldSelf").message(IMMUTABLE))]
+#[x_kube(validation = Rule::new(SELECTED_NAME_NEEDS_NAME.0).message(SELECTED_NAME_NEEDS_NAME.1))]
+#[x_kube(validation = Rule::new(NAME_NEEDS_SELECTED_NAME.0).message(NAME_NEEDS_SELECTED_NAME.1))]
 #[serde(rename_all = "camelCase")]
 pub struct NamespaceOffloadingSpec {
     /// How remote namespaces are named: `DefaultName` (`<namespace>-<local-cluster-id>`,
-    /// conflict-free) or `EnforceSameName` (`<namespace>`).
+    /// conflict-free), `EnforceSameName` (`<namespace>`) or `SelectedName`
+    /// (`spec.remoteNamespaceName`).
     #[serde(default)]
     pub namespace_mapping_strategy: NamespaceMappingStrategy,
+    /// The remote namespaces' name with `SelectedName` (required then, refused otherwise):
+    /// a DNS label of at most 63 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "dns_label_schema")]
+    pub remote_namespace_name: Option<String>,
     /// Where the namespace's pods may run: `Local`, `Remote` or `LocalAndRemote`.
     #[serde(default)]
     pub pod_offloading_strategy: PodOffloadingStrategy,
@@ -49,11 +62,35 @@ pub struct NamespaceOffloadingSpec {
     pub cluster_selector: NodeSelector,
 }
 
+/// A namespace name: a DNS-1123 label. Not nullable, so an explicit `null` is dropped by
+/// the API server rather than kept as a value that `has()` sees.
+fn dns_label_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 63,
+        "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        "description": "The remote namespaces' name with `SelectedName` (required then, refused otherwise): a DNS label of at most 63 characters."
+    })
+}
+
+const IMMUTABLE: &str = "spec is immutable: delete the NamespaceOffloading and create it again with the new configuration";
+const SELECTED_NAME_NEEDS_NAME: (&str, &str) = (
+    "self.namespaceMappingStrategy != 'SelectedName' || has(self.remoteNamespaceName)",
+    "spec.remoteNamespaceName is required with namespaceMappingStrategy SelectedName: set the name the remote namespaces get",
+);
+const NAME_NEEDS_SELECTED_NAME: (&str, &str) = (
+    "self.namespaceMappingStrategy == 'SelectedName' || !has(self.remoteNamespaceName)",
+    "spec.remoteNamespaceName is used only with namespaceMappingStrategy SelectedName: remove it, or set namespaceMappingStrategy to SelectedName",
+);
+
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
 pub enum NamespaceMappingStrategy {
     EnforceSameName,
     #[default]
     DefaultName,
+    /// Liqo 1.x: the name in `spec.remoteNamespaceName` (v1beta1 only).
+    SelectedName,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, JsonSchema)]
@@ -65,7 +102,7 @@ pub enum PodOffloadingStrategy {
 }
 
 impl NamespaceMappingStrategy {
-    pub const VALUES: [&'static str; 2] = ["EnforceSameName", "DefaultName"];
+    pub const VALUES: [&'static str; 3] = ["EnforceSameName", "DefaultName", "SelectedName"];
 }
 
 impl PodOffloadingStrategy {
@@ -97,6 +134,7 @@ impl NamespaceOffloadingSpec {
     pub(crate) fn label_default() -> Self {
         Self {
             namespace_mapping_strategy: NamespaceMappingStrategy::default(),
+            remote_namespace_name: None,
             pod_offloading_strategy: PodOffloadingStrategy::default(),
             cluster_selector: default_cluster_selector(),
         }
@@ -110,11 +148,15 @@ impl NamespaceOffloadingSpec {
         }
     }
 
-    /// The name the remote namespaces get.
-    pub(crate) fn remote_namespace_name(&self, namespace: &str, local_cluster_id: &str) -> String {
-        match self.namespace_mapping_strategy {
-            NamespaceMappingStrategy::EnforceSameName => namespace.to_owned(),
-            NamespaceMappingStrategy::DefaultName => format!("{namespace}-{local_cluster_id}"),
+    /// The name the remote namespaces get. A `SelectedName` without its name (which the
+    /// CRD and the webhook refuse) falls back to the conflict-free default.
+    pub(crate) fn remote_name(&self, namespace: &str, local_cluster_id: &str) -> String {
+        match (self.namespace_mapping_strategy, &self.remote_namespace_name) {
+            (NamespaceMappingStrategy::EnforceSameName, _) => namespace.to_owned(),
+            (NamespaceMappingStrategy::SelectedName, Some(name)) => name.clone(),
+            (NamespaceMappingStrategy::DefaultName | NamespaceMappingStrategy::SelectedName, _) => {
+                format!("{namespace}-{local_cluster_id}")
+            }
         }
     }
 }
@@ -169,9 +211,83 @@ pub struct RemoteNamespaceCondition {
     pub message: Option<String>,
 }
 
+/// `offloading.liqo.io/v1alpha1`, served for Liqo 0.x manifests: the same fields as
+/// v1beta1 (so objects of either version read back in the other unchanged), and rules that
+/// refuse to create with this version what v1alpha1 never had. Used only for its schema.
+pub mod v1alpha1 {
+    use k8s_openapi::api::core::v1::NodeSelector;
+    use kube::{CustomResource, KubeSchema};
+    use serde::{Deserialize, Serialize};
+
+    use super::{
+        IMMUTABLE, NamespaceMappingStrategy, NamespaceOffloadingStatus, PodOffloadingStrategy,
+        default_cluster_selector,
+    };
+
+    /// The offloading configuration of the namespace it lives in (Liqo 0.x's version).
+    #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+    #[kube(
+        group = "offloading.liqo.io",
+        version = "v1alpha1",
+        kind = "NamespaceOffloading",
+        namespaced,
+        shortname = "nsof",
+        shortname = "nso",
+        status = "NamespaceOffloadingStatus",
+        printcolumn = r#"{"name":"NamespaceMappingStrategy","type":"string","jsonPath":".spec.namespaceMappingStrategy"}"#,
+        printcolumn = r#"{"name":"PodOffloadingStrategy","type":"string","jsonPath":".spec.podOffloadingStrategy"}"#,
+        printcolumn = r#"{"name":"OffloadingPhase","type":"string","jsonPath":".status.offloadingPhase"}"#,
+        printcolumn = r#"{"name":"RemoteNamespaceName","type":"string","jsonPath":".status.remoteNamespaceName","priority":1}"#,
+        printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    )]
+    #[x_kube(validation = Rule::new("self == oldSelf").message(IMMUTABLE))]
+    // Ratcheted on updates (an unchanged spec is not validated again), so a v1beta1 object
+    // read and written back as v1alpha1 keeps its SelectedName.
+    #[x_kube(validation = Rule::new("self.namespaceMappingStrategy != 'SelectedName'").message(
+        "namespaceMappingStrategy SelectedName is a value of offloading.liqo.io/v1beta1 (Liqo 1.x): write this NamespaceOffloading with apiVersion offloading.liqo.io/v1beta1"
+    ))]
+    #[x_kube(validation = Rule::new("!has(self.remoteNamespaceName)").message(
+        "spec.remoteNamespaceName is a field of offloading.liqo.io/v1beta1 (Liqo 1.x): write this NamespaceOffloading with apiVersion offloading.liqo.io/v1beta1"
+    ))]
+    #[serde(rename_all = "camelCase")]
+    pub struct NamespaceOffloadingSpec {
+        /// How remote namespaces are named: `DefaultName` or `EnforceSameName`
+        /// (`SelectedName` needs v1beta1).
+        #[serde(default)]
+        pub namespace_mapping_strategy: NamespaceMappingStrategy,
+        /// Kept so that a v1beta1 object reads back whole; not writable in this version.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(schema_with = "super::dns_label_schema")]
+        pub remote_namespace_name: Option<String>,
+        /// Where the namespace's pods may run: `Local`, `Remote` or `LocalAndRemote`.
+        #[serde(default)]
+        pub pod_offloading_strategy: PodOffloadingStrategy,
+        /// Which remote clusters to offload to (NodeAffinity syntax against the virtual
+        /// nodes' labels). Default: every remote cluster.
+        #[serde(default = "default_cluster_selector")]
+        pub cluster_selector: NodeSelector,
+    }
+}
+
+/// The CRD of NamespaceOffloading: both served versions, v1beta1 stored.
+pub fn crd() -> Result<
+    k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+    String,
+> {
+    use kube::CustomResourceExt;
+    kube::core::crd::merge_crds(
+        vec![
+            v1alpha1::NamespaceOffloading::crd(),
+            NamespaceOffloading::crd(),
+        ],
+        "v1beta1",
+    )
+    .map_err(|e| format!("cannot merge the versions of the NamespaceOffloading CRD: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
-    use kube::CustomResourceExt;
+    use serde_json::Value;
 
     use super::*;
 
@@ -187,12 +303,12 @@ mod tests {
             PodOffloadingStrategy::LocalAndRemote
         );
         assert_eq!(spec.cluster_selector, default_cluster_selector());
-        assert_eq!(spec.remote_namespace_name("web", "id"), "web-id");
+        assert_eq!(spec.remote_name("web", "id"), "web-id");
     }
 
     #[test]
     fn crd_keeps_liqo_names_and_spec_immutability() {
-        let crd = serde_json::to_value(NamespaceOffloading::crd()).unwrap();
+        let crd = serde_json::to_value(crd().unwrap()).unwrap();
         assert_eq!(
             crd["metadata"]["name"],
             "namespaceoffloadings.offloading.liqo.io"
@@ -201,35 +317,82 @@ mod tests {
             crd["spec"]["names"]["shortNames"],
             serde_json::json!(["nsof", "nso"])
         );
-        let version = &crd["spec"]["versions"][0];
-        assert_eq!(version["name"], "v1alpha1");
-        assert!(version["subresources"]["status"].is_object());
-        let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
-        assert_eq!(
-            spec["x-kubernetes-validations"][0]["rule"],
-            "self == oldSelf"
-        );
-        assert_eq!(
-            spec["properties"]["podOffloadingStrategy"]["default"],
-            "LocalAndRemote"
-        );
-        let status = &version["schema"]["openAPIV3Schema"]["properties"]["status"];
-        assert!(status["properties"]["remoteNamespacesConditions"].is_object());
-        let columns: Vec<_> = version["additionalPrinterColumns"]
-            .as_array()
-            .unwrap()
+        let versions = crd["spec"]["versions"].as_array().unwrap();
+        let names: Vec<_> = versions
             .iter()
-            .map(|c| c["name"].as_str().unwrap())
+            .map(|v| v["name"].as_str().unwrap())
             .collect();
-        assert_eq!(
-            columns,
-            [
-                "NamespaceMappingStrategy",
-                "PodOffloadingStrategy",
-                "OffloadingPhase",
-                "RemoteNamespaceName",
-                "Age"
-            ]
-        );
+        assert_eq!(names, ["v1beta1", "v1alpha1"]);
+        // One storage version, and no conversion webhook: the schemas have the same fields.
+        let stored: Vec<_> = versions.iter().filter(|v| v["storage"] == true).collect();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0]["name"], "v1beta1");
+        assert!(crd["spec"]["conversion"].is_null());
+        let props = |v: &Value| -> Vec<String> {
+            let mut keys: Vec<String> =
+                v["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .cloned()
+                    .collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(props(&versions[0]), props(&versions[1]));
+        for version in versions {
+            assert!(version["served"] == true);
+            assert!(version["subresources"]["status"].is_object());
+            let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+            assert_eq!(
+                spec["x-kubernetes-validations"][0]["rule"],
+                "self == oldSelf"
+            );
+            assert_eq!(
+                spec["properties"]["podOffloadingStrategy"]["default"],
+                "LocalAndRemote"
+            );
+            assert_eq!(spec["properties"]["remoteNamespaceName"]["maxLength"], 63);
+            assert!(spec["properties"]["remoteNamespaceName"]["nullable"].is_null());
+            let status = &version["schema"]["openAPIV3Schema"]["properties"]["status"];
+            assert!(status["properties"]["remoteNamespacesConditions"].is_object());
+            assert!(status["properties"]["observedGeneration"].is_object());
+            let columns: Vec<_> = version["additionalPrinterColumns"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                columns,
+                [
+                    "NamespaceMappingStrategy",
+                    "PodOffloadingStrategy",
+                    "OffloadingPhase",
+                    "RemoteNamespaceName",
+                    "Age"
+                ]
+            );
+        }
+        let rules = |v: &Value| -> String {
+            v["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]
+                .to_string()
+        };
+        assert!(rules(&versions[0]).contains("has(self.remoteNamespaceName)"));
+        assert!(rules(&versions[1]).contains("a value of offloading.liqo.io/v1beta1"));
+    }
+
+    #[test]
+    fn the_remote_name_follows_the_mapping_strategy() {
+        let mut spec = NamespaceOffloadingSpec::label_default();
+        assert_eq!(spec.remote_name("web", "id"), "web-id");
+        spec.namespace_mapping_strategy = NamespaceMappingStrategy::EnforceSameName;
+        assert_eq!(spec.remote_name("web", "id"), "web");
+        spec.namespace_mapping_strategy = NamespaceMappingStrategy::SelectedName;
+        spec.remote_namespace_name = Some("shop".into());
+        assert_eq!(spec.remote_name("web", "id"), "shop");
+        // A SelectedName that lost its name (refused at admission): the conflict-free one.
+        spec.remote_namespace_name = None;
+        assert_eq!(spec.remote_name("web", "id"), "web-id");
     }
 }

@@ -11,9 +11,9 @@ use crate::{
 };
 
 const STATUS_PATH: &str =
-    "/apis/offloading.liqo.io/v1alpha1/namespaces/shop/namespaceoffloadings/offloading/status";
+    "/apis/offloading.liqo.io/v1beta1/namespaces/shop/namespaceoffloadings/offloading/status";
 const OBJECT_PATH: &str =
-    "/apis/offloading.liqo.io/v1alpha1/namespaces/shop/namespaceoffloadings/offloading";
+    "/apis/offloading.liqo.io/v1beta1/namespaces/shop/namespaceoffloadings/offloading";
 const REMOTE_NAME: &str = "shop-c1";
 
 fn context() -> (Context, ApiServer) {
@@ -45,7 +45,7 @@ async fn expect_apply(local: &mut ApiServer, nso: &NamespaceOffloading) -> Value
         call.content_type.as_deref(),
         Some("application/apply-patch+yaml")
     );
-    assert_eq!(call.body["apiVersion"], "offloading.liqo.io/v1alpha1");
+    assert_eq!(call.body["apiVersion"], "offloading.liqo.io/v1beta1");
     assert_eq!(call.body["kind"], "NamespaceOffloading");
     let status = call.body["status"].clone();
     let mut answer = serde_json::to_value(nso).unwrap();
