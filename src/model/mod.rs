@@ -17,6 +17,7 @@ pub(crate) mod quantity;
 pub(crate) mod reason;
 pub(crate) mod remote_namespace;
 pub(crate) mod selector;
+pub(crate) mod selector_text;
 pub(crate) mod status;
 pub(crate) mod translation;
 pub(crate) mod virtual_node;
