@@ -219,7 +219,7 @@ pub mod v1alpha1 {
     use kube::{CustomResource, KubeSchema};
     use serde::{Deserialize, Serialize};
 
-    use super::{
+    use crate::model::api::offloading::{
         IMMUTABLE, NamespaceMappingStrategy, NamespaceOffloadingStatus, PodOffloadingStrategy,
         default_cluster_selector,
     };
@@ -257,7 +257,7 @@ pub mod v1alpha1 {
         pub namespace_mapping_strategy: NamespaceMappingStrategy,
         /// Kept so that a v1beta1 object reads back whole; not writable in this version.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        #[schemars(schema_with = "super::dns_label_schema")]
+        #[schemars(schema_with = "crate::model::api::offloading::dns_label_schema")]
         pub remote_namespace_name: Option<String>,
         /// Where the namespace's pods may run: `Local`, `Remote` or `LocalAndRemote`.
         #[serde(default)]
