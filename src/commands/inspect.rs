@@ -60,7 +60,7 @@ pub(crate) fn cluster_states(
     let Some(status) = &nso.status else {
         return Vec::new();
     };
-    status
+    let mut lines: Vec<ClusterLine> = status
         .remote_namespaces_conditions
         .iter()
         .map(|(id, conditions)| {
@@ -81,7 +81,9 @@ pub(crate) fn cluster_states(
                 message,
             }
         })
-        .collect()
+        .collect();
+    lines.sort_by(|a, b| a.cluster.cmp(&b.cluster));
+    lines
 }
 
 /// One row of `list`.
@@ -426,7 +428,7 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(lines[2].starts_with("shop        SomeFailed   Remote   DefaultName   shop-c1            cluster-2=Ready,c3=AlreadyExists"), "{text}");
+        assert!(lines[2].starts_with("shop        SomeFailed   Remote   DefaultName   shop-c1            c3=AlreadyExists,c4=NotSelected,c5=Creating,cluster-2=Ready"), "{text}");
         assert_eq!(list_table(&[]), "no namespace is offloaded\n");
     }
 
