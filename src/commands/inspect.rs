@@ -407,17 +407,18 @@ mod tests {
             .iter()
             .map(|c| format!("{}={}", c.cluster, c.state))
             .collect();
+        // Sorted by the names shown.
         assert_eq!(
             states,
             [
-                "cluster-2=Ready",
                 "c3=AlreadyExists",
                 "c4=NotSelected",
-                "c5=Creating"
+                "c5=Creating",
+                "cluster-2=Ready"
             ]
         );
         assert_eq!(
-            rows[1].clusters[1].message.as_deref(),
+            rows[1].clusters[0].message.as_deref(),
             Some("someone else's")
         );
         let text = list_table(&rows);
