@@ -81,6 +81,11 @@ pub(crate) struct RunArgs {
     /// Register the webhooks with this Service, as NAMESPACE/NAME[:PORT] (port 443).
     #[arg(long)]
     pub(crate) webhook_service: Option<String>,
+    /// What registering writes: `full` (both configurations, created if missing) or
+    /// `ca-bundle` (only the caBundle of the configurations installed with the manager by
+    /// manifests/ or the Helm chart, which then stay theirs to upgrade).
+    #[arg(long, value_enum, default_value = "full")]
+    pub(crate) webhook_registration: RegistrationArg,
     /// Extra DNS names for the self-managed serving certificate.
     #[arg(long)]
     pub(crate) cert_dns_name: Vec<String>,
@@ -160,7 +165,7 @@ pub(crate) enum RunError {
     #[error(transparent)]
     Managed(#[from] managed::ManagedError),
     #[error("cannot register the webhook configurations: {0}")]
-    Register(#[source] kube::Error),
+    Register(#[source] registration::RegisterError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("the metrics registry is unusable")]
@@ -353,6 +358,22 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), RunError> {
     Ok(())
 }
 
+/// `--webhook-registration`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum RegistrationArg {
+    Full,
+    CaBundle,
+}
+
+impl From<RegistrationArg> for registration::Registration {
+    fn from(arg: RegistrationArg) -> Self {
+        match arg {
+            RegistrationArg::Full => Self::Full,
+            RegistrationArg::CaBundle => Self::CaBundle,
+        }
+    }
+}
+
 /// The serving certificates: from files (registering the webhooks with the given CA), or
 /// self-managed in a Secret (registering with its CA whenever it changes).
 async fn certificates(
@@ -373,9 +394,15 @@ async fn certificates(
                     })?),
                     None => None,
                 };
-                registration::register(client, target, bundle.as_deref(), &args.namespace)
-                    .await
-                    .map_err(RunError::Register)?;
+                registration::register(
+                    client,
+                    target,
+                    bundle.as_deref(),
+                    &args.namespace,
+                    args.webhook_registration.into(),
+                )
+                .await
+                .map_err(RunError::Register)?;
             }
             files
         }
@@ -390,15 +417,21 @@ async fn certificates(
             let register_client = client.clone();
             let register_target = target.cloned();
             let own_namespace = args.namespace.clone();
+            let mode = args.webhook_registration.into();
             let (resolver, _renewal) = managed::start(client.clone(), config, move |ca| {
                 let client = register_client.clone();
                 let target = register_target.clone();
                 let own_namespace = own_namespace.clone();
                 async move {
                     if let Some(target) = target
-                        && let Err(e) =
-                            registration::register(&client, &target, Some(&ca), &own_namespace)
-                                .await
+                        && let Err(e) = registration::register(
+                            &client,
+                            &target,
+                            Some(&ca),
+                            &own_namespace,
+                            mode,
+                        )
+                        .await
                     {
                         tracing::error!(error = %e, "cannot register the webhook configurations");
                     }

@@ -202,24 +202,95 @@ pub(crate) fn configurations(
     (mutating, validating)
 }
 
-/// Creates or updates both configurations (server-side apply, our field manager).
+/// What the manager writes into the webhook configurations.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Registration {
+    /// Both configurations whole: created if missing, and kept as this release has them
+    /// (the test bed, the demo, a manager outside the cluster).
+    #[default]
+    Full,
+    /// Only each webhook's `caBundle`, into configurations someone else installed and owns
+    /// (`manifests/`, the Helm chart): an upgrade that changes them meets no field of ours.
+    CaBundle,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+    #[error(
+        "the {kind} {WEBHOOK_CONFIGURATION} does not exist: with --webhook-registration ca-bundle the manager only fills in the caBundle of the configurations installed with it (manifests/webhooks.yaml, or the Helm chart); install them, or run with --webhook-registration full"
+    )]
+    Missing { kind: &'static str },
+}
+
+/// The part of a configuration that [`Registration::CaBundle`] applies: each webhook's name
+/// (the key of the list) and its `caBundle`.
+pub(crate) fn ca_bundle_only(configuration: &serde_json::Value) -> serde_json::Value {
+    let webhooks: Vec<serde_json::Value> = configuration["webhooks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|w| {
+            serde_json::json!({
+                "name": w["name"],
+                "clientConfig": {"caBundle": w["clientConfig"]["caBundle"]},
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "apiVersion": configuration["apiVersion"],
+        "kind": configuration["kind"],
+        "metadata": {"name": configuration["metadata"]["name"]},
+        "webhooks": webhooks,
+    })
+}
+
+/// Creates or updates both configurations (server-side apply, our field manager), whole or
+/// only their caBundle.
 pub(crate) async fn register(
     client: &Client,
     target: &Target,
     ca_bundle: Option<&str>,
     own_namespace: &str,
-) -> Result<(), kube::Error> {
+    registration: Registration,
+) -> Result<(), RegisterError> {
     let (mutating, validating) = configurations(target, ca_bundle, own_namespace);
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let mutating = serde_json::to_value(mutating).map_err(kube::Error::SerdeError)?;
-    let validating = serde_json::to_value(validating).map_err(kube::Error::SerdeError)?;
-    Api::<MutatingWebhookConfiguration>::all(client.clone())
+    let mut mutating = serde_json::to_value(mutating).map_err(kube::Error::SerdeError)?;
+    let mut validating = serde_json::to_value(validating).map_err(kube::Error::SerdeError)?;
+    let mutating_api = Api::<MutatingWebhookConfiguration>::all(client.clone());
+    let validating_api = Api::<ValidatingWebhookConfiguration>::all(client.clone());
+    if registration == Registration::CaBundle {
+        if ca_bundle.is_none() {
+            tracing::info!("no CA to register: the webhook configurations are left as installed");
+            return Ok(());
+        }
+        // Applied to a missing object, the part would be refused as an incomplete one.
+        if mutating_api.get_opt(WEBHOOK_CONFIGURATION).await?.is_none() {
+            return Err(RegisterError::Missing {
+                kind: "MutatingWebhookConfiguration",
+            });
+        }
+        if validating_api
+            .get_opt(WEBHOOK_CONFIGURATION)
+            .await?
+            .is_none()
+        {
+            return Err(RegisterError::Missing {
+                kind: "ValidatingWebhookConfiguration",
+            });
+        }
+        mutating = ca_bundle_only(&mutating);
+        validating = ca_bundle_only(&validating);
+    }
+    mutating_api
         .patch(WEBHOOK_CONFIGURATION, &params, &Patch::Apply(mutating))
         .await?;
-    Api::<ValidatingWebhookConfiguration>::all(client.clone())
+    validating_api
         .patch(WEBHOOK_CONFIGURATION, &params, &Patch::Apply(validating))
         .await?;
-    tracing::info!(?target, "webhook configurations registered");
+    tracing::info!(?target, ?registration, "webhook configurations registered");
     Ok(())
 }
 
@@ -244,6 +315,25 @@ pub(crate) fn parse_service(spec: &str) -> Result<Target, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_ca_bundle_part_keeps_only_names_and_ca_bundles() {
+        let target = parse_service("liqo/namespace-offloading").unwrap();
+        let (mutating, _) = configurations(&target, Some("Q0E="), "liqo");
+        let full = serde_json::to_value(mutating).unwrap();
+        let part = ca_bundle_only(&full);
+        assert_eq!(part["kind"], "MutatingWebhookConfiguration");
+        assert_eq!(
+            part["metadata"],
+            serde_json::json!({"name": "namespace-offloading"})
+        );
+        let webhooks = part["webhooks"].as_array().unwrap();
+        assert_eq!(webhooks.len(), full["webhooks"].as_array().unwrap().len());
+        for w in webhooks {
+            assert_eq!(w.as_object().unwrap().len(), 2, "{w}");
+            assert_eq!(w["clientConfig"], serde_json::json!({"caBundle": "Q0E="}));
+        }
+    }
 
     #[test]
     fn service_specs_are_parsed_with_clear_errors() {
