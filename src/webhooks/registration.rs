@@ -319,8 +319,10 @@ mod tests {
     #[test]
     fn the_ca_bundle_part_keeps_only_names_and_ca_bundles() {
         let target = parse_service("liqo/namespace-offloading").unwrap();
-        let (mutating, _) = configurations(&target, Some("Q0E="), "liqo");
+        let (mutating, _) = configurations(&target, Some("-----BEGIN CERTIFICATE-----"), "liqo");
         let full = serde_json::to_value(mutating).unwrap();
+        let encoded = full["webhooks"][0]["clientConfig"]["caBundle"].clone();
+        assert!(encoded.as_str().is_some_and(|ca| !ca.is_empty()));
         let part = ca_bundle_only(&full);
         assert_eq!(part["kind"], "MutatingWebhookConfiguration");
         assert_eq!(
@@ -331,7 +333,7 @@ mod tests {
         assert_eq!(webhooks.len(), full["webhooks"].as_array().unwrap().len());
         for w in webhooks {
             assert_eq!(w.as_object().unwrap().len(), 2, "{w}");
-            assert_eq!(w["clientConfig"], serde_json::json!({"caBundle": "Q0E="}));
+            assert_eq!(w["clientConfig"], serde_json::json!({"caBundle": encoded}));
         }
     }
 
