@@ -895,7 +895,10 @@ async fn helm_install_runs_the_manager_under_the_chart_rbac_and_uninstall_remove
                 .offloading_phase
         })
         .await;
-        eprintln!("NamespaceOffloading {offloaded}/offloading: phase {phase:?}");
+        assert_eq!(
+            phase,
+            namespace_offloading::model::api::OffloadingPhase::NoClusterSelected
+        );
         let pod: Pod = serde_json::from_value(json!({
             "metadata": {"name": "placed"},
             "spec": {"containers": [{"name": "c", "image": "registry.example/app:1"}]},
@@ -995,20 +998,12 @@ async fn helm_upgrade_meets_no_conflict_with_the_ca_bundle_the_manager_wrote() {
         let (release, ns) = ("up", "nso-upgrade");
         let admin = tb.cluster(1).kubeconfig();
         let chart = chart();
-        let (ok, out, err) = helm(
-            &[
-                "install",
-                release,
-                chart.to_str().unwrap(),
-                "--namespace",
-                ns,
-                "--create-namespace",
-            ],
-            Some(admin),
-        );
-        assert!(ok, "helm install: {out}{err}");
         // The manager as the chart runs it (self-managed certificates), serving nothing the
-        // API server calls: only its registration matters here.
+        // API server calls: only its registration matters here. It starts before the
+        // webhook configurations exist (Helm creates them after the Deployment) and writes
+        // its CA once they do.
+        let (ok, _, err) = kubectl(admin, &["create", "namespace", ns], None);
+        assert!(ok, "{err}");
         let manager = support::start_manager(
             tb,
             "upgrade-manager",
@@ -1023,6 +1018,17 @@ async fn helm_upgrade_meets_no_conflict_with_the_ca_bundle_the_manager_wrote() {
         )
         .await
         .unwrap();
+        let (ok, out, err) = helm(
+            &[
+                "install",
+                release,
+                chart.to_str().unwrap(),
+                "--namespace",
+                ns,
+            ],
+            Some(admin),
+        );
+        assert!(ok, "helm install: {out}{err}");
         for kind in [
             "mutatingwebhookconfiguration",
             "validatingwebhookconfiguration",

@@ -370,34 +370,40 @@ async fn selected_name_in_v1beta1_and_both_versions_read_back_as_each_other() {
         assert!(!ok);
         assert!(err.contains("spec is immutable"), "{err}");
 
-        // A v1alpha1 object reads back as v1beta1 unchanged.
+        // A Liqo 0.10+ v1alpha1 manifest with SelectedName works as written, and reads back
+        // as v1beta1 unchanged.
         let old = unique("alpha");
+        let old_remote = format!("{old}-picked");
         create_namespace(&client, &old, json!({})).await;
-        let (ok, _, err) = kubectl(kc, &["apply", "-f", "-"], Some(&offloading_manifest("v1alpha1", &old, "  namespaceMappingStrategy: EnforceSameName\n")));
+        let alpha_spec = format!("  namespaceMappingStrategy: SelectedName\n  remoteNamespaceName: {old_remote}\n");
+        let (ok, _, err) = kubectl(kc, &["apply", "-f", "-"], Some(&offloading_manifest("v1alpha1", &old, &alpha_spec)));
         assert!(ok, "{err}");
         phase(&client, &old, "Ready").await;
         let (_, out, _) = kubectl(kc, &["get", "namespaceoffloadings.v1beta1.offloading.liqo.io", "offloading", "-n", &old, "-o", "json"], None);
         let read: Value = serde_json::from_str(&out).unwrap();
-        assert_eq!(read["spec"]["namespaceMappingStrategy"], "EnforceSameName");
-        assert_eq!(read["status"]["remoteNamespaceName"], old.as_str());
+        assert_eq!(read["spec"]["namespaceMappingStrategy"], "SelectedName");
+        assert_eq!(read["spec"]["remoteNamespaceName"], old_remote.as_str());
+        assert_eq!(read["status"]["remoteNamespaceName"], old_remote.as_str());
+        assert!(remote_namespace(tb, 2, &old_remote).await.is_some());
 
-        // What v1alpha1 never had is refused in it, naming v1beta1 (the CRD's rules answer
-        // before the webhook is asked, and without it too).
+        // A field neither version has is refused by name, not dropped (kubectl's strict
+        // field validation).
+        let typo = offloading_manifest("v1alpha1", &old, "  namespaceMappingStrategy: SelectedName\n  remoteNamespace: typo\n");
+        let (ok, _, err) = kubectl(kc, &["apply", "--dry-run=server", "-f", "-"], Some(&typo));
+        assert!(!ok);
+        assert!(err.contains("unknown field \"spec.remoteNamespace\""), "{err}");
+
+        // Two namespaces of this cluster asking one name: the webhook refuses the second.
         let other = unique("refused");
         create_namespace(&client, &other, json!({})).await;
-        let alpha_selected = offloading_manifest("v1alpha1", &other, &format!("  namespaceMappingStrategy: SelectedName\n  remoteNamespaceName: {other}\n"));
-        let (ok, _, err) = kubectl(kc, &["apply", "-f", "-"], Some(&alpha_selected));
-        assert!(!ok);
-        assert!(err.contains("SelectedName is a value of offloading.liqo.io/v1beta1"), "{err}");
-        // Two namespaces of this cluster asking one name: the webhook refuses the second.
         let (ok, _, err) = kubectl(kc, &["apply", "-f", "-"], Some(&offloading_manifest("v1beta1", &other, &spec)));
         assert!(!ok);
         assert!(err.contains(&format!("the remote namespace name {picked} is already that of namespace {ns}'s offloading")), "{err}");
 
+        // The CRD's own rules, in both versions, with the webhook away.
         let saved = remove_validating_webhook(tb);
         let crd_only = [
-            (alpha_selected.clone(), "SelectedName is a value of offloading.liqo.io/v1beta1"),
-            (offloading_manifest("v1alpha1", &other, &format!("  remoteNamespaceName: {other}\n")), "spec.remoteNamespaceName is a field of offloading.liqo.io/v1beta1"),
+            (offloading_manifest("v1alpha1", &other, "  namespaceMappingStrategy: SelectedName\n"), "spec.remoteNamespaceName is required with namespaceMappingStrategy SelectedName"),
             (offloading_manifest("v1beta1", &other, "  namespaceMappingStrategy: SelectedName\n"), "spec.remoteNamespaceName is required with namespaceMappingStrategy SelectedName"),
             (offloading_manifest("v1beta1", &other, "  remoteNamespaceName: lonely\n"), "used only with namespaceMappingStrategy SelectedName"),
             (offloading_manifest("v1beta1", &other, "  namespaceMappingStrategy: SelectedName\n  remoteNamespaceName: Not_A_Name\n"), "spec.remoteNamespaceName in body should match"),
@@ -430,6 +436,7 @@ async fn selected_name_in_v1beta1_and_both_versions_read_back_as_each_other() {
         }
         for n in [2, 3] {
             gone(tb, n, &picked).await;
+            gone(tb, n, &old_remote).await;
         }
     })
     .await;

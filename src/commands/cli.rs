@@ -47,7 +47,7 @@ impl KubeArgs {
             })?,
         };
         Client::try_from(config)
-            .map_err(|e| CliError::Failed(format!("cannot build a client for the cluster: {e}")))
+            .map_err(|e| CliError::Usage(format!("cannot use the kubeconfig: {e}")))
     }
 }
 

@@ -217,6 +217,9 @@ pub(crate) async fn list(args: ListArgs) -> Result<(), CliError> {
 pub(crate) struct Info {
     #[serde(rename = "clusterID")]
     pub(crate) cluster_id: Option<String>,
+    /// Why the cluster ID is unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cluster_id_unknown: Option<String>,
     pub(crate) cluster_labels: BTreeMap<String, String>,
     pub(crate) peers: Vec<Peer>,
 }
@@ -290,7 +293,8 @@ pub(crate) fn info_text(info: &Info) -> String {
         "cluster ID:      {}\ncluster labels:  {}\n",
         info.cluster_id
             .as_deref()
-            .unwrap_or("unknown (no identity published: is the manager running?)"),
+            .or(info.cluster_id_unknown.as_deref())
+            .unwrap_or("unknown"),
         labels(&info.cluster_labels)
     );
     if info.peers.is_empty() {
@@ -335,9 +339,18 @@ pub(crate) fn info_text(info: &Info) -> String {
 
 pub(crate) async fn info(args: InfoArgs) -> Result<(), CliError> {
     let client = args.kube.client().await?;
-    let own = identity::read(&client, &args.namespace)
-        .await
-        .map_err(|e| CliError::Failed(format!("cannot read this cluster's identity: {e}")))?;
+    // Peers are still worth showing to a user who may not read the manager's namespace.
+    let (own, unknown) = match identity::read(&client, &args.namespace).await {
+        Ok(Some(own)) => (Some(own), None),
+        Ok(None) => (
+            None,
+            Some(format!(
+                "unknown (no identity published in namespace {}: is the manager running there?)",
+                args.namespace
+            )),
+        ),
+        Err(e) => (None, Some(format!("unknown (cannot read it: {e})"))),
+    };
     let remote_clusters = remote_clusters(client.clone()).await?;
     let nodes = Api::<Node>::all(client.clone())
         .list(&ListParams::default().labels(&format!("{TYPE_LABEL}={VIRTUAL_NODE}")))
@@ -346,6 +359,7 @@ pub(crate) async fn info(args: InfoArgs) -> Result<(), CliError> {
         .items;
     let info = Info {
         cluster_id: own.as_ref().map(|i| i.cluster_id.clone()),
+        cluster_id_unknown: unknown,
         cluster_labels: own.map(|i| i.labels).unwrap_or_default(),
         peers: peers(&remote_clusters, &nodes),
     };
@@ -445,6 +459,7 @@ mod tests {
         assert_eq!(peers[0].connected, "False (Unreachable)");
         let text = info_text(&Info {
             cluster_id: Some("c1".into()),
+            cluster_id_unknown: None,
             cluster_labels: BTreeMap::new(),
             peers,
         });

@@ -1,5 +1,7 @@
-//! Floor 6, the command line: `run` (the manager) and the subcommands around it (peering,
-//! the CRDs and webhook configurations, certificates). `main.rs` only calls [`main`].
+//! Floor 6, the command line: what users run (`offload`/`unoffload namespace`, `info`,
+//! `list`, in liqoctl's words, also as kubectl plugins: docs/cli.md), and what the operator
+//! runs (`run`, the manager, and the subcommands around it: peering, the CRDs and webhook
+//! configurations, certificates). `main.rs` only calls [`main`].
 
 pub(crate) mod cli;
 pub(crate) mod inspect;

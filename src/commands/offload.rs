@@ -30,6 +30,7 @@ const CLI_FIELD_MANAGER: &str = "namespace-offloading-cli";
 pub(crate) enum OffloadTarget {
     /// Offload a namespace: its pods may run in the selected remote clusters, where its
     /// twin namespaces are created.
+    #[command(alias = "ns")]
     Namespace(OffloadArgs),
 }
 
@@ -37,6 +38,7 @@ pub(crate) enum OffloadTarget {
 pub(crate) enum UnoffloadTarget {
     /// End a namespace's offloading: its remote namespaces are deleted and its pods come
     /// back to this cluster.
+    #[command(alias = "ns")]
     Namespace(UnoffloadArgs),
 }
 
@@ -167,16 +169,21 @@ pub(crate) fn manifest(namespace: &str, spec: NamespaceOffloadingSpec) -> Namesp
     nso
 }
 
-async fn existing_namespace(client: &Client, name: &str) -> Result<Namespace, CliError> {
-    Api::<Namespace>::all(client.clone())
-        .get_opt(name)
-        .await
-        .map_err(|e| CliError::api(&format!("read namespace {name}"), e))?
-        .ok_or_else(|| {
-            CliError::NotFound(format!(
-                "namespace {name} does not exist in this cluster: create it first (kubectl create namespace {name})"
-            ))
-        })
+fn no_such_namespace(name: &str) -> CliError {
+    CliError::NotFound(format!(
+        "namespace {name} does not exist in this cluster: create it first (kubectl create namespace {name})"
+    ))
+}
+
+/// The namespace, or `None` when this user may not read namespaces (a tenant of its own
+/// namespaces): what comes next then tells whether it exists.
+async fn existing_namespace(client: &Client, name: &str) -> Result<Option<Namespace>, CliError> {
+    match Api::<Namespace>::all(client.clone()).get_opt(name).await {
+        Ok(Some(ns)) => Ok(Some(ns)),
+        Ok(None) => Err(no_such_namespace(name)),
+        Err(kube::Error::Api(s)) if s.is_forbidden() => Ok(None),
+        Err(e) => Err(CliError::api(&format!("read namespace {name}"), e)),
+    }
 }
 
 pub(crate) async fn offload(args: OffloadArgs) -> Result<(), CliError> {
@@ -205,6 +212,12 @@ pub(crate) async fn offload(args: OffloadArgs) -> Result<(), CliError> {
                 .get(OFFLOADING_NAME)
                 .await
                 .map_err(|e| CliError::api("read the existing NamespaceOffloading", e))?;
+            if current.metadata.deletion_timestamp.is_some() {
+                return Err(CliError::Failed(format!(
+                    "the offloading of namespace {} is ending: wait for it (`unoffload namespace {} --wait`), then offload it again",
+                    args.name, args.name
+                )));
+            }
             if current.spec != spec {
                 return Err(CliError::Failed(format!(
                     "namespace {} is already offloaded with another configuration (pods {}, remote namespaces named {}), which cannot change: run `unoffload namespace {} --wait`, then offload it again",
@@ -219,6 +232,7 @@ pub(crate) async fn offload(args: OffloadArgs) -> Result<(), CliError> {
                 args.name
             );
         }
+        Err(kube::Error::Api(s)) if s.is_not_found() => return Err(no_such_namespace(&args.name)),
         Err(e) => {
             return Err(CliError::api(
                 &format!("offload namespace {}", args.name),
@@ -339,7 +353,7 @@ pub(crate) async fn unoffload(args: UnoffloadArgs) -> Result<(), CliError> {
     let client = args.kube.client().await?;
     let namespace = existing_namespace(&client, &args.name).await?;
     // The quick-offloading label would have the offloading made again: it goes first.
-    let labelled = namespace.labels().contains_key(ENABLED_LABEL);
+    let labelled = namespace.is_some_and(|ns| ns.labels().contains_key(ENABLED_LABEL));
     if labelled {
         let patch = json!({"metadata": {"labels": {ENABLED_LABEL: null}}});
         Api::<Namespace>::all(client.clone())

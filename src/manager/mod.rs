@@ -358,6 +358,34 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), RunError> {
     Ok(())
 }
 
+/// Registers the webhook configurations with `ca`, retrying with backoff (1 s doubling to
+/// 60 s) until it succeeds; the first failure is an error in the log, the rest warnings.
+async fn register_until_done(
+    client: &Client,
+    target: &Target,
+    ca: &str,
+    own_namespace: &str,
+    mode: registration::Registration,
+) {
+    let mut delay = Duration::from_secs(1);
+    let mut failures = 0u32;
+    loop {
+        match registration::register(client, target, Some(ca), own_namespace, mode).await {
+            Ok(()) => return,
+            Err(e) => {
+                failures += 1;
+                if failures == 1 {
+                    tracing::error!(error = %e, "cannot register the webhook configurations; retrying");
+                } else {
+                    tracing::warn!(error = %e, failures, "still cannot register the webhook configurations");
+                }
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(60));
+    }
+}
+
 /// `--webhook-registration`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum RegistrationArg {
@@ -418,22 +446,25 @@ async fn certificates(
             let register_target = target.cloned();
             let own_namespace = args.namespace.clone();
             let mode = args.webhook_registration.into();
+            // The registration in progress: a newer CA (or the hourly re-apply) replaces it.
+            let pending: Arc<std::sync::Mutex<Option<tokio::task::AbortHandle>>> = Arc::default();
             let (resolver, _renewal) = managed::start(client.clone(), config, move |ca| {
                 let client = register_client.clone();
                 let target = register_target.clone();
                 let own_namespace = own_namespace.clone();
+                let pending = pending.clone();
                 async move {
-                    if let Some(target) = target
-                        && let Err(e) = registration::register(
-                            &client,
-                            &target,
-                            Some(&ca),
-                            &own_namespace,
-                            mode,
-                        )
-                        .await
+                    let Some(target) = target else { return };
+                    // In the background, retried until it holds: the configurations may not
+                    // exist yet (an installer creates them after the Deployment), and
+                    // without their caBundle every admission fails closed.
+                    let task = tokio::spawn(async move {
+                        register_until_done(&client, &target, &ca, &own_namespace, mode).await;
+                    });
+                    if let Ok(mut slot) = pending.lock()
+                        && let Some(previous) = slot.replace(task.abort_handle())
                     {
-                        tracing::error!(error = %e, "cannot register the webhook configurations");
+                        previous.abort();
                     }
                 }
             })

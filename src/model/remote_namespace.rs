@@ -56,8 +56,9 @@ pub(crate) fn claimants<'a>(
 }
 
 /// The offloading of another local namespace that claims the same remote name before this
-/// one (created earlier; on a tie, the smaller namespace name): two namespaces of this
-/// cluster never share remote namespaces, and the later one is the conflict.
+/// one (created earlier; within the same second, the one already Ready somewhere, then the
+/// smaller namespace name): two namespaces of this cluster never share remote namespaces,
+/// and the later one is the conflict.
 pub(crate) fn earlier_claimant<'a>(
     nso: &'a NamespaceOffloading,
     remote: &'a str,
@@ -65,9 +66,19 @@ pub(crate) fn earlier_claimant<'a>(
     local_cluster_id: &'a str,
 ) -> Option<&'a NamespaceOffloading> {
     let namespace = nso.metadata.namespace.as_deref().unwrap_or_default();
+    // Creation times have one-second resolution: of two made by one `kubectl apply`, the
+    // one whose remote namespaces already exist keeps them.
+    let ready_somewhere = |n: &NamespaceOffloading| {
+        n.status
+            .iter()
+            .flat_map(|s| s.remote_namespaces_conditions.values())
+            .flatten()
+            .any(|c| c.type_ == READY && c.status == "True")
+    };
     let order = |n: &NamespaceOffloading| {
         (
             n.metadata.creation_timestamp.clone().map(|t| t.0),
+            !ready_somewhere(n),
             n.metadata.namespace.clone().unwrap_or_default(),
         )
     };
@@ -169,7 +180,7 @@ pub(crate) fn writable(
         Ownership::Ours if ready.is_some_and(|c| c.status == "True") => Writable::Yes,
         Ownership::Ours | Ownership::OursTerminating => Writable::NotYet,
         Ownership::Missing => match ready {
-            Some(c) if c.status != "True" && c.reason.as_deref() == Some(Reason::AlreadyExists.as_str()) => {
+            Some(c) if c.status != "True" && never_ours(c.reason.as_deref()) => {
                 Writable::Never(c.message.clone().unwrap_or_else(|| {
                     "the remote namespace exists and was not created by this cluster's offloading".into()
                 }))
@@ -179,6 +190,12 @@ pub(crate) fn writable(
     }
 }
 
+/// Whether a `Ready=False` reason says the remote name is someone else's: a namespace
+/// there that is not ours, or a name another local namespace's offloading holds.
+fn never_ours(reason: Option<&str>) -> bool {
+    reason == Some(Reason::AlreadyExists.as_str()) || reason == Some(Reason::NameClaimed.as_str())
+}
+
 /// The clusters whose remote namespace the offloading reports taken by someone else: no
 /// new pod is placed on their virtual nodes.
 pub(crate) fn taken_in(status: Option<&NamespaceOffloadingStatus>) -> Vec<String> {
@@ -186,11 +203,9 @@ pub(crate) fn taken_in(status: Option<&NamespaceOffloadingStatus>) -> Vec<String
         .iter()
         .flat_map(|s| s.remote_namespaces_conditions.iter())
         .filter(|(_, conditions)| {
-            conditions.iter().any(|c| {
-                c.type_ == READY
-                    && c.status != "True"
-                    && c.reason.as_deref() == Some(Reason::AlreadyExists.as_str())
-            })
+            conditions
+                .iter()
+                .any(|c| c.type_ == READY && c.status != "True" && never_ours(c.reason.as_deref()))
         })
         .map(|(id, _)| id.clone())
         .collect()
@@ -301,6 +316,22 @@ mod tests {
             Some("0")
         );
         assert!(earlier_claimant(&tie, "shop", &all, ME).is_none());
+        // ...unless the other is already Ready somewhere.
+        let mut ready_first = first.clone();
+        ready_first.status = Some(NamespaceOffloadingStatus {
+            remote_namespaces_conditions: [("c2".to_owned(), ready("True", "NamespaceCreated"))]
+                .into(),
+            ..NamespaceOffloadingStatus::default()
+        });
+        let all = [ready_first.clone(), tie.clone()];
+        assert!(earlier_claimant(&ready_first, "shop", &all, ME).is_none());
+        assert_eq!(
+            earlier_claimant(&tie, "shop", &all, ME)
+                .and_then(|h| h.metadata.namespace.clone())
+                .as_deref(),
+            Some("a")
+        );
+        let all = [first.clone(), tie.clone()];
         // Any other claimant, for a creation (the webhook): named.
         let names: Vec<_> = claimants("new", "shop", &all, ME)
             .filter_map(|n| n.metadata.namespace.clone())
@@ -373,11 +404,19 @@ mod tests {
                 ("c2".to_owned(), ready("False", "AlreadyExists")),
                 ("c3".to_owned(), ready("True", "NamespaceCreated")),
                 ("c4".to_owned(), ready("False", "Unreachable")),
+                ("c5".to_owned(), ready("False", "NameClaimed")),
             ]
             .into(),
             ..NamespaceOffloadingStatus::default()
         };
-        assert_eq!(taken_in(Some(&status)), vec!["c2".to_owned()]);
+        assert_eq!(
+            taken_in(Some(&status)),
+            vec!["c2".to_owned(), "c5".to_owned()]
+        );
+        assert!(matches!(
+            writable(None, &ready("False", "NameClaimed"), ME, "web"),
+            Writable::Never(_)
+        ));
         assert!(taken_in(None).is_empty());
     }
 

@@ -326,6 +326,7 @@ pub(crate) fn placement_for<'a>(
     webhook: Webhook,
     namespace: &str,
     nso: Option<&'a NamespaceOffloading>,
+    lookup: &dyn Lookup,
     local_cluster_id: &str,
 ) -> (Cow<'a, NamespaceOffloadingSpec>, Option<String>) {
     match nso {
@@ -342,8 +343,27 @@ pub(crate) fn placement_for<'a>(
         None if webhook == Webhook::PodEnabledLabel => {
             let defaults = NamespaceOffloadingSpec::label_default();
             // Only if the label's NamespaceOffloading can exist at all (DefaultName must fit
-            // a namespace name); otherwise nothing is offloaded, and pods stay local.
-            if defaults.remote_name(namespace, local_cluster_id).len() <= DNS1123_LABEL_MAX {
+            // a namespace name, and be no other local namespace's remote name: the webhook
+            // refuses both); otherwise nothing is offloaded, and pods stay local.
+            let remote = defaults.remote_name(namespace, local_cluster_id);
+            let all = lookup.offloadings();
+            let holder = claimants(
+                namespace,
+                &remote,
+                all.iter().map(|n| &**n),
+                local_cluster_id,
+            )
+            .next()
+            .and_then(|n| n.metadata.namespace.clone());
+            if let Some(holder) = holder {
+                (
+                    Cow::Owned(NamespaceOffloadingSpec::local_only()),
+                    Some(format!(
+                        "the liqo.io/enabled label's default NamespaceOffloading cannot be made ({}): the pod is kept in the local cluster",
+                        claimed_message(&remote, &holder)
+                    )),
+                )
+            } else if remote.len() <= DNS1123_LABEL_MAX {
                 (Cow::Owned(defaults), None)
             } else {
                 (
@@ -375,7 +395,7 @@ fn place_pod(
         .as_ref()
         .ok_or("the admission request carries no object")?;
     let namespace = &request.namespace;
-    let (spec, warning) = placement_for(webhook, namespace, nso, local_cluster_id);
+    let (spec, warning) = placement_for(webhook, namespace, nso, lookup, local_cluster_id);
     let mut warnings: Vec<String> = warning.into_iter().collect();
     if let Some(node) = pod.node_name() {
         // A node chosen by hand is the user's call; reflection says why no twin runs.
@@ -710,6 +730,28 @@ mod tests {
                 .unwrap()
                 .contains("too long"),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn the_label_stands_for_nothing_where_its_default_name_is_another_namespaces() {
+        // "test-namespace-cluster-1-id", offloaded with EnforceSameName, has the remote name
+        // the label's default would give "test-namespace".
+        let lookup = lookup_with(
+            "test-namespace-cluster-1-id",
+            json!({"namespaceMappingStrategy": "EnforceSameName"}),
+        );
+        let body = pod_review("admission.k8s.io/v1", "u9", json!({"containers": []}));
+        let (out, _) = answer(Webhook::PodEnabledLabel, &body, &lookup);
+        let pod = apply_patch(&body, &out);
+        assert_eq!(
+            required_terms(&pod),
+            &serde_json::from_str::<Value>(NOT_VN).unwrap()
+        );
+        let warning = out["response"]["warnings"][0].as_str().unwrap();
+        assert!(
+            warning.contains("already that of namespace test-namespace-cluster-1-id's offloading"),
+            "{warning}"
         );
     }
 

@@ -124,7 +124,7 @@ pub(crate) fn validate_create(
             )),
         },
     }
-    check_selected_name(object, &spec, mapping.as_deref(), &mut problems);
+    check_selected_name(&spec, mapping.as_deref(), &mut problems);
     if mapping.as_deref().unwrap_or("DefaultName") == "DefaultName" {
         let remote = format!("{namespace}-{local_cluster_id}");
         if remote.len() > DNS1123_LABEL_MAX {
@@ -143,29 +143,12 @@ pub(crate) fn validate_create(
     }
 }
 
-/// What v1alpha1 never had is refused in it, naming v1beta1; in v1beta1, `SelectedName`
-/// needs its name, a valid one, and no other strategy takes one.
-fn check_selected_name(
-    object: &Value,
-    spec: &Value,
-    mapping: Option<&str>,
-    problems: &mut Vec<String>,
-) {
-    let v1alpha1 =
-        object.get("apiVersion").and_then(Value::as_str) == Some("offloading.liqo.io/v1alpha1");
+/// `SelectedName` needs its name, a valid one, and no other strategy takes one (Liqo
+/// ignores it there; here it is refused, so that a forgotten strategy is not a silent
+/// DefaultName).
+fn check_selected_name(spec: &Value, mapping: Option<&str>, problems: &mut Vec<String>) {
     let selected = mapping == Some("SelectedName");
     let name = spec.get("remoteNamespaceName").filter(|v| !v.is_null());
-    if v1alpha1 {
-        if selected {
-            problems.push(format!(
-                "spec.namespaceMappingStrategy: SelectedName {V1BETA1_ONLY}"
-            ));
-        }
-        if name.is_some() {
-            problems.push(format!("spec.remoteNamespaceName {V1BETA1_ONLY}"));
-        }
-        return;
-    }
     match (selected, name) {
         (true, None) => problems.push(
             "spec.remoteNamespaceName is required with namespaceMappingStrategy SelectedName: set the name the remote namespaces get".into(),
@@ -184,9 +167,6 @@ fn check_selected_name(
         (false, None) => {}
     }
 }
-
-/// Ends the message for what only v1beta1 has, written as v1alpha1.
-const V1BETA1_ONLY: &str = "is part of offloading.liqo.io/v1beta1 (Liqo 1.x), not v1alpha1: write this NamespaceOffloading with apiVersion offloading.liqo.io/v1beta1";
 
 fn check_enum(
     spec: &Value,
@@ -346,32 +326,21 @@ mod tests {
     }
 
     #[test]
-    fn what_only_v1beta1_has_is_refused_in_v1alpha1_naming_v1beta1() {
+    fn liqo_0_10_v1alpha1_manifests_with_selected_name_are_accepted() {
+        // Liqo's v1alpha1 has had SelectedName since 0.10.2: the same rules in both versions.
+        let alpha =
+            nso(json!({"namespaceMappingStrategy": "SelectedName", "remoteNamespaceName": "shop"}));
+        assert!(validate_create("offloading", "ns", &alpha, ID).is_ok());
         let err = validate_create(
             "offloading",
             "ns",
-            &nso(
-                json!({"namespaceMappingStrategy": "SelectedName", "remoteNamespaceName": "shop"}),
-            ),
+            &nso(json!({"namespaceMappingStrategy": "SelectedName"})),
             ID,
         )
         .unwrap_err();
         assert!(
-            err.contains(
-                "spec.namespaceMappingStrategy: SelectedName is part of offloading.liqo.io/v1beta1"
-            ),
+            err.contains("spec.remoteNamespaceName is required"),
             "{err}"
-        );
-        assert!(err.contains("spec.remoteNamespaceName is part of offloading.liqo.io/v1beta1 (Liqo 1.x), not v1alpha1: write this NamespaceOffloading with apiVersion offloading.liqo.io/v1beta1"), "{err}");
-        // Everything v1alpha1 had is still accepted in it.
-        assert!(
-            validate_create(
-                "offloading",
-                "ns",
-                &nso(json!({"namespaceMappingStrategy": "EnforceSameName"})),
-                ID
-            )
-            .is_ok()
         );
     }
 

@@ -1,4 +1,5 @@
-//! The user-facing API, key for key Liqo's `offloading.liqo.io/v1alpha1`.
+//! The user-facing API, key for key Liqo's `offloading.liqo.io` (NamespaceOffloading in
+//! v1beta1 and v1alpha1; our RemoteCluster in v1alpha1).
 
 pub mod offloading;
 pub mod remote_cluster;

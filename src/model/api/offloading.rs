@@ -1,11 +1,10 @@
 //! `NamespaceOffloading`: where a namespace's pods may run and which clusters get its twin.
 //!
 //! Served as `offloading.liqo.io/v1beta1` (Liqo 1.x, the storage version, the type the
-//! code uses) and `v1alpha1` (Liqo 0.x, [`v1alpha1`]). Both versions have the same fields,
-//! so the API server converts between them by changing `apiVersion` alone (`None`
-//! conversion: no webhook on the read path); v1alpha1 only refuses, with its own CEL rules,
-//! to *write* what it never had (`SelectedName`, `spec.remoteNamespaceName`). See
-//! docs/guide.md, "API versions".
+//! code uses) and `v1alpha1` (Liqo 0.x, [`v1alpha1`]). Both have the same schema, as in
+//! Liqo (whose v1alpha1 gained `SelectedName` and `spec.remoteNamespaceName` in 0.10.2), so
+//! the API server converts between them by changing `apiVersion` alone (`None` conversion:
+//! no webhook on the read path). See docs/migrating-from-liqo.md, "API versions".
 
 use std::collections::BTreeMap;
 
@@ -89,7 +88,7 @@ pub enum NamespaceMappingStrategy {
     EnforceSameName,
     #[default]
     DefaultName,
-    /// Liqo 1.x: the name in `spec.remoteNamespaceName` (v1beta1 only).
+    /// The name in `spec.remoteNamespaceName` (Liqo 0.10.2 on).
     SelectedName,
 }
 
@@ -211,20 +210,21 @@ pub struct RemoteNamespaceCondition {
     pub message: Option<String>,
 }
 
-/// `offloading.liqo.io/v1alpha1`, served for Liqo 0.x manifests: the same fields as
-/// v1beta1 (so objects of either version read back in the other unchanged), and rules that
-/// refuse to create with this version what v1alpha1 never had. Used only for its schema.
+/// `offloading.liqo.io/v1alpha1`, served for Liqo 0.x manifests: the same schema as
+/// v1beta1, so objects of either version read back in the other unchanged. Used only for
+/// its schema.
 pub mod v1alpha1 {
     use k8s_openapi::api::core::v1::NodeSelector;
     use kube::{CustomResource, KubeSchema};
     use serde::{Deserialize, Serialize};
 
     use crate::model::api::offloading::{
-        IMMUTABLE, NamespaceMappingStrategy, NamespaceOffloadingStatus, PodOffloadingStrategy,
-        default_cluster_selector,
+        IMMUTABLE, NAME_NEEDS_SELECTED_NAME, NamespaceMappingStrategy, NamespaceOffloadingStatus,
+        PodOffloadingStrategy, SELECTED_NAME_NEEDS_NAME, default_cluster_selector,
     };
 
-    /// The offloading configuration of the namespace it lives in (Liqo 0.x's version).
+    /// The offloading configuration of the namespace it lives in. Only the object named
+    /// `offloading` has any effect; its spec cannot change once created.
     #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
     #[kube(
         group = "offloading.liqo.io",
@@ -241,29 +241,25 @@ pub mod v1alpha1 {
         printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
     )]
     #[x_kube(validation = Rule::new("self == oldSelf").message(IMMUTABLE))]
-    // Ratcheted on updates (an unchanged spec is not validated again), so a v1beta1 object
-    // read and written back as v1alpha1 keeps its SelectedName.
-    #[x_kube(validation = Rule::new("self.namespaceMappingStrategy != 'SelectedName'").message(
-        "namespaceMappingStrategy SelectedName is a value of offloading.liqo.io/v1beta1 (Liqo 1.x): write this NamespaceOffloading with apiVersion offloading.liqo.io/v1beta1"
-    ))]
-    #[x_kube(validation = Rule::new("!has(self.remoteNamespaceName)").message(
-        "spec.remoteNamespaceName is a field of offloading.liqo.io/v1beta1 (Liqo 1.x): write this NamespaceOffloading with apiVersion offloading.liqo.io/v1beta1"
-    ))]
+    #[x_kube(validation = Rule::new(SELECTED_NAME_NEEDS_NAME.0).message(SELECTED_NAME_NEEDS_NAME.1))]
+    #[x_kube(validation = Rule::new(NAME_NEEDS_SELECTED_NAME.0).message(NAME_NEEDS_SELECTED_NAME.1))]
     #[serde(rename_all = "camelCase")]
     pub struct NamespaceOffloadingSpec {
-        /// How remote namespaces are named: `DefaultName` or `EnforceSameName`
-        /// (`SelectedName` needs v1beta1).
+        /// How remote namespaces are named: `DefaultName` (`<namespace>-<local-cluster-id>`,
+        /// conflict-free), `EnforceSameName` (`<namespace>`) or `SelectedName`
+        /// (`spec.remoteNamespaceName`).
         #[serde(default)]
         pub namespace_mapping_strategy: NamespaceMappingStrategy,
-        /// Kept so that a v1beta1 object reads back whole; not writable in this version.
+        /// The remote namespaces' name with `SelectedName` (required then, refused otherwise):
+        /// a DNS label of at most 63 characters.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schemars(schema_with = "crate::model::api::offloading::dns_label_schema")]
         pub remote_namespace_name: Option<String>,
         /// Where the namespace's pods may run: `Local`, `Remote` or `LocalAndRemote`.
         #[serde(default)]
         pub pod_offloading_strategy: PodOffloadingStrategy,
-        /// Which remote clusters to offload to (NodeAffinity syntax against the virtual
-        /// nodes' labels). Default: every remote cluster.
+        /// Which remote clusters to offload to, in NodeAffinity syntax against the labels of
+        /// the virtual nodes standing for them. Default: every remote cluster.
         #[serde(default = "default_cluster_selector")]
         pub cluster_selector: NodeSelector,
     }
@@ -374,12 +370,14 @@ mod tests {
                 ]
             );
         }
-        let rules = |v: &Value| -> String {
-            v["schema"]["openAPIV3Schema"]["properties"]["spec"]["x-kubernetes-validations"]
+        // The same schema, rules and all: nothing to convert, nothing one version lacks.
+        let spec = |v: &Value| v["schema"]["openAPIV3Schema"]["properties"]["spec"].clone();
+        assert_eq!(spec(&versions[0]), spec(&versions[1]));
+        assert!(
+            spec(&versions[0])["x-kubernetes-validations"]
                 .to_string()
-        };
-        assert!(rules(&versions[0]).contains("has(self.remoteNamespaceName)"));
-        assert!(rules(&versions[1]).contains("a value of offloading.liqo.io/v1beta1"));
+                .contains("has(self.remoteNamespaceName)")
+        );
     }
 
     #[test]

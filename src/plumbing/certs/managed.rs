@@ -192,8 +192,9 @@ impl ManagedConfig {
 }
 
 /// Starts self-managed certificates: returns the resolver to serve with and the CA, then
-/// keeps both current. `on_ca` runs with each CA in use (first one included), to patch
-/// the webhook configurations' caBundle.
+/// keeps both current. `on_ca` runs with the CA in use at start and at every check (hourly,
+/// changed or not), to patch the webhook configurations' caBundle: one removed by hand, or
+/// by an installer that replaced the configurations, comes back.
 pub(crate) async fn start<F, Fut>(
     client: Client,
     config: ManagedConfig,
@@ -212,7 +213,6 @@ where
     let shared = resolver.clone();
     let task = tokio::spawn(async move {
         let mut serving = material.serving.cert_pem;
-        let mut ca = material.ca.cert_pem;
         loop {
             tokio::time::sleep(CHECK_EVERY).await;
             match config.ensure(&client).await {
@@ -229,10 +229,7 @@ where
                             Err(e) => tracing::warn!(error = %e, "renewed certificate unusable"),
                         }
                     }
-                    if m.ca.cert_pem != ca {
-                        ca = m.ca.cert_pem;
-                        on_ca(ca.clone()).await;
-                    }
+                    on_ca(m.ca.cert_pem).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "webhook certificate renewal failed; retrying")
