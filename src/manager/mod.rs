@@ -422,15 +422,27 @@ async fn certificates(
                     })?),
                     None => None,
                 };
-                registration::register(
-                    client,
-                    target,
-                    bundle.as_deref(),
-                    &args.namespace,
-                    args.webhook_registration.into(),
-                )
-                .await
-                .map_err(RunError::Register)?;
+                let mode = args.webhook_registration.into();
+                match (mode, bundle) {
+                    // Into configurations an installer makes, perhaps after this pod starts:
+                    // in the background, until it holds.
+                    (registration::Registration::CaBundle, Some(ca)) => {
+                        let (client, target) = (client.clone(), target.clone());
+                        let own_namespace = args.namespace.clone();
+                        tokio::spawn(async move {
+                            register_until_done(&client, &target, &ca, &own_namespace, mode).await;
+                        });
+                    }
+                    (_, bundle) => registration::register(
+                        client,
+                        target,
+                        bundle.as_deref(),
+                        &args.namespace,
+                        mode,
+                    )
+                    .await
+                    .map_err(RunError::Register)?,
+                }
             }
             files
         }
