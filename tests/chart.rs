@@ -764,29 +764,12 @@ async fn helm_install_runs_the_manager_under_the_chart_rbac_and_uninstall_remove
             .data
             .unwrap();
         assert_eq!(config["NSO_CLUSTER_LABELS"], "provider=chart,region=test");
-        let (ok, token, err) = kubectl(
+        let sa_kubeconfig = support::service_account_kubeconfig(
             admin,
-            &["create", "token", name, "-n", ns, "--duration=1h"],
-            None,
+            ns,
+            name,
+            &tb.cluster(1).dir().join("chart-serviceaccount.kubeconfig"),
         );
-        assert!(ok, "{err}");
-        let mut kubeconfig: Value =
-            serde_json::from_str(&std::fs::read_to_string(admin).unwrap()).unwrap();
-        kubeconfig["users"][0]["user"] = json!({"token": token.trim()});
-        // Beside the cluster's own: the manager finds the webhook client CA next to it.
-        let sa_kubeconfig = tb.cluster(1).dir().join("chart-serviceaccount.kubeconfig");
-        std::fs::write(&sa_kubeconfig, kubeconfig.to_string()).unwrap();
-        let (_, whoami, _) = kubectl(
-            &sa_kubeconfig,
-            &[
-                "auth",
-                "whoami",
-                "-o",
-                "jsonpath={.status.userInfo.username}",
-            ],
-            None,
-        );
-        assert_eq!(whoami, format!("system:serviceaccount:{ns}:{name}"));
 
         // The installed webhook configurations call the release's Service, which nothing
         // serves in the test bed; the manager registers its own address instead (as
@@ -1004,6 +987,9 @@ async fn helm_upgrade_meets_no_conflict_with_the_ca_bundle_the_manager_wrote() {
         // its CA once they do.
         let (ok, _, err) = kubectl(admin, &["create", "namespace", ns], None);
         assert!(ok, "{err}");
+        // The CRDs first, as an upgrade finds them (the manager is ready only once its
+        // watches list); Helm leaves CRDs that exist alone.
+        support::install_crds(admin).unwrap();
         let manager = support::start_manager(
             tb,
             "upgrade-manager",

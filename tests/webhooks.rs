@@ -765,37 +765,13 @@ async fn the_manager_works_with_only_its_service_account_permissions() {
             );
             assert!(ok, "{file}: {err}");
         }
-        let (ok, token, err) = kubectl(
-            admin,
-            &[
-                "create",
-                "token",
-                "namespace-offloading",
-                "-n",
-                "liqo",
-                "--duration=1h",
-            ],
-            None,
-        );
-        assert!(ok, "{err}");
-        // The admin kubeconfig with the ServiceAccount's token instead of the admin certificate.
-        let mut kubeconfig: Value =
-            serde_json::from_str(&std::fs::read_to_string(admin).unwrap()).unwrap();
-        kubeconfig["users"][0]["user"] = json!({"token": token.trim()});
         // Beside cluster 3's own: the manager finds the webhook client CA next to it.
-        let sa_kubeconfig = tb.cluster(3).dir().join("serviceaccount.kubeconfig");
-        std::fs::write(&sa_kubeconfig, kubeconfig.to_string()).unwrap();
-        let (_, whoami, _) = kubectl(
-            &sa_kubeconfig,
-            &[
-                "auth",
-                "whoami",
-                "-o",
-                "jsonpath={.status.userInfo.username}",
-            ],
-            None,
+        let sa_kubeconfig = support::service_account_kubeconfig(
+            admin,
+            "liqo",
+            "namespace-offloading",
+            &tb.cluster(3).dir().join("serviceaccount.kubeconfig"),
         );
-        assert_eq!(whoami, "system:serviceaccount:liqo:namespace-offloading");
 
         let manager = support::start_manager(
             tb,

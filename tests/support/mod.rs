@@ -239,3 +239,40 @@ pub async fn create_node(
         .await
         .unwrap();
 }
+
+/// A kubeconfig for ServiceAccount `namespace/account` of the cluster behind `admin`: the
+/// admin kubeconfig with a one-hour token of the account instead of the admin certificate,
+/// written to `path` (beside the cluster's own, where the manager finds the webhook client
+/// CA), and checked with `kubectl auth whoami`.
+pub fn service_account_kubeconfig(
+    admin: &Path,
+    namespace: &str,
+    account: &str,
+    path: &Path,
+) -> std::path::PathBuf {
+    let (ok, token, err) = kubectl(
+        admin,
+        &["create", "token", account, "-n", namespace, "--duration=1h"],
+        None,
+    );
+    assert!(ok, "{err}");
+    let mut kubeconfig: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(admin).unwrap()).unwrap();
+    kubeconfig["users"][0]["user"] = serde_json::json!({"token": token.trim()});
+    std::fs::write(path, kubeconfig.to_string()).unwrap();
+    let (_, whoami, _) = kubectl(
+        path,
+        &[
+            "auth",
+            "whoami",
+            "-o",
+            "jsonpath={.status.userInfo.username}",
+        ],
+        None,
+    );
+    assert_eq!(
+        whoami,
+        format!("system:serviceaccount:{namespace}:{account}")
+    );
+    path.to_owned()
+}

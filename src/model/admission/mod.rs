@@ -346,21 +346,12 @@ pub(crate) fn placement_for<'a>(
             // a namespace name, and be no other local namespace's remote name: the webhook
             // refuses both); otherwise nothing is offloaded, and pods stay local.
             let remote = defaults.remote_name(namespace, local_cluster_id);
-            let all = lookup.offloadings();
-            let holder = claimants(
-                namespace,
-                &remote,
-                all.iter().map(|n| &**n),
-                local_cluster_id,
-            )
-            .next()
-            .and_then(|n| n.metadata.namespace.clone());
-            if let Some(holder) = holder {
+            if let Some(claimed) = remote_name_claimed(namespace, &remote, lookup, local_cluster_id)
+            {
                 (
                     Cow::Owned(NamespaceOffloadingSpec::local_only()),
                     Some(format!(
-                        "the liqo.io/enabled label's default NamespaceOffloading cannot be made ({}): the pod is kept in the local cluster",
-                        claimed_message(&remote, &holder)
+                        "the liqo.io/enabled label's default NamespaceOffloading cannot be made ({claimed}): the pod is kept in the local cluster"
                     )),
                 )
             } else if remote.len() <= DNS1123_LABEL_MAX {
@@ -436,11 +427,26 @@ fn remote_name_holder(
 ) -> Option<String> {
     let spec: NamespaceOffloadingSpec =
         serde_json::from_value(offloading::with_defaults(object).get("spec")?.clone()).ok()?;
-    let remote = spec.remote_name(namespace, local_cluster_id);
+    remote_name_claimed(
+        namespace,
+        &spec.remote_name(namespace, local_cluster_id),
+        lookup,
+        local_cluster_id,
+    )
+}
+
+/// Whether another namespace's offloading has `remote` as its remote name, as the message
+/// that names it.
+fn remote_name_claimed(
+    namespace: &str,
+    remote: &str,
+    lookup: &dyn Lookup,
+    local_cluster_id: &str,
+) -> Option<String> {
     let all = lookup.offloadings();
     let holder = claimants(
         namespace,
-        &remote,
+        remote,
         all.iter().map(|n| &**n),
         local_cluster_id,
     )
@@ -449,7 +455,7 @@ fn remote_name_holder(
     .namespace
     .clone()
     .unwrap_or_default();
-    Some(claimed_message(&remote, &holder))
+    Some(claimed_message(remote, &holder))
 }
 
 fn review_validation(
