@@ -1039,6 +1039,8 @@ async fn at_rest_the_manager_keeps_one_watch_per_kind_per_cluster() {
             "remoteclusters",
             "services",
             "endpointslices",
+            "ingresses",
+            "networkpolicies",
         ] {
             assert!(
                 local.open_watches.contains_key(kind),
@@ -1054,6 +1056,8 @@ async fn at_rest_the_manager_keeps_one_watch_per_kind_per_cluster() {
             "serviceaccounts",
             "services",
             "endpointslices",
+            "ingresses",
+            "networkpolicies",
             "events",
             // What a twin may name there (issue 21, point 6).
             "priorityclasses",
@@ -1887,6 +1891,267 @@ async fn kubectl_logs_exec_and_port_forward_reach_an_offloaded_pod() {
             );
         }
 
+        delete_namespace(&client, &ns).await;
+    })
+    .await;
+}
+
+/// Issue 24, points 2 and 3: the reflection policy decides, per kind, what crosses
+/// (`AllowList`: only the annotated; `DenyList`: all but the annotated), listed labels never
+/// cross; Ingresses cross with their class mapped and their load-balancer addresses come
+/// back; NetworkPolicies cross verbatim.
+#[tokio::test]
+async fn reflection_policy_ingresses_and_network_policies() {
+    use k8s_openapi::api::{
+        core::v1::Secret,
+        networking::v1::{Ingress, NetworkPolicy},
+    };
+    with_topology(|tb, t| async move {
+        restart_manager(
+            tb,
+            t,
+            1,
+            &[
+                "--reflection-type=configmap=AllowList",
+                "--labels-not-reflected=team",
+                "--ingress-class-mapping=nginx=remote-nginx",
+            ],
+        )
+        .await;
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("policy");
+        create_namespace(&client, &ns, json!({})).await;
+        apply_offloading(
+            tb,
+            &ns,
+            "  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - {key: region, operator: In, values: [eu]}\n",
+        );
+        phase(&client, &ns, "Ready").await;
+        let remote_ns = format!("{ns}-{}", t.ids[0]);
+        let eu = tb.cluster(2).client().await.unwrap();
+
+        let objects = format!(
+            r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: plain, namespace: {ns}}}
+data: {{mode: fast}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: allowed
+  namespace: {ns}
+  annotations: {{liqo.io/allow-reflection: "true"}}
+data: {{mode: fast}}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: skipped
+  namespace: {ns}
+  annotations: {{liqo.io/skip-reflection: "true"}}
+stringData: {{password: stays-home}}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: kept
+  namespace: {ns}
+  labels: {{team: payments, app: shop}}
+stringData: {{password: crosses}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: web, namespace: {ns}}}
+spec:
+  ingressClassName: nginx
+  rules:
+  - host: shop.example
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {{name: db-from-web, namespace: {ns}}}
+spec:
+  podSelector: {{matchLabels: {{app: db}}}}
+  policyTypes: [Ingress]
+  ingress:
+  - from: [{{podSelector: {{matchLabels: {{app: web}}}}}}]
+    ports: [{{port: 5432, protocol: TCP}}]
+"#
+        );
+        kubectl(tb.cluster(1).kubeconfig(), &["apply", "-f", "-"], Some(&objects));
+
+        let eu_cms = Api::<ConfigMap>::namespaced(eu.clone(), &remote_ns);
+        let eu_secrets = Api::<Secret>::namespaced(eu.clone(), &remote_ns);
+        let eu_ingresses = Api::<Ingress>::namespaced(eu.clone(), &remote_ns);
+        let eu_policies = Api::<NetworkPolicy>::namespaced(eu.clone(), &remote_ns);
+        eventually("the allowed ConfigMap copied", WAIT, || async {
+            eu_cms.get_opt("allowed").await.ok()?
+        })
+        .await;
+        let kept = eventually("the plain Secret copied", WAIT, || async {
+            eu_secrets.get_opt("kept").await.ok()?
+        })
+        .await;
+        let labels = kept.metadata.labels.unwrap();
+        assert_eq!(labels.get("app").map(String::as_str), Some("shop"));
+        assert!(!labels.contains_key("team"), "a listed label crossed: {labels:?}");
+        let copy = eventually("the Ingress copied", WAIT, || async {
+            eu_ingresses.get_opt("web").await.ok()?
+        })
+        .await;
+        let spec = copy.spec.unwrap();
+        assert_eq!(spec.ingress_class_name.as_deref(), Some("remote-nginx"));
+        assert_eq!(spec.rules.unwrap()[0].host.as_deref(), Some("shop.example"));
+        let policy = eventually("the NetworkPolicy copied", WAIT, || async {
+            eu_policies.get_opt("db-from-web").await.ok()?
+        })
+        .await;
+        let local_policy = Api::<NetworkPolicy>::namespaced(client.clone(), &ns)
+            .get("db-from-web")
+            .await
+            .unwrap();
+        assert_eq!(policy.spec, local_policy.spec);
+        // Every kind was reflected once by now: what the policy leaves home is not there.
+        assert!(eu_cms.get_opt("plain").await.unwrap().is_none());
+        assert!(eu_secrets.get_opt("skipped").await.unwrap().is_none());
+
+        // The remote ingress controller publishes an address: it comes back.
+        eu_ingresses
+            .patch_status(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}})),
+            )
+            .await
+            .unwrap();
+        let local_ingresses = Api::<Ingress>::namespaced(client.clone(), &ns);
+        eventually("the address back on the local Ingress", WAIT, || async {
+            let status = local_ingresses.get("web").await.ok()?.status?;
+            let entries = status.load_balancer?.ingress?;
+            (entries.len() == 1 && entries[0].ip.as_deref() == Some("203.0.113.10")).then_some(())
+        })
+        .await;
+
+        // No longer allowed: the copy goes; marked to skip: the same.
+        Api::<ConfigMap>::namespaced(client.clone(), &ns)
+            .patch(
+                "allowed",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"liqo.io/allow-reflection": "false"}}})),
+            )
+            .await
+            .unwrap();
+        Api::<Secret>::namespaced(client.clone(), &ns)
+            .patch(
+                "kept",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"liqo.io/skip-reflection": "true"}}})),
+            )
+            .await
+            .unwrap();
+        eventually("copies no longer reflected deleted", WAIT, || async {
+            (eu_cms.get_opt("allowed").await.ok()?.is_none()
+                && eu_secrets.get_opt("kept").await.ok()?.is_none())
+            .then_some(())
+        })
+        .await;
+
+        delete_namespace(&client, &ns).await;
+        restart_manager(tb, t, 1, &[]).await;
+    })
+    .await;
+}
+
+/// Issue 24, point 1: in a namespace offloaded with `Local`, the pods of a Deployment
+/// naming the `liqo` RuntimeClass (installed with the manager) go to the selected
+/// cluster's virtual node and run there as twins with that cluster's default runtime,
+/// while the namespace's other pods stay local.
+#[tokio::test]
+async fn a_pod_opted_in_by_runtime_class_runs_remotely_in_a_local_namespace() {
+    use k8s_openapi::api::core::v1::Pod;
+    with_topology(|tb, t| async move {
+        let local_node = kwok_node(tb, 1).await;
+        kwok_node(tb, 2).await;
+        let client = tb.cluster(1).client().await.unwrap();
+        let ns = unique("opt-in");
+        create_namespace(&client, &ns, json!({})).await;
+        apply_offloading(
+            tb,
+            &ns,
+            "  podOffloadingStrategy: Local\n  clusterSelector:\n    nodeSelectorTerms:\n    - matchExpressions:\n      - {key: region, operator: In, values: [eu]}\n",
+        );
+        phase(&client, &ns, "Ready").await;
+        let app = format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: batch, namespace: {ns}}}
+spec:
+  replicas: 2
+  selector: {{matchLabels: {{app: batch}}}}
+  template:
+    metadata: {{labels: {{app: batch}}}}
+    spec:
+      runtimeClassName: liqo
+      containers: [{{name: work, image: busybox}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: stays, namespace: {ns}}}
+spec:
+  containers: [{{name: web, image: nginx}}]
+"#
+        );
+        let (ok, _, err) = kubectl(tb.cluster(1).kubeconfig(), &["apply", "-f", "-"], Some(&app));
+        assert!(ok, "{err}");
+        let virtual_node = format!("liqo-{}", t.ids[1]);
+        // Says where things stand if the pods never get there.
+        let kc = tb.cluster(1).kubeconfig().to_owned();
+        let ns_ = ns.clone();
+        let dump = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(45)).await;
+            let (_, out, _) = kubectl(&kc, &["get", "pods,rs,events", "-n", &ns_, "-o", "wide"], None);
+            eprintln!("after 45 s:\n{out}");
+            let (_, out, _) = kubectl(&kc, &["get", "pods", "-n", &ns_, "-o", "yaml"], None);
+            eprintln!("{out}");
+        });
+        let local = Api::<Pod>::namespaced(client.clone(), &ns);
+        let opted: Vec<Pod> = eventually("both opted-in pods Running remotely", WAIT, || async {
+            let pods = local
+                .list(&kube::api::ListParams::default().labels("app=batch"))
+                .await
+                .ok()?;
+            (pods.items.len() == 2
+                && pods.items.iter().all(|p| {
+                    p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(&virtual_node)
+                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                }))
+            .then_some(pods.items)
+        })
+        .await;
+        let remote_ns = format!("{ns}-{}", t.ids[0]);
+        let remote = Api::<Pod>::namespaced(tb.cluster(2).client().await.unwrap(), &remote_ns);
+        for pod in &opted {
+            let name = pod.metadata.name.clone().unwrap();
+            let twin = remote.get(&name).await.unwrap().spec.unwrap();
+            // The opt-in means nothing there: the remote's default runtime, any node.
+            assert_eq!(twin.runtime_class_name, None, "{name}");
+            let selector = twin.node_selector.unwrap_or_default();
+            assert!(!selector.contains_key("liqo.io/type"), "{name}: {selector:?}");
+        }
+        // The strategy keeps the rest here.
+        let stays = eventually("the plain pod scheduled", WAIT, || async {
+            let pod = local.get_opt("stays").await.ok()??;
+            pod.spec?.node_name
+        })
+        .await;
+        assert_eq!(stays, local_node);
+        dump.abort();
         delete_namespace(&client, &ns).await;
     })
     .await;

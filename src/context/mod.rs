@@ -14,6 +14,7 @@ use std::sync::Arc;
 use k8s_openapi::api::{
     core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service, ServiceAccount},
     discovery::v1::EndpointSlice,
+    networking::v1::{Ingress, NetworkPolicy},
 };
 use kube::{
     Client,
@@ -27,6 +28,7 @@ use crate::{
     model::{
         api::{NamespaceOffloading, RemoteCluster},
         markers::EVENT_REPORTER,
+        reflection_policy::ReflectionPolicy,
     },
     plumbing::{
         backoff::Backoff, metrics::ControllerMetrics, scoped::Coverage, watches::LocalWatches,
@@ -61,6 +63,8 @@ pub(crate) struct Shared {
     pub(crate) stores: Stores,
     /// Each worker's objects' consecutive failures: how long before the next try.
     pub(crate) backoff: Arc<Backoff>,
+    /// What crosses into the remote namespaces (`run`'s reflection flags).
+    pub(crate) reflection: Arc<ReflectionPolicy>,
 }
 
 impl Shared {
@@ -72,6 +76,7 @@ impl Shared {
         replica: Replica,
         metrics: Arc<ControllerMetrics>,
         watches: &LocalWatches,
+        reflection: ReflectionPolicy,
     ) -> (Self, peers::RemoteChanges) {
         let reporter = Reporter {
             controller: EVENT_REPORTER.into(),
@@ -87,6 +92,7 @@ impl Shared {
             metrics,
             stores: Stores::of(watches),
             backoff: Arc::default(),
+            reflection: Arc::new(reflection),
         };
         (shared, changes)
     }
@@ -111,6 +117,8 @@ pub(crate) struct Stores {
     pub(crate) service_accounts: Store<ServiceAccount>,
     pub(crate) services: Store<Service>,
     pub(crate) endpoint_slices: Store<EndpointSlice>,
+    pub(crate) ingresses: Store<Ingress>,
+    pub(crate) network_policies: Store<NetworkPolicy>,
     /// Which namespaces the pods store and the five above hold completely (only those
     /// in scope).
     pub(crate) covered: Covered,
@@ -125,6 +133,8 @@ pub(crate) struct Covered {
     pub(crate) service_accounts: Coverage,
     pub(crate) services: Coverage,
     pub(crate) endpoint_slices: Coverage,
+    pub(crate) ingresses: Coverage,
+    pub(crate) network_policies: Coverage,
 }
 
 impl Stores {
@@ -141,6 +151,8 @@ impl Stores {
             service_accounts: watches.service_accounts.store(),
             services: watches.services.store(),
             endpoint_slices: watches.endpoint_slices.store(),
+            ingresses: watches.ingresses.store(),
+            network_policies: watches.network_policies.store(),
             covered: Covered {
                 pods: watches.pods.coverage(),
                 secrets: watches.secrets.coverage(),
@@ -148,6 +160,8 @@ impl Stores {
                 service_accounts: watches.service_accounts.coverage(),
                 services: watches.services.coverage(),
                 endpoint_slices: watches.endpoint_slices.coverage(),
+                ingresses: watches.ingresses.coverage(),
+                network_policies: watches.network_policies.coverage(),
             },
         }
     }

@@ -20,6 +20,7 @@ use k8s_openapi::api::{
         ResourceRequirements, Secret, Service, ServiceAccount,
     },
     discovery::v1::EndpointSlice,
+    networking::v1::{Ingress, NetworkPolicy},
     node::v1::RuntimeClass,
     scheduling::v1::PriorityClass,
 };
@@ -77,6 +78,8 @@ pub(crate) struct Peer {
     /// Only the slices we wrote: a remote endpoint controller copies our Service's labels
     /// onto its own slices.
     pub(crate) endpoint_slices: Watched<EndpointSlice>,
+    pub(crate) ingresses: Watched<Ingress>,
+    pub(crate) network_policies: Watched<NetworkPolicy>,
     /// The classes a twin may name there (a twin naming one it lacks is refused).
     pub(crate) priority_classes: Watched<PriorityClass>,
     pub(crate) runtime_classes: Watched<RuntimeClass>,
@@ -97,6 +100,8 @@ impl Peer {
             accounts,
             services,
             slices,
+            ingresses,
+            policies,
             pcs,
             rcs,
         ] = WATCH_KINDS;
@@ -110,6 +115,8 @@ impl Peer {
             self.service_accounts.state(accounts),
             self.services.state(services),
             self.endpoint_slices.state(slices),
+            self.ingresses.state(ingresses),
+            self.network_policies.state(policies),
             self.priority_classes.state(pcs),
             self.runtime_classes.state(rcs),
         ]
@@ -149,7 +156,7 @@ where
 const WATCH_RETRY_CAP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The kinds a peer watches, as metrics and conditions name them.
-pub(crate) const WATCH_KINDS: [&str; 11] = [
+pub(crate) const WATCH_KINDS: [&str; 13] = [
     "namespaces",
     "identity",
     "nodes",
@@ -159,6 +166,8 @@ pub(crate) const WATCH_KINDS: [&str; 11] = [
     "serviceaccounts",
     "services",
     "endpointslices",
+    "ingresses",
+    "networkpolicies",
     "priorityclasses",
     "runtimeclasses",
 ];
@@ -350,6 +359,9 @@ impl Peers {
         let our_slices = format!("{ours},{MANAGED_BY_LABEL}={SLICE_MANAGER}");
         let (endpoint_slices, endpoint_slices_task) =
             self.watch_copies(cluster_id, &client, &our_slices);
+        let (ingresses, ingresses_task) = self.watch_copies(cluster_id, &client, &ours);
+        let (network_policies, network_policies_task) =
+            self.watch_copies(cluster_id, &client, &ours);
         // Read when a twin is made; a pod waiting for a class looks again by itself.
         let (priority_classes, priority_classes_task) = watch(
             cluster_id,
@@ -382,6 +394,8 @@ impl Peers {
             service_accounts,
             services,
             endpoint_slices,
+            ingresses,
+            network_policies,
             priority_classes,
             runtime_classes,
             _watches: Arc::new(AbortOnDrop(vec![
@@ -394,6 +408,8 @@ impl Peers {
                 service_accounts_task,
                 services_task,
                 endpoint_slices_task,
+                ingresses_task,
+                network_policies_task,
                 priority_classes_task,
                 runtime_classes_task,
                 events_task,
@@ -559,6 +575,8 @@ impl Peer {
             service_accounts: empty(),
             services: empty(),
             endpoint_slices: empty(),
+            ingresses: empty(),
+            network_policies: empty(),
             priority_classes: empty(),
             runtime_classes: empty(),
             _watches: Arc::new(AbortOnDrop(Vec::new())),

@@ -290,6 +290,8 @@ pub(crate) fn stores() -> Stores {
         service_accounts: store([]),
         services: store([]),
         endpoint_slices: store([]),
+        ingresses: store([]),
+        network_policies: store([]),
         covered: crate::context::Covered {
             pods: Coverage::everything(),
             secrets: Coverage::everything(),
@@ -297,6 +299,8 @@ pub(crate) fn stores() -> Stores {
             service_accounts: Coverage::everything(),
             services: Coverage::everything(),
             endpoint_slices: Coverage::everything(),
+            ingresses: Coverage::everything(),
+            network_policies: Coverage::everything(),
         },
     }
 }
@@ -338,6 +342,7 @@ pub(crate) fn shared(client: Client, stores: Stores, peers: Peers) -> Shared {
         metrics: ControllerMetrics::register(&mut prometheus_client::registry::Registry::default()),
         stores,
         backoff: std::sync::Arc::default(),
+        reflection: std::sync::Arc::default(),
     }
 }
 

@@ -62,16 +62,19 @@ fn config() -> Config {
 /// Starts the controllers on the local watches. NamespaceOffloadings and Nodes are watched
 /// from now on (the webhooks need them on every replica); the other kinds once `leading`
 /// turns true. Runs until `shutdown` resolves.
+// Each argument is a separate piece `manager::run` builds; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     client: Client,
     me: Replica,
+    reflection: crate::model::reflection_policy::ReflectionPolicy,
     metrics: Arc<metrics::ControllerMetrics>,
     mut watches: LocalWatches,
     mut leading: watch::Receiver<bool>,
     kubelet: Option<crate::kubelet::Serving>,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
-    let (shared, remote_changes) = Shared::new(client.clone(), me, metrics, &watches);
+    let (shared, remote_changes) = Shared::new(client.clone(), me, metrics, &watches, reflection);
 
     let Stores {
         offloadings,
@@ -127,6 +130,8 @@ pub(crate) async fn run(
     let service_accounts_listed = ("serviceaccounts", watches.service_accounts.listed());
     let services_listed = ("services", watches.services.listed());
     let endpoint_slices_listed = ("endpointslices", watches.endpoint_slices.listed());
+    let ingresses_listed = ("ingresses", watches.ingresses.listed());
+    let network_policies_listed = ("networkpolicies", watches.network_policies.listed());
     let gate = |controller: &'static str, needs: Vec<(&'static str, Listed)>| {
         gate(controller, leading.clone(), needs, shutdown.clone())
     };
@@ -166,6 +171,8 @@ pub(crate) async fn run(
             service_accounts_listed,
             services_listed,
             endpoint_slices_listed,
+            ingresses_listed,
+            network_policies_listed,
             remote_clusters_listed.clone(),
         ],
     );
@@ -328,6 +335,8 @@ pub(crate) async fn run(
     let service_accounts_gone = watches.service_accounts.deletions();
     let services_gone = watches.services.deletions();
     let endpoint_slices_gone = watches.endpoint_slices.deletions();
+    let ingresses_gone = watches.ingresses.deletions();
+    let network_policies_gone = watches.network_policies.deletions();
     // A namespace entering the scope is reflected once its objects are all listed.
     let covered = &shared.stores.covered;
     let entered = futures::stream::select_all([
@@ -336,6 +345,8 @@ pub(crate) async fn run(
         covered.service_accounts.entered(),
         covered.services.entered(),
         covered.endpoint_slices.entered(),
+        covered.ingresses.entered(),
+        covered.network_policies.entered(),
     ])
     .map(|ns| offloading_in(&ns));
     let gone = futures::stream::select_all([
@@ -344,6 +355,8 @@ pub(crate) async fn run(
         service_accounts_gone.map(|o| o.namespace()).boxed(),
         services_gone.map(|o| o.namespace()).boxed(),
         endpoint_slices_gone.map(|o| o.namespace()).boxed(),
+        ingresses_gone.map(|o| o.namespace()).boxed(),
+        network_policies_gone.map(|o| o.namespace()).boxed(),
     ])
     .filter_map(|ns| futures::future::ready(ns.map(|ns| offloading_in(&ns))));
     // A peering's address translation changed: every slice is written again.
@@ -373,6 +386,12 @@ pub(crate) async fn run(
                 o.namespace().map(|ns| offloading_in(&ns))
             })
             .watches_shared_stream(watches.endpoint_slices.subscribe(), |o| {
+                o.namespace().map(|ns| offloading_in(&ns))
+            })
+            .watches_shared_stream(watches.ingresses.subscribe(), |o| {
+                o.namespace().map(|ns| offloading_in(&ns))
+            })
+            .watches_shared_stream(watches.network_policies.subscribe(), |o| {
                 o.namespace().map(|ns| offloading_in(&ns))
             })
             .reconcile_on(gone)
@@ -502,6 +521,8 @@ pub(crate) async fn run(
         service_accounts: service_accounts_watch,
         services: services_watch,
         endpoint_slices: endpoint_slices_watch,
+        ingresses: ingresses_watch,
+        network_policies: network_policies_watch,
         scope,
         pods_scope,
     } = watches;
@@ -534,6 +555,8 @@ pub(crate) async fn run(
             tokio::spawn(service_accounts_watch.run());
             tokio::spawn(services_watch.run());
             tokio::spawn(endpoint_slices_watch.run());
+            tokio::spawn(ingresses_watch.run());
+            tokio::spawn(network_policies_watch.run());
         }
     };
 
@@ -612,5 +635,7 @@ async fn count_cached(shared: Shared) {
         m.cached("serviceaccounts", s.service_accounts.len());
         m.cached("services", s.services.len());
         m.cached("endpointslices", s.endpoint_slices.len());
+        m.cached("ingresses", s.ingresses.len());
+        m.cached("networkpolicies", s.network_policies.len());
     }
 }

@@ -15,6 +15,7 @@ pub mod markers;
 pub(crate) mod preconditions;
 pub(crate) mod quantity;
 pub(crate) mod reason;
+pub(crate) mod reflection_policy;
 pub(crate) mod remote_namespace;
 pub(crate) mod selector;
 pub(crate) mod selector_text;

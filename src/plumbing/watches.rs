@@ -18,6 +18,7 @@ use futures::{Stream, StreamExt, channel::mpsc, stream::BoxStream};
 use k8s_openapi::api::{
     core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service, ServiceAccount},
     discovery::v1::EndpointSlice,
+    networking::v1::{Ingress, NetworkPolicy},
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -270,6 +271,9 @@ pub(crate) struct LocalWatches {
     pub(crate) services: SharedWatch<Service>,
     /// Services' slices only, and not those we wrote.
     pub(crate) endpoint_slices: SharedWatch<EndpointSlice>,
+    /// Reflected into every remote namespace (Ingresses' status comes back).
+    pub(crate) ingresses: SharedWatch<Ingress>,
+    pub(crate) network_policies: SharedWatch<NetworkPolicy>,
     /// The namespaces whose Secrets, ConfigMaps, ServiceAccounts, Services and
     /// EndpointSlices are kept (see [`scope_of`]).
     pub(crate) scope: watch::Sender<Namespaces>,
@@ -367,6 +371,20 @@ impl LocalWatches {
                 watcher::Config::default().labels(&format!(
                     "{SERVICE_NAME_LABEL},{MANAGED_BY_LABEL}!={SLICE_MANAGER}"
                 )),
+                keep_all,
+                &scope,
+            ),
+            ingresses: SharedWatch::scoped(
+                "ingresses",
+                client,
+                Default::default(),
+                keep_all,
+                &scope,
+            ),
+            network_policies: SharedWatch::scoped(
+                "networkpolicies",
+                client,
+                Default::default(),
                 keep_all,
                 &scope,
             ),

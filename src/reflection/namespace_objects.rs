@@ -1,7 +1,8 @@
-//! Keeps each offloaded namespace's ConfigMaps, Secrets, ServiceAccounts, Services and
-//! EndpointSlices copied into its remote namespace in every cluster where that namespace
-//! is Ready (whether or not pods run there): created, kept in sync, and deleted with the
-//! original. Only copies carrying our markers are ever changed or deleted; a name taken
+//! Keeps each offloaded namespace's ConfigMaps, Secrets, ServiceAccounts, Services,
+//! EndpointSlices, Ingresses and NetworkPolicies copied into its remote namespace in every
+//! cluster where that namespace is Ready (whether or not pods run there): created, kept in
+//! sync, and deleted with the original (or once the reflection policy leaves it home). An
+//! Ingress's load-balancer addresses there come back to its status here. Only copies carrying our markers are ever changed or deleted; a name taken
 //! there by someone else is left alone and reported (an event on the original, a metric).
 //! Reads come from the local shared watches and each peer's watch of our copies.
 
@@ -10,6 +11,7 @@ use std::{collections::BTreeSet, fmt::Debug, sync::Arc, time::Duration};
 use k8s_openapi::api::{
     core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount},
     discovery::v1::EndpointSlice,
+    networking::v1::{Ingress, NetworkPolicy},
 };
 use kube::{
     Api, Resource, ResourceExt,
@@ -36,9 +38,11 @@ use crate::{
     context::remote_call::{RemoteError, remote},
     model::{
         forge::{
+            network,
             objects::{self, Destination},
             services,
         },
+        reflection_policy::PolicyKind,
         remote_namespace::{Writable, writable},
         translation::AddressMap,
     },
@@ -51,7 +55,19 @@ use crate::{
 /// Reflection needs nothing beyond what every worker shares.
 pub(crate) type Context = Shared;
 
-pub(crate) type ObjectsError = RemoteError;
+/// Why reflecting a namespace's objects failed (retried with a backoff).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ObjectsError {
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("cannot write the load-balancer addresses of Ingress {namespace}/{name}: {source}")]
+    IngressStatus {
+        namespace: String,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
 
 /// A kind copied into remote namespaces.
 pub(crate) trait Reflected:
@@ -66,6 +82,8 @@ pub(crate) trait Reflected:
 {
     const KIND: &'static str;
     const API_VERSION: &'static str = "v1";
+    /// The policy deciding which objects of this kind cross.
+    const POLICY: PolicyKind;
     /// The copy for that cluster, unless the object stays home.
     fn copy(&self, to: &Destination) -> Option<Self>;
     /// Whether the remote copy's content is what `desired` says (metadata compared apart).
@@ -79,10 +97,15 @@ pub(crate) trait Reflected:
     fn replaced_by(&self, _desired: &Self) -> bool {
         false
     }
+    /// Whether the reflection policy lets this object cross.
+    fn reflected(&self, ctx: &Context) -> bool {
+        ctx.reflection.reflects(Self::POLICY, self.meta())
+    }
 }
 
 impl Reflected for ConfigMap {
     const KIND: &'static str = "ConfigMap";
+    const POLICY: PolicyKind = PolicyKind::ConfigMap;
     fn copy(&self, to: &Destination) -> Option<Self> {
         objects::configmap(self, to.local_cluster_id, to.remote_namespace)
     }
@@ -102,6 +125,7 @@ impl Reflected for ConfigMap {
 
 impl Reflected for Secret {
     const KIND: &'static str = "Secret";
+    const POLICY: PolicyKind = PolicyKind::Secret;
     fn copy(&self, to: &Destination) -> Option<Self> {
         objects::secret(self, to.local_cluster_id, to.remote_namespace)
     }
@@ -122,6 +146,7 @@ impl Reflected for Secret {
 
 impl Reflected for ServiceAccount {
     const KIND: &'static str = "ServiceAccount";
+    const POLICY: PolicyKind = PolicyKind::ServiceAccount;
     fn copy(&self, to: &Destination) -> Option<Self> {
         objects::service_account(self, to.local_cluster_id, to.remote_namespace)
     }
@@ -139,6 +164,7 @@ impl Reflected for ServiceAccount {
 
 impl Reflected for Service {
     const KIND: &'static str = "Service";
+    const POLICY: PolicyKind = PolicyKind::Service;
     fn copy(&self, to: &Destination) -> Option<Self> {
         services::service(self, to)
     }
@@ -159,6 +185,7 @@ impl Reflected for Service {
 impl Reflected for EndpointSlice {
     const KIND: &'static str = "EndpointSlice";
     const API_VERSION: &'static str = "discovery.k8s.io/v1";
+    const POLICY: PolicyKind = PolicyKind::EndpointSlice;
     fn copy(&self, to: &Destination) -> Option<Self> {
         services::endpoint_slice(self, to)
     }
@@ -170,6 +197,52 @@ impl Reflected for EndpointSlice {
     }
     fn local(stores: &Stores) -> (&Store<Self>, &Coverage) {
         (&stores.endpoint_slices, &stores.covered.endpoint_slices)
+    }
+    /// Its own marks, else its Service's.
+    fn reflected(&self, ctx: &Context) -> bool {
+        let service = self
+            .labels()
+            .get(services::SERVICE_NAME_LABEL)
+            .zip(self.namespace())
+            .and_then(|(name, ns)| ctx.stores.services.get(&ObjectRef::new(name).within(&ns)));
+        ctx.reflection
+            .reflects_slice(self.meta(), service.as_ref().map(|s| s.meta()))
+    }
+}
+
+impl Reflected for Ingress {
+    const KIND: &'static str = "Ingress";
+    const API_VERSION: &'static str = "networking.k8s.io/v1";
+    const POLICY: PolicyKind = PolicyKind::Ingress;
+    fn copy(&self, to: &Destination) -> Option<Self> {
+        Some(network::ingress(self, to))
+    }
+    fn same_content(&self, d: &Self) -> bool {
+        network::same_ingress(self, d)
+    }
+    fn remote(peer: &Peer) -> &Watched<Self> {
+        &peer.ingresses
+    }
+    fn local(stores: &Stores) -> (&Store<Self>, &Coverage) {
+        (&stores.ingresses, &stores.covered.ingresses)
+    }
+}
+
+impl Reflected for NetworkPolicy {
+    const KIND: &'static str = "NetworkPolicy";
+    const API_VERSION: &'static str = "networking.k8s.io/v1";
+    const POLICY: PolicyKind = PolicyKind::NetworkPolicy;
+    fn copy(&self, to: &Destination) -> Option<Self> {
+        Some(network::network_policy(self, to))
+    }
+    fn same_content(&self, d: &Self) -> bool {
+        network::same_network_policy(self, d)
+    }
+    fn remote(peer: &Peer) -> &Watched<Self> {
+        &peer.network_policies
+    }
+    fn local(stores: &Stores) -> (&Store<Self>, &Coverage) {
+        (&stores.network_policies, &stores.covered.network_policies)
     }
 }
 
@@ -209,7 +282,9 @@ pub(crate) async fn reconcile(
     };
     let mut waiting = false;
     let mut first_error = None;
-    for cluster_id in ready_clusters(&nso) {
+    let ready = ready_clusters(&nso);
+    for cluster_id in &ready {
+        let cluster_id = cluster_id.clone();
         let Some(peer) = ctx.peers.get(&cluster_id) else {
             continue;
         };
@@ -254,6 +329,7 @@ pub(crate) async fn reconcile(
             remote_namespace: &remote_namespace,
             virtual_node: &virtual_node,
             addresses: &addresses,
+            policy: &ctx.reflection,
         };
         let at = (&peer, cluster_id.as_str(), namespace.as_str(), &to);
         // Every kind in every cluster is tried, whatever failed before it, except in a
@@ -261,9 +337,12 @@ pub(crate) async fn reconcile(
         match reflect_kinds(&ctx, at).await {
             Ok(listed) => waiting |= !listed,
             Err(e) => {
-                first_error.get_or_insert(e);
+                first_error.get_or_insert(ObjectsError::Remote(e));
             }
         }
+    }
+    if let Err(e) = ingress_status_back(&ctx, &namespace, &remote_namespace, &ready).await {
+        first_error.get_or_insert(e);
     }
     if let Some(e) = first_error {
         return Err(e);
@@ -278,10 +357,10 @@ pub(crate) async fn reconcile(
 
 /// Every kind into one cluster; `false` when a watch there has not listed yet. The first
 /// error is returned once every kind was tried (at once, for a cluster that does not answer).
-async fn reflect_kinds(ctx: &Context, at: At<'_>) -> Result<bool, ObjectsError> {
+async fn reflect_kinds(ctx: &Context, at: At<'_>) -> Result<bool, RemoteError> {
     let mut listed = true;
     let mut first_error = None;
-    let mut note = |kind: Result<bool, ObjectsError>| match kind {
+    let mut note = |kind: Result<bool, RemoteError>| match kind {
         Ok(l) => {
             listed &= l;
             None
@@ -307,7 +386,65 @@ async fn reflect_kinds(ctx: &Context, at: At<'_>) -> Result<bool, ObjectsError> 
     if let Some(down) = note(reflect::<EndpointSlice>(ctx, at).await) {
         return Err(down);
     }
+    if let Some(down) = note(reflect::<Ingress>(ctx, at).await) {
+        return Err(down);
+    }
+    if let Some(down) = note(reflect::<NetworkPolicy>(ctx, at).await) {
+        return Err(down);
+    }
     first_error.map_or(Ok(listed), Err)
+}
+
+/// Brings the load-balancer addresses the remote ingress controllers gave our copies back
+/// to each local Ingress's status (those of every cluster, each once). Left as it is while
+/// no copy has an address.
+async fn ingress_status_back(
+    ctx: &Context,
+    namespace: &str,
+    remote_namespace: &str,
+    clusters: &[String],
+) -> Result<(), ObjectsError> {
+    let peers: Vec<_> = clusters.iter().filter_map(|id| ctx.peers.get(id)).collect();
+    let api = Api::<Ingress>::namespaced(ctx.client.clone(), namespace);
+    let local = ctx
+        .stores
+        .ingresses
+        .state()
+        .into_iter()
+        .filter(|i| i.meta().namespace.as_deref() == Some(namespace));
+    for ingress in local {
+        let name = ingress.name_any();
+        let copies: Vec<_> = peers
+            .iter()
+            .filter_map(|peer| {
+                peer.ingresses
+                    .store
+                    .get(&ObjectRef::new(&name).within(remote_namespace))
+            })
+            .filter(|copy| objects::ours(copy.meta(), &ctx.replica.local_cluster_id, namespace))
+            .collect();
+        let Some(status) = network::ingress_status(copies.iter().map(|c| &**c)) else {
+            continue;
+        };
+        if ingress.status.as_ref() == Some(&status) {
+            continue;
+        }
+        let patch = serde_json::json!({"status": status});
+        match api
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Err(source) if !is_not_found(&source) => {
+                return Err(ObjectsError::IngressStatus {
+                    namespace: namespace.to_owned(),
+                    name,
+                    source,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// The peering's address translation.
@@ -331,7 +468,7 @@ type At<'a> = (&'a Peer, &'a str, &'a str, &'a Destination<'a>);
 /// object is its own try: one that fails (refused there, say) does not hold up the others,
 /// and the first error is returned once all were tried. A cluster that does not answer
 /// ends it at once (each next call would wait as long).
-async fn reflect<K: Reflected>(ctx: &Context, at: At<'_>) -> Result<bool, ObjectsError> {
+async fn reflect<K: Reflected>(ctx: &Context, at: At<'_>) -> Result<bool, RemoteError> {
     let (local, covered) = K::local(&ctx.stores);
     let (peer, cluster_id, namespace, to) = at;
     let remote_namespace = to.remote_namespace;
@@ -346,9 +483,15 @@ async fn reflect<K: Reflected>(ctx: &Context, at: At<'_>) -> Result<bool, Object
         .into_iter()
         .filter(|o| o.meta().namespace.as_deref() == Some(namespace));
     for original in originals {
-        let Some(desired) = original.copy(to) else {
+        // Left home by the policy: a copy made before is deleted below, as if its
+        // original were gone.
+        if !original.reflected(ctx) {
+            continue;
+        }
+        let Some(mut desired) = original.copy(to) else {
             continue;
         };
+        ctx.reflection.strip(desired.meta_mut());
         wanted.insert(original.name_any());
         if let Err(e) = reflect_one(ctx, at, &*original, desired).await {
             if e.cluster_down() {
@@ -390,7 +533,7 @@ async fn reflect_one<K: Reflected>(
     (peer, cluster_id, namespace, to): At<'_>,
     original: &K,
     desired: K,
-) -> Result<(), ObjectsError> {
+) -> Result<(), RemoteError> {
     let remote_namespace = to.remote_namespace;
     let api = Api::<K>::namespaced(peer.client.clone(), remote_namespace);
     let name = original.name_any();
@@ -502,12 +645,7 @@ fn namespace_terminating(error: &kube::Error) -> bool {
 /// quota, our permissions there): that will not pass by itself until something changes,
 /// so the user is told what. Other errors (the remote unreachable, a server error) are
 /// only retried.
-async fn refused<K: Reflected>(
-    ctx: &Context,
-    original: &K,
-    cluster_id: &str,
-    error: &ObjectsError,
-) {
+async fn refused<K: Reflected>(ctx: &Context, original: &K, cluster_id: &str, error: &RemoteError) {
     let RemoteError::Api { source, .. } = error else {
         return;
     };

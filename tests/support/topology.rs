@@ -117,6 +117,16 @@ pub async fn set_up(tb: &'static Testbed) -> Result<Topology, String> {
         let kc = cluster.kubeconfig();
         super::install_crds(kc)?;
         kubectl(kc, &["create", "namespace", "liqo"], None);
+        // What an install creates besides: the per-pod opt-in's RuntimeClass.
+        kubectl(
+            kc,
+            &[
+                "apply",
+                "-f",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/runtimeclass.yaml"),
+            ],
+            None,
+        );
         let client = cluster.client().await.map_err(|e| e.to_string())?;
         let ks = Api::<Namespace>::all(client)
             .get("kube-system")
@@ -190,18 +200,38 @@ impl Drop for Thaw {
 /// Starts cluster `n`'s manager with its labels; only cluster 1 (which offloads here)
 /// registers its webhooks.
 pub async fn start_manager(tb: &Testbed, n: usize) -> Result<super::Manager, String> {
+    start_manager_with(tb, n, &[]).await
+}
+
+/// [`start_manager`] with more flags.
+pub async fn start_manager_with(
+    tb: &Testbed,
+    n: usize,
+    more: &[&str],
+) -> Result<super::Manager, String> {
     let cluster = tb.cluster(n);
+    let mut args = vec![
+        "--namespace=liqo".to_owned(),
+        format!("--cluster-labels={}", LABELS[n - 1]),
+    ];
+    args.extend(more.iter().map(|a| (*a).to_owned()));
     super::start_manager(
         tb,
         &format!("{}-manager", cluster.name()),
         cluster.kubeconfig(),
         n == 1,
-        &[
-            "--namespace=liqo".into(),
-            format!("--cluster-labels={}", LABELS[n - 1]),
-        ],
+        &args,
     )
     .await
+}
+
+/// Replaces cluster `n`'s manager by one started with `more` flags (none: the default).
+pub async fn restart_manager(tb: &Testbed, t: &Topology, n: usize, more: &[&str]) {
+    t.managers.lock().unwrap()[n - 1].stop();
+    let manager = start_manager_with(tb, n, more).await.unwrap();
+    t.admin_ports.lock().unwrap()[n - 1] = manager.admin_port;
+    t.webhook_ports.lock().unwrap()[n - 1] = manager.webhook_port;
+    t.managers.lock().unwrap()[n - 1] = manager.process;
 }
 
 /// Waits for the virtual node of a cluster to be Ready; returns its labels.

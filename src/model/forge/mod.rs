@@ -1,7 +1,9 @@
 //! The pure translations between a local object and its remote counterpart: `twin` for
 //! pods (and the status reflected back), `objects` for ConfigMaps, Secrets and
-//! ServiceAccounts, `services` for Services and EndpointSlices.
+//! ServiceAccounts, `services` for Services and EndpointSlices, `network` for Ingresses
+//! (and their status back) and NetworkPolicies.
 
+pub(crate) mod network;
 pub(crate) mod objects;
 pub(crate) mod services;
 pub(crate) mod twin;

@@ -13,7 +13,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use kube::api::ObjectMeta;
 
 use crate::model::markers::ORIGIN_CLUSTER_LABEL;
-use crate::model::{markers::ORIGIN_NAMESPACE_ANNOTATION, translation::AddressMap};
+use crate::model::{
+    markers::ORIGIN_NAMESPACE_ANNOTATION, reflection_policy::ReflectionPolicy,
+    translation::AddressMap,
+};
 
 /// Where a copy goes: one cluster's remote namespace.
 pub(crate) struct Destination<'a> {
@@ -23,6 +26,8 @@ pub(crate) struct Destination<'a> {
     pub(crate) virtual_node: &'a str,
     /// How this cluster's addresses appear there.
     pub(crate) addresses: &'a AddressMap,
+    /// What crosses, and with which metadata.
+    pub(crate) policy: &'a ReflectionPolicy,
 }
 
 /// The copy's metadata: the object's labels and annotations plus our markers.

@@ -203,12 +203,16 @@ mod tests {
     use super::*;
     use crate::model::{forge::objects::ours, translation::AddressMap};
 
+    static POLICY: std::sync::LazyLock<crate::model::reflection_policy::ReflectionPolicy> =
+        std::sync::LazyLock::new(Default::default);
+
     fn to<'a>(addresses: &'a AddressMap) -> Destination<'a> {
         Destination {
             local_cluster_id: "c1",
             remote_namespace: "shop-c1",
             virtual_node: "liqo-c2",
             addresses,
+            policy: &POLICY,
         }
     }
 

@@ -166,12 +166,16 @@ fn local(
 
 // Our copies, as the peers' watches hold them.
 
+static POLICY: std::sync::LazyLock<crate::model::reflection_policy::ReflectionPolicy> =
+    std::sync::LazyLock::new(Default::default);
+
 fn to_c2(addresses: &AddressMap) -> Destination<'_> {
     Destination {
         local_cluster_id: testing::LOCAL_CLUSTER_ID,
         remote_namespace: REMOTE_NAMESPACE,
         virtual_node: "liqo-c2",
         addresses,
+        policy: &POLICY,
     }
 }
 
@@ -279,6 +283,8 @@ fn listed_peer(cluster_id: &str, client: kube::Client) -> Peer {
     peer.service_accounts = watched([], true);
     peer.services = watched([], true);
     peer.endpoint_slices = watched([], true);
+    peer.ingresses = watched([], true);
+    peer.network_policies = watched([], true);
     peer
 }
 
@@ -356,10 +362,10 @@ fn json_of<K: Serialize>(object: &K) -> Value {
 /// The remote API error the reconcile returned: in which cluster, its HTTP code.
 fn remote_api_error(result: Result<Action, ObjectsError>) -> (String, u16) {
     match result {
-        Err(RemoteError::Api {
+        Err(ObjectsError::Remote(RemoteError::Api {
             cluster_id,
             source: kube::Error::Api(status),
-        }) => (cluster_id, status.code),
+        })) => (cluster_id, status.code),
         other => panic!("expected a remote API error, got {other:?}"),
     }
 }
@@ -1279,7 +1285,7 @@ async fn a_remote_that_does_not_answer_is_given_up_after_the_remote_timeout() {
         })
         .await;
     match result {
-        Err(RemoteError::Timeout(cluster_id)) => assert_eq!(cluster_id, "c2"),
+        Err(ObjectsError::Remote(RemoteError::Timeout(cluster_id))) => assert_eq!(cluster_id, "c2"),
         other => panic!("expected a timeout, got {other:?}"),
     }
     assert!(
@@ -1291,7 +1297,7 @@ async fn a_remote_that_does_not_answer_is_given_up_after_the_remote_timeout() {
 #[tokio::test(start_paused = true)]
 async fn a_failed_reconcile_is_counted_and_retried_later_each_time() {
     let world = world(testing::stores(), |_, _| {});
-    let error = RemoteError::Timeout("c2".into());
+    let error = ObjectsError::Remote(RemoteError::Timeout("c2".into()));
     let key = "namespace-objects/shop/offloading";
     let mut actions = Vec::new();
     for _ in 0..12 {
