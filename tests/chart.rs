@@ -394,6 +394,11 @@ fn the_release_namespace_and_values_are_respected() {
             "ClusterRole" | "ClusterRoleBinding" | "CustomResourceDefinition" => {
                 assert_eq!(namespaced, None, "{k}")
             }
+            // Named as pods name it (offloading.runtimeClass.name).
+            "RuntimeClass" => {
+                assert_eq!(namespaced, None, "{k}");
+                assert_eq!(object["metadata"]["name"], "liqo", "{k}");
+            }
             "MutatingWebhookConfiguration" | "ValidatingWebhookConfiguration" => {
                 // Fixed in the manager (it registers under that name).
                 assert_eq!(object["metadata"]["name"], "namespace-offloading", "{k}");
@@ -441,6 +446,7 @@ fn the_release_namespace_and_values_are_respected() {
         }
     }
     assert_eq!(count(&objects, "PodDisruptionBudget"), 0);
+    assert_eq!(count(&objects, "RuntimeClass"), 1);
     let config = find(&objects, "ConfigMap", &format!("{name}-config"));
     assert_eq!(
         config["data"],
@@ -473,6 +479,50 @@ fn the_release_namespace_and_values_are_respected() {
             "--webhooks-only"
         ]
     );
+}
+
+/// Issue 24, points 1 and 2: Liqo 1.x's `offloading.*` values become the manager's flags
+/// (and only values that differ from the manager's defaults do), and the RuntimeClass
+/// follows `offloading.runtimeClass`.
+#[test]
+fn liqo_offloading_values_become_flags_and_the_runtime_class() {
+    let name = "nso-namespace-offloading";
+    let objects = template(
+        "nso",
+        "liqo",
+        &[
+            "offloading.runtimeClass.name=offload",
+            "offloading.runtimeClass.handler=none",
+            "offloading.reflection.secret.type=AllowList",
+            "offloading.reflection.endpointslice.type=DenyList",
+            "offloading.reflection.configmap.type=DenyList",
+            "offloading.reflection.skip.labels={team,cost-center}",
+            "offloading.reflection.skip.annotations={note}",
+            "offloading.reflection.ingress.classMapping.nginx=traefik",
+        ],
+    );
+    let class = find(&objects, "RuntimeClass", "offload");
+    assert_eq!(class["handler"], "none");
+    assert_eq!(
+        class["scheduling"]["nodeSelector"],
+        json!({"liqo.io/type": "virtual-node"})
+    );
+    assert_eq!(
+        args(&objects, name)[3..],
+        [
+            "--runtime-class=offload",
+            "--reflection-type=endpointslice=DenyList",
+            "--reflection-type=secret=AllowList",
+            "--labels-not-reflected=team,cost-center",
+            "--annotations-not-reflected=note",
+            "--ingress-class-mapping=nginx=traefik",
+        ]
+    );
+    // Liqo's `enable` spelling, and off.
+    let off = template("nso", "liqo", &["offloading.runtimeClass.enabled=false"]);
+    assert_eq!(count(&off, "RuntimeClass"), 0);
+    let refused = template_fails(&["offloading.reflection.secret.type=Sometimes"]);
+    assert!(refused.contains("type"), "{refused}");
 }
 
 #[test]

@@ -39,6 +39,7 @@ fn review(webhook: Webhook, body: &[u8], lookup: &One) -> usize {
     let site = admission::Site {
         local_cluster_id: "cluster-1-id",
         own_namespace: "liqo",
+        runtime_class: "liqo",
     };
     match admission::review(webhook, body, lookup, site) {
         Ok(Outcome::Answered((answer, _))) => serde_json::to_vec(&answer).unwrap().len(),
@@ -101,6 +102,7 @@ fn router(c: &mut Criterion) {
         lookup: Arc::new(lookup("Remote")),
         local_cluster_id: "cluster-1-id".into(),
         own_namespace: "liqo".into(),
+        runtime_class: "liqo".into(),
         metrics: Arc::new(Metrics::new()),
         client: None,
     });

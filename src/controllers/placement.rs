@@ -180,13 +180,19 @@ pub(crate) async fn enforce(nso: &NamespaceOffloading, ctx: &Context) -> Enforce
         .filter(|p| p.metadata.namespace.as_deref() == Some(namespace.as_str()))
         .collect();
     let ending_since = nso.metadata.deletion_timestamp.as_ref();
-    let findings = conformance::audit(&nso.spec, ending_since, pods.iter().map(|p| &**p), |node| {
-        ctx.stores
-            .nodes
-            .get(&ObjectRef::new(node))
-            .filter(|n| crate::model::api::is_virtual_node(n.labels()))
-            .map(|n| n.labels().clone())
-    });
+    let findings = conformance::audit(
+        &nso.spec,
+        &ctx.reflection.runtime_class,
+        ending_since,
+        pods.iter().map(|p| &**p),
+        |node| {
+            ctx.stores
+                .nodes
+                .get(&ObjectRef::new(node))
+                .filter(|n| crate::model::api::is_virtual_node(n.labels()))
+                .map(|n| n.labels().clone())
+        },
+    );
     let strategy = if ending_since.is_some() {
         "the offloading is ending, so pods must stay local".to_owned()
     } else {

@@ -127,6 +127,34 @@ pub(crate) struct RunArgs {
         requires = "webhook_client_ca"
     )]
     pub(crate) webhook_client_names: Vec<String>,
+    /// A kind's reflection policy, as KIND=TYPE (repeat for several): `DenyList` reflects
+    /// every object but those annotated liqo.io/skip-reflection=true, `AllowList` only those
+    /// annotated liqo.io/allow-reflection=true. Kinds: configmap, secret, serviceaccount,
+    /// service, endpointslice (default: its Service's), ingress, networkpolicy. Default:
+    /// DenyList. Pods always cross.
+    #[arg(long = "reflection-type", value_name = "KIND=TYPE", value_parser = crate::model::reflection_policy::parse_type)]
+    pub(crate) reflection_types: Vec<(
+        crate::model::reflection_policy::PolicyKind,
+        crate::model::reflection_policy::ReflectionType,
+    )>,
+    /// Label keys never copied into remote clusters (comma-separated or repeated).
+    #[arg(long, value_name = "KEY", value_delimiter = ',')]
+    pub(crate) labels_not_reflected: Vec<String>,
+    /// Annotation keys never copied into remote clusters (comma-separated or repeated);
+    /// replaces the default list (kubectl's last-applied-configuration and cloud
+    /// load-balancer annotations: docs/reflection.md), which is then not applied.
+    #[arg(long, value_name = "KEY", value_delimiter = ',')]
+    pub(crate) annotations_not_reflected: Option<Vec<String>>,
+    /// An ingress class's name in the remote clusters, as LOCAL=REMOTE (repeat for several;
+    /// `LOCAL=` leaves the class out, for the remote default class). Unmapped classes are
+    /// kept.
+    #[arg(long = "ingress-class-mapping", value_name = "LOCAL=REMOTE", value_parser = crate::model::forge::network::parse_class_pair)]
+    pub(crate) ingress_class_mapping: Vec<(String, String)>,
+    /// The RuntimeClass by which a pod asks for the virtual nodes whatever its namespace's
+    /// strategy (Liqo's `runtimeClassName: liqo`); installed by manifests/ and the chart.
+    /// Empty: no such opt-in.
+    #[arg(long, default_value = "liqo")]
+    pub(crate) runtime_class: String,
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub(crate) shutdown_grace: Duration,
@@ -175,6 +203,28 @@ pub(crate) enum RunError {
 }
 
 impl RunArgs {
+    /// The reflection flags, together.
+    fn reflection_policy(&self) -> crate::model::reflection_policy::ReflectionPolicy {
+        use crate::model::reflection_policy::{
+            DEFAULT_ANNOTATIONS_NOT_REFLECTED, ReflectionPolicy,
+        };
+        let annotations = self.annotations_not_reflected.clone().unwrap_or_else(|| {
+            DEFAULT_ANNOTATIONS_NOT_REFLECTED
+                .iter()
+                .map(|a| (*a).to_owned())
+                .collect()
+        });
+        ReflectionPolicy::new(
+            self.reflection_types.iter().copied().collect(),
+            self.labels_not_reflected.clone(),
+            annotations,
+        )
+        .with_ingress_classes(crate::model::forge::network::IngressClassMap::new(
+            self.ingress_class_mapping.iter().cloned(),
+        ))
+        .with_runtime_class(&self.runtime_class)
+    }
+
     fn target(&self) -> Result<Option<Target>, RunError> {
         if let Some(url) = &self.webhook_url {
             if !url.starts_with("https://") {
@@ -279,6 +329,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), RunError> {
         lookup: Arc::new(caches.clone()),
         local_cluster_id,
         own_namespace: args.namespace.clone(),
+        runtime_class: args.runtime_class.clone(),
         metrics: metrics.clone(),
         client: Some(client.clone()),
     });
@@ -544,6 +595,7 @@ fn start_controllers(
     tokio::spawn(controllers::run(
         client.clone(),
         me,
+        args.reflection_policy(),
         controller_metrics,
         watches,
         leader_rx,

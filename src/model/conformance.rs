@@ -11,7 +11,7 @@ use k8s_openapi::{
 };
 
 use crate::model::{
-    admission::pod::{node_violation, terms_conform},
+    admission::pod::{node_violation, opted_in, opts_in, terms_conform},
     api::{NamespaceOffloadingSpec, PodOffloadingStrategy},
     markers::NOT_ALLOWED_TAINT,
 };
@@ -66,9 +66,11 @@ const RECREATING_OWNERS: [&str; 3] = ["ReplicaSet", "StatefulSet", "ReplicationC
 /// The pods of one namespace that break `spec`, sorted by name. Once the offloading is
 /// ending (`ending_since`, its deletion time), a pod not bound yet must not go to a
 /// virtual node any more, nor may one created since then be there; pods bound before are
-/// left to the termination.
+/// left to the termination. A pod naming the offloading `runtime_class` is held to the
+/// placement it opted in to (the selected clusters only).
 pub(crate) fn audit<'a>(
     spec: &NamespaceOffloadingSpec,
+    runtime_class: &str,
     ending_since: Option<&Time>,
     pods: impl IntoIterator<Item = &'a Pod>,
     virtual_node_labels: impl Fn(&str) -> Option<BTreeMap<String, String>>,
@@ -80,6 +82,10 @@ pub(crate) fn audit<'a>(
         .filter(|pod| !finished(pod) && pod.metadata.deletion_timestamp.is_none())
         .filter_map(|pod| {
             let pod_spec = pod.spec.as_ref()?;
+            let opted = (ending_since.is_none()
+                && opts_in(pod_spec.runtime_class_name.as_deref(), runtime_class))
+            .then(|| opted_in(spec));
+            let effective = opted.as_ref().unwrap_or(effective);
             let own = required_terms(pod);
             let breach = match pod_spec.node_name.as_deref().filter(|n| !n.is_empty()) {
                 Some(node) if ending_since.is_some() => {
@@ -277,7 +283,7 @@ mod tests {
             pod("constrained", remote_terms(), "Pending", true),
             pod("unconstrained", json!({}), "Pending", true),
         ];
-        let findings = audit(&remote, None, &pods, virtual_nodes);
+        let findings = audit(&remote, "liqo", None, &pods, virtual_nodes);
         let got = remedies(&findings);
         assert_eq!(
             got,
@@ -302,7 +308,7 @@ mod tests {
         let mut placed = remote_terms();
         placed["nodeName"] = json!("liqo-new");
         let pods = [pod("placed", placed, "Pending", true)];
-        assert!(audit(&remote, None, &pods, virtual_nodes).is_empty());
+        assert!(audit(&remote, "liqo", None, &pods, virtual_nodes).is_empty());
     }
 
     #[test]
@@ -327,7 +333,7 @@ mod tests {
                 false,
             ),
         ];
-        let findings = audit(&both, None, &pods, virtual_nodes);
+        let findings = audit(&both, "liqo", None, &pods, virtual_nodes);
         let names: Vec<&str> = findings.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["on-unselected", "tolerates-all"]);
         assert!(findings[0].breach.to_string().contains("does not select"));
@@ -340,9 +346,32 @@ mod tests {
             pod("remote", json!({"nodeName": "liqo-eu"}), "Running", true),
             pod("plain", json!({}), "Pending", true),
         ];
-        let findings = audit(&local, None, &pods, virtual_nodes);
+        let findings = audit(&local, "liqo", None, &pods, virtual_nodes);
         assert_eq!(findings.len(), 1);
         assert_eq!(findings[0].remedy, Remedy::Report);
+    }
+
+    #[test]
+    fn a_pod_opted_in_by_runtime_class_is_held_to_the_remote_placement() {
+        let local = spec("Local", None);
+        let opted = |name: &str, extra: Value| {
+            let mut spec = json!({"runtimeClassName": "liqo"});
+            for (k, v) in extra.as_object().unwrap() {
+                spec[k] = v.clone();
+            }
+            pod(name, spec, "Running", true)
+        };
+        let pods = [
+            // Where it asked to be: fine in a Local namespace.
+            opted("on-virtual", json!({"nodeName": "liqo-eu"})),
+            // On a local node: breaks what it opted in to.
+            opted("on-local", json!({"nodeName": "local-1"})),
+        ];
+        let findings = audit(&local, "liqo", None, &pods, virtual_nodes);
+        assert_eq!(remedies(&findings), vec![("on-local", Remedy::Report)]);
+        // Without the opt-in configured, the class means nothing.
+        let findings = audit(&local, "", None, &pods, virtual_nodes);
+        assert_eq!(remedies(&findings), vec![("on-virtual", Remedy::Report)]);
     }
 
     fn remedies(findings: &[Finding]) -> Vec<(&str, Remedy)> {
@@ -381,7 +410,7 @@ mod tests {
             sent_after,
             pod("no-toleration", json!({}), "Pending", true),
         ];
-        let findings = audit(&remote, Some(&at(150)), &pods, virtual_nodes);
+        let findings = audit(&remote, "liqo", Some(&at(150)), &pods, virtual_nodes);
         let got = remedies(&findings);
         assert_eq!(
             got,
@@ -418,7 +447,7 @@ mod tests {
             ),
             init_running,
         ];
-        let findings = audit(&remote, None, &pods, virtual_nodes);
+        let findings = audit(&remote, "liqo", None, &pods, virtual_nodes);
         let got = remedies(&findings);
         assert_eq!(
             got,
@@ -442,6 +471,6 @@ mod tests {
             gone,
             pod("done", json!({"nodeName": "node-1"}), "Succeeded", true),
         ];
-        assert!(audit(&remote, None, &pods, virtual_nodes).is_empty());
+        assert!(audit(&remote, "liqo", None, &pods, virtual_nodes).is_empty());
     }
 }

@@ -304,6 +304,7 @@ fn caches() -> Caches {
 const SITE: Site<'static> = Site {
     local_cluster_id: "c1",
     own_namespace: "liqo",
+    runtime_class: "liqo",
 };
 
 /// Every webhook decides `body` without panicking; an answer is a well-formed review.

@@ -331,12 +331,16 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
                     return Ok(Action::requeue(Duration::from_secs(30)));
                 }
             }
+            let placement =
+                forge::placement_of(&pod, &offloading.spec, &ctx.reflection.runtime_class);
             let mut twin = forge::twin(
                 &pod,
-                &offloading.spec,
+                &placement,
                 &ctx.replica.local_cluster_id,
                 &remote_namespace,
             );
+            forge::without_opt_in(&mut twin, &ctx.reflection.runtime_class);
+            ctx.reflection.strip(&mut twin.metadata);
             // No token of this cluster goes there; only classes that cluster has.
             let tokens = crate::reflection::namespace_objects::home_tokens(&ctx, &pod).await?;
             match forge::adapt(&mut twin, &tokens, &peer.classes()) {

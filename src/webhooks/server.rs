@@ -42,6 +42,8 @@ pub struct AppState {
     pub local_cluster_id: String,
     /// The manager's namespace, which is never offloaded.
     pub own_namespace: String,
+    /// The RuntimeClass by which a pod asks for the virtual nodes (empty: none).
+    pub runtime_class: String,
     pub metrics: Arc<Metrics>,
     /// For the two calls a review may need (see [`admission::Outcome`]); `None` serves
     /// from the caches alone (a missing NamespaceOffloading counts as absent, and
@@ -107,6 +109,7 @@ async fn answer(webhook: Webhook, State(state): State<Arc<AppState>>, body: Byte
         admission::Site {
             local_cluster_id: &state.local_cluster_id,
             own_namespace: &state.own_namespace,
+            runtime_class: &state.runtime_class,
         },
     );
     let answered = match outcome {
@@ -256,6 +259,7 @@ mod tests {
             lookup: Arc::new(NoCaches),
             local_cluster_id: "id".into(),
             own_namespace: "liqo".into(),
+            runtime_class: "liqo".into(),
             metrics: metrics.clone(),
             client: None,
         });

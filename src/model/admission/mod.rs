@@ -118,6 +118,7 @@ pub struct PendingPod {
     request: Request<PodView>,
     webhook: Webhook,
     local_cluster_id: String,
+    runtime_class: String,
 }
 
 impl PendingPod {
@@ -148,13 +149,12 @@ impl PendingPod {
                 return unavailable(&self.request, message);
             }
         };
-        let decided = place_pod(
-            &self.request,
-            self.webhook,
-            nso.as_ref(),
-            lookup,
-            &self.local_cluster_id,
-        );
+        let site = Site {
+            local_cluster_id: &self.local_cluster_id,
+            own_namespace: "",
+            runtime_class: &self.runtime_class,
+        };
+        let decided = place_pod(&self.request, self.webhook, nso.as_ref(), lookup, site);
         answer(&self.request, decided)
     }
 }
@@ -190,6 +190,8 @@ pub struct Site<'a> {
     pub local_cluster_id: &'a str,
     /// The manager's own namespace, which is never offloaded.
     pub own_namespace: &'a str,
+    /// The RuntimeClass by which a pod asks for the virtual nodes (empty: none).
+    pub runtime_class: &'a str,
 }
 
 /// Decides one AdmissionReview body, from the caches alone.
@@ -199,9 +201,8 @@ pub fn review(
     lookup: &dyn Lookup,
     site: Site<'_>,
 ) -> Result<Outcome, BadRequest> {
-    let local_cluster_id = site.local_cluster_id;
     if matches!(webhook, Webhook::Pod | Webhook::PodEnabledLabel) {
-        return review_pod(webhook, body, lookup, local_cluster_id);
+        return review_pod(webhook, body, lookup, site);
     }
     let request = match Request::parse(body) {
         Ok(request) => request,
@@ -226,7 +227,7 @@ fn review_pod(
     webhook: Webhook,
     body: &[u8],
     lookup: &dyn Lookup,
-    local_cluster_id: &str,
+    site: Site<'_>,
 ) -> Result<Outcome, BadRequest> {
     let request = match Request::<PodView>::parse(body) {
         Ok(request) => request,
@@ -240,12 +241,13 @@ fn review_pod(
         )));
     }
     let decided = match lookup.offloading(&request.namespace) {
-        Some(nso) => place_pod(&request, webhook, Some(&nso), lookup, local_cluster_id),
+        Some(nso) => place_pod(&request, webhook, Some(&nso), lookup, site),
         None => {
             return Ok(Outcome::ReadOffloading(PendingPod {
                 request,
                 webhook,
-                local_cluster_id: local_cluster_id.to_owned(),
+                local_cluster_id: site.local_cluster_id.to_owned(),
+                runtime_class: site.runtime_class.to_owned(),
             }));
         }
     };
@@ -379,21 +381,36 @@ fn place_pod(
     webhook: Webhook,
     nso: Option<&NamespaceOffloading>,
     lookup: &dyn Lookup,
-    local_cluster_id: &str,
+    site: Site<'_>,
 ) -> Result<Decision, String> {
     let pod = request
         .object
         .as_ref()
         .ok_or("the admission request carries no object")?;
     let namespace = &request.namespace;
-    let (spec, warning) = placement_for(webhook, namespace, nso, lookup, local_cluster_id);
+    let (spec, warning) = placement_for(webhook, namespace, nso, lookup, site.local_cluster_id);
+    let from_object = matches!(spec, Cow::Borrowed(_));
+    // Liqo's per-pod opt-in: the offloading RuntimeClass sends the pod to the selected
+    // clusters whatever the strategy; with nowhere to send it, it is refused rather than
+    // left Pending (its class's node selector allows only virtual nodes).
+    let spec = if pod.opts_in(site.runtime_class) {
+        if let Some(why) = &warning {
+            return Err(format!(
+                "runtimeClassName {:?} runs the pod in a remote cluster only, and none can take it now ({why}); offload namespace {namespace:?} first (label it liqo.io/enabled=true, or create its NamespaceOffloading), or remove runtimeClassName",
+                site.runtime_class
+            ));
+        }
+        Cow::Owned(pod::opted_in(&spec))
+    } else {
+        spec
+    };
     let mut warnings: Vec<String> = warning.into_iter().collect();
     if let Some(node) = pod.node_name() {
         // A node chosen by hand is the user's call; reflection says why no twin runs.
         pod::check_preset_node(&spec, node, lookup.node(node).as_ref())?;
     }
     let taken = nso.map(|n| taken_in(n.status.as_ref())).unwrap_or_default();
-    let spec = if taken.is_empty() || matches!(spec, Cow::Owned(_)) || pod.node_name().is_some() {
+    let spec = if taken.is_empty() || !from_object || pod.node_name().is_some() {
         spec
     } else {
         warnings.push(format!(
@@ -552,6 +569,7 @@ mod tests {
     const SITE: Site<'static> = Site {
         local_cluster_id: "cluster-1-id",
         own_namespace: "liqo",
+        runtime_class: "liqo",
     };
 
     /// The pure decision on a review, with nothing in the caches.
@@ -788,6 +806,85 @@ mod tests {
                 .unwrap()
                 .contains("is terminating"),
             "{out}"
+        );
+    }
+
+    /// Issue 24, point 1: `runtimeClassName: liqo` sends a pod to the selected clusters
+    /// whatever the strategy; anything else a Local namespace keeps local.
+    #[test]
+    fn the_offloading_runtime_class_opts_a_pod_in_to_the_virtual_nodes() {
+        let vn_only = r#"[{"matchExpressions":[{"key":"region","operator":"In","values":["eu"]},{"key":"liqo.io/type","operator":"In","values":["virtual-node"]}]}]"#;
+        let selector = json!({"nodeSelectorTerms": [{"matchExpressions": [
+            {"key": "region", "operator": "In", "values": ["eu"]}]}]});
+        for strategy in ["Local", "LocalAndRemote", "Remote"] {
+            let lookup = lookup_with(
+                "test-namespace",
+                json!({"podOffloadingStrategy": strategy, "clusterSelector": selector}),
+            );
+            // As the RuntimeClass admission leaves it, before our webhook.
+            let opted_in = pod_review(
+                "admission.k8s.io/v1",
+                "u10",
+                json!({"containers": [], "runtimeClassName": "liqo",
+                       "nodeSelector": {"liqo.io/type": "virtual-node"},
+                       "tolerations": [{"key": "virtual-node.liqo.io/not-allowed", "operator": "Exists", "effect": "NoExecute"}]}),
+            );
+            let (out, verdict) = answer(Webhook::Pod, &opted_in, &lookup);
+            assert_eq!(verdict, Verdict::Patched, "{strategy}: {out}");
+            let pod = apply_patch(&opted_in, &out);
+            assert_eq!(
+                required_terms(&pod),
+                &serde_json::from_str::<Value>(vn_only).unwrap(),
+                "{strategy}"
+            );
+            assert!(has_toleration(&pod));
+        }
+        // Another class, or none, in a Local namespace: local, even with the toleration.
+        let lookup = lookup_with("test-namespace", json!({"podOffloadingStrategy": "Local"}));
+        let other = pod_review(
+            "admission.k8s.io/v1",
+            "u11",
+            json!({"containers": [], "runtimeClassName": "gvisor",
+                   "tolerations": [{"operator": "Exists"}]}),
+        );
+        let (out, _) = answer(Webhook::Pod, &other, &lookup);
+        let pod = apply_patch(&other, &out);
+        assert_eq!(
+            required_terms(&pod),
+            &serde_json::from_str::<Value>(NOT_VN).unwrap()
+        );
+    }
+
+    #[test]
+    fn an_opted_in_pod_with_nowhere_to_go_is_refused_saying_why() {
+        let opted_in = pod_review(
+            "admission.k8s.io/v1",
+            "u12",
+            json!({"containers": [], "runtimeClassName": "liqo"}),
+        );
+        // The offloading is ending.
+        let mut lookup = lookup_with("test-namespace", json!({"podOffloadingStrategy": "Local"}));
+        let nso = lookup.offloadings.get_mut("test-namespace").unwrap();
+        Arc::make_mut(nso).metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        let message = denial(answer(Webhook::Pod, &opted_in, &lookup), "u12");
+        assert!(
+            message.contains("runtimeClassName \"liqo\"") && message.contains("is terminating"),
+            "{message}"
+        );
+        // No NamespaceOffloading at all.
+        let Outcome::ReadOffloading(pending) = decide(Webhook::Pod, &opted_in) else {
+            panic!("a cache miss must ask for a read");
+        };
+        let (out, verdict) = pending.resume(Ok(None), &Fixed::default());
+        assert_eq!(verdict, Verdict::Denied);
+        let out = serde_json::to_value(out).unwrap();
+        let message = out["response"]["status"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("offload namespace \"test-namespace\" first"),
+            "{message}"
         );
     }
 

@@ -200,6 +200,8 @@ pub(crate) struct PodSpecView {
     pub(crate) affinity: Option<AffinityView>,
     #[serde(default)]
     pub(crate) tolerations: Option<Vec<Toleration>>,
+    #[serde(default)]
+    pub(crate) runtime_class_name: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -223,6 +225,16 @@ pub(crate) struct NodeSelectorView {
 }
 
 impl PodView {
+    /// Whether the pod asks for the virtual nodes by naming the offloading RuntimeClass.
+    pub(crate) fn opts_in(&self, runtime_class: &str) -> bool {
+        opts_in(
+            self.spec
+                .as_ref()
+                .and_then(|s| s.runtime_class_name.as_deref()),
+            runtime_class,
+        )
+    }
+
     /// `spec.nodeName`, when set.
     pub(crate) fn node_name(&self) -> Option<&str> {
         self.spec
@@ -230,6 +242,20 @@ impl PodView {
             .node_name
             .as_deref()
             .filter(|n| !n.is_empty())
+    }
+}
+
+/// Whether a pod's `runtimeClassName` is the offloading RuntimeClass (Liqo's per-pod
+/// opt-in): such a pod goes to the selected clusters whatever the strategy.
+pub(crate) fn opts_in(runtime_class_name: Option<&str>, runtime_class: &str) -> bool {
+    !runtime_class.is_empty() && runtime_class_name == Some(runtime_class)
+}
+
+/// The placement of a pod that opted in: the namespace's selector, remotely only.
+pub(crate) fn opted_in(spec: &NamespaceOffloadingSpec) -> NamespaceOffloadingSpec {
+    NamespaceOffloadingSpec {
+        pod_offloading_strategy: PodOffloadingStrategy::Remote,
+        ..spec.clone()
     }
 }
 

@@ -97,6 +97,13 @@ fn twin_spec(local: &PodSpec, offloading: &NamespaceOffloadingSpec) -> PodSpec {
     if spec.tolerations.as_ref().is_some_and(Vec::is_empty) {
         spec.tolerations = None;
     }
+    // What the offloading RuntimeClass's scheduling put there: remotely every node is real.
+    if let Some(selector) = spec.node_selector.as_mut() {
+        selector.remove(TYPE_LABEL);
+    }
+    if spec.node_selector.as_ref().is_some_and(|s| s.is_empty()) {
+        spec.node_selector = None;
+    }
     let imposed: Vec<_> = imposed_terms(offloading)
         .into_iter()
         .flat_map(|t| t.match_expressions.unwrap_or_default())
@@ -235,6 +242,35 @@ fn drop_volumes(spec: &mut PodSpec, drop: impl Fn(&Volume) -> bool) -> bool {
 pub(crate) struct RemoteClasses {
     pub(crate) priority: Option<BTreeSet<String>>,
     pub(crate) runtime: Option<BTreeSet<String>>,
+}
+
+/// The placement the webhook gave `pod`: its namespace's, or, for a pod that opted in by
+/// the offloading RuntimeClass, the remote one (whose terms the twin must shed).
+pub(crate) fn placement_of<'a>(
+    pod: &Pod,
+    offloading: &'a NamespaceOffloadingSpec,
+    runtime_class: &str,
+) -> std::borrow::Cow<'a, NamespaceOffloadingSpec> {
+    use crate::model::admission::pod::{opted_in, opts_in};
+    let class = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.runtime_class_name.as_deref());
+    if opts_in(class, runtime_class) {
+        std::borrow::Cow::Owned(opted_in(offloading))
+    } else {
+        std::borrow::Cow::Borrowed(offloading)
+    }
+}
+
+/// Leaves out of the twin the RuntimeClass by which its pod asked for the virtual nodes:
+/// it means nothing in the remote cluster, which runs the twin with its default runtime.
+pub(crate) fn without_opt_in(twin: &mut Pod, runtime_class: &str) {
+    if let Some(spec) = twin.spec.as_mut()
+        && crate::model::admission::pod::opts_in(spec.runtime_class_name.as_deref(), runtime_class)
+    {
+        spec.runtime_class_name = None;
+    }
 }
 
 /// Something `adapt` changed that the pod's owner should hear of (an event on the pod).
@@ -787,6 +823,58 @@ mod tests {
         assert_eq!(
             adapt(&mut pod, &none, &RemoteClasses::default()),
             Err(Unfit::NotKnownYet)
+        );
+    }
+
+    #[test]
+    fn a_pod_that_opted_in_by_runtime_class_runs_there_with_the_default_runtime() {
+        // As the RuntimeClass admission and our webhook leave it.
+        let local: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "batch-1", "namespace": "shop", "uid": "u-1"},
+            "spec": {
+                "nodeName": "liqo-c2",
+                "runtimeClassName": "liqo",
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [
+                        {"key": "region", "operator": "In", "values": ["eu"]},
+                        {"key": "liqo.io/type", "operator": "In", "values": ["virtual-node"]}]}]}}},
+                "nodeSelector": {"liqo.io/type": "virtual-node", "disk": "ssd"},
+                "tolerations": [{"key": "virtual-node.liqo.io/not-allowed", "operator": "Exists", "effect": "NoExecute"}],
+                "containers": [{"name": "job", "image": "busybox"}],
+            },
+        }))
+        .unwrap();
+        // A Local namespace, which the pod's class overrode with its selector.
+        let namespace: NamespaceOffloadingSpec = serde_json::from_value(json!({
+            "podOffloadingStrategy": "Local",
+            "clusterSelector": {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "region", "operator": "In", "values": ["eu"]}]}]},
+        }))
+        .unwrap();
+        let placement = placement_of(&local, &namespace, "liqo");
+        let mut twin = twin(&local, &placement, "c1", "shop-c1");
+        without_opt_in(&mut twin, "liqo");
+        let spec = twin.spec.unwrap();
+        assert_eq!(spec.runtime_class_name, None);
+        // The placement it got here is gone: remotely any node will do.
+        assert!(spec.affinity.is_none(), "{:?}", spec.affinity);
+        assert!(spec.tolerations.is_none());
+        let selector = spec.node_selector.unwrap();
+        assert_eq!(selector.len(), 1, "{selector:?}");
+        assert_eq!(selector["disk"], "ssd");
+        // Another class is the pod's own: kept (adapt checks the remote has it).
+        let mut sandboxed = with_classes(None, Some("gvisor"));
+        without_opt_in(&mut sandboxed, "liqo");
+        assert_eq!(
+            sandboxed.spec.unwrap().runtime_class_name.as_deref(),
+            Some("gvisor")
+        );
+        // No opt-in configured: nothing is anyone's opt-in.
+        let mut named = with_classes(None, Some("liqo"));
+        without_opt_in(&mut named, "");
+        assert_eq!(
+            named.spec.unwrap().runtime_class_name.as_deref(),
+            Some("liqo")
         );
     }
 
