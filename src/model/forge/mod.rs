@@ -2,6 +2,7 @@
 //! pods (and the status reflected back), `objects` for ConfigMaps, Secrets and
 //! ServiceAccounts, `services` for Services and EndpointSlices.
 
+pub(crate) mod home_api;
 pub(crate) mod objects;
 pub(crate) mod services;
 pub(crate) mod twin;
