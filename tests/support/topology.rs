@@ -190,18 +190,38 @@ impl Drop for Thaw {
 /// Starts cluster `n`'s manager with its labels; only cluster 1 (which offloads here)
 /// registers its webhooks.
 pub async fn start_manager(tb: &Testbed, n: usize) -> Result<super::Manager, String> {
+    start_manager_with(tb, n, &[]).await
+}
+
+/// [`start_manager`] with `extra` flags.
+pub async fn start_manager_with(
+    tb: &Testbed,
+    n: usize,
+    extra: &[String],
+) -> Result<super::Manager, String> {
     let cluster = tb.cluster(n);
+    let mut flags = vec![
+        "--namespace=liqo".into(),
+        format!("--cluster-labels={}", LABELS[n - 1]),
+    ];
+    flags.extend_from_slice(extra);
     super::start_manager(
         tb,
         &format!("{}-manager", cluster.name()),
         cluster.kubeconfig(),
         n == 1,
-        &[
-            "--namespace=liqo".into(),
-            format!("--cluster-labels={}", LABELS[n - 1]),
-        ],
+        &flags,
     )
     .await
+}
+
+/// Replaces cluster `n`'s manager with one started with `extra` flags.
+pub async fn restart_manager_with(tb: &Testbed, t: &Topology, n: usize, extra: &[String]) {
+    t.managers.lock().unwrap()[n - 1].stop();
+    let manager = start_manager_with(tb, n, extra).await.unwrap();
+    t.admin_ports.lock().unwrap()[n - 1] = manager.admin_port;
+    t.webhook_ports.lock().unwrap()[n - 1] = manager.webhook_port;
+    t.managers.lock().unwrap()[n - 1] = manager.process;
 }
 
 /// Waits for the virtual node of a cluster to be Ready; returns its labels.
