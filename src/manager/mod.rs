@@ -337,16 +337,17 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), RunError> {
             request: stop_tx.clone(),
             leadership_lost: lost.clone(),
         };
-        let kubelet = kubelet(&args).await?;
-        let home_api = home_api(&args).await?;
+        let for_peers = ForPeers {
+            kubelet: kubelet(&args).await?,
+            home_api: home_api(&args).await?,
+        };
         Some(start_controllers(
             &args,
             &client,
             &state.local_cluster_id,
             &metrics,
             watches,
-            kubelet,
-            home_api,
+            for_peers,
             stopping,
         )?)
     };
@@ -523,6 +524,14 @@ struct Stopping {
     leadership_lost: Arc<AtomicBool>,
 }
 
+/// What the manager offers the peered clusters' side of offloaded pods.
+struct ForPeers {
+    /// The virtual nodes' kubelet API.
+    kubelet: crate::kubelet::Serving,
+    /// This cluster's API server for twins (`--home-api-access=token`).
+    home_api: Option<Arc<crate::model::forge::home_api::HomeApi>>,
+}
+
 /// Joins the leader election and starts the controllers (they reconcile once this replica
 /// leads). The returned task ends when the election does; losing the Lease stops the
 /// process, so that only one replica ever reconciles.
@@ -532,8 +541,7 @@ fn start_controllers(
     local_cluster_id: &str,
     metrics: &Metrics,
     watches: LocalWatches,
-    kubelet: crate::kubelet::Serving,
-    home_api: Option<Arc<crate::model::forge::home_api::HomeApi>>,
+    ForPeers { kubelet, home_api }: ForPeers,
     stopping: Stopping,
 ) -> Result<tokio::task::JoinHandle<()>, RunError> {
     let instance = args
