@@ -271,6 +271,11 @@ async fn with_home_api_access_a_twin_lists_its_home_namespace_with_a_bound_home_
             s.metadata.owner_references.iter().flatten().any(|o| o.uid == twin_uid).then_some(s)
         })
         .await;
+        // An hour, as admission meant it; not the year kube-apiserver stretches 3607 s to.
+        let renew_at: k8s_openapi::jiff::Timestamp = secret.metadata.annotations.as_ref().unwrap()
+            ["offloading.liqo.io/home-token-renew-at"].parse().unwrap();
+        let left = renew_at.duration_since(k8s_openapi::jiff::Timestamp::now()).as_secs();
+        assert!((2700..=2880).contains(&left), "renewed in {left} s");
         // What `kubectl get pods` in the twin sees: its home namespace, in cluster 1.
         let dir = tempfile::tempdir().unwrap();
         let (ok, out, err) = kubectl_as_the_twin(dir.path(), host, port, &secret, &["get", "pods", "-o", "name"]);

@@ -126,14 +126,28 @@ pub(crate) fn token_asked(pod: &Pod) -> Option<TokenAsked> {
     })
 }
 
+/// The lifetime admission asks for (an hour and 7 s), which kube-apiserver's
+/// `--service-account-extend-token-expiration` (on by default) turns into a year for a
+/// token bound to a pod: a kubelet's secret to refresh hourly anyway, but one that is
+/// stored in another cluster must not live a year.
+const EXTENDED_LIFETIME_ASKED: i64 = 3607;
+
 /// The TokenRequest for the pod's account: bound to the pod (the token dies with it), with
-/// the audience and lifetime admission asked for (none: the API server's own audience).
+/// the audience and lifetime admission asked for (none: the API server's own audience),
+/// an hour for the one kube-apiserver would stretch to a year.
 pub(crate) fn token_request(pod: &Pod, asked: &TokenAsked) -> TokenRequest {
+    let expiration_seconds = asked.expiration_seconds.map(|s| {
+        if s == EXTENDED_LIFETIME_ASKED {
+            3600
+        } else {
+            s
+        }
+    });
     TokenRequest {
         metadata: ObjectMeta::default(),
         spec: Some(TokenRequestSpec {
             audiences: asked.audience.clone().map(|a| vec![a]),
-            expiration_seconds: asked.expiration_seconds,
+            expiration_seconds,
             bound_object_ref: Some(BoundObjectReference {
                 api_version: Some("v1".into()),
                 kind: Some("Pod".into()),

@@ -101,17 +101,22 @@ fn the_token_asked_is_the_one_admission_injected() {
 }
 
 #[test]
-fn the_token_request_is_bound_to_the_pod_with_the_original_audience_and_lifetime() {
+fn the_token_request_is_bound_to_the_pod_with_the_original_audience_and_lifetime_never_a_year() {
     let pod = admitted();
     let mut asked = token_asked(&pod).unwrap();
     let request = serde_json::to_value(token_request(&pod, &asked)).unwrap();
     assert_eq!(
         request["spec"],
-        json!({"expirationSeconds": 3607,
+        json!({"expirationSeconds": 3600,
                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": "web-1", "uid": "u-1"}})
     );
     asked.audience = Some("https://kubernetes.default.svc".into());
+    asked.expiration_seconds = Some(7200);
     let request = token_request(&pod, &asked);
+    assert_eq!(
+        request.spec.as_ref().unwrap().expiration_seconds,
+        Some(7200)
+    );
     assert_eq!(
         request.spec.unwrap().audiences,
         Some(vec!["https://kubernetes.default.svc".to_string()])
