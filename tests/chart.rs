@@ -732,6 +732,46 @@ fn metrics_service_and_service_monitor_when_enabled() {
     );
 }
 
+#[test]
+fn home_api_access_when_enabled_passes_its_address_and_may_create_tokens() {
+    let name = "nso-namespace-offloading";
+    let token_rule = |objects: &[Value]| {
+        find(objects, "ClusterRole", name)["rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["resources"] == json!(["serviceaccounts/token"]))
+    };
+    let defaults = template("nso", "default", &[]);
+    assert!(!token_rule(&defaults));
+    assert!(
+        args(&defaults, name)
+            .iter()
+            .all(|a| !a.starts_with("--home-api"))
+    );
+
+    let objects = template(
+        "nso",
+        "default",
+        &[
+            "homeApiAccess.enabled=true",
+            "homeApiAccess.serverAddress=api.home.example:6443",
+        ],
+    );
+    assert!(token_rule(&objects));
+    let args = args(&objects, name);
+    assert!(
+        args.contains(&"--home-api-access=token".to_owned()),
+        "{args:?}"
+    );
+    assert!(
+        args.contains(&"--home-api-server-address=api.home.example:6443".to_owned()),
+        "{args:?}"
+    );
+    let err = template_fails(&["homeApiAccess.enabled=true"]);
+    assert!(err.contains("homeApiAccess.serverAddress"), "{err}");
+}
+
 /// `kubectl get KIND/NAME` (in `namespace` when given) succeeds.
 fn exists(kubeconfig: &Path, object: &str, namespace: Option<&str>) -> bool {
     let mut args = vec!["get", object, "-o", "name"];

@@ -44,6 +44,9 @@ pub(crate) struct Replica {
     pub(crate) holder: String,
     /// The namespace the manager runs in (never offloaded).
     pub(crate) own_namespace: String,
+    /// Where twins reach this cluster's API server (`run --home-api-access=token`); `None`:
+    /// twins get no credential of this cluster.
+    pub(crate) home_api: Option<Arc<crate::model::forge::home_api::HomeApi>>,
 }
 
 /// What every worker reads and writes through, built once by the manager. A worker with

@@ -336,6 +336,7 @@ pub(crate) fn shared(client: Client, stores: Stores, peers: Peers) -> Shared {
             local_cluster_id: LOCAL_CLUSTER_ID.into(),
             holder: HOLDER.into(),
             own_namespace: "liqo".into(),
+            home_api: None,
         },
         recorder,
         peers,

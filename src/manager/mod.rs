@@ -155,9 +155,34 @@ pub(crate) struct RunArgs {
     /// Empty: no such opt-in.
     #[arg(long, default_value = "liqo")]
     pub(crate) runtime_class: String,
+    /// Whether offloaded pods reach this cluster's API: `off` (twins carry no credential of
+    /// this cluster; the remote cluster mounts its own token) or `token` (a pod whose
+    /// account token is mounted gets, in its twin, a token of this cluster bound to the
+    /// pod, this cluster's CA and the address of --home-api-server-address; the token is
+    /// stored in a Secret in the remote cluster: see docs/security.md).
+    #[arg(long, value_enum, default_value = "off")]
+    pub(crate) home_api_access: HomeApiAccess,
+    /// HOST:PORT at which pods of the remote clusters reach this cluster's API server
+    /// (KUBERNETES_SERVICE_HOST/PORT in twins); required with --home-api-access=token.
+    #[arg(long, value_name = "HOST:PORT", value_parser = crate::model::forge::home_api::parse_address,
+          required_if_eq("home_api_access", "token"))]
+    pub(crate) home_api_server_address: Option<(String, u16)>,
+    /// CA bundle (PEM) that twins trust for that address. Default: the CA the manager
+    /// trusts for its API server.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) home_api_server_ca: Option<PathBuf>,
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub(crate) shutdown_grace: Duration,
+}
+
+/// `--home-api-access`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum HomeApiAccess {
+    /// No credential of this cluster in twins.
+    Off,
+    /// A bound token of this cluster in twins whose pod mounts one.
+    Token,
 }
 
 fn parse_cluster_labels(text: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
@@ -184,6 +209,8 @@ pub(crate) enum RunError {
     KubeletTls(#[from] crate::kubelet::server::KubeletTlsError),
     #[error("cannot read --kubelet-client-ca {path}: {message}")]
     KubeletClientCa { path: PathBuf, message: String },
+    #[error("cannot read --home-api-server-ca {path}: {message}")]
+    HomeApiCa { path: PathBuf, message: String },
     #[error("cannot read --ca-bundle-file {path}: {source}")]
     CaBundle {
         path: PathBuf,
@@ -361,14 +388,17 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), RunError> {
             request: stop_tx.clone(),
             leadership_lost: lost.clone(),
         };
-        let kubelet = kubelet(&args).await?;
+        let for_peers = ForPeers {
+            kubelet: kubelet(&args).await?,
+            home_api: home_api(&args).await?,
+        };
         Some(start_controllers(
             &args,
             &client,
             &state.local_cluster_id,
             &metrics,
             watches,
-            kubelet,
+            for_peers,
             stopping,
         )?)
     };
@@ -545,6 +575,14 @@ struct Stopping {
     leadership_lost: Arc<AtomicBool>,
 }
 
+/// What the manager offers the peered clusters' side of offloaded pods.
+struct ForPeers {
+    /// The virtual nodes' kubelet API.
+    kubelet: crate::kubelet::Serving,
+    /// This cluster's API server for twins (`--home-api-access=token`).
+    home_api: Option<Arc<crate::model::forge::home_api::HomeApi>>,
+}
+
 /// Joins the leader election and starts the controllers (they reconcile once this replica
 /// leads). The returned task ends when the election does; losing the Lease stops the
 /// process, so that only one replica ever reconciles.
@@ -554,7 +592,7 @@ fn start_controllers(
     local_cluster_id: &str,
     metrics: &Metrics,
     watches: LocalWatches,
-    kubelet: crate::kubelet::Serving,
+    ForPeers { kubelet, home_api }: ForPeers,
     stopping: Stopping,
 ) -> Result<tokio::task::JoinHandle<()>, RunError> {
     let instance = args
@@ -591,6 +629,7 @@ fn start_controllers(
         local_cluster_id: local_cluster_id.to_owned(),
         holder: instance,
         own_namespace: args.namespace.clone(),
+        home_api,
     };
     tokio::spawn(controllers::run(
         client.clone(),
@@ -649,6 +688,35 @@ async fn kubelet(args: &RunArgs) -> Result<crate::kubelet::Serving, RunError> {
             port: bound.port(),
         },
     })
+}
+
+/// Where twins reach this cluster's API server, with `--home-api-access=token`.
+async fn home_api(
+    args: &RunArgs,
+) -> Result<Option<Arc<crate::model::forge::home_api::HomeApi>>, RunError> {
+    let (HomeApiAccess::Token, Some((host, port))) =
+        (args.home_api_access, args.home_api_server_address.clone())
+    else {
+        return Ok(None);
+    };
+    let ca = match &args.home_api_server_ca {
+        Some(path) => std::fs::read_to_string(path).map_err(|e| RunError::HomeApiCa {
+            path: path.clone(),
+            message: e.to_string(),
+        })?,
+        None => crate::model::forge::home_api::pem_bundle(
+            &crate::plumbing::client::local_config(args.kubeconfig.as_deref())
+                .await?
+                .root_cert
+                .unwrap_or_default(),
+        ),
+    };
+    tracing::warn!(%host, port, "offloaded pods get tokens of this cluster (--home-api-access=token): they are stored in the remote clusters");
+    Ok(Some(Arc::new(crate::model::forge::home_api::HomeApi {
+        host,
+        port,
+        ca,
+    })))
 }
 
 /// Publishes this cluster's identity for peers, retrying until it succeeds (the namespace

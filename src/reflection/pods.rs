@@ -34,6 +34,7 @@ use crate::{
 };
 use crate::{
     context::remote_call::{RemoteError, remote},
+    model::forge::home_api as home_forge,
     model::forge::twin::{self as forge, TwinOwner},
 };
 
@@ -50,6 +51,8 @@ pub(crate) enum PodError {
     Remote(#[from] RemoteError),
     #[error("locally: {0}")]
     Local(#[from] kube::Error),
+    #[error("the token request for ServiceAccount {0} came back without a token")]
+    NoToken(String),
 }
 
 /// Whether a pod is bound to a virtual node, or to one of our names that is gone (its
@@ -264,6 +267,10 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
             if let Some(status) = &twin.status {
                 reflect_status(&ctx, &pod, status).await?;
             }
+            if let Some((home, asked)) = home_api::asked(&ctx, &pod) {
+                return keep_home_token(&ctx, (&peer, &cluster_id), &pod, (home, &asked), &twin)
+                    .await;
+            }
             Ok(Action::await_change())
         }
         (Some(twin), Some(TwinOwner::Stale)) => {
@@ -333,8 +340,27 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
             }
             let placement =
                 forge::placement_of(&pod, &offloading.spec, &ctx.reflection.runtime_class);
+            // With home access, the token is asked for first: a pod this cluster issues
+            // none for waits here, rather than run there without it.
+            let home = match home_api::asked(&ctx, &pod) {
+                Some((home, asked)) => {
+                    match home_api::issue(&ctx, &peer, &pod, &asked, &remote_namespace).await? {
+                        Ok(issued) => Some((home, asked, issued)),
+                        Err(blocked) => {
+                            let (reason, why) = blocked.said();
+                            report(&ctx, &pod, reason, &format!("cluster {cluster_id}: {why}"))
+                                .await?;
+                            return Ok(Action::requeue(Duration::from_secs(30)));
+                        }
+                    }
+                }
+                None => None,
+            };
+            let with_home = home
+                .as_ref()
+                .map(|(home, asked, _)| home_forge::with_home_access(&pod, asked, home));
             let mut twin = forge::twin(
-                &pod,
+                with_home.as_ref().unwrap_or(&pod),
                 &placement,
                 &ctx.replica.local_cluster_id,
                 &remote_namespace,
@@ -374,8 +400,24 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
             }
             let api = Api::<Pod>::namespaced(peer.client.clone(), &remote_namespace);
             match remote(&cluster_id, api.create(&PostParams::default(), &twin)).await {
-                Ok(_) => {
+                Ok(created) => {
                     tracing::debug!(%namespace, pod = %name, %cluster_id, "twin created");
+                    if let Some((home, _, issued)) = &home {
+                        // After the twin, which owns it: the kubelet there mounts it
+                        // as soon as it exists.
+                        let stored = home_api::store(
+                            &ctx,
+                            (&peer, &cluster_id),
+                            &pod,
+                            home,
+                            issued,
+                            &created,
+                        )
+                        .await?;
+                        if let Err(blocked) = stored {
+                            home_token_warning(&ctx, &pod, &cluster_id, &blocked).await;
+                        }
+                    }
                     Ok(Action::requeue(SOON))
                 }
                 Err(RemoteError::Api { source, .. })
@@ -415,6 +457,59 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
             }
         }
     }
+}
+
+/// Keeps the running twin's home token fresh: renewed at 80% of its lifetime, when the
+/// pod is requeued for.
+async fn keep_home_token(
+    ctx: &Context,
+    (peer, cluster_id): (&Peer, &str),
+    pod: &Pod,
+    (home, asked): (&home_forge::HomeApi, &home_forge::TokenAsked),
+    twin: &Pod,
+) -> Result<Action, PodError> {
+    let ended = matches!(
+        twin.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    );
+    if ended {
+        return Ok(Action::await_change());
+    }
+    if let Some(left) = home_api::fresh_for(ctx, peer, pod, twin) {
+        return Ok(Action::requeue(left.max(SOON)));
+    }
+    let remote_namespace = twin.namespace().unwrap_or_default();
+    let stored = match home_api::issue(ctx, peer, pod, asked, &remote_namespace).await? {
+        Ok(issued) => home_api::store(ctx, (peer, cluster_id), pod, home, &issued, twin).await?,
+        Err(blocked) => Err(blocked),
+    };
+    match stored {
+        Ok(renew_in) => Ok(Action::requeue(renew_in.max(SOON))),
+        Err(blocked) => {
+            home_token_warning(ctx, pod, cluster_id, &blocked).await;
+            Ok(Action::requeue(Duration::from_secs(30)))
+        }
+    }
+}
+
+/// Says on the pod that its twin's home token could not be written or renewed.
+async fn home_token_warning(
+    ctx: &Context,
+    pod: &Pod,
+    cluster_id: &str,
+    blocked: &home_api::Blocked,
+) {
+    let (reason, why) = blocked.said();
+    tracing::warn!(namespace = pod.namespace().unwrap_or_default(), pod = %pod.name_any(), %cluster_id, why, "home token not kept");
+    crate::context::writes::record_event(
+        &ctx.recorder,
+        pod,
+        EventType::Warning,
+        reason,
+        &format!("in cluster {cluster_id}: {why}"),
+        "Offloading",
+    )
+    .await;
 }
 
 /// A local pod being deleted: its twin goes first, with the same grace period; then the
@@ -663,6 +758,8 @@ pub(crate) async fn sweep(ctx: &Context, local_pods: &Store<Pod>) {
         }
     }
 }
+
+mod home_api;
 
 #[cfg(test)]
 mod tests;

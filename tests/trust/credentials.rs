@@ -180,3 +180,155 @@ async fn a_twin_carries_no_home_token_and_mounts_the_remotes_own_way() {
     })
     .await;
 }
+
+/// Runs `kubectl` as a process inside the twin would: the server from the twin's
+/// `KUBERNETES_SERVICE_HOST`/`PORT`, the CA, token and namespace from its mounted Secret.
+fn kubectl_as_the_twin(
+    dir: &std::path::Path,
+    host: &str,
+    port: &str,
+    secret: &Secret,
+    args: &[&str],
+) -> (bool, String, String) {
+    let data = secret.data.as_ref().unwrap();
+    let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+    let ca = dir.join("twin-ca.crt");
+    std::fs::write(&ca, text("ca.crt")).unwrap();
+    let kubeconfig = json!({
+        "apiVersion": "v1", "kind": "Config", "current-context": "twin",
+        "clusters": [{"name": "home", "cluster": {"server": format!("https://{host}:{port}"),
+                                                   "certificate-authority": ca}}],
+        "users": [{"name": "twin", "user": {"token": text("token")}}],
+        "contexts": [{"name": "twin", "context": {"cluster": "home", "user": "twin",
+                                                   "namespace": text("namespace")}}],
+    });
+    let path = dir.join("twin.kubeconfig");
+    std::fs::write(&path, kubeconfig.to_string()).unwrap();
+    crate::support::kubectl(&path, args, None)
+}
+
+#[tokio::test]
+async fn with_home_api_access_a_twin_lists_its_home_namespace_with_a_bound_home_token() {
+    with_topology(|tb, t| async move {
+        kwok_node(tb, 2).await;
+        let client = tb.cluster(1).client().await.unwrap();
+        let server = tb.cluster(1).server();
+        let address = server.trim_start_matches("https://").to_owned();
+        let (host, port) = address.rsplit_once(':').unwrap();
+        let address_flag = format!("--home-api-server-address={address}");
+        restart_manager(tb, t, 1, &["--home-api-access=token", &address_flag]).await;
+        let ns = unique("home-api");
+        offload_remotely_to_eu(tb, &client, &ns).await;
+        let remote_ns = format!("{ns}-{}", t.ids[0]);
+        let two = tb.cluster(2).client().await.unwrap();
+
+        // `reader` may list the pods of its namespace, in cluster 1.
+        kubectl(tb, &["create", "serviceaccount", "reader", "-n", &ns]);
+        kubectl(tb, &["create", "role", "pod-reader", "--verb=get,list", "--resource=pods", "-n", &ns]);
+        kubectl(tb, &["create", "rolebinding", "reader", "--role=pod-reader",
+                      &format!("--serviceaccount={ns}:reader"), "-n", &ns]);
+        let spec = as_admitted_here(json!({
+            "serviceAccountName": "reader",
+            "containers": [{"name": "app", "image": "registry.example/kubectl:1", "volumeMounts": []}],
+            "volumes": [],
+            "terminationGracePeriodSeconds": 5,
+        }));
+        let local = Api::<Pod>::namespaced(client.clone(), &ns);
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "lister"}, "spec": spec})).unwrap();
+        local.create(&PostParams::default(), &pod).await.unwrap();
+        // Its account said no: no token of either cluster.
+        local
+            .create(
+                &PostParams::default(),
+                &bare_pod("quiet", json!({"serviceAccountName": "reader", "automountServiceAccountToken": false})),
+            )
+            .await
+            .unwrap();
+
+        let remote = Api::<Pod>::namespaced(two.clone(), &remote_ns);
+        let twin = eventually("the twin of lister running in cluster 2", WAIT, || running(&remote, "lister")).await;
+        let spec = serde_json::to_value(twin.spec.as_ref().unwrap()).unwrap();
+        // The home token volume, same name and mounts, now from our Secret; none of cluster 2.
+        let volumes = spec["volumes"].as_array().unwrap();
+        assert_eq!(volumes.len(), 1, "{spec}");
+        assert_eq!(volumes[0]["name"], "kube-api-access-h0me1");
+        assert_eq!(volumes[0]["projected"]["sources"][0]["secret"]["name"], "home-api-lister", "{spec}");
+        assert_eq!(spec["automountServiceAccountToken"], false);
+        assert_eq!(spec["containers"][0]["volumeMounts"][0]["mountPath"], "/var/run/secrets/kubernetes.io/serviceaccount");
+        let env = &spec["containers"][0]["env"];
+        assert_eq!(env, &json!([{"name": "KUBERNETES_SERVICE_HOST", "value": host},
+                                {"name": "KUBERNETES_SERVICE_PORT", "value": port}]), "{spec}");
+
+        let secrets = Api::<Secret>::namespaced(two.clone(), &remote_ns);
+        let twin_uid = twin.metadata.uid.clone().unwrap();
+        let secret = eventually("the home token Secret, owned by the twin", WAIT, || async {
+            let s = secrets.get_opt("home-api-lister").await.ok()??;
+            s.metadata.owner_references.iter().flatten().any(|o| o.uid == twin_uid).then_some(s)
+        })
+        .await;
+        // An hour, as admission meant it; not the year kube-apiserver stretches 3607 s to.
+        let renew_at: k8s_openapi::jiff::Timestamp = secret.metadata.annotations.as_ref().unwrap()
+            ["offloading.liqo.io/home-token-renew-at"].parse().unwrap();
+        let left = renew_at.duration_since(k8s_openapi::jiff::Timestamp::now()).as_secs();
+        assert!((2700..=2880).contains(&left), "renewed in {left} s");
+        // What `kubectl get pods` in the twin sees: its home namespace, in cluster 1.
+        let dir = tempfile::tempdir().unwrap();
+        let (ok, out, err) = kubectl_as_the_twin(dir.path(), host, port, &secret, &["get", "pods", "-o", "name"]);
+        assert!(ok, "{err}");
+        assert!(out.lines().any(|l| l == "pod/lister"), "{out}");
+        let (_, whoami, _) = kubectl_as_the_twin(dir.path(), host, port, &secret,
+            &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username} {.status.userInfo.extra}"]);
+        assert!(whoami.starts_with(&format!("system:serviceaccount:{ns}:reader ")), "{whoami}");
+        assert!(whoami.contains("lister"), "bound to the pod: {whoami}");
+        // Within its RBAC only.
+        let (ok, _, err) = kubectl_as_the_twin(dir.path(), host, port, &secret, &["get", "secrets"]);
+        assert!(!ok && err.contains("forbidden"), "{err}");
+
+        // Renewed when due (here: made due by hand, and the pod touched to be looked at).
+        let old_token = secret.data.as_ref().unwrap()["token"].clone();
+        secrets
+            .patch("home-api-lister", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"annotations": {
+                "offloading.liqo.io/home-token-renew-at": "2020-01-01T00:00:00Z"}}})))
+            .await
+            .unwrap();
+        let touches = std::sync::atomic::AtomicU32::new(0);
+        let renewed = eventually("the token renewed", WAIT, || async {
+            // Touched until the manager's watch has seen the Secret due.
+            let n = touches.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let touch = json!({"metadata": {"annotations": {"touched": n.to_string()}}});
+            local.patch("lister", &PatchParams::default(), &Patch::Merge(touch)).await.ok()?;
+            let s = secrets.get_opt("home-api-lister").await.ok()??;
+            (s.data.as_ref()?["token"] != old_token).then_some(s)
+        })
+        .await;
+        let renew_at = &renewed.metadata.annotations.as_ref().unwrap()["offloading.liqo.io/home-token-renew-at"];
+        assert!(renew_at.as_str() > "2026", "{renew_at}");
+        let (ok, out, err) = kubectl_as_the_twin(dir.path(), host, port, &renewed, &["get", "pods", "-o", "name"]);
+        assert!(ok && out.contains("pod/lister"), "{err}");
+
+        let quiet = eventually("the twin of quiet", WAIT, || running(&remote, "quiet")).await;
+        assert_eq!(quiet.spec.as_ref().unwrap().automount_service_account_token, Some(false));
+        assert!(quiet.spec.unwrap().volumes.iter().flatten().all(|v| !v.name.starts_with("kube-api-access-")));
+        assert!(secrets.get_opt("home-api-quiet").await.unwrap().is_none());
+
+        // The Secret goes with the pod, and the token dies with it.
+        local.delete("lister", &Default::default()).await.unwrap();
+        eventually("the home token Secret deleted with the pod", WAIT, || async {
+            secrets.get_opt("home-api-lister").await.ok()?.is_none().then_some(())
+        })
+        .await;
+        eventually("the token refused once its pod is gone", WAIT, || async {
+            let (ok, _, _) = kubectl_as_the_twin(dir.path(), host, port, &renewed, &["get", "pods"]);
+            (!ok).then_some(())
+        })
+        .await;
+        delete_namespace(&client, &ns).await;
+        restart_manager(tb, t, 1, &[]).await;
+    })
+    .await;
+}
+
+fn kubectl(tb: &testbed::Testbed, args: &[&str]) {
+    let (ok, _, err) = crate::support::kubectl(tb.cluster(1).kubeconfig(), args, None);
+    assert!(ok, "kubectl {args:?}: {err}");
+}

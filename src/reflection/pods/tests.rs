@@ -1355,3 +1355,197 @@ async fn a_deleted_pod_is_not_removed_before_the_twins_watch_has_listed() {
         "{result:?}"
     );
 }
+
+// The home API (`--home-api-access=token`).
+
+const TOKEN_PATH: &str = "/api/v1/namespaces/shop/serviceaccounts/web/token";
+const HOME_SECRETS_PATH: &str = "/api/v1/namespaces/shop-c1/secrets";
+const HOME_SECRET_PATH: &str = "/api/v1/namespaces/shop-c1/secrets/home-api-web";
+
+/// `pod()` as this cluster's ServiceAccount admission leaves it: account `web`, its token
+/// volume mounted.
+fn pod_with_token() -> Pod {
+    let mut pod = pod();
+    let spec = pod.spec.as_mut().unwrap();
+    spec.service_account_name = Some("web".into());
+    spec.containers[0].volume_mounts = Some(
+        serde_json::from_value(json!([{"name": "kube-api-access-x", "readOnly": true,
+            "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]))
+        .unwrap(),
+    );
+    spec.volumes = Some(
+        serde_json::from_value(
+            json!([{"name": "kube-api-access-x", "projected": {"sources": [
+            {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}}]}}]),
+        )
+        .unwrap(),
+    );
+    pod
+}
+
+fn home() -> crate::model::forge::home_api::HomeApi {
+    crate::model::forge::home_api::HomeApi {
+        host: "api.home.example".into(),
+        port: 6443,
+        ca: "CA".into(),
+    }
+}
+
+/// [`world_with`] of `pod_with_token`'s account copied there, and home access on.
+fn home_world(remote_pods: Vec<Pod>, secrets: Vec<k8s_openapi::api::core::v1::Secret>) -> World {
+    let account: k8s_openapi::api::core::v1::ServiceAccount = serde_json::from_value(json!({
+        "metadata": {"name": "web", "namespace": REMOTE_NAMESPACE,
+                     "labels": {ORIGIN_CLUSTER_LABEL: testing::LOCAL_CLUSTER_ID},
+                     "annotations": {ORIGIN_NAMESPACE_ANNOTATION: "shop"}}}))
+    .unwrap();
+    let mut world = world_with(local_stores(), remote_pods, |peer| {
+        peer.service_accounts = watched([account], true);
+        peer.secrets = watched(secrets, true);
+    });
+    Arc::get_mut(&mut world.ctx).unwrap().replica.home_api = Some(Arc::new(home()));
+    world
+}
+
+fn issued(token: &str) -> Value {
+    let expires = k8s_openapi::jiff::Timestamp::now()
+        .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(3600))
+        .unwrap();
+    json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+           "spec": {"audiences": ["https://127.0.0.1"]},
+           "status": {"token": token, "expirationTimestamp": expires.to_string()}})
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_home_access_the_twin_gets_a_bound_home_token_in_a_secret_it_owns() {
+    let World {
+        ctx,
+        mut local,
+        mut remote,
+    } = home_world(vec![], vec![]);
+    let (result, ()) = exchange(reconcile(Arc::new(pod_with_token()), ctx), async {
+        let call = local.expect(Method::POST, TOKEN_PATH).await;
+        assert_eq!(
+            call.body["spec"]["boundObjectRef"],
+            json!({"apiVersion": "v1", "kind": "Pod", "name": "web", "uid": "u-1"})
+        );
+        assert_eq!(call.body["spec"]["expirationSeconds"], 3600);
+        call.answer(201, &issued("home-token"));
+        let call = remote.expect(Method::POST, TWINS_PATH).await;
+        let spec = &call.body["spec"];
+        assert_eq!(
+            spec["volumes"][0]["projected"]["sources"][0]["secret"]["name"], "home-api-web",
+            "{spec}"
+        );
+        assert_eq!(spec["automountServiceAccountToken"], false);
+        assert_eq!(spec["containers"][0]["env"][0]["value"], "api.home.example");
+        let mut twin = call.body.clone();
+        twin["metadata"]["uid"] = "twin-1".into();
+        call.answer(201, &twin);
+        let call = remote.expect(Method::POST, HOME_SECRETS_PATH).await;
+        let secret = &call.body;
+        assert_eq!(secret["metadata"]["name"], "home-api-web");
+        assert_eq!(secret["metadata"]["ownerReferences"][0]["uid"], "twin-1");
+        // base64 of "home-token"
+        assert_eq!(secret["data"]["token"], "aG9tZS10b2tlbg==");
+        call.created();
+        remote.nothing_more().await;
+        local.nothing_more().await;
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(SOON));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_this_cluster_issues_no_token_for_gets_no_twin_and_says_why() {
+    let World {
+        ctx,
+        mut local,
+        mut remote,
+    } = home_world(vec![], vec![]);
+    let (result, ()) = exchange(reconcile(Arc::new(pod_with_token()), ctx), async {
+        local
+            .expect(Method::POST, TOKEN_PATH)
+            .await
+            .fail(403, reason_of(403));
+        let why = format!(
+            "cluster c2: this cluster issues no token for ServiceAccount web bound to the pod: {} (from mocked API server local)",
+            reason_of(403)
+        );
+        expect_report(&mut local, "HomeTokenNotIssued", &why).await;
+        remote.nothing_more().await;
+        local.nothing_more().await;
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(30)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_running_twins_home_token_is_renewed_when_due_and_not_before() {
+    let local_pod = pod_with_token();
+    let asked = crate::model::forge::home_api::token_asked(&local_pod).unwrap();
+    let with_home = crate::model::forge::home_api::with_home_access(&local_pod, &asked, &home());
+    let mut twin = twin_of(&with_home);
+    twin.status = Some(PodStatus {
+        phase: Some("Pending".into()),
+        ..PodStatus::default()
+    });
+    let secret_due_at = |at: &str| {
+        crate::model::forge::home_api::secret(
+            &local_pod,
+            testing::LOCAL_CLUSTER_ID,
+            REMOTE_NAMESPACE,
+            "old",
+            at.parse().unwrap(),
+            &home(),
+            Some(&twin),
+        )
+    };
+    // Not due: nothing asked, looked at again when it is.
+    let mut pending = local_pod.clone();
+    pending.status = twin.status.clone();
+    let World {
+        ctx,
+        mut local,
+        mut remote,
+    } = home_world(
+        vec![twin.clone()],
+        vec![secret_due_at("2999-01-01T00:00:00Z")],
+    );
+    let (result, ()) = exchange(reconcile(Arc::new(pending.clone()), ctx), async {
+        remote.nothing_more().await;
+        local.nothing_more().await;
+    })
+    .await;
+    let planned = format!("{:?}", result.unwrap());
+    assert!(planned.contains("requeue_after: Some"), "{planned}");
+    // Due: a new token, applied over our Secret.
+    let World {
+        ctx,
+        mut local,
+        mut remote,
+    } = home_world(
+        vec![twin.clone()],
+        vec![secret_due_at("2020-01-01T00:00:00Z")],
+    );
+    let (result, ()) = exchange(reconcile(Arc::new(pending), ctx), async {
+        local
+            .expect(Method::POST, TOKEN_PATH)
+            .await
+            .answer(201, &issued("new"));
+        let call = remote.expect(Method::PATCH, HOME_SECRET_PATH).await;
+        assert_eq!(call.param("fieldManager"), Some("namespace-offloading"));
+        assert_eq!(call.body["data"]["token"], "bmV3");
+        let body = call.body.clone();
+        call.ok(&body);
+        remote.nothing_more().await;
+        local.nothing_more().await;
+    })
+    .await;
+    // Next at 80% of the new token's hour.
+    let planned = format!("{:?}", result.unwrap());
+    assert!(
+        planned.contains("requeue_after: Some(2879")
+            || planned.contains("requeue_after: Some(2880"),
+        "{planned}"
+    );
+}
