@@ -226,60 +226,67 @@ fn usage(c: &ContainerMetrics, resource: &str) -> f64 {
         .unwrap_or_default()
 }
 
-/// The families a kubelet's `/metrics/resource` has, with its help texts.
-const FAMILIES: [(&str, &str, &str); 8] = [
+/// The families a kubelet's `/metrics/resource` has, with its help texts (stability
+/// tags included, as it writes them).
+const FAMILIES: [(&str, &str, &str); 9] = [
     (
         "container_cpu_usage_seconds_total",
         "counter",
-        "Cumulative cpu time consumed by the container in core-seconds",
+        "[STABLE] Cumulative cpu time consumed by the container in core-seconds",
     ),
     (
         "container_memory_working_set_bytes",
         "gauge",
-        "Current working set of the container in bytes",
+        "[STABLE] Current working set of the container in bytes",
     ),
     (
         "container_start_time_seconds",
         "gauge",
-        "Start time of the container since unix epoch in seconds",
+        "[STABLE] Start time of the container since unix epoch in seconds",
     ),
     (
         "node_cpu_usage_seconds_total",
         "counter",
-        "Cumulative cpu time consumed by the node in core-seconds",
+        "[STABLE] Cumulative cpu time consumed by the node in core-seconds",
     ),
     (
         "node_memory_working_set_bytes",
         "gauge",
-        "Current working set of the node in bytes",
+        "[STABLE] Current working set of the node in bytes",
     ),
     (
         "pod_cpu_usage_seconds_total",
         "counter",
-        "Cumulative cpu time consumed by the pod in core-seconds",
+        "[STABLE] Cumulative cpu time consumed by the pod in core-seconds",
     ),
     (
         "pod_memory_working_set_bytes",
         "gauge",
-        "Current working set of the pod in bytes",
+        "[STABLE] Current working set of the pod in bytes",
+    ),
+    (
+        "resource_scrape_error",
+        "gauge",
+        "[STABLE] 1 if there was an error while getting container metrics, 0 otherwise",
     ),
     (
         "scrape_error",
         "gauge",
-        "1 if there was an error while getting container metrics, 0 otherwise",
+        "[ALPHA] 1 if there was an error while getting container metrics, 0 otherwise",
     ),
 ];
 
 /// The node's `/metrics/resource`, in the Prometheus text format (0.0.4) a kubelet
 /// serves: families sorted by name, samples with millisecond timestamps. An error is
-/// `scrape_error 1`, its message in a comment line (parsers skip comments).
+/// `scrape_error 1` (and `resource_scrape_error 1`, its newer name), its message in a
+/// comment line (parsers skip comments).
 pub(crate) fn resource_metrics(sample: &NodeSample) -> String {
     let mut out = String::new();
     for e in &sample.errors {
         let _ = writeln!(out, "# error: {}", e.replace('\n', " "));
     }
     for (name, kind, help) in FAMILIES {
-        let _ = writeln!(out, "# HELP {name} [STABLE] {help}\n# TYPE {name} {kind}");
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         match name {
             "container_cpu_usage_seconds_total"
             | "container_memory_working_set_bytes"

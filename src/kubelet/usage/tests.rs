@@ -211,6 +211,41 @@ fn metrics_server_reads_the_remote_usage_under_the_local_names() {
 }
 
 #[test]
+fn a_pod_whose_usage_is_missing_a_while_keeps_its_counter() {
+    let mut counters = NodeCounters::default();
+    let web = |at: &str, cpu: &str| twin("web", metrics("web", at, &[("app", cpu, "1Mi")]));
+    let running = HashSet::from([("shop".to_owned(), "web".to_owned())]);
+    let first = counters.sample(
+        "n",
+        &[web("2026-01-01T00:01:00Z", "1")],
+        Some(&running),
+        vec![],
+        0,
+    );
+    // Not sampled by the remote this time, but still running: its counter stays.
+    counters.sample("n", &[], Some(&running), vec![], 0);
+    let back = counters.sample(
+        "n",
+        &[web("2026-01-01T00:01:10Z", "1")],
+        Some(&running),
+        vec![],
+        0,
+    );
+    let seconds = |s: &NodeSample| s.pods[0].containers[0].cpu_seconds;
+    assert!((seconds(&back) - seconds(&first) - 10.0).abs() < 1e-9);
+    // Gone from the node: forgotten, so a pod of the same name starts afresh.
+    counters.sample("n", &[], Some(&HashSet::new()), vec![], 0);
+    let again = counters.sample(
+        "n",
+        &[web("2026-01-01T00:01:20Z", "1")],
+        Some(&running),
+        vec![],
+        0,
+    );
+    assert!((seconds(&again) - 80.0).abs() < 1e-9, "{again:?}");
+}
+
+#[test]
 fn an_unreadable_cluster_is_a_scrape_error_never_a_guess() {
     let mut counters = NodeCounters::default();
     let sample = counters.sample(
@@ -222,6 +257,7 @@ fn an_unreadable_cluster_is_a_scrape_error_never_a_guess() {
     );
     let text = resource_metrics(&sample);
     assert!(text.contains("\nscrape_error 1\n"), "{text}");
+    assert!(text.contains("\nresource_scrape_error 1\n"), "{text}");
     assert!(text.starts_with("# error: cluster c2: no answer"), "{text}");
     // Nothing to report: metrics-server keeps no point for the node (it shows unknown).
     let decoded = decode(&text);
