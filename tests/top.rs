@@ -82,7 +82,7 @@ fn scrape(port: i32, cert: &(std::path::PathBuf, std::path::PathBuf), path: &str
 #[tokio::test]
 async fn an_offloaded_pods_usage_is_served_by_its_virtual_nodes_kubelet_api() {
     with_topology(|tb, t| async move {
-        kwok_node(tb, 2).await;
+        let worker = kwok_node(tb, 2).await;
         let (ok, _, err) = kubectl(
             tb.cluster(2).kubeconfig(),
             &["apply", "-f", "-"],
@@ -137,10 +137,36 @@ async fn an_offloaded_pods_usage_is_served_by_its_virtual_nodes_kubelet_api() {
             .port;
         let admin = tb.cluster(1).admin_cert();
 
-        // The twin's usage in cluster 2, and a pod there that is not ours (never shown).
+        // Someone else's pod named `taken` in our remote namespace, and then ours of that
+        // name: it gets no twin there, and theirs is never reported as ours.
         let remote = tb.cluster(2).client().await.unwrap();
+        Api::<Pod>::namespaced(remote.clone(), &remote_ns)
+            .create(
+                &PostParams::default(),
+                &bare_pod("taken", json!({"nodeName": worker})),
+            )
+            .await
+            .unwrap();
+        pods.create(&PostParams::default(), &bare_pod("taken", json!({})))
+            .await
+            .unwrap();
+        eventually("our `taken` to report the name taken", WAIT, || async {
+            let pod = pods.get_opt("taken").await.ok()??;
+            pod.status?
+                .conditions?
+                .iter()
+                .any(|c| c.reason.as_deref() == Some("NameTaken"))
+                .then_some(())
+        })
+        .await;
+
+        // The twin's usage in cluster 2, and pods there that are not our twins.
         let metrics = pod_metrics_api(remote.clone(), &remote_ns);
-        for (name, cpu, memory) in [("web", "250m", "64Mi"), ("stranger", "2", "1Gi")] {
+        for (name, cpu, memory) in [
+            ("web", "250m", "64Mi"),
+            ("stranger", "2", "1Gi"),
+            ("taken", "3", "2Gi"),
+        ] {
             metrics
                 .create(&PostParams::default(), &pod_metrics(name, cpu, memory))
                 .await
@@ -161,7 +187,10 @@ async fn an_offloaded_pods_usage_is_served_by_its_virtual_nodes_kubelet_api() {
         ] {
             assert!(text.contains(&expected), "{expected} missing from:\n{text}");
         }
-        assert!(!text.contains("stranger"), "{text}");
+        assert!(
+            !text.contains("stranger") && !text.contains("pod=\"taken\""),
+            "{text}"
+        );
 
         // The Summary API, the same figures.
         let summary_path = format!("/stats/nodes/{node}/summary");
