@@ -243,7 +243,41 @@ async fn an_offloaded_pods_usage_is_served_by_its_virtual_nodes_kubelet_api() {
             "{answer}"
         );
 
-        // A cluster whose metrics API does not answer: scrape_error 1 and why, never a guess.
+        // A cluster that does not answer: scrape_error 1 and why, never a guess; once it
+        // answers again the counters go on from where they were (metrics-server would
+        // drop a point whose counter went down).
+        let counter = |text: &str| -> f64 {
+            let prefix = format!("container_cpu_usage_seconds_total{series} ");
+            let line = text.lines().find(|l| l.starts_with(&prefix)).unwrap();
+            line[prefix.len()..]
+                .split(' ')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let before = counter(&text);
+        tb.cluster(2).freeze_apiserver();
+        let thaw = Thaw(tb, 2);
+        let frozen = eventually("cluster 2 reported not answering", WAIT, || async {
+            let (code, text) = scrape(port, &admin, &path);
+            (code == 200 && text.contains("\nscrape_error 1\n")).then_some(text)
+        })
+        .await;
+        assert!(
+            frozen.contains(&format!("# error: cluster {}", t.ids[1])) && !frozen.contains(&series),
+            "{frozen}"
+        );
+        drop(thaw);
+        let back = eventually("cluster 2's usage back", WAIT, || async {
+            let (code, text) = scrape(port, &admin, &path);
+            (code == 200 && text.contains("\nscrape_error 0\n") && text.contains(&series))
+                .then_some(text)
+        })
+        .await;
+        assert!(counter(&back) >= before, "{before} then:\n{back}");
+
+        // A cluster whose metrics API is gone: the same, saying so.
         let (ok, _, err) = kubectl(
             tb.cluster(2).kubeconfig(),
             &["delete", "crd", "pods.metrics.k8s.io", "--wait=true"],

@@ -92,6 +92,19 @@ impl Reports {
         }
         let (node, cluster_id) = which_node(shared, call.node.as_deref())?;
         let (twins, running, errors) = match shared.peers.get(&cluster_id) {
+            // Not contacted until its heartbeat answers again, as everywhere else; its
+            // pods' counters are kept meanwhile.
+            Some(Peer {
+                unreachable: Some(problem),
+                ..
+            }) => (
+                Vec::new(),
+                None,
+                vec![format!(
+                    "cluster {cluster_id} does not answer: {}",
+                    problem.message
+                )],
+            ),
             Some(peer) => {
                 let found = twins_on(shared, &node, &peer);
                 let running = found
