@@ -1,6 +1,8 @@
 //! Who may use the virtual nodes' kubelet API, decided as a kubelet with webhook
 //! authorization decides: the client certificate names the user (CN) and groups (O), and a
-//! SubjectAccessReview asks the local API server whether they may `<verb> nodes/proxy`.
+//! SubjectAccessReview asks the local API server whether they may `<verb> nodes/<sub>`,
+//! the subresource named by the path as a kubelet names it (`metrics` for `/metrics...`,
+//! `stats` for `/stats/...`, `proxy` for the rest: logs, exec, attach, port-forward).
 //! One server answers for every virtual node and a request does not say which node it was
 //! sent to, so the right is asked for on all nodes, before anything is looked up: a caller
 //! without it learns nothing, not even whether a pod exists. kube-apiserver's own kubelet client certificate passes (kubeadm puts it in
@@ -42,6 +44,24 @@ pub(crate) fn identity(der: &[u8]) -> Option<Caller> {
     Some(Caller { user, groups })
 }
 
+/// The `nodes` subresource a kubelet checks for a request path (its webhook authorizer's
+/// mapping; `/containerLogs` falls under `proxy` there too).
+pub(crate) fn subresource(path: &str) -> &'static str {
+    let under = |prefix: &str| {
+        path == prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'))
+    };
+    if under("/stats") {
+        "stats"
+    } else if under("/metrics") {
+        "metrics"
+    } else {
+        "proxy"
+    }
+}
+
 /// The verb a kubelet checks for an HTTP method.
 pub(crate) fn verb(method: &http::Method) -> &'static str {
     match *method {
@@ -58,23 +78,25 @@ pub(crate) enum AuthzError {
     #[error("the client certificate names no user (no common name)")]
     NoIdentity,
     #[error(
-        "user {user} may not {verb} nodes/proxy (on all nodes, which the virtual nodes' kubelet API asks for){reason}"
+        "user {user} may not {verb} nodes/{subresource} (on all nodes, which the virtual nodes' kubelet API asks for){reason}"
     )]
     Denied {
         user: String,
         verb: &'static str,
+        subresource: &'static str,
         reason: String,
     },
-    #[error("cannot ask the API server whether {user} may {verb} nodes/proxy: {source}")]
+    #[error("cannot ask the API server whether {user} may {verb} nodes/{subresource}: {source}")]
     Review {
         user: String,
         verb: &'static str,
+        subresource: &'static str,
         #[source]
         source: kube::Error,
     },
 }
 
-type Key = (Caller, &'static str);
+type Key = (Caller, &'static str, &'static str);
 
 /// Asks, and remembers, whether an identity may use a node's kubelet API.
 pub(crate) struct Authorizer {
@@ -94,9 +116,10 @@ impl Authorizer {
         &self,
         who: Option<&Caller>,
         verb: &'static str,
+        subresource: &'static str,
     ) -> Result<(), AuthzError> {
         let who = who.ok_or(AuthzError::NoIdentity)?;
-        let key = (who.clone(), verb);
+        let key = (who.clone(), verb, subresource);
         let cached = self.answers.lock().ok().and_then(|answers| {
             answers
                 .get(&key)
@@ -106,7 +129,7 @@ impl Authorizer {
         let (allowed, reason) = match cached {
             Some(answer) => answer,
             None => {
-                let answer = self.review(who, verb).await?;
+                let answer = self.review(who, verb, subresource).await?;
                 if let Ok(mut answers) = self.answers.lock() {
                     let now = Instant::now();
                     answers.retain(|_, (_, _, until)| *until > now);
@@ -122,6 +145,7 @@ impl Authorizer {
             Err(AuthzError::Denied {
                 user: who.user.clone(),
                 verb,
+                subresource,
                 reason: if reason.is_empty() {
                     String::new()
                 } else {
@@ -131,7 +155,12 @@ impl Authorizer {
         }
     }
 
-    async fn review(&self, who: &Caller, verb: &'static str) -> Result<(bool, String), AuthzError> {
+    async fn review(
+        &self,
+        who: &Caller,
+        verb: &'static str,
+        subresource: &'static str,
+    ) -> Result<(bool, String), AuthzError> {
         let review = SubjectAccessReview {
             spec: SubjectAccessReviewSpec {
                 user: Some(who.user.clone()),
@@ -139,7 +168,7 @@ impl Authorizer {
                 resource_attributes: Some(ResourceAttributes {
                     verb: Some(verb.into()),
                     resource: Some("nodes".into()),
-                    subresource: Some("proxy".into()),
+                    subresource: Some(subresource.into()),
                     ..ResourceAttributes::default()
                 }),
                 ..SubjectAccessReviewSpec::default()
@@ -152,6 +181,7 @@ impl Authorizer {
             .map_err(|source| AuthzError::Review {
                 user: who.user.clone(),
                 verb,
+                subresource,
                 source,
             })?;
         let status = answer.status.unwrap_or_default();
@@ -187,5 +217,16 @@ mod tests {
         assert_eq!(identity(b"not a certificate"), None);
         assert_eq!(verb(&http::Method::POST), "create");
         assert_eq!(verb(&http::Method::GET), "get");
+        for (path, sub) in [
+            ("/metrics/resource", "metrics"),
+            ("/metrics/nodes/liqo-c2/metrics/resource", "metrics"),
+            ("/metrics", "metrics"),
+            ("/stats/summary", "stats"),
+            ("/containerLogs/ns/pod/app", "proxy"),
+            ("/metricsx", "proxy"),
+            ("/exec/ns/pod/app", "proxy"),
+        ] {
+            assert_eq!(subresource(path), sub, "{path}");
+        }
     }
 }

@@ -3,12 +3,16 @@
 //! server calls the node's advertised address (one listener serves every virtual node),
 //! and each call is relayed to the twin's cluster (`relay`). `route` is the pure mapping
 //! of paths; `server` the TLS listener; `authz` who may call (as a kubelet's webhook
-//! authorization decides).
+//! authorization decides). `report` serves `/metrics/resource` and `/stats/summary` (what
+//! `kubectl top` reads through metrics-server) from the remote metrics API, and `usage`
+//! is their pure making.
 
 pub(crate) mod authz;
 pub(crate) mod relay;
+pub(crate) mod report;
 pub(crate) mod route;
 pub(crate) mod server;
+pub(crate) mod usage;
 
 use crate::model::virtual_node::KubeletEndpoint;
 

@@ -13,7 +13,8 @@ use kube::runtime::reflector::ObjectRef;
 
 use super::{
     authz::{self, Authorizer, AuthzError, Caller},
-    route::{self, Target, Unsupported},
+    report::{ReportError, Reports},
+    route::{self, ReportCall, Target, Unsupported},
 };
 use crate::context::Shared;
 use crate::{
@@ -46,6 +47,8 @@ const SWITCHED_HEADERS: [&str; 5] = [
 pub(crate) struct Relay {
     pub(crate) shared: Shared,
     pub(crate) authorizer: Authorizer,
+    /// `/metrics/resource` and `/stats/summary` (`report`).
+    pub(crate) reports: Reports,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,9 +91,15 @@ impl RelayError {
             Self::Remote { .. } => StatusCode::BAD_GATEWAY,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::Request(..) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::Authz(AuthzError::Review { .. }) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Authz(_) => StatusCode::FORBIDDEN,
+            Self::Authz(e) => authz_status(e),
         }
+    }
+}
+
+fn authz_status(e: &AuthzError) -> StatusCode {
+    match e {
+        AuthzError::Review { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::FORBIDDEN,
     }
 }
 
@@ -108,25 +117,44 @@ impl Relay {
         request: Request<Incoming>,
         who: Option<&Caller>,
     ) -> Response<Body> {
+        if let Some(report) = route::report(request.uri().path()) {
+            let response = self
+                .report(&request, &report, who)
+                .await
+                .unwrap_or_else(|e| failure(&e, e.status()));
+            self.shared
+                .metrics
+                .kubelet_call(report.report.name(), response.status().as_u16());
+            return response;
+        }
         let target = route::parse(request.uri().path());
         let call = target.as_ref().map_or("unsupported", |t| t.call.name());
         let response = match self.relay(request, target, who).await {
             Ok(response) => response,
-            Err(e) => {
-                tracing::debug!(error = %e, "kubelet call not relayed");
-                let mut response = Response::new(Body::from(format!("{e}\n")));
-                *response.status_mut() = e.status();
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static("text/plain; charset=utf-8"),
-                );
-                response
-            }
+            Err(e) => failure(&e, e.status()),
         };
         self.shared
             .metrics
             .kubelet_call(call, response.status().as_u16());
         response
+    }
+
+    /// A usage report of a virtual node, for whoever may read `nodes/metrics` or
+    /// `nodes/stats` (as a kubelet's webhook authorization asks).
+    async fn report(
+        &self,
+        request: &Request<Incoming>,
+        report: &ReportCall,
+        who: Option<&Caller>,
+    ) -> Result<Response<Body>, ReportFailure> {
+        let path = request.uri().path();
+        self.authorizer
+            .check(who, authz::verb(request.method()), authz::subresource(path))
+            .await?;
+        Ok(self
+            .reports
+            .serve(&self.shared, report, request.method(), path)
+            .await?)
     }
 
     fn resolve(&self, target: &Target, query: Option<&str>) -> Result<Resolved, RelayError> {
@@ -187,7 +215,11 @@ impl Relay {
     ) -> Result<Response<Body>, RelayError> {
         // First: who may not learns nothing, not even whether the pod exists.
         self.authorizer
-            .check(who, authz::verb(request.method()))
+            .check(
+                who,
+                authz::verb(request.method()),
+                authz::subresource(request.uri().path()),
+            )
             .await?;
         let target = target?;
         let to = self.resolve(&target, request.uri().query())?;
@@ -247,6 +279,36 @@ impl Relay {
         );
         Ok(answer)
     }
+}
+
+/// Why a usage report was not served.
+#[derive(Debug, thiserror::Error)]
+enum ReportFailure {
+    #[error(transparent)]
+    Authz(#[from] AuthzError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+}
+
+impl ReportFailure {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Authz(e) => authz_status(e),
+            Self::Report(e) => e.status(),
+        }
+    }
+}
+
+/// A plain-text answer the API server shows the user.
+fn failure(e: &dyn std::fmt::Display, status: StatusCode) -> Response<Body> {
+    tracing::debug!(error = %e, "kubelet call not served");
+    let mut response = Response::new(Body::from(format!("{e}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 fn copy_headers(from: &HeaderMap, to: &mut HeaderMap, names: &[&'static str]) {

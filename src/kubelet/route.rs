@@ -1,5 +1,6 @@
 //! The kubelet API paths the API server calls for `kubectl logs`, `exec`, `attach` and
-//! `port-forward`, and the remote API server's pod subresource each one maps to.
+//! `port-forward`, and the remote API server's pod subresource each one maps to; and the
+//! paths a metrics reader (metrics-server) scrapes, `/metrics/resource` and `/stats/summary`.
 
 /// What the API server asks of a kubelet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,10 +42,59 @@ pub(crate) struct Target {
     pub(crate) container: Option<String>,
 }
 
+/// What a metrics reader asks of a kubelet about its node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Report {
+    /// `/metrics/resource`: Prometheus text, what metrics-server scrapes.
+    ResourceMetrics,
+    /// `/stats/summary`: the Summary API's JSON.
+    Summary,
+}
+
+impl Report {
+    /// Static label for metrics and logs.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::ResourceMetrics => "resource_metrics",
+            Self::Summary => "stats_summary",
+        }
+    }
+}
+
+/// A parsed usage report call: which report, and of which virtual node when the path
+/// names one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ReportCall {
+    pub(crate) report: Report,
+    pub(crate) node: Option<String>,
+}
+
+/// Parses `/metrics/resource` and `/stats/summary` (the node left to the caller), and
+/// their node-qualified forms `/metrics/nodes/{node}/metrics/resource` (as kwok serves
+/// its nodes'; `virtual_node::resource_metrics_path`) and `/stats/nodes/{node}/summary`.
+/// `None`: not a report path.
+pub(crate) fn report(path: &str) -> Option<ReportCall> {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let (report, node) = match segments.as_slice() {
+        ["metrics", "resource"] => (Report::ResourceMetrics, None),
+        ["stats", "summary"] => (Report::Summary, None),
+        ["metrics", "nodes", node, "metrics", "resource"] => (Report::ResourceMetrics, Some(node)),
+        ["stats", "nodes", node, "summary"] => (Report::Summary, Some(node)),
+        _ => return None,
+    };
+    if node.is_some_and(|n| n.is_empty()) {
+        return None;
+    }
+    Some(ReportCall {
+        report,
+        node: node.map(|n| (*n).to_owned()),
+    })
+}
+
 /// A path this server does not serve.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{0} is not served by this virtual node: only containerLogs, exec, attach and portForward are (it relays them to the pod's twin)"
+    "{0} is not served by this virtual node: only containerLogs, exec, attach and portForward are (it relays them to the pod's twin), and metrics/resource and stats/summary"
 )]
 pub(crate) struct Unsupported(pub(crate) String);
 
@@ -190,6 +240,43 @@ mod tests {
             remote_path(&pf, "shop-c1", None),
             "/api/v1/namespaces/shop-c1/pods/web-1/portforward"
         );
+    }
+
+    #[test]
+    fn report_paths_name_their_node_or_leave_it_to_the_caller() {
+        assert_eq!(
+            report("/metrics/resource"),
+            Some(ReportCall {
+                report: Report::ResourceMetrics,
+                node: None
+            })
+        );
+        assert_eq!(
+            report(&crate::model::virtual_node::resource_metrics_path(
+                "liqo-c2"
+            )),
+            Some(ReportCall {
+                report: Report::ResourceMetrics,
+                node: Some("liqo-c2".into())
+            })
+        );
+        assert_eq!(
+            report("/stats/nodes/liqo-c2/summary"),
+            Some(ReportCall {
+                report: Report::Summary,
+                node: Some("liqo-c2".into())
+            })
+        );
+        assert_eq!(report("/stats/summary").unwrap().report, Report::Summary);
+        for other in [
+            "/metrics",
+            "/metrics/cadvisor",
+            "/metrics/nodes//metrics/resource",
+            "/stats/summary/x",
+            "/containerLogs/a/b/c",
+        ] {
+            assert_eq!(report(other), None, "{other}");
+        }
     }
 
     // Issue 22, point 7: the router takes any path the API server (or anyone past the

@@ -501,6 +501,7 @@ pub(crate) async fn run(
         let relay = Arc::new(crate::kubelet::relay::Relay {
             shared: shared.clone(),
             authorizer: crate::kubelet::authz::Authorizer::new(client.clone()),
+            reports: crate::kubelet::report::Reports::default(),
         });
         tokio::spawn(crate::kubelet::server::serve(
             kubelet.listener,

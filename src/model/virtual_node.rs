@@ -33,6 +33,15 @@ pub(crate) struct KubeletEndpoint {
     pub(crate) port: u16,
 }
 
+/// The node annotation metrics-server (0.7+) scrapes instead of `/metrics/resource`.
+pub(crate) const RESOURCE_METRICS_PATH_ANNOTATION: &str = "metrics.k8s.io/resource-metrics-path";
+
+/// The path of `node`'s resource metrics on the manager's kubelet API: one listener serves
+/// every virtual node, so the path says which one is meant (kwok's form for its nodes).
+pub(crate) fn resource_metrics_path(node: &str) -> String {
+    format!("/metrics/nodes/{node}/metrics/resource")
+}
+
 /// Node leases live here, as the kubelet's do.
 pub(crate) const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// How long a lease holds without renewal; renewed at a quarter of this.
@@ -82,6 +91,13 @@ pub(crate) fn node(
         metadata: ObjectMeta {
             name: Some(virtual_node_name(remote_cluster_id)),
             labels: Some(labels(remote_cluster_id, cluster_labels)),
+            // Where metrics-server finds this node's usage on the kubelet API.
+            annotations: kubelet.map(|_| {
+                BTreeMap::from([(
+                    RESOURCE_METRICS_PATH_ANNOTATION.to_owned(),
+                    resource_metrics_path(&virtual_node_name(remote_cluster_id)),
+                )])
+            }),
             ..ObjectMeta::default()
         },
         spec: Some(NodeSpec {
@@ -231,6 +247,10 @@ mod tests {
         );
         let labels = n.metadata.labels.clone().unwrap();
         assert_eq!(n.metadata.name.as_deref(), Some("liqo-c2"));
+        assert_eq!(
+            n.metadata.annotations.as_ref().unwrap()[RESOURCE_METRICS_PATH_ANNOTATION],
+            "/metrics/nodes/liqo-c2/metrics/resource"
+        );
         assert_eq!(labels[TYPE_LABEL], VIRTUAL_NODE);
         assert_eq!(labels[REMOTE_CLUSTER_ID_LABEL], "c2");
         assert_eq!(labels["region"], "eu");

@@ -97,6 +97,15 @@ pub(crate) async fn apply(
 /// makes every heartbeat apply again, which changes nothing and so wakes nothing).
 fn up_to_date(existing: &Node, desired: &Node) -> bool {
     let labels = existing.metadata.labels == desired.metadata.labels;
+    // Ours among others' (a node's annotations are many writers').
+    let annotations = desired.metadata.annotations.iter().flatten().all(|(k, v)| {
+        existing
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(k))
+            == Some(v)
+    });
     let taints = virtual_node::same_taints(existing, desired);
     let status = match (&existing.status, &desired.status) {
         (Some(e), Some(d)) => {
@@ -107,7 +116,7 @@ fn up_to_date(existing: &Node, desired: &Node) -> bool {
         }
         _ => false,
     };
-    labels && taints && status
+    labels && annotations && taints && status
 }
 
 /// Removes the virtual node and its Lease (already gone is fine).

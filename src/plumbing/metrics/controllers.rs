@@ -184,7 +184,7 @@ impl ControllerMetrics {
         );
         registry.register(
             "kubelet_calls",
-            "Calls to the virtual nodes' kubelet API (logs, exec, attach, portforward), by call and the HTTP status answered (101: a stream joined)",
+            "Calls to the virtual nodes' kubelet API (logs, exec, attach, portforward, resource_metrics, stats_summary), by call and the HTTP status answered (101: a stream joined)",
             m.kubelet_calls.clone(),
         );
         Arc::new(m)
