@@ -79,6 +79,19 @@ fn scrape(port: i32, cert: &(std::path::PathBuf, std::path::PathBuf), path: &str
     (code.parse().unwrap_or(0), body.to_owned())
 }
 
+/// GET `path` on the kubelet API at `port` with a bearer token and no certificate.
+fn scrape_with_token(port: i32, token: &str, path: &str) -> (u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "--max-time", "20", "-w", "\n%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+    (code.parse().unwrap_or(0), body.to_owned())
+}
+
 #[tokio::test]
 async fn an_offloaded_pods_usage_is_served_by_its_virtual_nodes_kubelet_api() {
     with_topology(|tb, t| async move {
@@ -236,6 +249,46 @@ async fn an_offloaded_pods_usage_is_served_by_its_virtual_nodes_kubelet_api() {
         let viewer = tb.cluster(1).viewer_cert();
         let (code, answer) = scrape(port, &viewer, &path);
         assert!(code == 200 && answer.contains(&series), "{code} {answer}");
+        // As metrics-server calls a kubelet: no certificate, its ServiceAccount's token.
+        for args in [
+            &["create", "serviceaccount", "metrics-server", "-n", &ns][..],
+            &[
+                "create",
+                "clusterrolebinding",
+                "top-metrics-scraper",
+                "--clusterrole=top-metrics-reader",
+                &format!("--serviceaccount={ns}:metrics-server"),
+            ][..],
+        ] {
+            let (ok, _, err) = kubectl(kc, args, None);
+            assert!(ok || err.contains("AlreadyExists"), "{err}");
+        }
+        let (ok, token, err) = kubectl(
+            kc,
+            &[
+                "create",
+                "token",
+                "metrics-server",
+                "-n",
+                &ns,
+                "--duration=10m",
+            ],
+            None,
+        );
+        assert!(ok, "{err}");
+        let (code, answer) = scrape_with_token(port, token.trim(), &path);
+        assert!(code == 200 && answer.contains(&series), "{code} {answer}");
+        let (code, answer) = scrape_with_token(port, token.trim(), &summary_path);
+        assert_eq!(code, 403, "{answer}");
+        assert!(
+            answer.contains(&format!(
+                "system:serviceaccount:{ns}:metrics-server may not get nodes/stats"
+            )),
+            "{answer}"
+        );
+        let (code, answer) = scrape_with_token(port, "not-a-token", &path);
+        assert_eq!(code, 401, "{answer}");
+        assert!(answer.contains("bearer token is not valid"), "{answer}");
         let (code, answer) = scrape(port, &viewer, &summary_path);
         assert_eq!(code, 403, "{answer}");
         assert!(
@@ -304,6 +357,7 @@ async fn an_offloaded_pods_usage_is_served_by_its_virtual_nodes_kubelet_api() {
                 "delete",
                 "clusterrolebinding,clusterrole",
                 "top-metrics-reader",
+                "top-metrics-scraper",
             ],
             None,
         );

@@ -1,6 +1,8 @@
 //! Who may use the virtual nodes' kubelet API, decided as a kubelet with webhook
-//! authorization decides: the client certificate names the user (CN) and groups (O), and a
-//! SubjectAccessReview asks the local API server whether they may `<verb> nodes/<sub>`,
+//! authentication and authorization decides: the client certificate names the user (CN)
+//! and groups (O), or, without one, a bearer token does (a TokenReview asks the local API
+//! server whose it is: how metrics-server calls kubelets with its ServiceAccount's token);
+//! then a SubjectAccessReview asks whether they may `<verb> nodes/<sub>`,
 //! the subresource named by the path as a kubelet names it (`metrics` for `/metrics...`,
 //! `stats` for `/stats/...`, `proxy` for the rest: logs, exec, attach, port-forward).
 //! One server answers for every virtual node and a request does not say which node it was
@@ -16,14 +18,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::authorization::v1::{
-    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+use k8s_openapi::api::{
+    authentication::v1::{TokenReview, TokenReviewSpec},
+    authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
 };
 use kube::{Api, Client, api::PostParams};
 
 /// How long an answer is reused: allowed ones longer, as the kubelet does (5 min / 30 s).
 const ALLOWED_FOR: Duration = Duration::from_secs(300);
 const DENIED_FOR: Duration = Duration::from_secs(30);
+/// How long a token's review is reused, as the kubelet's token webhook cache (2 min).
+const TOKEN_FOR: Duration = Duration::from_secs(120);
 
 /// The authenticated client, from its certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -75,8 +80,14 @@ pub(crate) fn verb(method: &http::Method) -> &'static str {
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AuthzError {
-    #[error("the client certificate names no user (no common name)")]
+    #[error(
+        "no credentials: present a client certificate signed by the kubelet client CA (naming a user), or a bearer token of this cluster (a ServiceAccount's, as metrics-server sends)"
+    )]
     NoIdentity,
+    #[error("the bearer token is not valid for this cluster's API server{0}")]
+    TokenRejected(String),
+    #[error("cannot ask the API server whose bearer token this is: {0}")]
+    TokenReview(#[source] kube::Error),
     #[error(
         "user {user} may not {verb} nodes/{subresource} (on all nodes, which the virtual nodes' kubelet API asks for){reason}"
     )]
@@ -98,10 +109,23 @@ pub(crate) enum AuthzError {
 
 type Key = (Caller, &'static str, &'static str);
 
-/// Asks, and remembers, whether an identity may use a node's kubelet API.
+/// A token's review: whose it is, or why it was refused.
+type TokenAnswer = Result<Caller, String>;
+
+/// Asks, and remembers, who a token is and whether an identity may use a node's kubelet
+/// API.
 pub(crate) struct Authorizer {
     client: Client,
     answers: Mutex<HashMap<Key, (bool, String, Instant)>>,
+    tokens: Mutex<HashMap<String, (TokenAnswer, Instant)>>,
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub(crate) fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 impl Authorizer {
@@ -109,7 +133,51 @@ impl Authorizer {
         Self {
             client,
             answers: Mutex::default(),
+            tokens: Mutex::default(),
         }
+    }
+
+    /// Who a bearer token is, as the local API server says (a TokenReview for the API
+    /// server's own audiences, as a kubelet asks); answers are kept [`TOKEN_FOR`].
+    pub(crate) async fn authenticate(&self, token: &str) -> Result<Caller, AuthzError> {
+        let cached = self.tokens.lock().ok().and_then(|tokens| {
+            tokens
+                .get(token)
+                .filter(|(_, until)| *until > Instant::now())
+                .map(|(answer, _)| answer.clone())
+        });
+        let answer = match cached {
+            Some(answer) => answer,
+            None => {
+                let review = TokenReview {
+                    spec: TokenReviewSpec {
+                        token: token.to_owned(),
+                        audiences: None,
+                    },
+                    ..TokenReview::default()
+                };
+                let status = Api::<TokenReview>::all(self.client.clone())
+                    .create(&PostParams::default(), &review)
+                    .await
+                    .map_err(AuthzError::TokenReview)?
+                    .status
+                    .unwrap_or_default();
+                let answer = match (status.authenticated, status.user) {
+                    (Some(true), Some(user)) if user.username.is_some() => Ok(Caller {
+                        user: user.username.unwrap_or_default(),
+                        groups: user.groups.unwrap_or_default(),
+                    }),
+                    _ => Err(status.error.map(|e| format!(": {e}")).unwrap_or_default()),
+                };
+                if let Ok(mut tokens) = self.tokens.lock() {
+                    let now = Instant::now();
+                    tokens.retain(|_, (_, until)| *until > now);
+                    tokens.insert(token.to_owned(), (answer.clone(), now + TOKEN_FOR));
+                }
+                answer
+            }
+        };
+        answer.map_err(AuthzError::TokenRejected)
     }
 
     pub(crate) async fn check(
@@ -196,6 +264,20 @@ mod tests {
     use rcgen::{CertificateParams, DnType, KeyPair};
 
     use super::*;
+
+    #[test]
+    fn a_bearer_token_is_read_as_kube_apiserver_reads_it() {
+        let headers = |value: &str| {
+            let mut h = http::HeaderMap::new();
+            h.insert(http::header::AUTHORIZATION, value.parse().unwrap());
+            h
+        };
+        assert_eq!(bearer(&headers("Bearer abc.def")), Some("abc.def"));
+        assert_eq!(bearer(&headers("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer(&headers("Basic dXNlcjpwdw==")), None);
+        assert_eq!(bearer(&headers("Bearer ")), None);
+        assert_eq!(bearer(&http::HeaderMap::new()), None);
+    }
 
     #[test]
     fn the_certificate_names_the_user_and_groups() {

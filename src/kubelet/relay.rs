@@ -98,8 +98,9 @@ impl RelayError {
 
 fn authz_status(e: &AuthzError) -> StatusCode {
     match e {
-        AuthzError::Review { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::FORBIDDEN,
+        AuthzError::Review { .. } | AuthzError::TokenReview(_) => StatusCode::SERVICE_UNAVAILABLE,
+        AuthzError::NoIdentity | AuthzError::TokenRejected(_) => StatusCode::UNAUTHORIZED,
+        AuthzError::Denied { .. } => StatusCode::FORBIDDEN,
     }
 }
 
@@ -117,6 +118,32 @@ impl Relay {
         request: Request<Incoming>,
         who: Option<&Caller>,
     ) -> Response<Body> {
+        // Without a certificate, a bearer token may say who is calling (metrics-server's
+        // way); with neither, the authorizer refuses (401).
+        let from_token;
+        let who = match (who, authz::bearer(request.headers())) {
+            (Some(who), _) => Some(who),
+            (None, Some(token)) => match self.authorizer.authenticate(token).await {
+                Ok(caller) => {
+                    from_token = caller;
+                    Some(&from_token)
+                }
+                Err(e) => {
+                    let call = match route::report(request.uri().path()) {
+                        Some(report) => report.report.name(),
+                        None => route::parse(request.uri().path())
+                            .as_ref()
+                            .map_or("unsupported", |t| t.call.name()),
+                    };
+                    let response = failure(&e, authz_status(&e));
+                    self.shared
+                        .metrics
+                        .kubelet_call(call, response.status().as_u16());
+                    return response;
+                }
+            },
+            (None, None) => None,
+        };
         if let Some(report) = route::report(request.uri().path()) {
             let response = self
                 .report(&request, &report, who)
