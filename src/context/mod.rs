@@ -12,7 +12,9 @@ pub(crate) mod writes;
 use std::sync::Arc;
 
 use k8s_openapi::api::{
-    core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service, ServiceAccount},
+    core::v1::{
+        ConfigMap, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+    },
     discovery::v1::EndpointSlice,
 };
 use kube::{
@@ -111,6 +113,8 @@ pub(crate) struct Stores {
     pub(crate) service_accounts: Store<ServiceAccount>,
     pub(crate) services: Store<Service>,
     pub(crate) endpoint_slices: Store<EndpointSlice>,
+    /// The claims of offloaded namespaces (those of offloaded pods are provisioned remotely).
+    pub(crate) claims: Store<PersistentVolumeClaim>,
     /// Which namespaces the pods store and the five above hold completely (only those
     /// in scope).
     pub(crate) covered: Covered,
@@ -125,6 +129,7 @@ pub(crate) struct Covered {
     pub(crate) service_accounts: Coverage,
     pub(crate) services: Coverage,
     pub(crate) endpoint_slices: Coverage,
+    pub(crate) claims: Coverage,
 }
 
 impl Stores {
@@ -141,6 +146,7 @@ impl Stores {
             service_accounts: watches.service_accounts.store(),
             services: watches.services.store(),
             endpoint_slices: watches.endpoint_slices.store(),
+            claims: watches.claims.store(),
             covered: Covered {
                 pods: watches.pods.coverage(),
                 secrets: watches.secrets.coverage(),
@@ -148,6 +154,7 @@ impl Stores {
                 service_accounts: watches.service_accounts.coverage(),
                 services: watches.services.coverage(),
                 endpoint_slices: watches.endpoint_slices.coverage(),
+                claims: watches.claims.coverage(),
             },
         }
     }

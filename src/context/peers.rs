@@ -6,7 +6,8 @@
 //!   they reach the virtual node within seconds, not at the next heartbeat);
 //! - its nodes (the virtual node's allocatable);
 //! - our twins of local pods (each change wakes the local pod it stands for);
-//! - its PriorityClasses and RuntimeClasses (what a twin may name there).
+//! - its PriorityClasses and RuntimeClasses (what a twin may name there);
+//! - our claims there (each change wakes the local claim it stands for).
 
 use std::{
     collections::BTreeMap,
@@ -16,8 +17,8 @@ use std::{
 use futures::{Stream, StreamExt, channel::mpsc};
 use k8s_openapi::api::{
     core::v1::{
-        ConfigMap, Container, Event as CoreEvent, Namespace, Node, Pod, PodSpec, PodStatus,
-        ResourceRequirements, Secret, Service, ServiceAccount,
+        ConfigMap, Container, Event as CoreEvent, Namespace, Node, PersistentVolumeClaim, Pod,
+        PodSpec, PodStatus, ResourceRequirements, Secret, Service, ServiceAccount,
     },
     discovery::v1::EndpointSlice,
     node::v1::RuntimeClass,
@@ -80,6 +81,8 @@ pub(crate) struct Peer {
     /// The classes a twin may name there (a twin naming one it lacks is refused).
     pub(crate) priority_classes: Watched<PriorityClass>,
     pub(crate) runtime_classes: Watched<RuntimeClass>,
+    /// Our claims (those of offloaded pods, provisioned there).
+    pub(crate) claims: Watched<PersistentVolumeClaim>,
     _watches: Arc<AbortOnDrop>,
 }
 
@@ -99,6 +102,7 @@ impl Peer {
             slices,
             pcs,
             rcs,
+            claims,
         ] = WATCH_KINDS;
         vec![
             self.namespaces.state(ns),
@@ -112,6 +116,7 @@ impl Peer {
             self.endpoint_slices.state(slices),
             self.priority_classes.state(pcs),
             self.runtime_classes.state(rcs),
+            self.claims.state(claims),
         ]
     }
 
@@ -149,7 +154,7 @@ where
 const WATCH_RETRY_CAP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The kinds a peer watches, as metrics and conditions name them.
-pub(crate) const WATCH_KINDS: [&str; 11] = [
+pub(crate) const WATCH_KINDS: [&str; 12] = [
     "namespaces",
     "identity",
     "nodes",
@@ -161,6 +166,7 @@ pub(crate) const WATCH_KINDS: [&str; 11] = [
     "endpointslices",
     "priorityclasses",
     "runtimeclasses",
+    "persistentvolumeclaims",
 ];
 
 /// Why a watch last failed, until it lists again (it retries on its own, with backoff).
@@ -209,6 +215,8 @@ pub(crate) struct RemoteChanges {
     pub(crate) objects: mpsc::UnboundedReceiver<ObjectRef<NamespaceOffloading>>,
     /// Events about pods in our remote namespaces (crate::reflection::events).
     pub(crate) events: mpsc::UnboundedReceiver<RemoteEvent>,
+    /// Local claims whose remote claim changed (crate::reflection::claims).
+    pub(crate) claims: mpsc::UnboundedReceiver<ObjectRef<PersistentVolumeClaim>>,
 }
 
 #[derive(Clone)]
@@ -220,6 +228,7 @@ pub(crate) struct Peers {
     pod_changed: mpsc::UnboundedSender<ObjectRef<Pod>>,
     objects_changed: mpsc::UnboundedSender<ObjectRef<NamespaceOffloading>>,
     events: mpsc::UnboundedSender<RemoteEvent>,
+    claim_changed: mpsc::UnboundedSender<ObjectRef<PersistentVolumeClaim>>,
 }
 
 impl Peers {
@@ -231,6 +240,7 @@ impl Peers {
         let (pod_changed, pods) = mpsc::unbounded();
         let (objects_changed, objects) = mpsc::unbounded();
         let (events_tx, events) = mpsc::unbounded();
+        let (claim_changed, claims) = mpsc::unbounded();
         let peers = Self {
             peers: Arc::default(),
             local_cluster_id: local_cluster_id.to_owned(),
@@ -239,6 +249,7 @@ impl Peers {
             pod_changed,
             objects_changed,
             events: events_tx,
+            claim_changed,
         };
         let changes = RemoteChanges {
             offloadings,
@@ -246,6 +257,7 @@ impl Peers {
             pods,
             objects,
             events,
+            claims,
         };
         (peers, changes)
     }
@@ -367,6 +379,26 @@ impl Peers {
             |_| {},
             |_: &RuntimeClass| None,
         );
+        // Our claims there: each change wakes the local claim it stands for.
+        let changed = self.claim_changed.clone();
+        let (claims, claims_task) = watch(
+            cluster_id,
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            watcher::Config::default().labels(&ours),
+            Wake::Always,
+            |_| {},
+            move |claim: &PersistentVolumeClaim| {
+                let origin = claim
+                    .metadata
+                    .annotations
+                    .as_ref()?
+                    .get(ORIGIN_NAMESPACE_ANNOTATION)?;
+                let name = claim.metadata.name.as_deref()?;
+                changed
+                    .unbounded_send(ObjectRef::new(name).within(origin))
+                    .ok()
+            },
+        );
         let peer = Peer {
             remote_cluster: remote_cluster.to_owned(),
             credentials_version: version.to_owned(),
@@ -384,6 +416,7 @@ impl Peers {
             endpoint_slices,
             priority_classes,
             runtime_classes,
+            claims,
             _watches: Arc::new(AbortOnDrop(vec![
                 namespaces_task,
                 identity_task,
@@ -397,6 +430,7 @@ impl Peers {
                 priority_classes_task,
                 runtime_classes_task,
                 events_task,
+                claims_task,
             ])),
         };
         if let Ok(mut peers) = self.peers.write() {
@@ -561,6 +595,7 @@ impl Peer {
             endpoint_slices: empty(),
             priority_classes: empty(),
             runtime_classes: empty(),
+            claims: empty(),
             _watches: Arc::new(AbortOnDrop(Vec::new())),
         }
     }

@@ -290,6 +290,7 @@ pub(crate) fn stores() -> Stores {
         service_accounts: store([]),
         services: store([]),
         endpoint_slices: store([]),
+        claims: store([]),
         covered: crate::context::Covered {
             pods: Coverage::everything(),
             secrets: Coverage::everything(),
@@ -297,6 +298,7 @@ pub(crate) fn stores() -> Stores {
             service_accounts: Coverage::everything(),
             services: Coverage::everything(),
             endpoint_slices: Coverage::everything(),
+            claims: Coverage::everything(),
         },
     }
 }

@@ -16,7 +16,9 @@ use std::{collections::BTreeSet, fmt::Debug, future::Future, hash::Hash, sync::A
 
 use futures::{Stream, StreamExt, channel::mpsc, stream::BoxStream};
 use k8s_openapi::api::{
-    core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service, ServiceAccount},
+    core::v1::{
+        ConfigMap, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+    },
     discovery::v1::EndpointSlice,
 };
 use kube::{
@@ -270,6 +272,8 @@ pub(crate) struct LocalWatches {
     pub(crate) services: SharedWatch<Service>,
     /// Services' slices only, and not those we wrote.
     pub(crate) endpoint_slices: SharedWatch<EndpointSlice>,
+    /// Claims of offloaded namespaces: those of offloaded pods are provisioned remotely.
+    pub(crate) claims: SharedWatch<PersistentVolumeClaim>,
     /// The namespaces whose Secrets, ConfigMaps, ServiceAccounts, Services and
     /// EndpointSlices are kept (see [`scope_of`]).
     pub(crate) scope: watch::Sender<Namespaces>,
@@ -367,6 +371,13 @@ impl LocalWatches {
                 watcher::Config::default().labels(&format!(
                     "{SERVICE_NAME_LABEL},{MANAGED_BY_LABEL}!={SLICE_MANAGER}"
                 )),
+                keep_all,
+                &scope,
+            ),
+            claims: SharedWatch::scoped(
+                "persistentvolumeclaims",
+                client,
+                Default::default(),
                 keep_all,
                 &scope,
             ),

@@ -527,10 +527,7 @@ async fn a_remote_that_does_not_answer_is_given_up_after_the_remote_timeout() {
 async fn a_pod_that_cannot_run_remotely_is_reported_and_gets_no_twin() {
     let mut pvc = pod();
     pvc.spec.as_mut().unwrap().volumes = Some(vec![
-        serde_json::from_value(
-            json!({"name": "data", "persistentVolumeClaim": {"claimName": "data"}}),
-        )
-        .unwrap(),
+        serde_json::from_value(json!({"name": "data", "hostPath": {"path": "/srv"}})).unwrap(),
     ]);
     let why = forge::unsupported(&pvc).unwrap();
     let World {
