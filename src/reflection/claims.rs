@@ -524,3 +524,6 @@ pub(crate) fn error_policy(
     tracing::warn!(namespace = claim.namespace().unwrap_or_default(), claim = %claim.name_any(), %error, "claim reflection failed");
     Action::requeue(ctx.backoff.failed(&backoff::key(WORKER, &*claim)))
 }
+
+#[cfg(test)]
+mod tests;
