@@ -1041,6 +1041,7 @@ async fn at_rest_the_manager_keeps_one_watch_per_kind_per_cluster() {
             "endpointslices",
             "ingresses",
             "networkpolicies",
+            "persistentvolumeclaims",
         ] {
             assert!(
                 local.open_watches.contains_key(kind),
@@ -1058,6 +1059,8 @@ async fn at_rest_the_manager_keeps_one_watch_per_kind_per_cluster() {
             "endpointslices",
             "ingresses",
             "networkpolicies",
+            // Our claims there (issue 24, point 4).
+            "persistentvolumeclaims",
             "events",
             // What a twin may name there (issue 21, point 6).
             "priorityclasses",
@@ -2155,6 +2158,261 @@ spec:
         assert_eq!(stays, local_node);
         dump.abort();
         delete_namespace(&client, &ns).await;
+    })
+    .await;
+}
+
+/// Issue 24, point 4: a claim of our storage class used by an offloaded pod is created in
+/// the pod's cluster before its twin, binds there, and its status comes back; a claim bound
+/// to a volume here keeps its pod home (Unsupported); deleting the pod keeps the remote
+/// claim, deleting the local claim deletes it.
+#[tokio::test]
+async fn an_offloaded_pods_claim_is_provisioned_in_its_cluster_before_its_twin() {
+    use futures::StreamExt;
+    use k8s_openapi::api::{
+        core::v1::{PersistentVolume, PersistentVolumeClaim, Pod},
+        storage::v1::StorageClass,
+    };
+    use kube::runtime::watcher;
+    with_topology(|tb, t| async move {
+        kwok_node(tb, 2).await;
+        let client = tb.cluster(1).client().await.unwrap();
+        let remote_client = tb.cluster(2).client().await.unwrap();
+        let ns = unique("claims");
+        offload_remotely_to_eu(tb, &client, &ns).await;
+        let remote_ns = format!("{ns}-{}", t.ids[0]);
+        let virtual_node = format!("liqo-{}", t.ids[1]);
+        // Our storage class: provisioned by the manager, once the scheduler picked a node.
+        let class: StorageClass = serde_json::from_value(json!({
+            "metadata": {"name": "liqo"},
+            "provisioner": "offloading.liqo.io/remote",
+            "volumeBindingMode": "WaitForFirstConsumer",
+        }))
+        .unwrap();
+        match Api::<StorageClass>::all(client.clone())
+            .create(&PostParams::default(), &class)
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 409 => {}
+            Err(e) => panic!("{e}"),
+        }
+        // Cluster 2 has no provisioner: a volume of 2Gi waits there for our claim.
+        let remote_pv_name = format!("{ns}-data");
+        let remote_pv: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": remote_pv_name},
+            "spec": {"capacity": {"storage": "2Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "storageClassName": "",
+                     "hostPath": {"path": format!("/tmp/{ns}")},
+                     "claimRef": {"namespace": remote_ns, "name": "data"}},
+        }))
+        .unwrap();
+        let remote_pvs = Api::<PersistentVolume>::all(remote_client.clone());
+        remote_pvs
+            .create(&PostParams::default(), &remote_pv)
+            .await
+            .unwrap();
+        let local_claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+        let remote_claims =
+            Api::<PersistentVolumeClaim>::namespaced(remote_client.clone(), &remote_ns);
+        let local_pods = Api::<Pod>::namespaced(client.clone(), &ns);
+        let remote_pods = Api::<Pod>::namespaced(remote_client.clone(), &remote_ns);
+
+        // Whether the claim existed there when the twin first appeared.
+        let order = {
+            let (remote_pods, remote_claims) = (remote_pods.clone(), remote_claims.clone());
+            tokio::spawn(async move {
+                let config = watcher::Config::default().fields("metadata.name=db");
+                let mut twins = std::pin::pin!(watcher(remote_pods, config));
+                while let Some(event) = twins.next().await {
+                    if let Ok(watcher::Event::Apply(_) | watcher::Event::InitApply(_)) = event {
+                        return remote_claims.get_opt("data").await.unwrap().is_some();
+                    }
+                }
+                false
+            })
+        };
+
+        let claim: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": "data", "labels": {"app": "db"}},
+            "spec": {"storageClassName": "liqo", "accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "1Gi"}}},
+        }))
+        .unwrap();
+        local_claims
+            .create(&PostParams::default(), &claim)
+            .await
+            .unwrap();
+        let with_claim = json!({
+            "volumes": [{"name": "pg", "persistentVolumeClaim": {"claimName": "data"}},
+                        {"name": "scratch", "emptyDir": {}}],
+            "containers": [{"name": "app", "image": "registry.example/app:1",
+                            "volumeMounts": [{"name": "pg", "mountPath": "/data"},
+                                             {"name": "scratch", "mountPath": "/tmp"}]}],
+        });
+        local_pods
+            .create(&PostParams::default(), &bare_pod("db", with_claim))
+            .await
+            .unwrap();
+        let running = eventually("the pod Running in cluster 2", WAIT, || async {
+            let pod = local_pods.get_opt("db").await.ok()??;
+            (pod.status.as_ref()?.phase.as_deref() == Some("Running")).then_some(pod)
+        })
+        .await;
+        assert_eq!(
+            running.spec.unwrap().node_name.as_deref(),
+            Some(virtual_node.as_str())
+        );
+        assert!(
+            tokio::time::timeout(WAIT, order).await.unwrap().unwrap(),
+            "the twin appeared before its claim"
+        );
+        let twin = remote_pods.get("db").await.unwrap();
+        let volumes = twin.spec.unwrap().volumes.unwrap();
+        let pg = volumes.iter().find(|v| v.name == "pg").unwrap();
+        assert_eq!(
+            pg.persistent_volume_claim.as_ref().unwrap().claim_name,
+            "data"
+        );
+        assert!(
+            volumes
+                .iter()
+                .any(|v| v.name == "scratch" && v.empty_dir.is_some())
+        );
+
+        // Bound there to the volume made for it; the local claim says so.
+        let remote_claim = eventually("the remote claim Bound", WAIT, || async {
+            let c = remote_claims.get_opt("data").await.ok()??;
+            (c.status.as_ref()?.phase.as_deref() == Some("Bound")).then_some(c)
+        })
+        .await;
+        assert_eq!(
+            remote_claim.spec.as_ref().unwrap().volume_name.as_deref(),
+            Some(remote_pv_name.as_str())
+        );
+        let labels = remote_claim.metadata.labels.clone().unwrap();
+        assert_eq!(labels["offloading.liqo.io/origin-cluster-id"], t.ids[0]);
+        assert_eq!(labels["app"], "db");
+        let local = eventually("the local claim mirroring cluster 2's", WAIT, || async {
+            let c = local_claims.get_opt("data").await.ok()??;
+            let status = c.status.as_ref()?;
+            let capacity = status.capacity.as_ref()?.get("storage")?;
+            let remote_bound = status
+                .conditions
+                .as_ref()?
+                .iter()
+                .any(|c| c.type_ == "offloading.liqo.io/RemoteClaim" && c.status == "True");
+            (status.phase.as_deref() == Some("Bound") && capacity.0 == "2Gi" && remote_bound)
+                .then_some(c)
+        })
+        .await;
+        let placeholder = format!("offloading-{}", local.metadata.uid.clone().unwrap());
+        assert_eq!(
+            local.spec.as_ref().unwrap().volume_name.as_deref(),
+            Some(placeholder.as_str())
+        );
+        let local_pvs = Api::<PersistentVolume>::all(client.clone());
+        assert!(local_pvs.get_opt(&placeholder).await.unwrap().is_some());
+
+        // A claim bound to a volume of this cluster: its data lives here, the pod stays.
+        let home_pv_name = format!("{ns}-home");
+        let home_pv: PersistentVolume = serde_json::from_value(json!({
+            "metadata": {"name": home_pv_name},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                     "storageClassName": "local-disk",
+                     "hostPath": {"path": format!("/tmp/{ns}-home")},
+                     "claimRef": {"namespace": ns, "name": "home"}},
+        }))
+        .unwrap();
+        local_pvs
+            .create(&PostParams::default(), &home_pv)
+            .await
+            .unwrap();
+        let home: PersistentVolumeClaim = serde_json::from_value(json!({
+            "metadata": {"name": "home"},
+            "spec": {"storageClassName": "local-disk", "accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "1Gi"}}},
+        }))
+        .unwrap();
+        local_claims
+            .create(&PostParams::default(), &home)
+            .await
+            .unwrap();
+        eventually("the home claim bound here", WAIT, || async {
+            let c = local_claims.get_opt("home").await.ok()??;
+            (c.status?.phase.as_deref() == Some("Bound")).then_some(())
+        })
+        .await;
+        let at_home =
+            json!({"volumes": [{"name": "files", "persistentVolumeClaim": {"claimName": "home"}}]});
+        local_pods
+            .create(&PostParams::default(), &bare_pod("stays", at_home))
+            .await
+            .unwrap();
+        let why = eventually("the pod to say why it stays", WAIT, || async {
+            let pod = local_pods.get_opt("stays").await.ok()??;
+            let c = pod
+                .status?
+                .conditions?
+                .into_iter()
+                .find(|c| c.type_ == "offloading.liqo.io/RemotePod")?;
+            (c.reason.as_deref() == Some("Unsupported")).then_some(c.message.unwrap_or_default())
+        })
+        .await;
+        assert!(
+            why.contains(&home_pv_name) && why.contains("does not move"),
+            "{why}"
+        );
+        assert!(remote_pods.get_opt("stays").await.unwrap().is_none());
+        assert!(remote_claims.get_opt("home").await.unwrap().is_none());
+
+        // Deleting the pod keeps the data: the remote claim stays.
+        local_pods
+            .delete("db", &DeleteParams::default())
+            .await
+            .unwrap();
+        eventually("the pod and its twin gone", WAIT, || async {
+            let gone = local_pods.get_opt("db").await.ok()?.is_none()
+                && remote_pods.get_opt("db").await.ok()?.is_none();
+            gone.then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let kept = remote_claims
+            .get_opt("data")
+            .await
+            .unwrap()
+            .expect("the remote claim kept");
+        assert_eq!(kept.metadata.uid, remote_claim.metadata.uid);
+        assert!(kept.metadata.deletion_timestamp.is_none());
+
+        // Deleting the local claim deletes the remote one, and the placeholder volume.
+        local_claims
+            .delete("data", &DeleteParams::default())
+            .await
+            .unwrap();
+        eventually(
+            "the remote claim and the placeholder gone",
+            WAIT,
+            || async {
+                let gone = remote_claims.get_opt("data").await.ok()?.is_none()
+                    && local_pvs.get_opt(&placeholder).await.ok()?.is_none();
+                gone.then_some(())
+            },
+        )
+        .await;
+
+        local_pods
+            .delete("stays", &DeleteParams::default())
+            .await
+            .unwrap();
+        delete_namespace(&client, &ns).await;
+        let _ = remote_pvs
+            .delete(&remote_pv_name, &DeleteParams::default())
+            .await;
+        let _ = local_pvs
+            .delete(&home_pv_name, &DeleteParams::default())
+            .await;
     })
     .await;
 }

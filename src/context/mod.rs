@@ -12,7 +12,9 @@ pub(crate) mod writes;
 use std::sync::Arc;
 
 use k8s_openapi::api::{
-    core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service, ServiceAccount},
+    core::v1::{
+        ConfigMap, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+    },
     discovery::v1::EndpointSlice,
     networking::v1::{Ingress, NetworkPolicy},
 };
@@ -122,6 +124,8 @@ pub(crate) struct Stores {
     pub(crate) endpoint_slices: Store<EndpointSlice>,
     pub(crate) ingresses: Store<Ingress>,
     pub(crate) network_policies: Store<NetworkPolicy>,
+    /// The claims of offloaded namespaces (those of offloaded pods are provisioned remotely).
+    pub(crate) claims: Store<PersistentVolumeClaim>,
     /// Which namespaces the pods store and the five above hold completely (only those
     /// in scope).
     pub(crate) covered: Covered,
@@ -138,6 +142,7 @@ pub(crate) struct Covered {
     pub(crate) endpoint_slices: Coverage,
     pub(crate) ingresses: Coverage,
     pub(crate) network_policies: Coverage,
+    pub(crate) claims: Coverage,
 }
 
 impl Stores {
@@ -156,6 +161,7 @@ impl Stores {
             endpoint_slices: watches.endpoint_slices.store(),
             ingresses: watches.ingresses.store(),
             network_policies: watches.network_policies.store(),
+            claims: watches.claims.store(),
             covered: Covered {
                 pods: watches.pods.coverage(),
                 secrets: watches.secrets.coverage(),
@@ -165,6 +171,7 @@ impl Stores {
                 endpoint_slices: watches.endpoint_slices.coverage(),
                 ingresses: watches.ingresses.coverage(),
                 network_policies: watches.network_policies.coverage(),
+                claims: watches.claims.coverage(),
             },
         }
     }

@@ -6,7 +6,8 @@
 //!   they reach the virtual node within seconds, not at the next heartbeat);
 //! - its nodes (the virtual node's allocatable);
 //! - our twins of local pods (each change wakes the local pod it stands for);
-//! - its PriorityClasses and RuntimeClasses (what a twin may name there).
+//! - its PriorityClasses and RuntimeClasses (what a twin may name there);
+//! - our claims there (each change wakes the local claim it stands for).
 
 use std::{
     collections::BTreeMap,
@@ -16,8 +17,8 @@ use std::{
 use futures::{Stream, StreamExt, channel::mpsc};
 use k8s_openapi::api::{
     core::v1::{
-        ConfigMap, Container, Event as CoreEvent, Namespace, Node, Pod, PodSpec, PodStatus,
-        ResourceRequirements, Secret, Service, ServiceAccount,
+        ConfigMap, Container, Event as CoreEvent, Namespace, Node, PersistentVolumeClaim, Pod,
+        PodSpec, PodStatus, ResourceRequirements, Secret, Service, ServiceAccount,
     },
     discovery::v1::EndpointSlice,
     networking::v1::{Ingress, NetworkPolicy},
@@ -83,6 +84,8 @@ pub(crate) struct Peer {
     /// The classes a twin may name there (a twin naming one it lacks is refused).
     pub(crate) priority_classes: Watched<PriorityClass>,
     pub(crate) runtime_classes: Watched<RuntimeClass>,
+    /// Our claims (those of offloaded pods, provisioned there).
+    pub(crate) claims: Watched<PersistentVolumeClaim>,
     _watches: Arc<AbortOnDrop>,
 }
 
@@ -104,6 +107,7 @@ impl Peer {
             policies,
             pcs,
             rcs,
+            claims,
         ] = WATCH_KINDS;
         vec![
             self.namespaces.state(ns),
@@ -119,6 +123,7 @@ impl Peer {
             self.network_policies.state(policies),
             self.priority_classes.state(pcs),
             self.runtime_classes.state(rcs),
+            self.claims.state(claims),
         ]
     }
 
@@ -156,7 +161,7 @@ where
 const WATCH_RETRY_CAP: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The kinds a peer watches, as metrics and conditions name them.
-pub(crate) const WATCH_KINDS: [&str; 13] = [
+pub(crate) const WATCH_KINDS: [&str; 14] = [
     "namespaces",
     "identity",
     "nodes",
@@ -170,6 +175,7 @@ pub(crate) const WATCH_KINDS: [&str; 13] = [
     "networkpolicies",
     "priorityclasses",
     "runtimeclasses",
+    "persistentvolumeclaims",
 ];
 
 /// Why a watch last failed, until it lists again (it retries on its own, with backoff).
@@ -218,6 +224,8 @@ pub(crate) struct RemoteChanges {
     pub(crate) objects: mpsc::UnboundedReceiver<ObjectRef<NamespaceOffloading>>,
     /// Events about pods in our remote namespaces (crate::reflection::events).
     pub(crate) events: mpsc::UnboundedReceiver<RemoteEvent>,
+    /// Local claims whose remote claim changed (crate::reflection::claims).
+    pub(crate) claims: mpsc::UnboundedReceiver<ObjectRef<PersistentVolumeClaim>>,
 }
 
 #[derive(Clone)]
@@ -229,6 +237,7 @@ pub(crate) struct Peers {
     pod_changed: mpsc::UnboundedSender<ObjectRef<Pod>>,
     objects_changed: mpsc::UnboundedSender<ObjectRef<NamespaceOffloading>>,
     events: mpsc::UnboundedSender<RemoteEvent>,
+    claim_changed: mpsc::UnboundedSender<ObjectRef<PersistentVolumeClaim>>,
 }
 
 impl Peers {
@@ -240,6 +249,7 @@ impl Peers {
         let (pod_changed, pods) = mpsc::unbounded();
         let (objects_changed, objects) = mpsc::unbounded();
         let (events_tx, events) = mpsc::unbounded();
+        let (claim_changed, claims) = mpsc::unbounded();
         let peers = Self {
             peers: Arc::default(),
             local_cluster_id: local_cluster_id.to_owned(),
@@ -248,6 +258,7 @@ impl Peers {
             pod_changed,
             objects_changed,
             events: events_tx,
+            claim_changed,
         };
         let changes = RemoteChanges {
             offloadings,
@@ -255,6 +266,7 @@ impl Peers {
             pods,
             objects,
             events,
+            claims,
         };
         (peers, changes)
     }
@@ -379,6 +391,26 @@ impl Peers {
             |_| {},
             |_: &RuntimeClass| None,
         );
+        // Our claims there: each change wakes the local claim it stands for.
+        let changed = self.claim_changed.clone();
+        let (claims, claims_task) = watch(
+            cluster_id,
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            watcher::Config::default().labels(&ours),
+            Wake::Always,
+            |_| {},
+            move |claim: &PersistentVolumeClaim| {
+                let origin = claim
+                    .metadata
+                    .annotations
+                    .as_ref()?
+                    .get(ORIGIN_NAMESPACE_ANNOTATION)?;
+                let name = claim.metadata.name.as_deref()?;
+                changed
+                    .unbounded_send(ObjectRef::new(name).within(origin))
+                    .ok()
+            },
+        );
         let peer = Peer {
             remote_cluster: remote_cluster.to_owned(),
             credentials_version: version.to_owned(),
@@ -398,6 +430,7 @@ impl Peers {
             network_policies,
             priority_classes,
             runtime_classes,
+            claims,
             _watches: Arc::new(AbortOnDrop(vec![
                 namespaces_task,
                 identity_task,
@@ -413,6 +446,7 @@ impl Peers {
                 priority_classes_task,
                 runtime_classes_task,
                 events_task,
+                claims_task,
             ])),
         };
         if let Ok(mut peers) = self.peers.write() {
@@ -579,6 +613,7 @@ impl Peer {
             network_policies: empty(),
             priority_classes: empty(),
             runtime_classes: empty(),
+            claims: empty(),
             _watches: Arc::new(AbortOnDrop(Vec::new())),
         }
     }

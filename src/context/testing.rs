@@ -292,6 +292,7 @@ pub(crate) fn stores() -> Stores {
         endpoint_slices: store([]),
         ingresses: store([]),
         network_policies: store([]),
+        claims: store([]),
         covered: crate::context::Covered {
             pods: Coverage::everything(),
             secrets: Coverage::everything(),
@@ -301,6 +302,7 @@ pub(crate) fn stores() -> Stores {
             endpoint_slices: Coverage::everything(),
             ingresses: Coverage::everything(),
             network_policies: Coverage::everything(),
+            claims: Coverage::everything(),
         },
     }
 }

@@ -59,21 +59,33 @@ fn config() -> Config {
     Config::default().concurrency(CONCURRENCY)
 }
 
+/// What the manager's flags give the workers beyond the watches.
+pub(crate) struct Options {
+    /// The virtual nodes' kubelet API, when served.
+    pub(crate) kubelet: Option<crate::kubelet::Serving>,
+    /// Local storage class to remote one, for offloaded pods' claims.
+    pub(crate) storage_classes: crate::model::forge::claims::ClassMapping,
+    /// What crosses into the remote namespaces (`run`'s reflection flags).
+    pub(crate) reflection: crate::model::reflection_policy::ReflectionPolicy,
+}
+
 /// Starts the controllers on the local watches. NamespaceOffloadings and Nodes are watched
 /// from now on (the webhooks need them on every replica); the other kinds once `leading`
 /// turns true. Runs until `shutdown` resolves.
-// Each argument is a separate piece `manager::run` builds; a struct would only rename them.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn run(
     client: Client,
     me: Replica,
-    reflection: crate::model::reflection_policy::ReflectionPolicy,
     metrics: Arc<metrics::ControllerMetrics>,
     mut watches: LocalWatches,
     mut leading: watch::Receiver<bool>,
-    kubelet: Option<crate::kubelet::Serving>,
+    options: Options,
     shutdown: impl Future<Output = ()> + Send + Sync + Clone + 'static,
 ) {
+    let Options {
+        kubelet,
+        storage_classes,
+        reflection,
+    } = options;
     let (shared, remote_changes) = Shared::new(client.clone(), me, metrics, &watches, reflection);
 
     let Stores {
@@ -117,6 +129,8 @@ pub(crate) async fn run(
         watches.remote_clusters.listed(),
     );
     let pods_deleted = watches.pods.deletions();
+    let pods_releasing = watches.pods.deletions();
+    let claims_gone = watches.claims.deletions();
     let pods_gone = watches.pods.deletions();
     let offloadings_deleted = watches.offloadings.deletions();
     // Each controller acts once this replica leads and the watches it reads have listed.
@@ -132,6 +146,7 @@ pub(crate) async fn run(
     let endpoint_slices_listed = ("endpointslices", watches.endpoint_slices.listed());
     let ingresses_listed = ("ingresses", watches.ingresses.listed());
     let network_policies_listed = ("networkpolicies", watches.network_policies.listed());
+    let claims_listed = ("persistentvolumeclaims", watches.claims.listed());
     let gate = |controller: &'static str, needs: Vec<(&'static str, Listed)>| {
         gate(controller, leading.clone(), needs, shutdown.clone())
     };
@@ -174,6 +189,15 @@ pub(crate) async fn run(
             ingresses_listed,
             network_policies_listed,
             remote_clusters_listed.clone(),
+        ],
+    );
+    let claims_active = gate(
+        "claims",
+        vec![
+            claims_listed,
+            pods_listed.clone(),
+            nodes_listed.clone(),
+            offloadings_listed.clone(),
         ],
     );
     // Remote clusters too: a pod on a virtual node that is gone goes back only when its
@@ -484,6 +508,58 @@ pub(crate) async fn run(
         }
     };
 
+    // Offloaded pods' claims, provisioned in their clusters (crate::reflection::claims).
+    let claims_context = Arc::new(crate::reflection::claims::Context {
+        shared: shared.clone(),
+        classes: storage_classes,
+    });
+    let claim_reflection =
+        Controller::for_shared_stream(watches.claims.subscribe(), shared.stores.claims.clone())
+            .reconcile_on(remote_changes.claims)
+            // A pod gone may leave a terminating claim unused.
+            .reconcile_on(
+                pods_releasing.flat_map(|pod| {
+                    futures::stream::iter(crate::reflection::claims::claims_of(&pod))
+                }),
+            )
+            .reconcile_all_on(activation(claims_active.clone()))
+            .with_config(config())
+            .graceful_shutdown_on(shutdown.clone())
+            .run(
+                when_active(
+                    claims_active.clone(),
+                    (crate::reflection::claims::WORKER, shared.backoff.clone()),
+                    crate::reflection::claims::reconcile,
+                ),
+                crate::reflection::claims::error_policy,
+                claims_context.clone(),
+            )
+            .for_each(|_| async {});
+    // Claims gone: their remote claims go; and now and then, remote claims left without one.
+    {
+        let mut active = claims_active.clone();
+        let ctx = claims_context;
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if active.wait_for(|a| *a).await.is_err() {
+                return;
+            }
+            let mut gone = std::pin::pin!(claims_gone);
+            let mut sweep = tokio::time::interval(TWIN_SWEEP);
+            let mut stop = std::pin::pin!(stop);
+            loop {
+                tokio::select! {
+                    claim = gone.next() => match claim {
+                        Some(claim) => crate::reflection::claims::claim_gone(&ctx, &claim).await,
+                        None => return,
+                    },
+                    _ = sweep.tick() => crate::reflection::claims::sweep(&ctx).await,
+                    () = &mut stop => return,
+                }
+            }
+        });
+    }
+
     // Twins' events, recorded on their local pods.
     {
         let mut active = pods_active.clone();
@@ -524,6 +600,7 @@ pub(crate) async fn run(
         endpoint_slices: endpoint_slices_watch,
         ingresses: ingresses_watch,
         network_policies: network_policies_watch,
+        claims: claims_watch,
         scope,
         pods_scope,
     } = watches;
@@ -558,6 +635,7 @@ pub(crate) async fn run(
             tokio::spawn(endpoint_slices_watch.run());
             tokio::spawn(ingresses_watch.run());
             tokio::spawn(network_policies_watch.run());
+            tokio::spawn(claims_watch.run());
         }
     };
 
@@ -569,7 +647,7 @@ pub(crate) async fn run(
             pod_reflection,
             twin_cleanup,
             namespace_objects,
-            leader_watches,
+            futures::future::join(leader_watches, claim_reflection),
         ),
     )
     .await;
@@ -638,5 +716,6 @@ async fn count_cached(shared: Shared) {
         m.cached("endpointslices", s.endpoint_slices.len());
         m.cached("ingresses", s.ingresses.len());
         m.cached("networkpolicies", s.network_policies.len());
+        m.cached("persistentvolumeclaims", s.claims.len());
     }
 }

@@ -174,6 +174,11 @@ pub(crate) struct RunArgs {
     /// How long in-flight requests may take to finish on shutdown.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub(crate) shutdown_grace: Duration,
+    /// The remote storage class for claims of a local one, LOCAL=REMOTE (repeat for
+    /// several). A class not mapped: the remote claim names none, so that cluster's
+    /// default class applies.
+    #[arg(long, value_name = "LOCAL=REMOTE", value_parser = crate::model::forge::claims::parse_class_mapping)]
+    pub(crate) storage_class_mapping: Vec<(String, String)>,
 }
 
 /// `--home-api-access`.
@@ -634,11 +639,14 @@ fn start_controllers(
     tokio::spawn(controllers::run(
         client.clone(),
         me,
-        args.reflection_policy(),
         controller_metrics,
         watches,
         leader_rx,
-        Some(kubelet),
+        controllers::Options {
+            kubelet: Some(kubelet),
+            storage_classes: args.storage_class_mapping.iter().cloned().collect(),
+            reflection: args.reflection_policy(),
+        },
         shutdown,
     ));
     Ok(tokio::spawn(async move {

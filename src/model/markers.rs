@@ -72,6 +72,10 @@ pub const ORIGIN_NAMESPACE_ANNOTATION: &str = "offloading.liqo.io/origin-namespa
 /// `model::forge::twin`; read by `model::forge::twin::owner` (a twin of a recreated pod
 /// of the same name is not its twin).
 pub const ORIGIN_POD_UID_ANNOTATION: &str = "offloading.liqo.io/origin-pod-uid";
+/// Annotation on a remote claim: the uid of the local PersistentVolumeClaim it stands for.
+/// Written by `model::forge::claims`; read by its ownership check (a claim made again here
+/// under the same name does not take over the data of the one deleted).
+pub const ORIGIN_CLAIM_UID_ANNOTATION: &str = "offloading.liqo.io/origin-claim-uid";
 /// The EndpointSlice label naming who maintains a slice (Kubernetes' key), with our value
 /// [`SLICE_MANAGER`] on the slices we write, so remote endpoint controllers leave them alone.
 pub const MANAGED_BY_LABEL: &str = "endpointslice.kubernetes.io/managed-by";

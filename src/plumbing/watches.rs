@@ -16,7 +16,9 @@ use std::{collections::BTreeSet, fmt::Debug, future::Future, hash::Hash, sync::A
 
 use futures::{Stream, StreamExt, channel::mpsc, stream::BoxStream};
 use k8s_openapi::api::{
-    core::v1::{ConfigMap, Namespace, Node, Pod, Secret, Service, ServiceAccount},
+    core::v1::{
+        ConfigMap, Namespace, Node, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+    },
     discovery::v1::EndpointSlice,
     networking::v1::{Ingress, NetworkPolicy},
 };
@@ -274,6 +276,8 @@ pub(crate) struct LocalWatches {
     /// Reflected into every remote namespace (Ingresses' status comes back).
     pub(crate) ingresses: SharedWatch<Ingress>,
     pub(crate) network_policies: SharedWatch<NetworkPolicy>,
+    /// Claims of offloaded namespaces: those of offloaded pods are provisioned remotely.
+    pub(crate) claims: SharedWatch<PersistentVolumeClaim>,
     /// The namespaces whose Secrets, ConfigMaps, ServiceAccounts, Services and
     /// EndpointSlices are kept (see [`scope_of`]).
     pub(crate) scope: watch::Sender<Namespaces>,
@@ -383,6 +387,13 @@ impl LocalWatches {
             ),
             network_policies: SharedWatch::scoped(
                 "networkpolicies",
+                client,
+                Default::default(),
+                keep_all,
+                &scope,
+            ),
+            claims: SharedWatch::scoped(
+                "persistentvolumeclaims",
                 client,
                 Default::default(),
                 keep_all,

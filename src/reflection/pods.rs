@@ -18,6 +18,7 @@ use kube::{
     },
 };
 
+use crate::model::forge::claims::Claims;
 use crate::model::markers::{ORIGIN_NAMESPACE_ANNOTATION, TWIN_CONDITION};
 use crate::model::remote_namespace::{Writable, writable};
 use crate::plumbing::backoff;
@@ -137,6 +138,26 @@ fn account(ctx: &Context, peer: &Peer, pod: &Pod, remote_namespace: &str) -> Acc
     } else {
         Account::OnItsWay
     }
+}
+
+/// Where the pod's claims stand in that cluster: the local ones from the shared watch,
+/// ours there from the peer's.
+fn claims(ctx: &Context, peer: &Peer, pod: &Pod, remote_namespace: &str) -> Claims {
+    let namespace = pod.namespace().unwrap_or_default();
+    crate::model::forge::claims::pod_claims(
+        pod,
+        |name| {
+            ctx.stores
+                .claims
+                .get(&ObjectRef::new(name).within(&namespace))
+        },
+        |name| {
+            peer.claims
+                .store
+                .get(&ObjectRef::new(name).within(remote_namespace))
+        },
+        &ctx.replica.local_cluster_id,
+    )
 }
 
 /// Whether the offloading's (valid) cluster selector no longer picks virtual node
@@ -337,6 +358,21 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
                     // Its copy's arrival does not wake the pod: look again now and then.
                     return Ok(Action::requeue(Duration::from_secs(30)));
                 }
+            }
+            // Its claims are provisioned there before it (crate::reflection::claims).
+            match claims(&ctx, &peer, &pod, &remote_namespace) {
+                Claims::Ready => {}
+                Claims::Unsupported(why) => {
+                    let why = format!("cluster {cluster_id}: {why}");
+                    report(&ctx, &pod, "Unsupported", &why).await?;
+                    return Ok(Action::requeue(Duration::from_secs(30)));
+                }
+                Claims::Waiting(why) if waited_long(&pod) => {
+                    let why = format!("cluster {cluster_id}: {why}");
+                    report(&ctx, &pod, "ClaimNotReady", &why).await?;
+                    return Ok(Action::requeue(Duration::from_secs(30)));
+                }
+                Claims::Waiting(_) => return Ok(Action::requeue(SOON)),
             }
             let placement =
                 forge::placement_of(&pod, &offloading.spec, &ctx.reflection.runtime_class);

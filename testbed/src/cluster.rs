@@ -159,11 +159,12 @@ impl Cluster {
         let binaries = c.binaries(config);
         let kubeconfig = format!("--kubeconfig={}", self.kubeconfig.display());
         // namespace and garbagecollector finish namespace deletion; the workload
-        // controllers let a demo use Deployments. No node lifecycle controller: the test
-        // bed's Node objects have no kubelet behind them.
-        let mut controllers =
-            "--controllers=namespace,garbagecollector,deployment,replicaset,endpointslice"
-                .to_owned();
+        // controllers let a demo use Deployments; the volume controllers bind claims to
+        // volumes (there is no provisioner: tests make their volumes) and let a claim or
+        // volume in use go only once unused. No node lifecycle controller: the test bed's
+        // Node objects have no kubelet behind them.
+        let mut controllers = "--controllers=namespace,garbagecollector,deployment,replicaset,endpointslice,persistentvolume-binder,pvc-protection,pv-protection"
+            .to_owned();
         let mut args = vec![kubeconfig.clone(), "--leader-elect=false".into()];
         if c.service_accounts {
             // Every namespace's `default` account and `kube-root-ca.crt`, which

@@ -29,9 +29,8 @@ use crate::model::{
 pub(crate) fn unsupported(pod: &Pod) -> Option<String> {
     let spec = pod.spec.as_ref()?;
     for volume in spec.volumes.iter().flatten() {
-        let kind = if volume.persistent_volume_claim.is_some() {
-            "a PersistentVolumeClaim"
-        } else if volume.host_path.is_some() {
+        // Claims are provisioned in the twin's cluster, or say why not (`forge::claims`).
+        let kind = if volume.host_path.is_some() {
             "a hostPath"
         } else if volume.ephemeral.is_some() {
             "a generic ephemeral volume"
@@ -633,15 +632,20 @@ mod tests {
     fn volumes_that_live_here_keep_the_pod_local_with_a_reason() {
         let mut pod = admitted();
         assert!(unsupported(&pod).is_none());
+        // A claim is not one of them: it is provisioned in the twin's cluster.
         pod.spec.as_mut().unwrap().volumes = Some(vec![
             serde_json::from_value(
                 json!({"name": "data", "persistentVolumeClaim": {"claimName": "data"}}),
             )
             .unwrap(),
         ]);
+        assert!(unsupported(&pod).is_none());
+        pod.spec.as_mut().unwrap().volumes = Some(vec![
+            serde_json::from_value(json!({"name": "data", "hostPath": {"path": "/srv"}})).unwrap(),
+        ]);
         let why = unsupported(&pod).unwrap();
         assert!(
-            why.contains("\"data\"") && why.contains("PersistentVolumeClaim"),
+            why.contains("\"data\"") && why.contains("hostPath"),
             "{why}"
         );
     }

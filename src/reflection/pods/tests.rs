@@ -527,10 +527,7 @@ async fn a_remote_that_does_not_answer_is_given_up_after_the_remote_timeout() {
 async fn a_pod_that_cannot_run_remotely_is_reported_and_gets_no_twin() {
     let mut pvc = pod();
     pvc.spec.as_mut().unwrap().volumes = Some(vec![
-        serde_json::from_value(
-            json!({"name": "data", "persistentVolumeClaim": {"claimName": "data"}}),
-        )
-        .unwrap(),
+        serde_json::from_value(json!({"name": "data", "hostPath": {"path": "/srv"}})).unwrap(),
     ]);
     let why = forge::unsupported(&pvc).unwrap();
     let World {
@@ -1548,4 +1545,116 @@ async fn a_running_twins_home_token_is_renewed_when_due_and_not_before() {
             || planned.contains("requeue_after: Some(2880"),
         "{planned}"
     );
+}
+
+// Claims.
+
+/// The pod with volume `pg` of claim `data`.
+fn with_claim() -> Pod {
+    let mut pod = pod();
+    pod.spec.as_mut().unwrap().volumes = Some(vec![
+        serde_json::from_value(
+            json!({"name": "pg", "persistentVolumeClaim": {"claimName": "data"}}),
+        )
+        .unwrap(),
+    ]);
+    pod
+}
+
+fn local_claim(volume: Option<&str>) -> k8s_openapi::api::core::v1::PersistentVolumeClaim {
+    serde_json::from_value(json!({
+        "metadata": {"name": "data", "namespace": "shop", "uid": "claim-1"},
+        "spec": {"storageClassName": "liqo", "volumeName": volume,
+                 "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }))
+    .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_twin_waits_for_its_claim_there() {
+    // Not provisioned yet; provisioned here but its claim there not seen yet.
+    for volume in [None, Some("offloading-claim-1")] {
+        let stores = Stores {
+            claims: store([local_claim(volume)]),
+            ..local_stores()
+        };
+        let World {
+            ctx,
+            mut local,
+            mut remote,
+        } = world_with(stores, vec![], |_| {});
+        let (result, ()) = exchange(reconcile(Arc::new(with_claim()), ctx), async {
+            remote.nothing_more().await;
+            local.nothing_more().await;
+        })
+        .await;
+        assert_eq!(result.unwrap(), Action::requeue(SOON), "{volume:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_twin_is_created_once_its_claim_is_there_and_names_it() {
+    let claim = local_claim(Some("offloading-claim-1"));
+    let there = crate::model::forge::claims::remote_claim(
+        &claim,
+        testing::LOCAL_CLUSTER_ID,
+        REMOTE_NAMESPACE,
+        &Default::default(),
+    )
+    .unwrap();
+    let stores = Stores {
+        claims: store([claim]),
+        ..local_stores()
+    };
+    let World {
+        ctx,
+        mut local,
+        mut remote,
+    } = world_with(stores, vec![], |peer| {
+        peer.claims = watched([there], true);
+    });
+    let (result, ()) = exchange(reconcile(Arc::new(with_claim()), ctx), async {
+        let call = remote.expect(Method::POST, TWINS_PATH).await;
+        assert_eq!(
+            call.body["spec"]["volumes"][0]["persistentVolumeClaim"]["claimName"],
+            "data"
+        );
+        call.created();
+        remote.nothing_more().await;
+        local.nothing_more().await;
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(SOON));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pod_whose_claim_is_bound_here_is_unsupported() {
+    let stores = Stores {
+        claims: store([local_claim(Some("pv-disk-7"))]),
+        ..local_stores()
+    };
+    let World {
+        ctx,
+        mut local,
+        mut remote,
+    } = world_with(stores, vec![], |_| {});
+    let (result, ()) = exchange(reconcile(Arc::new(with_claim()), ctx), async {
+        let call = local.expect(Method::PATCH, LOCAL_STATUS_PATH).await;
+        let condition = the_pods_condition(&call.body);
+        assert_eq!(condition["reason"], "Unsupported");
+        let message = condition["message"].as_str().unwrap().to_owned();
+        assert!(
+            message.starts_with("cluster c2: ")
+                && message.contains("pv-disk-7")
+                && message.contains("does not move"),
+            "{message}"
+        );
+        call.ok(&serde_json::to_value(pod()).unwrap());
+        let event = expect_event(&mut local, "shop", "Pod", "web").await;
+        assert_eq!(event["reason"], "RemotePodUnsupported");
+        remote.nothing_more().await;
+        local.nothing_more().await;
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(30)));
 }
