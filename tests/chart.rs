@@ -395,7 +395,7 @@ fn the_release_namespace_and_values_are_respected() {
                 assert_eq!(namespaced, None, "{k}")
             }
             // Named as pods name it (offloading.runtimeClass.name).
-            "RuntimeClass" => {
+            "RuntimeClass" | "StorageClass" => {
                 assert_eq!(namespaced, None, "{k}");
                 assert_eq!(object["metadata"]["name"], "liqo", "{k}");
             }
@@ -447,6 +447,7 @@ fn the_release_namespace_and_values_are_respected() {
     }
     assert_eq!(count(&objects, "PodDisruptionBudget"), 0);
     assert_eq!(count(&objects, "RuntimeClass"), 1);
+    assert_eq!(count(&objects, "StorageClass"), 1);
     let config = find(&objects, "ConfigMap", &format!("{name}-config"));
     assert_eq!(
         config["data"],
@@ -518,9 +519,26 @@ fn liqo_offloading_values_become_flags_and_the_runtime_class() {
             "--ingress-class-mapping=nginx=traefik",
         ]
     );
-    // Liqo's `enable` spelling, and off.
-    let off = template("nso", "liqo", &["offloading.runtimeClass.enabled=false"]);
+    // Off.
+    let off = template(
+        "nso",
+        "liqo",
+        &[
+            "offloading.runtimeClass.enabled=false",
+            "storage.enabled=false",
+        ],
+    );
     assert_eq!(count(&off, "RuntimeClass"), 0);
+    assert_eq!(count(&off, "StorageClass"), 0);
+    let renamed = template(
+        "nso",
+        "liqo",
+        &["storage.virtualStorageClassName=offloaded"],
+    );
+    assert_eq!(
+        find(&renamed, "StorageClass", "offloaded")["provisioner"],
+        "offloading.liqo.io/remote"
+    );
     let refused = template_fails(&["offloading.reflection.secret.type=Sometimes"]);
     assert!(refused.contains("type"), "{refused}");
 }

@@ -2182,21 +2182,17 @@ async fn an_offloaded_pods_claim_is_provisioned_in_its_cluster_before_its_twin()
         offload_remotely_to_eu(tb, &client, &ns).await;
         let remote_ns = format!("{ns}-{}", t.ids[0]);
         let virtual_node = format!("liqo-{}", t.ids[1]);
-        // Our storage class: provisioned by the manager, once the scheduler picked a node.
-        let class: StorageClass = serde_json::from_value(json!({
-            "metadata": {"name": "liqo"},
-            "provisioner": "offloading.liqo.io/remote",
-            "volumeBindingMode": "WaitForFirstConsumer",
-        }))
-        .unwrap();
-        match Api::<StorageClass>::all(client.clone())
-            .create(&PostParams::default(), &class)
+        // Our storage class, installed with the manager (manifests/storageclass.yaml):
+        // provisioned by the manager, once the scheduler picked a node.
+        let class = Api::<StorageClass>::all(client.clone())
+            .get("liqo")
             .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 409 => {}
-            Err(e) => panic!("{e}"),
-        }
+            .unwrap();
+        assert_eq!(class.provisioner, "offloading.liqo.io/remote");
+        assert_eq!(
+            class.volume_binding_mode.as_deref(),
+            Some("WaitForFirstConsumer")
+        );
         // Cluster 2 has no provisioner: a volume of 2Gi waits there for our claim.
         let remote_pv_name = format!("{ns}-data");
         let remote_pv: PersistentVolume = serde_json::from_value(json!({

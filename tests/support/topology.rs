@@ -127,6 +127,15 @@ pub async fn set_up(tb: &'static Testbed) -> Result<Topology, String> {
             ],
             None,
         );
+        kubectl(
+            kc,
+            &[
+                "apply",
+                "-f",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/storageclass.yaml"),
+            ],
+            None,
+        );
         let client = cluster.client().await.map_err(|e| e.to_string())?;
         let ks = Api::<Namespace>::all(client)
             .get("kube-system")
