@@ -530,6 +530,9 @@ fn liqo_offloading_values_become_flags_and_the_runtime_class() {
     );
     assert_eq!(count(&off, "RuntimeClass"), 0);
     assert_eq!(count(&off, "StorageClass"), 0);
+    // Liqo's spelling, which decides when given.
+    let liqo_off = template("nso", "liqo", &["offloading.runtimeClass.enable=false"]);
+    assert_eq!(count(&liqo_off, "RuntimeClass"), 0);
     let renamed = template(
         "nso",
         "liqo",

@@ -2025,7 +2025,16 @@ spec:
         assert!(eu_cms.get_opt("plain").await.unwrap().is_none());
         assert!(eu_secrets.get_opt("skipped").await.unwrap().is_none());
 
-        // The remote ingress controller publishes an address: it comes back.
+        // A local ingress controller's address, and the remote one's: both are listed.
+        let local_ingresses = Api::<Ingress>::namespaced(client.clone(), &ns);
+        local_ingresses
+            .patch_status(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.1"}]}}})),
+            )
+            .await
+            .unwrap();
         eu_ingresses
             .patch_status(
                 "web",
@@ -2034,11 +2043,28 @@ spec:
             )
             .await
             .unwrap();
-        let local_ingresses = Api::<Ingress>::namespaced(client.clone(), &ns);
-        eventually("the address back on the local Ingress", WAIT, || async {
+        let addresses = || async {
             let status = local_ingresses.get("web").await.ok()?.status?;
             let entries = status.load_balancer?.ingress?;
-            (entries.len() == 1 && entries[0].ip.as_deref() == Some("203.0.113.10")).then_some(())
+            Some(entries.into_iter().filter_map(|e| e.ip).collect::<Vec<_>>())
+        };
+        eventually("the address back on the local Ingress", WAIT, || async {
+            let ips = addresses().await?;
+            (ips == ["192.0.2.1", "203.0.113.10"]).then_some(())
+        })
+        .await;
+        // No longer reflected: its copy goes, and so does its address here (not the other).
+        local_ingresses
+            .patch(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"annotations": {"liqo.io/skip-reflection": "true"}}})),
+            )
+            .await
+            .unwrap();
+        eventually("only the local controller's address left", WAIT, || async {
+            let ips = addresses().await?;
+            (ips == ["192.0.2.1"] && eu_ingresses.get_opt("web").await.ok()?.is_none()).then_some(())
         })
         .await;
 
@@ -2158,6 +2184,21 @@ spec:
         assert_eq!(stays, local_node);
         dump.abort();
         delete_namespace(&client, &ns).await;
+
+        // In a namespace that is not offloaded, the class would send the pod to a virtual
+        // node where nothing runs it: refused, saying why.
+        let plain = unique("not-offloaded");
+        create_namespace(&client, &plain, json!({})).await;
+        let pod = format!(
+            "{{apiVersion: v1, kind: Pod, metadata: {{name: lost, namespace: {plain}}}, spec: {{runtimeClassName: liqo, containers: [{{name: a, image: busybox}}]}}}}"
+        );
+        let (ok, _, err) = kubectl(tb.cluster(1).kubeconfig(), &["apply", "-f", "-"], Some(&pod));
+        assert!(!ok, "a pod opting in outside an offloaded namespace was admitted");
+        assert!(
+            err.contains(&format!("namespace \"{plain}\" is not offloaded")),
+            "{err}"
+        );
+        delete_namespace(&client, &plain).await;
     })
     .await;
 }

@@ -47,7 +47,12 @@ pub(crate) fn webhook_config_yaml(service: &str) -> Result<String, String> {
         registration::Target::Service { namespace, .. } => namespace.clone(),
         registration::Target::Url(_) => String::new(),
     };
-    let (mutating, validating) = registration::configurations(&target, None, &own_namespace);
+    let (mutating, validating) = registration::configurations(
+        &target,
+        None,
+        &own_namespace,
+        crate::model::reflection_policy::DEFAULT_RUNTIME_CLASS,
+    );
     let m = serde_json::to_value(mutating).map_err(|e| e.to_string())?;
     let v = serde_json::to_value(validating).map_err(|e| e.to_string())?;
     Ok(format!("{}---\n{}", yaml(&m)?, yaml(&v)?))

@@ -27,8 +27,17 @@ use kube::{Api, Client, api::PostParams};
 /// How long an answer is reused: allowed ones longer, as the kubelet does (5 min / 30 s).
 const ALLOWED_FOR: Duration = Duration::from_secs(300);
 const DENIED_FOR: Duration = Duration::from_secs(30);
-/// How long a token's review is reused, as the kubelet's token webhook cache (2 min).
+/// How long a token's review is reused, as the kubelet's token webhook cache: 2 min when
+/// it was accepted, 10 s when refused.
 const TOKEN_FOR: Duration = Duration::from_secs(120);
+const REFUSED_TOKEN_FOR: Duration = Duration::from_secs(10);
+/// Reviews remembered at most: beyond, answers are not kept (callers without a
+/// certificate must not grow the manager's memory).
+const MAX_CACHED_TOKENS: usize = 4096;
+/// Longer tokens are refused unread (service-account JWTs are about 1 KiB).
+const MAX_TOKEN_BYTES: usize = 8192;
+/// TokenReviews in flight at once: a flood of tokens waits here, not on the API server.
+const MAX_REVIEWS: usize = 8;
 
 /// The authenticated client, from its certificate.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -117,7 +126,16 @@ type TokenAnswer = Result<Caller, String>;
 pub(crate) struct Authorizer {
     client: Client,
     answers: Mutex<HashMap<Key, (bool, String, Instant)>>,
-    tokens: Mutex<HashMap<String, (TokenAnswer, Instant)>>,
+    /// By the token's SHA-256: no credential is kept.
+    tokens: Mutex<HashMap<[u8; 32], (TokenAnswer, Instant)>>,
+    reviews: tokio::sync::Semaphore,
+}
+
+fn token_key(token: &str) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let mut key = [0; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
 }
 
 /// The token of an `Authorization: Bearer` header.
@@ -134,21 +152,30 @@ impl Authorizer {
             client,
             answers: Mutex::default(),
             tokens: Mutex::default(),
+            reviews: tokio::sync::Semaphore::new(MAX_REVIEWS),
         }
     }
 
     /// Who a bearer token is, as the local API server says (a TokenReview for the API
     /// server's own audiences, as a kubelet asks); answers are kept [`TOKEN_FOR`].
     pub(crate) async fn authenticate(&self, token: &str) -> Result<Caller, AuthzError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthzError::TokenRejected(format!(
+                ": longer than {MAX_TOKEN_BYTES} bytes"
+            )));
+        }
+        let key = token_key(token);
         let cached = self.tokens.lock().ok().and_then(|tokens| {
             tokens
-                .get(token)
+                .get(&key)
                 .filter(|(_, until)| *until > Instant::now())
                 .map(|(answer, _)| answer.clone())
         });
         let answer = match cached {
             Some(answer) => answer,
             None => {
+                // Closed only if the authorizer is gone; then there is nothing to wait for.
+                let _turn = self.reviews.acquire().await.ok();
                 let review = TokenReview {
                     spec: TokenReviewSpec {
                         token: token.to_owned(),
@@ -171,8 +198,17 @@ impl Authorizer {
                 };
                 if let Ok(mut tokens) = self.tokens.lock() {
                     let now = Instant::now();
-                    tokens.retain(|_, (_, until)| *until > now);
-                    tokens.insert(token.to_owned(), (answer.clone(), now + TOKEN_FOR));
+                    if tokens.len() >= MAX_CACHED_TOKENS {
+                        tokens.retain(|_, (_, until)| *until > now);
+                    }
+                    if tokens.len() < MAX_CACHED_TOKENS {
+                        let ttl = if answer.is_ok() {
+                            TOKEN_FOR
+                        } else {
+                            REFUSED_TOKEN_FOR
+                        };
+                        tokens.insert(key, (answer.clone(), now + ttl));
+                    }
                 }
                 answer
             }

@@ -179,11 +179,11 @@ impl NodeCounters {
             .flat_map(|p| &p.containers)
             .map(|c| c.cpu_cores)
             .sum();
+        // Saturating: the figures come from another cluster, and a sum must not overflow.
         let memory_bytes = pods
             .iter()
             .flat_map(|p| &p.containers)
-            .map(|c| c.memory_bytes)
-            .sum();
+            .fold(0u64, |sum, c| sum.saturating_add(c.memory_bytes));
         // The node's time is its newest sample's; without twins, now.
         let at_ms = pods.iter().map(|p| p.timestamp_ms).max().unwrap_or(now_ms);
         let node_counter = match self.node.take() {
@@ -402,7 +402,10 @@ pub(crate) fn summary(sample: &NodeSample) -> Value {
                 .collect();
             let cores = p.containers.iter().map(|c| c.cpu_cores).sum();
             let seconds = p.containers.iter().map(|c| c.cpu_seconds).sum();
-            let bytes = p.containers.iter().map(|c| c.memory_bytes).sum();
+            let bytes = p
+                .containers
+                .iter()
+                .fold(0u64, |sum, c| sum.saturating_add(c.memory_bytes));
             let started = p.containers.iter().filter_map(|c| c.start).reduce(f64::min);
             json!({
                 "podRef": {"name": p.pod, "namespace": p.namespace, "uid": p.uid},

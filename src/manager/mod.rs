@@ -451,12 +451,15 @@ async fn register_until_done(
     target: &Target,
     ca: &str,
     own_namespace: &str,
+    runtime_class: &str,
     mode: registration::Registration,
 ) {
     let mut delay = Duration::from_secs(1);
     let mut failures = 0u32;
     loop {
-        match registration::register(client, target, Some(ca), own_namespace, mode).await {
+        match registration::register(client, target, Some(ca), own_namespace, runtime_class, mode)
+            .await
+        {
             Ok(()) => return,
             Err(e) => {
                 failures += 1;
@@ -515,8 +518,17 @@ async fn certificates(
                     (registration::Registration::CaBundle, Some(ca)) => {
                         let (client, target) = (client.clone(), target.clone());
                         let own_namespace = args.namespace.clone();
+                        let runtime_class = args.runtime_class.clone();
                         tokio::spawn(async move {
-                            register_until_done(&client, &target, &ca, &own_namespace, mode).await;
+                            register_until_done(
+                                &client,
+                                &target,
+                                &ca,
+                                &own_namespace,
+                                &runtime_class,
+                                mode,
+                            )
+                            .await;
                         });
                     }
                     (_, bundle) => registration::register(
@@ -524,6 +536,7 @@ async fn certificates(
                         target,
                         bundle.as_deref(),
                         &args.namespace,
+                        &args.runtime_class,
                         mode,
                     )
                     .await
@@ -543,6 +556,7 @@ async fn certificates(
             let register_client = client.clone();
             let register_target = target.cloned();
             let own_namespace = args.namespace.clone();
+            let runtime_class = args.runtime_class.clone();
             let mode = args.webhook_registration.into();
             // The registration in progress: a newer CA (or the hourly re-apply) replaces it.
             let pending: Arc<std::sync::Mutex<Option<tokio::task::AbortHandle>>> = Arc::default();
@@ -550,6 +564,7 @@ async fn certificates(
                 let client = register_client.clone();
                 let target = register_target.clone();
                 let own_namespace = own_namespace.clone();
+                let runtime_class = runtime_class.clone();
                 let pending = pending.clone();
                 async move {
                     let Some(target) = target else { return };
@@ -557,7 +572,15 @@ async fn certificates(
                     // exist yet (an installer creates them after the Deployment), and
                     // without their caBundle every admission fails closed.
                     let task = tokio::spawn(async move {
-                        register_until_done(&client, &target, &ca, &own_namespace, mode).await;
+                        register_until_done(
+                            &client,
+                            &target,
+                            &ca,
+                            &own_namespace,
+                            &runtime_class,
+                            mode,
+                        )
+                        .await;
                     });
                     if let Ok(mut slot) = pending.lock()
                         && let Some(previous) = slot.replace(task.abort_handle())

@@ -11,7 +11,8 @@ use kube::api::ObjectMeta;
 use crate::model::forge::network::IngressClassMap;
 
 use crate::model::markers::{
-    ORIGIN_CLUSTER_LABEL, ORIGIN_NAMESPACE_ANNOTATION, ORIGIN_POD_UID_ANNOTATION,
+    ORIGIN_CLAIM_UID_ANNOTATION, ORIGIN_CLUSTER_LABEL, ORIGIN_NAMESPACE_ANNOTATION,
+    ORIGIN_POD_UID_ANNOTATION,
 };
 
 /// In `DenyList` mode, an object carrying it (`"true"`) stays home.
@@ -165,6 +166,10 @@ impl ReflectionPolicy {
     /// Whether an object of `kind` with this metadata crosses, by its own marks; `None` when
     /// it carries none in an `AllowList` kind or in a `DenyList` one (its kind decides).
     pub(crate) fn own_decision(&self, kind: PolicyKind, meta: &ObjectMeta) -> Option<bool> {
+        // Marked to skip: home in either mode (the safe reading of both marks at once).
+        if matches!(mark(meta, SKIP_ANNOTATION), Mark::True | Mark::Unreadable) {
+            return Some(false);
+        }
         match self.type_of(kind) {
             ReflectionType::DenyList => match mark(meta, SKIP_ANNOTATION) {
                 Mark::Absent => None,
@@ -200,10 +205,11 @@ impl ReflectionPolicy {
     /// Leaves out of a copy's metadata the labels and annotations that never cross (our
     /// own markers always stay: ownership rests on them).
     pub(crate) fn strip(&self, meta: &mut ObjectMeta) {
-        const MARKERS: [&str; 3] = [
+        const MARKERS: [&str; 4] = [
             ORIGIN_CLUSTER_LABEL,
             ORIGIN_NAMESPACE_ANNOTATION,
             ORIGIN_POD_UID_ANNOTATION,
+            ORIGIN_CLAIM_UID_ANNOTATION,
         ];
         if let Some(labels) = meta.labels.as_mut() {
             labels.retain(|k, _| {
@@ -297,6 +303,10 @@ mod tests {
         ));
         // Other kinds keep their default.
         assert!(p.reflects(PolicyKind::Secret, &meta(json!({}))));
+        // Both marks: the skip wins, in either mode.
+        let both = meta(json!({ALLOW_ANNOTATION: "true", SKIP_ANNOTATION: "true"}));
+        assert!(!p.reflects(PolicyKind::ConfigMap, &both));
+        assert!(!p.reflects(PolicyKind::Secret, &both));
     }
 
     #[test]

@@ -121,7 +121,9 @@ pub(crate) async fn reconcile(
         Writable::Never(_) => return Ok(Action::requeue(LATER)),
     }
     if !peer.claims.listed.now() {
-        return Ok(Action::requeue(SOON));
+        // A watch that fails (our account there may not read claims) is waited for slowly.
+        let failing = peer.claims.failure.lock().is_ok_and(|f| f.is_some());
+        return Ok(Action::requeue(if failing { LATER } else { SOON }));
     }
     let at = At {
         peer: &peer,
@@ -184,6 +186,54 @@ fn placed_in(ctx: &Context, claim: &PersistentVolumeClaim) -> Option<String> {
         })
 }
 
+/// Whether a remote claim of ours sits where we write: the remote namespace of its origin
+/// namespace's offloading, in a cluster where that namespace is ours. A claim of ours
+/// found anywhere else there (copied into another namespace by a backup restore, say) is
+/// not ours to act on: the peer's watch covers the whole cluster.
+fn where_we_write(
+    ctx: &Context,
+    peer: &Peer,
+    cluster_id: &str,
+    there: &PersistentVolumeClaim,
+) -> bool {
+    let Some(origin) = there
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ORIGIN_NAMESPACE_ANNOTATION))
+    else {
+        return false;
+    };
+    let Some(offloading) = ctx
+        .stores
+        .offloadings
+        .get(&ObjectRef::new(OFFLOADING_NAME).within(origin))
+    else {
+        return false;
+    };
+    let remote_namespace = offloading
+        .spec
+        .remote_name(origin, &ctx.replica.local_cluster_id);
+    if there.metadata.namespace.as_deref() != Some(remote_namespace.as_str()) {
+        return false;
+    }
+    let conditions = offloading
+        .status
+        .as_ref()
+        .and_then(|s| s.remote_namespaces_conditions.get(cluster_id))
+        .map_or(&[][..], Vec::as_slice);
+    let existing = peer
+        .namespaces
+        .store
+        .get(&ObjectRef::new(&remote_namespace));
+    writable(
+        existing.as_deref(),
+        conditions,
+        &ctx.replica.local_cluster_id,
+        origin,
+    ) == Writable::Yes
+}
+
 /// Our remote claims of this local claim, in every connected cluster.
 fn holders(
     ctx: &Context,
@@ -202,6 +252,7 @@ fn holders(
             .filter(|r| {
                 r.metadata.name == claim.metadata.name
                     && forge::owner(r, claim, &ctx.replica.local_cluster_id) == ClaimOwner::This
+                    && where_we_write(ctx, &peer, &cluster_id, r)
             })
             .collect();
         for remote in ours {
@@ -242,7 +293,7 @@ async fn create(
     claim: &PersistentVolumeClaim,
     at: At<'_>,
 ) -> Result<Action, ClaimError> {
-    let desired = match forge::remote_claim(
+    let mut desired = match forge::remote_claim(
         claim,
         &ctx.replica.local_cluster_id,
         at.remote_namespace,
@@ -255,6 +306,7 @@ async fn create(
             return Ok(Action::requeue(LATER));
         }
     };
+    ctx.reflection.strip(&mut desired.metadata);
     let api = Api::<PersistentVolumeClaim>::namespaced(at.peer.client.clone(), at.remote_namespace);
     let name = claim.name_any();
     match remote(at.cluster_id, api.create(&PostParams::default(), &desired)).await {
@@ -374,14 +426,36 @@ async fn delete_remote(at: At<'_>, there: &PersistentVolumeClaim) -> Result<(), 
     }
 }
 
-/// Deletes the placeholder volume of a local claim provisioned remotely (uid `origin`).
-async fn delete_volume(ctx: &Context, origin: &str) -> Result<(), kube::Error> {
+/// Deletes the placeholder volume of local claim `namespace/name` (uid `origin`), if
+/// there is one and it is that claim's: where the uid comes from another cluster (the
+/// sweep), only a volume bound to that very claim is ever deleted.
+async fn delete_volume(
+    ctx: &Context,
+    origin: &str,
+    namespace: &str,
+    name: &str,
+) -> Result<(), kube::Error> {
     let api = Api::<PersistentVolume>::all(ctx.client.clone());
-    match api
-        .delete(&format!("offloading-{origin}"), &DeleteParams::default())
-        .await
-    {
-        Err(e) if is_not_found(&e) => Ok(()),
+    let volume_name = format!("offloading-{origin}");
+    let Some(volume) = api.get_opt(&volume_name).await? else {
+        return Ok(());
+    };
+    let bound_to = volume.spec.as_ref().and_then(|s| s.claim_ref.as_ref());
+    let that_claim = bound_to.is_some_and(|r| {
+        r.namespace.as_deref() == Some(namespace)
+            && r.name.as_deref() == Some(name)
+            && r.uid.as_deref() == Some(origin)
+    });
+    if !that_claim {
+        tracing::warn!(volume = %volume_name, namespace, claim = name, "a placeholder volume not bound to its claim is left alone");
+        return Ok(());
+    }
+    let params = DeleteParams {
+        preconditions: only_this(&volume.metadata),
+        ..DeleteParams::default()
+    };
+    match api.delete(&volume_name, &params).await {
+        Err(e) if is_not_found(&e) || classify(&e) == Reason::Conflict => Ok(()),
         other => other.map(|_| ()),
     }
 }
@@ -404,7 +478,13 @@ pub(crate) async fn release(
         tracing::info!(namespace = claim.namespace().unwrap_or_default(), claim = %claim.name_any(), %cluster_id, "remote claim deleted with its local claim");
     }
     if any && let Some(uid) = claim.metadata.uid.as_deref() {
-        delete_volume(ctx, uid).await?;
+        delete_volume(
+            ctx,
+            uid,
+            &claim.namespace().unwrap_or_default(),
+            &claim.name_any(),
+        )
+        .await?;
     }
     Ok(())
 }
@@ -441,7 +521,9 @@ pub(crate) async fn sweep(ctx: &Context) {
                 continue;
             };
             // Claims of a namespace not listed here are not missing, only not known.
-            if !ctx.stores.covered.claims.covers(origin) {
+            if !ctx.stores.covered.claims.covers(origin)
+                || !where_we_write(ctx, &peer, &cluster_id, &there)
+            {
                 continue;
             }
             let local = ctx
@@ -470,7 +552,7 @@ pub(crate) async fn sweep(ctx: &Context) {
                 Ok(()) => {
                     tracing::info!(%cluster_id, claim = %there.name_any(), "orphaned remote claim deleted");
                     if let Some(uid) = forge::origin_uid(&there)
-                        && let Err(e) = delete_volume(ctx, uid).await
+                        && let Err(e) = delete_volume(ctx, uid, origin, &there.name_any()).await
                     {
                         tracing::debug!(error = %e, "cannot delete a placeholder volume");
                     }

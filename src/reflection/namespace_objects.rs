@@ -267,8 +267,11 @@ pub(crate) async fn reconcile(
     nso: Arc<NamespaceOffloading>,
     ctx: Arc<Context>,
 ) -> Result<Action, ObjectsError> {
-    // Ending: the remote namespaces go with everything in them.
+    // Ending: the remote namespaces go with everything in them, and the addresses of our
+    // Ingress copies leave the local status.
     if nso.metadata.deletion_timestamp.is_some() {
+        let namespace = nso.namespace().unwrap_or_default();
+        ingress_status_back(&ctx, &namespace, "", &[]).await?;
         return Ok(Action::await_change());
     }
     let _timer = ctx.metrics.reconcile("namespace-objects");
@@ -280,7 +283,7 @@ pub(crate) async fn reconcile(
     else {
         return Ok(Action::await_change());
     };
-    let mut waiting = false;
+    let mut waiting = Listing::Listed;
     let mut first_error = None;
     let ready = ready_clusters(&nso);
     for cluster_id in &ready {
@@ -310,7 +313,7 @@ pub(crate) async fn reconcile(
         ) {
             Writable::Yes => {}
             Writable::NotYet => {
-                waiting = true;
+                waiting = waiting.max(Listing::NotYet);
                 continue;
             }
             Writable::Never(_) => continue,
@@ -335,7 +338,7 @@ pub(crate) async fn reconcile(
         // Every kind in every cluster is tried, whatever failed before it, except in a
         // cluster that does not answer.
         match reflect_kinds(&ctx, at).await {
-            Ok(listed) => waiting |= !listed,
+            Ok(listing) => waiting = waiting.max(listing),
             Err(e) => {
                 first_error.get_or_insert(ObjectsError::Remote(e));
             }
@@ -347,22 +350,33 @@ pub(crate) async fn reconcile(
     if let Some(e) = first_error {
         return Err(e);
     }
-    // A peer whose watches have not listed yet: look again soon.
-    Ok(if waiting {
-        Action::requeue(Duration::from_secs(2))
-    } else {
-        Action::await_change()
+    // A peer whose watches have not listed yet: look again soon; one whose watch of a kind
+    // fails (our account there may not read it): now and then, until it lists.
+    Ok(match waiting {
+        Listing::NotYet => Action::requeue(Duration::from_secs(2)),
+        Listing::Failing => Action::requeue(Duration::from_secs(30)),
+        Listing::Listed => Action::await_change(),
     })
 }
 
-/// Every kind into one cluster; `false` when a watch there has not listed yet. The first
+/// Whether the watches a reflection reads have listed, from the best case to the worst.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Listing {
+    Listed,
+    /// The peer's watch of a kind fails (a Forbidden there, typically): that kind waits
+    /// for it, the others go on, and the RemoteCluster's `WatchesListed` says why.
+    Failing,
+    NotYet,
+}
+
+/// Every kind into one cluster, and whether the watches there have all listed. The first
 /// error is returned once every kind was tried (at once, for a cluster that does not answer).
-async fn reflect_kinds(ctx: &Context, at: At<'_>) -> Result<bool, RemoteError> {
-    let mut listed = true;
+async fn reflect_kinds(ctx: &Context, at: At<'_>) -> Result<Listing, RemoteError> {
+    let mut listed = Listing::Listed;
     let mut first_error = None;
-    let mut note = |kind: Result<bool, RemoteError>| match kind {
+    let mut note = |kind: Result<Listing, RemoteError>| match kind {
         Ok(l) => {
-            listed &= l;
+            listed = listed.max(l);
             None
         }
         Err(e) if e.cluster_down() => Some(e),
@@ -396,8 +410,10 @@ async fn reflect_kinds(ctx: &Context, at: At<'_>) -> Result<bool, RemoteError> {
 }
 
 /// Brings the load-balancer addresses the remote ingress controllers gave our copies back
-/// to each local Ingress's status (those of every cluster, each once). Left as it is while
-/// no copy has an address.
+/// to each local Ingress's status (those of every cluster, each once), beside what others
+/// (a local ingress controller) wrote there; addresses of copies that are gone (the
+/// Ingress no longer reflected, the cluster deselected, the offloading ending: no
+/// `clusters`) are taken out again.
 async fn ingress_status_back(
     ctx: &Context,
     namespace: &str,
@@ -414,37 +430,73 @@ async fn ingress_status_back(
         .filter(|i| i.meta().namespace.as_deref() == Some(namespace));
     for ingress in local {
         let name = ingress.name_any();
-        let copies: Vec<_> = peers
-            .iter()
-            .filter_map(|peer| {
-                peer.ingresses
-                    .store
-                    .get(&ObjectRef::new(&name).within(remote_namespace))
-            })
-            .filter(|copy| objects::ours(copy.meta(), &ctx.replica.local_cluster_id, namespace))
-            .collect();
-        let Some(status) = network::ingress_status(copies.iter().map(|c| &**c)) else {
-            continue;
+        let copies: Vec<_> = if ingress.reflected(ctx) {
+            peers
+                .iter()
+                .filter_map(|peer| {
+                    peer.ingresses
+                        .store
+                        .get(&ObjectRef::new(&name).within(remote_namespace))
+                })
+                .filter(|copy| objects::ours(copy.meta(), &ctx.replica.local_cluster_id, namespace))
+                .collect()
+        } else {
+            Vec::new()
         };
-        if ingress.status.as_ref() == Some(&status) {
-            continue;
+        let remote = network::copies_addresses(copies.iter().map(|c| &**c));
+        let plan = network::status_plan(&ingress, &remote);
+        let failed = |source| ObjectsError::IngressStatus {
+            namespace: namespace.to_owned(),
+            name: name.clone(),
+            source,
+        };
+        // The record first while addresses are added (so that no address of ours is ever
+        // there unrecorded), last once they are taken out.
+        let record = |annotation: &Option<String>| {
+            serde_json::json!({"metadata": {"annotations": {
+                network::LOAD_BALANCER_ANNOTATION: annotation}}})
+        };
+        let adding = plan.annotation.as_ref().is_some_and(Option::is_some);
+        if adding && let Some(annotation) = &plan.annotation {
+            ignore_gone(
+                api.patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(record(annotation)),
+                )
+                .await,
+            )
+            .map_err(failed)?;
         }
-        let patch = serde_json::json!({"status": status});
-        match api
-            .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-        {
-            Err(source) if !is_not_found(&source) => {
-                return Err(ObjectsError::IngressStatus {
-                    namespace: namespace.to_owned(),
-                    name,
-                    source,
-                });
-            }
-            _ => {}
+        if let Some(entries) = &plan.status {
+            let patch = serde_json::json!({"status": {"loadBalancer": {"ingress": entries}}});
+            ignore_gone(
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await,
+            )
+            .map_err(failed)?;
+        }
+        if !adding && let Some(annotation) = &plan.annotation {
+            ignore_gone(
+                api.patch(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(record(annotation)),
+                )
+                .await,
+            )
+            .map_err(failed)?;
         }
     }
     Ok(())
+}
+
+/// A write to an object deleted meanwhile has nothing left to do.
+fn ignore_gone<T>(result: Result<T, kube::Error>) -> Result<(), kube::Error> {
+    match result {
+        Err(e) if !is_not_found(&e) => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// The peering's address translation.
@@ -463,18 +515,26 @@ fn translation(
 type At<'a> = (&'a Peer, &'a str, &'a str, &'a Destination<'a>);
 
 /// Brings one kind in one cluster's remote namespace to the local namespace's objects;
-/// `false` when the peer's watch of that kind, or the local one of that namespace, has not
-/// listed yet (nothing is done: every copy would look orphaned). Each
+/// not `Listed` when the peer's watch of that kind, or the local one of that namespace, has
+/// not listed yet (nothing is done: every copy would look orphaned). Each
 /// object is its own try: one that fails (refused there, say) does not hold up the others,
 /// and the first error is returned once all were tried. A cluster that does not answer
 /// ends it at once (each next call would wait as long).
-async fn reflect<K: Reflected>(ctx: &Context, at: At<'_>) -> Result<bool, RemoteError> {
+async fn reflect<K: Reflected>(ctx: &Context, at: At<'_>) -> Result<Listing, RemoteError> {
     let (local, covered) = K::local(&ctx.stores);
     let (peer, cluster_id, namespace, to) = at;
     let remote_namespace = to.remote_namespace;
     let copies = K::remote(peer);
-    if !copies.listed.now() || !covered.covers(namespace) {
-        return Ok(false);
+    if !copies.listed.now() {
+        let failing = copies.failure.lock().is_ok_and(|f| f.is_some());
+        return Ok(if failing {
+            Listing::Failing
+        } else {
+            Listing::NotYet
+        });
+    }
+    if !covered.covers(namespace) {
+        return Ok(Listing::NotYet);
     }
     let mut first_error = None;
     let mut wanted = BTreeSet::new();
@@ -524,7 +584,7 @@ async fn reflect<K: Reflected>(ctx: &Context, at: At<'_>) -> Result<bool, Remote
             Ok(_) => {}
         }
     }
-    first_error.map_or(Ok(true), Err)
+    first_error.map_or(Ok(Listing::Listed), Err)
 }
 
 /// Brings the copy of one object to `desired`.

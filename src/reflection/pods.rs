@@ -376,25 +376,13 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
             }
             let placement =
                 forge::placement_of(&pod, &offloading.spec, &ctx.reflection.runtime_class);
-            // With home access, the token is asked for first: a pod this cluster issues
-            // none for waits here, rather than run there without it.
-            let home = match home_api::asked(&ctx, &pod) {
-                Some((home, asked)) => {
-                    match home_api::issue(&ctx, &peer, &pod, &asked, &remote_namespace).await? {
-                        Ok(issued) => Some((home, asked, issued)),
-                        Err(blocked) => {
-                            let (reason, why) = blocked.said();
-                            report(&ctx, &pod, reason, &format!("cluster {cluster_id}: {why}"))
-                                .await?;
-                            return Ok(Action::requeue(Duration::from_secs(30)));
-                        }
-                    }
-                }
-                None => None,
-            };
+            // With home access, the twin mounts a Secret of the home token in place of its
+            // token volume (the token itself is asked for last, once nothing else holds the
+            // twin back: no token is minted for a twin that is not made).
+            let home = home_api::asked(&ctx, &pod);
             let with_home = home
                 .as_ref()
-                .map(|(home, asked, _)| home_forge::with_home_access(&pod, asked, home));
+                .map(|(home, asked)| home_forge::with_home_access(&pod, asked, home));
             let mut twin = forge::twin(
                 with_home.as_ref().unwrap_or(&pod),
                 &placement,
@@ -434,6 +422,22 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
                     return Ok(Action::requeue(Duration::from_secs(30)));
                 }
             }
+            // A pod this cluster issues no token for waits here, rather than run there
+            // without it.
+            let home = match home {
+                Some((home, asked)) => {
+                    match home_api::issue(&ctx, &peer, &pod, &asked, &remote_namespace).await? {
+                        Ok(issued) => Some((home, asked, issued)),
+                        Err(blocked) => {
+                            let (reason, why) = blocked.said();
+                            report(&ctx, &pod, reason, &format!("cluster {cluster_id}: {why}"))
+                                .await?;
+                            return Ok(Action::requeue(Duration::from_secs(30)));
+                        }
+                    }
+                }
+                None => None,
+            };
             let api = Api::<Pod>::namespaced(peer.client.clone(), &remote_namespace);
             match remote(&cluster_id, api.create(&PostParams::default(), &twin)).await {
                 Ok(created) => {
@@ -508,7 +512,9 @@ async fn keep_home_token(
         twin.status.as_ref().and_then(|s| s.phase.as_deref()),
         Some("Succeeded" | "Failed")
     );
-    if ended {
+    // A twin made without the home token (before the flag was turned on) does not mount
+    // one: none is written for it (a credential nothing uses would only be exposed).
+    if ended || !home_forge::mounts_home_secret(twin, pod) {
         return Ok(Action::await_change());
     }
     if let Some(left) = home_api::fresh_for(ctx, peer, pod, twin) {

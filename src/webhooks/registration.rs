@@ -91,6 +91,7 @@ pub(crate) fn configurations(
     target: &Target,
     ca_bundle: Option<&str>,
     own_namespace: &str,
+    runtime_class: &str,
 ) -> (MutatingWebhookConfiguration, ValidatingWebhookConfiguration) {
     // Never the cluster's own namespaces nor ours: their pods must not wait on this
     // webhook (it fails closed), so the manager can always start again.
@@ -185,19 +186,61 @@ pub(crate) fn configurations(
     // Creating the NamespaceOffloading labels its namespace (see the pod webhook); never
     // on a dry run.
     let validation_side_effects = "NoneOnDryRun".to_owned();
-    let validating = ValidatingWebhookConfiguration {
-        metadata: metadata(),
-        webhooks: Some(vec![ValidatingWebhook {
-            name: "validate.namespaceoffloading.offloading.liqo.io".into(),
-            rules: Some(offloading_rule()),
-            client_config: m.client_config,
+    let mut validating_webhooks = vec![ValidatingWebhook {
+        name: "validate.namespaceoffloading.offloading.liqo.io".into(),
+        rules: Some(offloading_rule()),
+        client_config: m.client_config,
+        admission_review_versions: m.admission_review_versions.clone(),
+        side_effects: validation_side_effects,
+        timeout_seconds: m.timeout_seconds,
+        failure_policy: m.failure_policy.clone(),
+        match_policy: m.match_policy.clone(),
+        ..ValidatingWebhook::default()
+    }];
+    if !runtime_class.is_empty() {
+        // A pod naming the offloading RuntimeClass in a namespace neither pod webhook
+        // covers (not offloaded) would be sent to a virtual node by the class and wait
+        // there forever: it is refused, saying why. Only such pods are sent here (the
+        // match condition), so no other pod of the cluster waits on this webhook.
+        validating_webhooks.push(ValidatingWebhook {
+            name: "pod-opt-in.offloading.liqo.io".into(),
+            rules: Some(vec![rule("", &["v1"], "pods", &["CREATE"])]),
+            namespace_selector: Some(LabelSelector {
+                match_labels: None,
+                match_expressions: Some(vec![
+                    LabelSelectorRequirement {
+                        key: SCHEDULING_ENABLED_LABEL.into(),
+                        operator: "NotIn".into(),
+                        values: Some(vec!["true".into()]),
+                    },
+                    LabelSelectorRequirement {
+                        key: ENABLED_LABEL.into(),
+                        operator: "NotIn".into(),
+                        values: Some(vec!["true".into()]),
+                    },
+                    spared(),
+                ]),
+            }),
+            match_conditions: Some(vec![
+                k8s_openapi::api::admissionregistration::v1::MatchCondition {
+                    name: "names-the-offloading-runtime-class".into(),
+                    expression: format!(
+                        "has(object.spec.runtimeClassName) && object.spec.runtimeClassName == '{runtime_class}'"
+                    ),
+                },
+            ]),
+            client_config: target.client_config(Webhook::PodOptIn, ca_bundle),
             admission_review_versions: m.admission_review_versions,
-            side_effects: validation_side_effects,
+            side_effects: "None".into(),
             timeout_seconds: m.timeout_seconds,
             failure_policy: m.failure_policy,
             match_policy: m.match_policy,
             ..ValidatingWebhook::default()
-        }]),
+        });
+    }
+    let validating = ValidatingWebhookConfiguration {
+        metadata: metadata(),
+        webhooks: Some(validating_webhooks),
     };
     (mutating, validating)
 }
@@ -226,11 +269,18 @@ pub enum RegisterError {
 
 /// The part of a configuration that [`Registration::CaBundle`] applies: each webhook's name
 /// (the key of the list) and its `caBundle`.
-pub(crate) fn ca_bundle_only(configuration: &serde_json::Value) -> serde_json::Value {
+/// Only the webhooks named in `installed` get one: the installer decides which exist (a
+/// part naming one it lacks would be refused as an incomplete webhook, and every caBundle
+/// with it).
+pub(crate) fn ca_bundle_only(
+    configuration: &serde_json::Value,
+    installed: &std::collections::BTreeSet<String>,
+) -> serde_json::Value {
     let webhooks: Vec<serde_json::Value> = configuration["webhooks"]
         .as_array()
         .into_iter()
         .flatten()
+        .filter(|w| w["name"].as_str().is_some_and(|n| installed.contains(n)))
         .map(|w| {
             serde_json::json!({
                 "name": w["name"],
@@ -253,9 +303,10 @@ pub(crate) async fn register(
     target: &Target,
     ca_bundle: Option<&str>,
     own_namespace: &str,
+    runtime_class: &str,
     registration: Registration,
 ) -> Result<(), RegisterError> {
-    let (mutating, validating) = configurations(target, ca_bundle, own_namespace);
+    let (mutating, validating) = configurations(target, ca_bundle, own_namespace, runtime_class);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut mutating = serde_json::to_value(mutating).map_err(kube::Error::SerdeError)?;
     let mut validating = serde_json::to_value(validating).map_err(kube::Error::SerdeError)?;
@@ -267,22 +318,40 @@ pub(crate) async fn register(
             return Ok(());
         }
         // Applied to a missing object, the part would be refused as an incomplete one.
-        if mutating_api.get_opt(WEBHOOK_CONFIGURATION).await?.is_none() {
+        let Some(installed_mutating) = mutating_api.get_opt(WEBHOOK_CONFIGURATION).await? else {
             return Err(RegisterError::Missing {
                 kind: "MutatingWebhookConfiguration",
             });
-        }
-        if validating_api
-            .get_opt(WEBHOOK_CONFIGURATION)
-            .await?
-            .is_none()
-        {
+        };
+        let Some(installed_validating) = validating_api.get_opt(WEBHOOK_CONFIGURATION).await?
+        else {
             return Err(RegisterError::Missing {
                 kind: "ValidatingWebhookConfiguration",
             });
-        }
-        mutating = ca_bundle_only(&mutating);
-        validating = ca_bundle_only(&validating);
+        };
+        let names = |webhooks: Vec<String>| webhooks.into_iter().collect();
+        mutating = ca_bundle_only(
+            &mutating,
+            &names(
+                installed_mutating
+                    .webhooks
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|w| w.name)
+                    .collect(),
+            ),
+        );
+        validating = ca_bundle_only(
+            &validating,
+            &names(
+                installed_validating
+                    .webhooks
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|w| w.name)
+                    .collect(),
+            ),
+        );
     }
     mutating_api
         .patch(WEBHOOK_CONFIGURATION, &params, &Patch::Apply(mutating))
@@ -319,11 +388,18 @@ mod tests {
     #[test]
     fn the_ca_bundle_part_keeps_only_names_and_ca_bundles() {
         let target = parse_service("liqo/namespace-offloading").unwrap();
-        let (mutating, _) = configurations(&target, Some("-----BEGIN CERTIFICATE-----"), "liqo");
+        let (mutating, _) =
+            configurations(&target, Some("-----BEGIN CERTIFICATE-----"), "liqo", "liqo");
         let full = serde_json::to_value(mutating).unwrap();
         let encoded = full["webhooks"][0]["clientConfig"]["caBundle"].clone();
         assert!(encoded.as_str().is_some_and(|ca| !ca.is_empty()));
-        let part = ca_bundle_only(&full);
+        let all = full["webhooks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["name"].as_str().unwrap().to_owned())
+            .collect();
+        let part = ca_bundle_only(&full, &all);
         assert_eq!(part["kind"], "MutatingWebhookConfiguration");
         assert_eq!(
             part["metadata"],
@@ -335,6 +411,11 @@ mod tests {
             assert_eq!(w.as_object().unwrap().len(), 2, "{w}");
             assert_eq!(w["clientConfig"], serde_json::json!({"caBundle": encoded}));
         }
+        // A webhook the installer left out (an older manifest) is not named in the part.
+        let older = ["pod.offloading.liqo.io".to_owned()].into();
+        let part = ca_bundle_only(&full, &older);
+        assert_eq!(part["webhooks"].as_array().unwrap().len(), 1);
+        assert_eq!(part["webhooks"][0]["name"], "pod.offloading.liqo.io");
     }
 
     #[test]
@@ -360,6 +441,7 @@ mod tests {
         let (m, v) = configurations(
             &Target::Url("https://127.0.0.1:9443/".into()),
             Some("PEM"),
+            "liqo",
             "liqo",
         );
         let pod = m
@@ -401,7 +483,12 @@ mod tests {
 
     #[test]
     fn the_two_pod_webhooks_cover_offloaded_and_labelled_namespaces_without_overlap() {
-        let (m, v) = configurations(&Target::Url("https://127.0.0.1:9443".into()), None, "liqo");
+        let (m, v) = configurations(
+            &Target::Url("https://127.0.0.1:9443".into()),
+            None,
+            "liqo",
+            "liqo",
+        );
         let webhooks = m.webhooks.unwrap();
         let labelled = webhooks
             .iter()
@@ -434,7 +521,7 @@ mod tests {
             name: "namespace-offloading".into(),
             port: 443,
         };
-        let (_, v) = configurations(&target, None, "liqo");
+        let (_, v) = configurations(&target, None, "liqo", "liqo");
         let service = v.webhooks.unwrap()[0]
             .client_config
             .service

@@ -42,14 +42,17 @@ pub enum Webhook {
     PodEnabledLabel,
     OffloadingDefaults,
     OffloadingValidation,
+    /// Pods naming the offloading RuntimeClass in namespaces that are not offloaded.
+    PodOptIn,
 }
 
 impl Webhook {
-    pub(crate) const ALL: [Webhook; 4] = [
+    pub(crate) const ALL: [Webhook; 5] = [
         Webhook::Pod,
         Webhook::PodEnabledLabel,
         Webhook::OffloadingDefaults,
         Webhook::OffloadingValidation,
+        Webhook::PodOptIn,
     ];
 
     pub(crate) fn path(self) -> &'static str {
@@ -58,6 +61,7 @@ impl Webhook {
             Webhook::PodEnabledLabel => "/mutate/pod/enabled-label",
             Webhook::OffloadingDefaults => "/mutate/namespace-offloading",
             Webhook::OffloadingValidation => "/validate/namespace-offloading",
+            Webhook::PodOptIn => "/validate/pod/opt-in",
         }
     }
 
@@ -68,6 +72,7 @@ impl Webhook {
             Webhook::PodEnabledLabel => "pod-enabled-label",
             Webhook::OffloadingDefaults => "namespace-offloading-defaults",
             Webhook::OffloadingValidation => "namespace-offloading-validation",
+            Webhook::PodOptIn => "pod-opt-in",
         }
     }
 }
@@ -204,6 +209,9 @@ pub fn review(
     if matches!(webhook, Webhook::Pod | Webhook::PodEnabledLabel) {
         return review_pod(webhook, body, lookup, site);
     }
+    if webhook == Webhook::PodOptIn {
+        return review_opt_in(body, site);
+    }
     let request = match Request::parse(body) {
         Ok(request) => request,
         Err(ReadError::Malformed(e)) => return undecodable(body, &e).map(Outcome::Answered),
@@ -250,6 +258,30 @@ fn review_pod(
                 runtime_class: site.runtime_class.to_owned(),
             }));
         }
+    };
+    Ok(Outcome::Answered(answer(&request, decided)))
+}
+
+/// A pod naming the offloading RuntimeClass in a namespace that is not offloaded: the
+/// class would send it to a virtual node, where nothing would ever run it.
+fn review_opt_in(body: &[u8], site: Site<'_>) -> Result<Outcome, BadRequest> {
+    let request = match Request::<PodView>::parse(body) {
+        Ok(request) => request,
+        Err(ReadError::Malformed(e)) => return undecodable(body, &e).map(Outcome::Answered),
+        Err(e @ ReadError::NoRequest) => return Err(BadRequest(e.to_string())),
+    };
+    let opts_in = request.operation == Operation::Create
+        && request
+            .object
+            .as_ref()
+            .is_some_and(|pod| pod.opts_in(site.runtime_class));
+    let decided = if opts_in {
+        Err(format!(
+            "runtimeClassName {:?} runs the pod in a remote cluster only, and namespace {:?} is not offloaded; offload it first (label it liqo.io/enabled=true, or create its NamespaceOffloading), or remove runtimeClassName",
+            site.runtime_class, request.namespace
+        ))
+    } else {
+        Ok(Decision::Allow(Vec::new()))
     };
     Ok(Outcome::Answered(answer(&request, decided)))
 }
@@ -853,6 +885,31 @@ mod tests {
             required_terms(&pod),
             &serde_json::from_str::<Value>(NOT_VN).unwrap()
         );
+    }
+
+    #[test]
+    fn in_a_namespace_not_offloaded_the_opt_in_is_refused_and_nothing_else() {
+        let opted_in = pod_review(
+            "admission.k8s.io/v1",
+            "u13",
+            json!({"containers": [], "runtimeClassName": "liqo"}),
+        );
+        let message = denial(
+            answer(Webhook::PodOptIn, &opted_in, &Fixed::default()),
+            "u13",
+        );
+        assert!(
+            message.contains("namespace \"test-namespace\" is not offloaded")
+                && message.contains("remove runtimeClassName"),
+            "{message}"
+        );
+        let other = pod_review(
+            "admission.k8s.io/v1",
+            "u14",
+            json!({"containers": [], "runtimeClassName": "gvisor"}),
+        );
+        let (out, verdict) = answer(Webhook::PodOptIn, &other, &Fixed::default());
+        assert_eq!(verdict, Verdict::Allowed, "{out}");
     }
 
     #[test]

@@ -306,6 +306,17 @@ pub(crate) fn still_fresh(
 /// container is told where the home API server is. Variables a container sets itself are
 /// kept. `automountServiceAccountToken: false`, so that the remote cluster's admission adds
 /// no token of its own.
+/// Whether `twin` mounts the home token Secret of `pod` (made with home access).
+pub(crate) fn mounts_home_secret(twin: &Pod, pod: &Pod) -> bool {
+    let secret = secret_name(pod.metadata.name.as_deref().unwrap_or_default());
+    twin.spec
+        .iter()
+        .flat_map(|s| s.volumes.iter().flatten())
+        .filter_map(|v| v.projected.as_ref())
+        .flat_map(|p| p.sources.iter().flatten())
+        .any(|source| source.secret.as_ref().is_some_and(|s| s.name == secret))
+}
+
 pub(crate) fn with_home_access(pod: &Pod, asked: &TokenAsked, home: &HomeApi) -> Pod {
     let mut pod = pod.clone();
     let secret = secret_name(pod.metadata.name.as_deref().unwrap_or_default());

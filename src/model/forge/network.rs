@@ -7,10 +7,10 @@
 //! twins, which keep their labels; the remote cluster's network plugin enforces it (or, if
 //! it has none that does, nothing does: docs/reflection.md).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::networking::v1::{
-    Ingress, IngressLoadBalancerIngress, IngressSpec, IngressStatus, NetworkPolicy,
+    Ingress, IngressLoadBalancerIngress, IngressSpec, NetworkPolicy,
 };
 
 use crate::model::forge::objects::{Destination, metadata};
@@ -68,33 +68,72 @@ pub(crate) fn same_ingress(remote: &Ingress, desired: &Ingress) -> bool {
     remote.spec == desired.spec
 }
 
-/// The local Ingress's load-balancer addresses: those of its copies, in order of cluster,
-/// each once. `None` when no copy has any yet (the local status is then left as it is).
-pub(crate) fn ingress_status<'a>(
+/// The load-balancer addresses of an Ingress's copies, in order of cluster, each once.
+pub(crate) fn copies_addresses<'a>(
     copies: impl IntoIterator<Item = &'a Ingress>,
-) -> Option<IngressStatus> {
-    let mut seen = BTreeSet::new();
+) -> Vec<IngressLoadBalancerIngress> {
     let mut addresses: Vec<IngressLoadBalancerIngress> = Vec::new();
     for copy in copies {
-        let entries = copy
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|lb| lb.ingress.as_ref());
-        for entry in entries.into_iter().flatten() {
-            let key = serde_json::to_string(entry).unwrap_or_default();
-            if seen.insert(key) {
+        for entry in entries(copy) {
+            if !addresses.contains(entry) {
                 addresses.push(entry.clone());
             }
         }
     }
-    (!addresses.is_empty()).then_some(IngressStatus {
-        load_balancer: Some(
-            k8s_openapi::api::networking::v1::IngressLoadBalancerStatus {
-                ingress: Some(addresses),
-            },
-        ),
-    })
+    addresses
+}
+
+fn entries(ingress: &Ingress) -> &[IngressLoadBalancerIngress] {
+    ingress
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_deref())
+        .unwrap_or_default()
+}
+
+/// What to write on the local Ingress so that its status lists the copies' addresses
+/// (`remote`) beside what others wrote there (a local ingress controller): the addresses
+/// we added last time are recorded in [`LOAD_BALANCER_ANNOTATION`], so only those are
+/// ever taken out.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct StatusPlan {
+    /// The new `status.loadBalancer.ingress`, when it changes.
+    pub(crate) status: Option<Vec<IngressLoadBalancerIngress>>,
+    /// The new annotation (`Some(None)`: removed), when it changes.
+    pub(crate) annotation: Option<Option<String>>,
+}
+
+/// Records, on the local Ingress, the load-balancer addresses we added to its status.
+pub(crate) const LOAD_BALANCER_ANNOTATION: &str = "offloading.liqo.io/load-balancer-ingress";
+
+pub(crate) fn status_plan(local: &Ingress, remote: &[IngressLoadBalancerIngress]) -> StatusPlan {
+    let recorded = local
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LOAD_BALANCER_ANNOTATION));
+    let ours_before: Vec<IngressLoadBalancerIngress> = recorded
+        .and_then(|text| serde_json::from_str(text).ok())
+        .unwrap_or_default();
+    let current = entries(local);
+    let mut desired: Vec<IngressLoadBalancerIngress> = current
+        .iter()
+        .filter(|e| !ours_before.contains(e))
+        .cloned()
+        .collect();
+    for entry in remote {
+        if !desired.contains(entry) {
+            desired.push(entry.clone());
+        }
+    }
+    let wanted_annotation = (!remote.is_empty())
+        .then(|| serde_json::to_string(remote).ok())
+        .flatten();
+    StatusPlan {
+        status: (desired.as_slice() != current).then_some(desired),
+        annotation: (wanted_annotation.as_ref() != recorded).then_some(wanted_annotation),
+    }
 }
 
 /// The copy of a NetworkPolicy: verbatim.
@@ -176,21 +215,42 @@ mod tests {
     }
 
     #[test]
-    fn the_local_status_lists_every_copys_addresses_once() {
-        let copy = |entries: serde_json::Value| -> Ingress {
-            serde_json::from_value(json!({"metadata": {"name": "web"},
+    fn the_local_status_lists_every_copys_addresses_once_beside_others() {
+        let with = |entries: serde_json::Value, annotation: Option<&str>| -> Ingress {
+            serde_json::from_value(json!({"metadata": {"name": "web",
+                "annotations": annotation.map(|a| json!({LOAD_BALANCER_ANNOTATION: a}))},
                 "status": {"loadBalancer": {"ingress": entries}}}))
             .unwrap()
         };
-        let a = copy(json!([{"ip": "198.51.100.7"}]));
-        let b = copy(json!([{"hostname": "lb.us.example"}, {"ip": "198.51.100.7"}]));
+        let a = with(json!([{"ip": "198.51.100.7"}]), None);
+        let b = with(
+            json!([{"hostname": "lb.us.example"}, {"ip": "198.51.100.7"}]),
+            None,
+        );
         let empty: Ingress = serde_json::from_value(json!({"metadata": {"name": "web"}})).unwrap();
-        let status = ingress_status([&a, &empty, &b]).unwrap();
-        let entries = status.load_balancer.unwrap().ingress.unwrap();
-        assert_eq!(entries.len(), 2);
-        assert_eq!(entries[0].ip.as_deref(), Some("198.51.100.7"));
-        assert_eq!(entries[1].hostname.as_deref(), Some("lb.us.example"));
-        assert!(ingress_status([&empty]).is_none());
+        let remote = copies_addresses([&a, &empty, &b]);
+        assert_eq!(remote.len(), 2);
+        assert_eq!(remote[0].ip.as_deref(), Some("198.51.100.7"));
+        assert_eq!(remote[1].hostname.as_deref(), Some("lb.us.example"));
+
+        // A local controller's address stays; ours are added and recorded.
+        let local = with(json!([{"ip": "192.0.2.1"}]), None);
+        let plan = status_plan(&local, &remote);
+        let status = plan.status.unwrap();
+        assert_eq!(status.len(), 3);
+        assert_eq!(status[0].ip.as_deref(), Some("192.0.2.1"));
+        let recorded = plan.annotation.unwrap().unwrap();
+        // Written: nothing more to do.
+        let written = with(serde_json::to_value(&status).unwrap(), Some(&recorded));
+        assert_eq!(status_plan(&written, &remote), StatusPlan::default());
+        // The copies gone: ours go, the local controller's stays, the record goes.
+        let plan = status_plan(&written, &[]);
+        let status = plan.status.unwrap();
+        assert_eq!(status.len(), 1);
+        assert_eq!(status[0].ip.as_deref(), Some("192.0.2.1"));
+        assert_eq!(plan.annotation, Some(None));
+        // Nothing ever written by us, nothing there: nothing to do.
+        assert_eq!(status_plan(&empty, &[]), StatusPlan::default());
     }
 
     #[test]

@@ -242,9 +242,51 @@ async fn a_deleted_claim_no_pod_uses_takes_its_remote_claim_and_volume_along() {
         assert_eq!(call.body, json!({"preconditions": {"uid": "r-1"}}));
         call.ok(&serde_json::to_value(ours_there(json!({}))).unwrap());
         local
-            .expect(Method::DELETE, "/api/v1/persistentvolumes/offloading-u-1")
+            .expect(Method::GET, "/api/v1/persistentvolumes/offloading-u-1")
             .await
-            .ok(&testing::success());
+            .ok(&placeholder("data", "u-1"));
+        let call = local
+            .expect(Method::DELETE, "/api/v1/persistentvolumes/offloading-u-1")
+            .await;
+        assert_eq!(call.body["preconditions"]["uid"], "pv-1");
+        call.ok(&testing::success());
+        remote.nothing_more().await;
+        local.nothing_more().await;
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+}
+
+/// The placeholder volume `offloading-<uid>` as the PV controller leaves it, bound to
+/// claim `name` of `shop` with uid `claim_uid`.
+fn placeholder(name: &str, claim_uid: &str) -> serde_json::Value {
+    json!({"apiVersion": "v1", "kind": "PersistentVolume",
+           "metadata": {"name": "offloading-u-1", "uid": "pv-1"},
+           "spec": {"claimRef": {"namespace": "shop", "name": name, "uid": claim_uid},
+                    "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"]}})
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_volume_of_that_name_bound_to_another_claim_is_never_deleted() {
+    let mut deleted = bound();
+    deleted.metadata.deletion_timestamp =
+        Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        ));
+    let World {
+        ctx,
+        mut local,
+        mut remote,
+    } = world(vec![ours_there(json!({"phase": "Bound"}))]);
+    let (result, ()) = exchange(reconcile(Arc::new(deleted), ctx), async {
+        remote
+            .expect(Method::DELETE, CLAIM_PATH)
+            .await
+            .ok(&serde_json::to_value(ours_there(json!({}))).unwrap());
+        local
+            .expect(Method::GET, "/api/v1/persistentvolumes/offloading-u-1")
+            .await
+            .ok(&placeholder("someone-elses", "u-9"));
         remote.nothing_more().await;
         local.nothing_more().await;
     })

@@ -968,6 +968,28 @@ async fn a_kind_whose_copies_watch_has_not_listed_waits_and_the_others_go_on() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_kind_our_account_may_not_watch_there_is_looked_at_now_and_then_only() {
+    // A peering made before NetworkPolicies were reflected: its account may not list them.
+    let mut world = world(
+        local(vec![], vec![], vec![], vec![service()], vec![]),
+        |c2, _| {
+            c2.network_policies = watched([], false);
+            if let Ok(mut failure) = c2.network_policies.failure.lock() {
+                *failure = Some("networkpolicies is forbidden".into());
+            }
+        },
+    );
+    let (result, _, body) = world
+        .reconcile(ready_in_c2(), async |s| {
+            expect_create(&mut s.c2, SERVICES).await
+        })
+        .await;
+    // The other kinds go on; this one is looked at again in a while, not every 2 s.
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(30)));
+    assert_eq!(body["metadata"]["name"], "web");
+}
+
+#[tokio::test(start_paused = true)]
 async fn without_a_remote_namespace_or_while_ending_nothing_is_sent() {
     let stores = || {
         local(

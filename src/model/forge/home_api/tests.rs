@@ -208,6 +208,10 @@ fn the_twin_mounts_the_home_token_where_admission_did_and_is_told_the_address() 
         "c1",
         "shop-c1",
     );
+    // Made with home access, it mounts the home token; a twin made without does not.
+    assert!(mounts_home_secret(&twin, &pod));
+    let without = super::super::twin::twin(&pod, &offloading(), "c1", "shop-c1");
+    assert!(!mounts_home_secret(&without, &pod));
     let spec = serde_json::to_value(twin.spec.unwrap()).unwrap();
     assert_eq!(
         spec["volumes"][0],
