@@ -888,7 +888,8 @@ async fn helm_install_runs_the_manager_under_the_chart_rbac_and_uninstall_remove
         // first: a configuration may not name both.
         for (kind, webhooks) in [
             ("mutatingwebhookconfiguration", 3),
-            ("validatingwebhookconfiguration", 1),
+            // With the RuntimeClass opt-in's.
+            ("validatingwebhookconfiguration", 2),
         ] {
             let (_, current, _) = kubectl(
                 admin,

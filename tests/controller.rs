@@ -2189,9 +2189,10 @@ spec:
         // node where nothing runs it: refused, saying why.
         let plain = unique("not-offloaded");
         create_namespace(&client, &plain, json!({})).await;
-        let pod = format!(
-            "{{apiVersion: v1, kind: Pod, metadata: {{name: lost, namespace: {plain}}}, spec: {{runtimeClassName: liqo, containers: [{{name: a, image: busybox}}]}}}}"
-        );
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "lost", "namespace": plain},
+            "spec": {"runtimeClassName": "liqo", "containers": [{"name": "a", "image": "busybox"}]}})
+        .to_string();
         let (ok, _, err) = kubectl(tb.cluster(1).kubeconfig(), &["apply", "-f", "-"], Some(&pod));
         assert!(!ok, "a pod opting in outside an offloaded namespace was admitted");
         assert!(
