@@ -43,6 +43,21 @@ async fn objects_of_namespaces_not_offloaded_are_not_cached_until_offloaded() {
     with_topology(|tb, t| async move {
         let client = tb.cluster(1).client().await.unwrap();
         let admin = t.admin_ports.lock().unwrap()[0];
+        // Earlier tests' namespaces still leaving would leave the cache during this test, and
+        // the counts below are totals: they go first.
+        let namespaces = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone());
+        eventually(
+            "earlier tests' namespaces gone",
+            Duration::from_secs(180),
+            || async {
+                let all = namespaces.list(&ListParams::default()).await.ok()?;
+                all.items
+                    .iter()
+                    .all(|n| n.metadata.deletion_timestamp.is_none())
+                    .then_some(())
+            },
+        )
+        .await;
         let ns = unique("caches");
         create_namespace(&client, &ns, json!({})).await;
         let configmaps = settled(admin, "configmaps").await;
