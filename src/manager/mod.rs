@@ -148,7 +148,7 @@ pub(crate) struct RunArgs {
     /// An ingress class's name in the remote clusters, as LOCAL=REMOTE (repeat for several;
     /// `LOCAL=` leaves the class out, for the remote default class). Unmapped classes are
     /// kept.
-    #[arg(long = "ingress-class-mapping", value_name = "LOCAL=REMOTE", value_parser = crate::model::forge::network::parse_class_pair)]
+    #[arg(long = "ingress-class-mapping", value_name = "LOCAL=REMOTE", value_parser = crate::model::reflection_policy::parse_class_pair)]
     pub(crate) ingress_class_mapping: Vec<(String, String)>,
     /// The RuntimeClass by which a pod asks for the virtual nodes whatever its namespace's
     /// strategy (Liqo's `runtimeClassName: liqo`); installed by manifests/ and the chart.
@@ -251,7 +251,7 @@ impl RunArgs {
             self.labels_not_reflected.clone(),
             annotations,
         )
-        .with_ingress_classes(crate::model::forge::network::IngressClassMap::new(
+        .with_ingress_classes(crate::model::reflection_policy::IngressClassMap::new(
             self.ingress_class_mapping.iter().cloned(),
         ))
         .with_runtime_class(&self.runtime_class)

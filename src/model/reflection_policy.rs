@@ -8,8 +8,6 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use kube::api::ObjectMeta;
 
-use crate::model::forge::network::IngressClassMap;
-
 use crate::model::markers::{
     ORIGIN_CLAIM_UID_ANNOTATION, ORIGIN_CLUSTER_LABEL, ORIGIN_NAMESPACE_ANNOTATION,
     ORIGIN_POD_UID_ANNOTATION,
@@ -222,6 +220,38 @@ impl ReflectionPolicy {
             });
         }
     }
+}
+
+/// How local ingress classes are named in the remote clusters (`LOCAL=REMOTE`; an empty
+/// REMOTE leaves the class out, so the remote default class serves the copy).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IngressClassMap(BTreeMap<String, String>);
+
+impl IngressClassMap {
+    pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self(pairs.into_iter().collect())
+    }
+
+    /// The class of the copy for a local class.
+    pub(crate) fn remote(&self, local: Option<&str>) -> Option<String> {
+        let local = local?;
+        match self.0.get(local) {
+            Some(remote) if remote.is_empty() => None,
+            Some(remote) => Some(remote.clone()),
+            None => Some(local.to_owned()),
+        }
+    }
+}
+
+/// Parses `LOCAL=REMOTE` (`--ingress-class-mapping`).
+pub fn parse_class_pair(text: &str) -> Result<(String, String), String> {
+    let (local, remote) = text.split_once('=').ok_or_else(|| {
+        format!("{text:?} is not LOCAL=REMOTE: use e.g. nginx=traefik (or nginx= for the remote default class)")
+    })?;
+    if local.trim().is_empty() {
+        return Err(format!("{text:?} names no local class: use LOCAL=REMOTE"));
+    }
+    Ok((local.trim().to_owned(), remote.trim().to_owned()))
 }
 
 /// Parses `KIND=TYPE` (`--reflection-type`), e.g. `secret=AllowList`.

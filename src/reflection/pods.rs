@@ -52,8 +52,8 @@ pub(crate) enum PodError {
     Remote(#[from] RemoteError),
     #[error("locally: {0}")]
     Local(#[from] kube::Error),
-    #[error("the token request for ServiceAccount {0} came back without a token")]
-    NoToken(String),
+    #[error(transparent)]
+    HomeApi(#[from] home_api::HomeApiError),
 }
 
 /// Whether a pod is bound to a virtual node, or to one of our names that is gone (its

@@ -7,45 +7,13 @@
 //! twins, which keep their labels; the remote cluster's network plugin enforces it (or, if
 //! it has none that does, nothing does: docs/reflection.md).
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::networking::v1::{
     Ingress, IngressLoadBalancerIngress, IngressSpec, NetworkPolicy,
 };
 
 use crate::model::forge::objects::{Destination, metadata};
-
-/// How local ingress classes are named in the remote clusters (`LOCAL=REMOTE`; an empty
-/// REMOTE leaves the class out, so the remote default class serves the copy).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct IngressClassMap(BTreeMap<String, String>);
-
-impl IngressClassMap {
-    pub fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
-        Self(pairs.into_iter().collect())
-    }
-
-    /// The class of the copy for a local class.
-    pub(crate) fn remote(&self, local: Option<&str>) -> Option<String> {
-        let local = local?;
-        match self.0.get(local) {
-            Some(remote) if remote.is_empty() => None,
-            Some(remote) => Some(remote.clone()),
-            None => Some(local.to_owned()),
-        }
-    }
-}
-
-/// Parses `LOCAL=REMOTE` (`--ingress-class-mapping`).
-pub fn parse_class_pair(text: &str) -> Result<(String, String), String> {
-    let (local, remote) = text.split_once('=').ok_or_else(|| {
-        format!("{text:?} is not LOCAL=REMOTE: use e.g. nginx=traefik (or nginx= for the remote default class)")
-    })?;
-    if local.trim().is_empty() {
-        return Err(format!("{text:?} names no local class: use LOCAL=REMOTE"));
-    }
-    Ok((local.trim().to_owned(), remote.trim().to_owned()))
-}
+#[cfg(test)]
+use crate::model::reflection_policy::{IngressClassMap, parse_class_pair};
 
 /// The copy of an Ingress: spec with its class mapped, no status (the remote's controller
 /// writes its own).

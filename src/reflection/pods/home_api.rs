@@ -16,7 +16,18 @@ use kube::{
     runtime::reflector::ObjectRef,
 };
 
-use super::{Context, PodError};
+use crate::context::Shared as Context;
+
+/// Why a home token could not be issued or stored (retried with the pod's backoff).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HomeApiError {
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("locally: {0}")]
+    Local(#[from] kube::Error),
+    #[error("the token request for ServiceAccount {0} came back without a token")]
+    NoToken(String),
+}
 use crate::{
     context::{
         peers::Peer,
@@ -69,7 +80,7 @@ pub(super) async fn issue(
     pod: &Pod,
     asked: &TokenAsked,
     remote_namespace: &str,
-) -> Result<Result<Issued, Blocked>, PodError> {
+) -> Result<Result<Issued, Blocked>, HomeApiError> {
     let name = forge::secret_name(&pod.name_any());
     if let Some(existing) = peer
         .secrets
@@ -102,7 +113,7 @@ pub(super) async fn issue(
         .status
         .and_then(|s| Some((s.token?, s.expiration_timestamp?)))
     else {
-        return Err(PodError::NoToken(asked.account.clone()));
+        return Err(HomeApiError::NoToken(asked.account.clone()));
     };
     let now = Timestamp::now();
     let renew_at = forge::renew_at(now, expires.0);
@@ -128,7 +139,7 @@ pub(super) async fn store(
     home: &HomeApi,
     issued: &Issued,
     twin: &Pod,
-) -> Result<Result<Duration, Blocked>, PodError> {
+) -> Result<Result<Duration, Blocked>, HomeApiError> {
     let remote_namespace = twin.namespace().unwrap_or_default();
     let desired = forge::secret(
         pod,
