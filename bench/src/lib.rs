@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod baseline;
+pub mod chart;
 pub mod criterion;
 pub mod fixtures;
 pub mod load;

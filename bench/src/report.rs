@@ -139,6 +139,18 @@ pub fn write(path: &Path, section: Section, quick: bool) -> Result<Vec<Section>,
     }
     let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
     std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    // The same figures as a picture, beside it.
+    let m = &report["machine"];
+    let machine = format!(
+        "{} ({} cores, {} GiB), {}",
+        m["cpu"].as_str().unwrap_or_default(),
+        m["cores"],
+        m["memory_gib"],
+        m["date"].as_str().unwrap_or_default()
+    );
+    let picture = path.with_extension("svg");
+    std::fs::write(&picture, crate::chart::svg(&sections, &machine, quick))
+        .map_err(|e| format!("cannot write {}: {e}", picture.display()))?;
     Ok(sections)
 }
 

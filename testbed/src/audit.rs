@@ -95,6 +95,28 @@ impl AuditLog {
         Mark(self.records().len())
     }
 
+    /// The requests (not watches) completed between two marks by clients whose user agent
+    /// starts with `user_agent`, by "verb resource".
+    pub fn requests_between(
+        &self,
+        user_agent: &str,
+        from: Mark,
+        to: Mark,
+    ) -> BTreeMap<String, usize> {
+        let mut requests = BTreeMap::new();
+        for r in self.records().iter().take(to.0).skip(from.0) {
+            if r.user_agent.starts_with(user_agent)
+                && r.verb != "watch"
+                && r.stage == "ResponseComplete"
+            {
+                *requests
+                    .entry(format!("{} {}", r.verb, r.resource()))
+                    .or_default() += 1;
+            }
+        }
+        requests
+    }
+
     /// What clients whose user agent starts with `user_agent` (an empty one: clients that
     /// send none) did: the watches open now, and the requests completed since `since`.
     pub fn activity(&self, user_agent: &str, since: Mark) -> Activity {
