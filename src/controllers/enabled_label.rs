@@ -20,7 +20,7 @@ use crate::context::Shared;
 use crate::model::markers::CREATED_BY_ANNOTATION;
 use crate::model::{
     api::{NamespaceOffloading, NamespaceOffloadingSpec, OFFLOADING_NAME},
-    markers::{ENABLED_LABEL, SCHEDULING_ENABLED_LABEL},
+    markers::{ENABLED_LABEL, OFFLOADING_FINALIZER, SCHEDULING_ENABLED_LABEL},
     reason::{Reason, classify, is_not_found, message},
 };
 use crate::plumbing::backoff;
@@ -37,7 +37,14 @@ pub(crate) struct Context {
     pub(crate) shared: Shared,
     /// Namespaces seen with the scheduling label and no NamespaceOffloading, since when.
     pub(crate) unbacked_since: Mutex<HashMap<String, Instant>>,
+    /// Namespaces whose NamespaceOffloading this controller created, and when, until the
+    /// shared store shows it: a reconcile in between (the admission webhook's own label
+    /// on the namespace wakes one) must not create it again.
+    pub(crate) created: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a creation is trusted to reach the store before it is tried again.
+const CREATED_SETTLE: Duration = Duration::from_secs(5);
 
 impl std::ops::Deref for Context {
     type Target = Shared;
@@ -70,6 +77,9 @@ pub(crate) async fn reconcile(
         if let Ok(mut since) = ctx.unbacked_since.lock() {
             since.remove(&ns.name_any());
         }
+        if let Ok(mut created) = ctx.created.lock() {
+            created.remove(&ns.name_any());
+        }
         return Ok(Action::await_change());
     }
     let name = ns.name_any();
@@ -82,6 +92,9 @@ pub(crate) async fn reconcile(
     if let Some(wait) = unbacked_mark(&ctx, &ns, enabled || existing.is_some()).await? {
         return Ok(Action::requeue(wait));
     }
+    if let Some(wait) = settling(&ctx, &name, existing.is_some()) {
+        return Ok(Action::requeue(wait));
+    }
     match (enabled, existing) {
         (true, None) => {
             let mut nso =
@@ -92,10 +105,15 @@ pub(crate) async fn reconcile(
                 annotations: Some(
                     [(CREATED_BY_ANNOTATION.to_owned(), ENABLED_LABEL.to_owned())].into(),
                 ),
+                // Created with it: the offloading controller then needs no write to add it.
+                finalizers: Some(vec![OFFLOADING_FINALIZER.to_owned()]),
                 ..ObjectMeta::default()
             };
             match api.create(&PostParams::default(), &nso).await {
                 Ok(_) => {
+                    if let Ok(mut created) = ctx.created.lock() {
+                        created.insert(name.clone(), Instant::now());
+                    }
                     record(
                         &ctx,
                         &ns,
@@ -154,6 +172,21 @@ pub(crate) async fn reconcile(
         _ => {}
     }
     Ok(Action::await_change())
+}
+
+/// While a NamespaceOffloading this controller created has not reached the store yet, how
+/// long to wait before looking again; `None` once the store shows it, or the wait is over.
+fn settling(ctx: &Context, name: &str, stored: bool) -> Option<Duration> {
+    let mut created = ctx.created.lock().ok()?;
+    let since = *created.get(name)?;
+    let left = CREATED_SETTLE
+        .checked_sub(since.elapsed())
+        .filter(|w| !w.is_zero());
+    if stored || left.is_none() {
+        created.remove(name);
+        return None;
+    }
+    left
 }
 
 /// Takes the scheduling label off a namespace that has carried it without any

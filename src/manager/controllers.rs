@@ -324,6 +324,7 @@ pub(crate) async fn run(
                 Arc::new(offloading::Context {
                     shared: shared.clone(),
                     failures: std::sync::Mutex::new(HashMap::new()),
+                    cleaned: std::sync::Mutex::default(),
                     placement: placement_context,
                 }),
             )
@@ -349,6 +350,7 @@ pub(crate) async fn run(
                 Arc::new(enabled_label::Context {
                     shared: shared.clone(),
                     unbacked_since: std::sync::Mutex::default(),
+                    created: std::sync::Mutex::default(),
                 }),
             )
             .for_each(|_| async {});

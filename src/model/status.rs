@@ -137,6 +137,63 @@ pub(crate) fn phase(
 }
 
 /// The top-level `Ready` condition (for `kubectl wait --for=condition=Ready`).
+/// How a phase change is announced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Announce {
+    Normal,
+    Warning,
+}
+
+/// Whether a change of phase gets an event, and of which type. Every event is one more
+/// write in the namespace, so the normal course is told by the status alone: a new
+/// offloading's first healthy phase (`InProgress`, then `Ready`), and its termination (the
+/// user's own deletion; `OffloadingTerminated` marks its end). Failures, a phase that
+/// leaves a failure (recovery) and losing clusters are announced.
+pub(crate) fn phase_event(
+    previous: Option<OffloadingPhase>,
+    now: OffloadingPhase,
+) -> Option<Announce> {
+    use OffloadingPhase::*;
+    if previous == Some(now) {
+        return None;
+    }
+    match (previous, now) {
+        (_, Terminating) => None,
+        (None | Some(InProgress), InProgress | Ready) => None,
+        (_, SomeFailed | AllFailed | NoClusterSelected) => Some(Announce::Warning),
+        _ => Some(Announce::Normal),
+    }
+}
+
+/// During a termination, progress that is not a failure (one more cluster done) is written
+/// only once the termination has lasted this long: a quick one is reported by its start
+/// and its end, a slow one shows where it stands.
+pub(crate) const QUIET_TERMINATION: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether a termination's status is worth a write now (the write itself is skipped when
+/// nothing changed): its start (the phase becomes `Terminating`) and a cluster that fails
+/// for another reason than its deletion under way are written at once; progress once the
+/// termination has lasted [`QUIET_TERMINATION`]; its end only when something else holds
+/// the object (not `only_ours`): otherwise it is about to go.
+pub(crate) fn termination_worth_writing(
+    phase: Option<OffloadingPhase>,
+    remaining: &BTreeMap<String, ClusterState>,
+    only_ours: bool,
+    lasted: Option<std::time::Duration>,
+) -> bool {
+    if remaining.is_empty() && only_ours {
+        return false;
+    }
+    let failing = remaining.values().any(|s| match s {
+        ClusterState::Failed(p) => p.reason != Reason::Terminating,
+        _ => false,
+    });
+    phase != Some(OffloadingPhase::Terminating)
+        || failing
+        || remaining.is_empty()
+        || lasted.is_none_or(|d| d >= QUIET_TERMINATION)
+}
+
 /// When a top-level condition of this type last took this status: kept from `previous`
 /// while the status stays, `now` when it changes.
 pub(crate) fn transition_time(
@@ -201,6 +258,71 @@ mod tests {
 
     fn failed() -> ClusterState {
         ClusterState::failed(Reason::AlreadyExists, "namespace x exists and is not ours")
+    }
+
+    #[test]
+    fn a_termination_writes_its_start_failures_and_slow_progress_but_not_its_end() {
+        use std::time::Duration;
+        let deleting = ClusterState::failed(Reason::Terminating, "being deleted");
+        let both = states(&[("c2", deleting.clone()), ("c3", deleting.clone())]);
+        let one = states(&[("c3", deleting)]);
+        let none = states(&[]);
+        let early = Some(Duration::from_secs(2));
+        let late = Some(QUIET_TERMINATION);
+        let terminating = Some(OffloadingPhase::Terminating);
+        // The start, whatever came before.
+        assert!(termination_worth_writing(
+            Some(OffloadingPhase::Ready),
+            &both,
+            true,
+            early
+        ));
+        assert!(termination_worth_writing(None, &both, true, early));
+        // Progress: not while the termination is young; once it has lasted.
+        assert!(!termination_worth_writing(terminating, &one, true, early));
+        assert!(termination_worth_writing(terminating, &one, true, late));
+        // A cluster that cannot be cleaned is written at once.
+        let stuck = states(&[(
+            "c3",
+            ClusterState::failed(Reason::Forbidden, "may not delete namespaces"),
+        )]);
+        assert!(termination_worth_writing(terminating, &stuck, true, early));
+        // The end: the object is about to go, unless another finalizer keeps it.
+        assert!(!termination_worth_writing(terminating, &none, true, late));
+        assert!(termination_worth_writing(terminating, &none, false, early));
+    }
+
+    #[test]
+    fn only_failures_recoveries_and_losses_of_clusters_are_announced() {
+        use OffloadingPhase::*;
+        // The normal course: the status says it.
+        assert_eq!(phase_event(None, InProgress), None);
+        assert_eq!(phase_event(None, Ready), None);
+        assert_eq!(phase_event(Some(InProgress), Ready), None);
+        assert_eq!(phase_event(Some(Ready), Ready), None);
+        assert_eq!(phase_event(Some(Ready), Terminating), None);
+        assert_eq!(phase_event(Some(SomeFailed), Terminating), None);
+        // What someone should look at.
+        assert_eq!(phase_event(None, AllFailed), Some(Announce::Warning));
+        assert_eq!(
+            phase_event(Some(Ready), SomeFailed),
+            Some(Announce::Warning)
+        );
+        assert_eq!(
+            phase_event(None, NoClusterSelected),
+            Some(Announce::Warning)
+        );
+        assert_eq!(
+            phase_event(Some(SomeFailed), AllFailed),
+            Some(Announce::Warning)
+        );
+        // Back to health, or a cluster lost and work under way again.
+        assert_eq!(phase_event(Some(SomeFailed), Ready), Some(Announce::Normal));
+        assert_eq!(phase_event(Some(Ready), InProgress), Some(Announce::Normal));
+        assert_eq!(
+            phase_event(Some(NoClusterSelected), InProgress),
+            Some(Announce::Normal)
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ fn context(offloadings: Vec<NamespaceOffloading>) -> (Arc<Context>, ApiServer) {
     let ctx = Context {
         shared,
         unbacked_since: Mutex::default(),
+        created: Mutex::default(),
     };
     (Arc::new(ctx), local)
 }
@@ -123,6 +124,8 @@ async fn the_label_creates_the_default_offloading_marked_as_ours_and_says_so() {
                     "name": "offloading",
                     "namespace": "shop",
                     "annotations": {CREATED_BY_ANNOTATION: ENABLED_LABEL},
+                    // Created with it: the offloading controller writes nothing to add it.
+                    "finalizers": [crate::model::markers::OFFLOADING_FINALIZER],
                 })
             );
             assert_eq!(
@@ -142,6 +145,43 @@ async fn the_label_creates_the_default_offloading_marked_as_ours_and_says_so() {
     )
     .await;
     assert_eq!(action.unwrap(), Action::await_change());
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_offloading_just_created_is_not_created_again_while_the_store_catches_up() {
+    let (ctx, mut local) = context(vec![]);
+    let created = reconcile_with(
+        &ctx,
+        enabled(),
+        async |local| {
+            local.expect(Method::POST, OFFLOADINGS).await.created();
+            expect_namespace_event(local).await;
+        },
+        &mut local,
+    )
+    .await;
+    assert_eq!(created.unwrap(), Action::await_change());
+    // The webhook's label on the namespace wakes it again before the store has the object:
+    // nothing is sent, and it looks again once the creation should have shown.
+    let again = reconcile_with(&ctx, enabled(), async |_| {}, &mut local).await;
+    let again = again.unwrap();
+    assert_ne!(again, Action::await_change());
+    assert_ne!(again, Action::requeue(REJECTED_RETRY));
+    // Past that, a creation that never showed (deleted meanwhile) is made again.
+    let (ctx, mut local) = context(vec![]);
+    let long_ago = std::time::Instant::now() - CREATED_SETTLE;
+    ctx.created.lock().unwrap().insert("shop".into(), long_ago);
+    let retried = reconcile_with(
+        &ctx,
+        enabled(),
+        async |local| {
+            local.expect(Method::POST, OFFLOADINGS).await.created();
+            expect_namespace_event(local).await;
+        },
+        &mut local,
+    )
+    .await;
+    assert_eq!(retried.unwrap(), Action::await_change());
 }
 
 #[tokio::test(start_paused = true)]

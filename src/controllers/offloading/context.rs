@@ -2,7 +2,7 @@
 //! (its termination enforces placement), and each cluster's recent failures.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
 };
 
@@ -15,6 +15,10 @@ pub(crate) struct Context {
     pub(crate) placement: Arc<crate::controllers::placement::Context>,
     /// Consecutive failures per (namespace, cluster), for per-cluster backoff.
     pub(crate) failures: Mutex<HashMap<(String, String), u32>>,
+    /// Clusters where a termination found nothing of ours left, by (offloading uid,
+    /// cluster ID): nothing there is looked up again before the termination ends (the
+    /// look asks the API server each time, and nothing is created there meanwhile).
+    pub(crate) cleaned: Mutex<HashSet<(String, String)>>,
 }
 
 impl std::ops::Deref for Context {
@@ -53,6 +57,7 @@ impl Context {
             placement: Arc::new(crate::controllers::placement::Context::new(shared.clone())),
             shared,
             failures: Mutex::default(),
+            cleaned: Mutex::default(),
         }
     }
 }

@@ -126,7 +126,7 @@ async fn apply(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Offlo
     let refused = offloadable(&namespace, &ctx.replica.own_namespace).err();
     // First, so that a namespace the admission webhook marked stays marked even while the
     // remote calls below take their time.
-    set_scheduling_label(ctx, &namespace, refused.is_none()).await?;
+    let label_due = mark_namespace(ctx, nso, &namespace, refused.is_none()).await?;
     let problems = selector::validate(&nso.spec.cluster_selector, "spec.clusterSelector");
     status::mark_selector(nso, ctx, &problems).await?;
     if let Some(why) = &refused {
@@ -179,7 +179,8 @@ async fn apply(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Offlo
     ctx.metrics.remote_namespaces(&namespace, &states);
     let phase = crate::model::status::phase(false, !selector_valid || refused.is_some(), &states);
     status::write(nso, ctx, &remote_name, phase, &states).await?;
-    Ok(Action::requeue(next_look(ctx, &namespace, &states)))
+    let look = next_look(ctx, &namespace, &states);
+    Ok(Action::requeue(label_due.map_or(look, |due| due.min(look))))
 }
 
 /// Per-cluster backoff: each failing cluster doubles its own delay; the next reconcile
@@ -204,6 +205,46 @@ fn next_look(ctx: &Context, namespace: &str, states: &BTreeMap<String, ClusterSt
         }
     }
     soonest
+}
+
+/// How long after an offloading's creation its namespace's scheduling label is left to the
+/// admission webhook, which sets it just before the object is stored: a store that does
+/// not show it yet is most likely behind, and writing it again would be a wasted request.
+const LABEL_GRACE: Duration = Duration::from_secs(5);
+
+/// Sets the scheduling label when it is wanted and missing, unless the offloading is young
+/// enough for the webhook's own label to be on its way: then, when to look again.
+async fn mark_namespace(
+    ctx: &Context,
+    nso: &NamespaceOffloading,
+    namespace: &str,
+    on: bool,
+) -> Result<Option<Duration>, kube::Error> {
+    if on {
+        let age = nso.metadata.creation_timestamp.as_ref().map(|t| {
+            k8s_openapi::jiff::Timestamp::now()
+                .duration_since(t.0)
+                .unsigned_abs()
+        });
+        let left = age
+            .and_then(|age| LABEL_GRACE.checked_sub(age))
+            .filter(|l| !l.is_zero());
+        let missing = ctx
+            .stores
+            .namespaces
+            .get(&ObjectRef::new(namespace))
+            .is_some_and(|ns| {
+                ns.labels()
+                    .get(SCHEDULING_ENABLED_LABEL)
+                    .map(String::as_str)
+                    != Some("true")
+            });
+        if missing && left.is_some() {
+            return Ok(left);
+        }
+    }
+    set_scheduling_label(ctx, namespace, on).await?;
+    Ok(None)
 }
 
 /// Sets or clears `liqo.io/scheduling-enabled` on the local namespace (read from the
@@ -254,6 +295,13 @@ async fn cleanup(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Off
             .into_iter()
             .filter(|id| selection::may_hold_ours(nso, id)),
     );
+    let uid = nso.uid().unwrap_or_default();
+    let cleaned = |id: &String| {
+        ctx.cleaned
+            .lock()
+            .is_ok_and(|c| c.contains(&(uid.clone(), id.clone())))
+    };
+    ids.retain(|id| !cleaned(id));
     let remaining: Vec<(String, ClusterState)> = join_all(ids.into_iter().map(|id| {
         let remote_name = &remote_name;
         let namespace = &namespace;
@@ -264,24 +312,50 @@ async fn cleanup(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Off
     }))
     .await
     .into_iter()
-    .filter_map(|(id, state)| state.map(|s| (id, s)))
+    .filter_map(|(id, state)| match state {
+        Some(s) => Some((id, s)),
+        None => {
+            if let Ok(mut c) = ctx.cleaned.lock() {
+                c.insert((uid.clone(), id));
+            }
+            None
+        }
+    })
     .collect();
+    if remaining.is_empty()
+        && let Ok(mut c) = ctx.cleaned.lock()
+    {
+        c.retain(|(u, _)| *u != uid);
+    }
 
     let states: BTreeMap<String, ClusterState> = remaining.iter().cloned().collect();
     ctx.metrics.remote_namespaces(&namespace, &states);
-    status::write(
-        nso,
-        ctx,
-        &remote_name,
-        OffloadingPhase::Terminating,
+    let only_ours = nso.finalizers().iter().all(|f| f == OFFLOADING_FINALIZER);
+    let lasted = nso.metadata.deletion_timestamp.as_ref().map(|t| {
+        k8s_openapi::jiff::Timestamp::now()
+            .duration_since(t.0)
+            .unsigned_abs()
+    });
+    if crate::model::status::termination_worth_writing(
+        nso.status.as_ref().and_then(|s| s.offloading_phase),
         &states,
-    )
-    .await?;
+        only_ours,
+        lasted,
+    ) {
+        status::write(
+            nso,
+            ctx,
+            &remote_name,
+            OffloadingPhase::Terminating,
+            &states,
+        )
+        .await?;
+    }
     if remaining.is_empty() {
         // While another finalizer keeps the object, it is still ending: new pods stay local
         // (the webhook) until it is gone, and the label-offloading controller then clears
         // the label.
-        if nso.finalizers().iter().all(|f| f == OFFLOADING_FINALIZER) {
+        if only_ours {
             set_scheduling_label(ctx, &namespace, false).await?;
         }
         ctx.placement.forget(&namespace);

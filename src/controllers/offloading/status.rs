@@ -112,12 +112,10 @@ pub(crate) async fn write(
     let status = serde_json::to_value(&status).map_err(kube::Error::SerdeError)?;
     crate::context::writes::apply_offloading_status(&ctx.client, nso, FIELD_MANAGER, status)
         .await?;
-    if previous.offloading_phase != Some(phase) {
-        let type_ = match phase {
-            OffloadingPhase::SomeFailed
-            | OffloadingPhase::AllFailed
-            | OffloadingPhase::NoClusterSelected => EventType::Warning,
-            _ => EventType::Normal,
+    if let Some(announce) = status::phase_event(previous.offloading_phase, phase) {
+        let type_ = match announce {
+            status::Announce::Warning => EventType::Warning,
+            status::Announce::Normal => EventType::Normal,
         };
         let failures: Vec<String> = states
             .iter()
@@ -131,16 +129,20 @@ pub(crate) async fn write(
         } else {
             format!("offloading phase is now {phase:?}; {}", failures.join("; "))
         };
+        record(ctx, nso, type_, &format!("{phase:?}"), &note).await;
+    }
+    if previous.offloading_phase != Some(phase) {
         tracing::info!(
             namespace = nso.namespace().unwrap_or_default(),
             ?phase,
             "offloading phase changed"
         );
-        record(ctx, nso, type_, &format!("{phase:?}"), &note).await;
     }
     Ok(())
 }
 
+/// Records an event on the offloading, unless its namespace is being deleted: the API
+/// server refuses anything new there, events included, so the write would be wasted.
 pub(crate) async fn record(
     ctx: &Context,
     nso: &NamespaceOffloading,
@@ -148,6 +150,15 @@ pub(crate) async fn record(
     reason: &str,
     note: &str,
 ) {
+    let namespace = nso.namespace().unwrap_or_default();
+    let ending = ctx
+        .stores
+        .namespaces
+        .get(&kube::runtime::reflector::ObjectRef::new(&namespace))
+        .is_some_and(|ns| ns.metadata.deletion_timestamp.is_some());
+    if ending {
+        return;
+    }
     crate::context::writes::record_event(&ctx.recorder, nso, type_, reason, note, "Offloading")
         .await;
 }

@@ -463,7 +463,13 @@ fn place_pod(
 
 fn review_defaults(request: &Request) -> Result<Decision, String> {
     let object = request.object_json()?;
-    patch_between(&object, &offloading::with_defaults(&object), Vec::new())
+    let wanted = if request.operation == Operation::Create {
+        offloading::as_created(&object)
+    } else {
+        // Never on UPDATE: the finalizer's removal is an update, and must stay removed.
+        offloading::with_defaults(&object)
+    };
+    patch_between(&object, &wanted, Vec::new())
 }
 
 /// Another namespace of this cluster whose offloading already has the remote name this one
@@ -1054,6 +1060,34 @@ mod tests {
             object["spec"]["clusterSelector"]["nodeSelectorTerms"][0]["matchExpressions"][0]["key"],
             "liqo.io/type"
         );
+    }
+
+    #[test]
+    fn the_finalizer_is_set_at_creation_and_never_put_back_on_update() {
+        let finalizer = crate::model::markers::OFFLOADING_FINALIZER;
+        let mut with_other = nso("offloading", json!({}));
+        with_other["metadata"]["finalizers"] = json!(["someone.else/keep"]);
+        let body = nso_review("CREATE", "offloading", with_other, None);
+        let object = apply_patch(
+            &body,
+            &answer(Webhook::OffloadingDefaults, &body, &Fixed::default()).0,
+        );
+        assert_eq!(
+            object["metadata"]["finalizers"],
+            json!(["someone.else/keep", finalizer])
+        );
+        // Any other name is refused by validation and never reconciled: no finalizer.
+        let body = nso_review("CREATE", "other", nso("other", json!({})), None);
+        let object = apply_patch(
+            &body,
+            &answer(Webhook::OffloadingDefaults, &body, &Fixed::default()).0,
+        );
+        assert!(object["metadata"].get("finalizers").is_none(), "{object}");
+        // The controller's removal at the end is an UPDATE that must stand.
+        let defaulted = offloading::with_defaults(&nso("offloading", json!({})));
+        let body = nso_review("UPDATE", "offloading", defaulted.clone(), Some(defaulted));
+        let (out, verdict) = answer(Webhook::OffloadingDefaults, &body, &Fixed::default());
+        assert_eq!(verdict, Verdict::Allowed, "{out}");
     }
 
     #[test]

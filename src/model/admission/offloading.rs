@@ -11,6 +11,7 @@ use crate::model::{
         offloading::default_cluster_selector,
     },
     labels::validate_dns_label,
+    markers::OFFLOADING_FINALIZER,
     selector,
 };
 
@@ -51,7 +52,32 @@ pub(crate) fn with_defaults(object: &Value) -> Value {
     out
 }
 
-/// What the validating webhook decides for a CREATE.
+/// The object as created: its defaults, and the controller's finalizer already in place, so
+/// the controller needs no write of its own to add it (only `offloading` gets it: any
+/// other name is refused, and would never be reconciled to remove it).
+pub(crate) fn as_created(object: &Value) -> Value {
+    let mut out = with_defaults(object);
+    let named = out.pointer("/metadata/name").and_then(Value::as_str) == Some(OFFLOADING_NAME);
+    let Some(metadata) = out.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return out;
+    };
+    if !named {
+        return out;
+    }
+    let finalizers = metadata
+        .entry("finalizers")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if finalizers.is_null() {
+        *finalizers = Value::Array(Vec::new());
+    }
+    if let Some(list) = finalizers.as_array_mut()
+        && !list.iter().any(|f| f == OFFLOADING_FINALIZER)
+    {
+        list.push(OFFLOADING_FINALIZER.into());
+    }
+    out
+}
+
 /// Namespaces that hold the cluster's own machinery: their pods must never wait on this
 /// product's webhook (the pod webhooks' selectors leave them out), nor run elsewhere.
 pub(crate) const SYSTEM_NAMESPACES: [&str; 3] = ["kube-system", "kube-public", "kube-node-lease"];
