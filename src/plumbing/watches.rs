@@ -1,6 +1,14 @@
-//! One watch per kind on the local cluster, shared by every reader (kube-runtime's shared
+//! One watch per kind on the local cluster, shared by every reader (kube-runtime's
 //! reflectors): the webhook caches and the controllers read the same stores, and each
 //! controller is triggered by its own subscription to the same watch.
+//!
+//! Subscriptions are ours, not kube's shared-reflector dispatcher: each subscriber gets the
+//! object itself on its own channel, once the store holds it. kube's hands out references
+//! that the subscriber looks up in the store, and answers "pending" without a wake-up when
+//! the object is already gone: under a mass deletion (thousands of pods of namespaces
+//! leaving) a subscriber then took one object per wake-up, fell behind by the dispatcher's
+//! whole buffer, and its back-pressure stalled the watch itself for minutes (found by
+//! `scripts/bench`'s pods benchmark at 2,000 pods; docs/benchmarks.md).
 //!
 //! The webhooks need NamespaceOffloadings and Nodes on every replica, so those two watches
 //! start with the process. The others (Namespaces, Pods, RemoteClusters, Secrets,
@@ -26,7 +34,7 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     runtime::{
         WatchStreamExt,
-        reflector::{self, Lookup, Store, store::Writer},
+        reflector::{self, Lookup, ObjectRef, Store, store::Writer},
         watcher,
     },
 };
@@ -42,11 +50,6 @@ use crate::model::{
     },
     markers::{MANAGED_BY_LABEL, SLICE_MANAGER},
 };
-
-/// How many changes a subscriber may lag behind before the watch waits for it.
-const BUFFER: usize = 1024;
-/// How often a subscription is polled even without a wake-up (see [`SharedWatch::subscribe`]).
-const RE_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Whether a watch has listed once (its store is complete). Any number of tasks may wait
 /// on it at once, which kube's `Store::wait_until_ready` does not allow: it wakes only the
@@ -80,6 +83,8 @@ where
     writer: Writer<K>,
     events: BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>,
     deletions: Vec<mpsc::UnboundedSender<Arc<K>>>,
+    /// Told of every object as it is created or changes (see the module's documentation).
+    subscribers: std::sync::Mutex<Vec<mpsc::UnboundedSender<Arc<K>>>>,
     listed_tx: watch::Sender<bool>,
     listed: Listed,
     coverage: Coverage,
@@ -103,7 +108,7 @@ where
         config: watcher::Config,
         trim: fn(&mut K),
     ) -> Self {
-        let (store, writer) = reflector::store_shared(BUFFER);
+        let (store, writer) = reflector::store();
         let events = watcher(api, config).default_backoff().boxed();
         Self::of(what, store, writer, events, trim, Coverage::everything())
     }
@@ -129,6 +134,7 @@ where
             writer,
             events,
             deletions: Vec::new(),
+            subscribers: std::sync::Mutex::default(),
             listed_tx,
             listed,
             coverage,
@@ -148,20 +154,19 @@ where
         self.listed.clone()
     }
 
-    /// Every object as it is created or changes (and all of them after each listing).
+    /// Every object as it is created or changes (and all of them after each listing), once
+    /// the store holds it. The channel is unbounded: a slow subscriber never holds the
+    /// watch back, and what it lags by is references to objects the store holds anyway.
     pub(crate) fn subscribe(&self) -> impl Stream<Item = Arc<K>> + Send + 'static {
-        let objects = futures::stream::iter(self.writer.subscribe()).flatten();
-        // kube's subscription answers "pending" without asking to be woken when the object
-        // it was told of is already gone (deleted right after a change): a tick re-polls it,
-        // so such a subscriber never falls behind (and never holds the watch back) for long.
-        let ticks = futures::stream::unfold((), |()| async {
-            tokio::time::sleep(RE_POLL).await;
-            Some((None, ()))
-        });
-        futures::stream::select(objects.map(Some), ticks).filter_map(futures::future::ready)
+        let (tx, rx) = mpsc::unbounded();
+        self.subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(tx);
+        rx
     }
 
-    /// Every object as it is deleted: shared subscriptions do not carry deletions.
+    /// Every object as it is deleted (subscriptions do not carry deletions).
     pub(crate) fn deletions(&mut self) -> impl Stream<Item = Arc<K>> + Send + 'static {
         let (tx, rx) = mpsc::unbounded();
         self.deletions.push(tx);
@@ -172,17 +177,35 @@ where
     pub(crate) fn run(self) -> impl Future<Output = ()> + Send + 'static {
         let Self {
             what,
+            store,
             writer,
             events,
             deletions,
+            subscribers,
             listed_tx,
             coverage,
             ..
         } = self;
+        let subscribers = subscribers
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tell = move |object: Arc<K>| {
+            for tx in &subscribers {
+                let _ = tx.unbounded_send(object.clone());
+            }
+        };
         async move {
             let mut events = std::pin::pin!(reflector::reflector(writer, events));
             while let Some(event) = events.next().await {
                 match event {
+                    // The store's own copy: applied before the event comes out.
+                    Ok(watcher::Event::Apply(o)) => {
+                        tell(
+                            store
+                                .get(&ObjectRef::from_obj(&o))
+                                .unwrap_or_else(|| Arc::new(o)),
+                        );
+                    }
                     // A namespace purged as it left the scope: nothing was deleted.
                     Ok(watcher::Event::Delete(gone))
                         if gone
@@ -198,6 +221,9 @@ where
                     }
                     Ok(watcher::Event::InitDone) => {
                         let _ = listed_tx.send(true);
+                        for object in store.state() {
+                            tell(object);
+                        }
                     }
                     Ok(_) => {}
                     // The backoff retries; a failing watch leaves the last good store.
@@ -227,7 +253,7 @@ where
         trim: fn(&mut K),
         scope: &watch::Sender<Namespaces>,
     ) -> Self {
-        let (store, writer) = reflector::store_shared(BUFFER);
+        let (store, writer) = reflector::store();
         let covered = Coverage::scoped();
         let events = scoped::events(
             client.clone(),
@@ -402,5 +428,58 @@ impl LocalWatches {
             scope,
             pods_scope,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+
+    fn cm(name: &str) -> ConfigMap {
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some(name.into());
+        cm.metadata.namespace = Some("shop".into());
+        cm
+    }
+
+    /// A subscriber that lags is still told of every object, even of those deleted before
+    /// it looked (kube's shared subscription stalled on those), and never holds the watch
+    /// back: the store is complete while it has read nothing.
+    #[tokio::test]
+    async fn a_lagging_subscriber_gets_every_object_and_holds_nothing_back() {
+        let mut events = vec![
+            Ok(watcher::Event::Init),
+            Ok(watcher::Event::InitApply(cm("listed"))),
+            Ok(watcher::Event::InitDone),
+        ];
+        for i in 0..5_000 {
+            events.push(Ok(watcher::Event::Apply(cm(&format!("pod-{i}")))));
+            events.push(Ok(watcher::Event::Delete(cm(&format!("pod-{i}")))));
+        }
+        events.push(Ok(watcher::Event::Apply(cm("last"))));
+        let (store, writer) = reflector::store();
+        let mut watch = SharedWatch::of(
+            "configmaps",
+            store.clone(),
+            writer,
+            futures::stream::iter(events).boxed(),
+            keep_all,
+            Coverage::everything(),
+        );
+        let subscriber = watch.subscribe();
+        let deleted = watch.deletions();
+        // The whole watch is applied before the subscriber reads anything.
+        watch.run().await;
+        assert_eq!(store.state().len(), 2);
+        let seen: Vec<String> = subscriber.map(|o| o.name_any()).collect().await;
+        assert_eq!(
+            seen.len(),
+            5_002,
+            "listed, 5,000 created then deleted, last"
+        );
+        assert_eq!(seen.first().map(String::as_str), Some("listed"));
+        assert_eq!(seen.last().map(String::as_str), Some("last"));
+        assert_eq!(deleted.count().await, 5_000);
     }
 }
