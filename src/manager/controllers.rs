@@ -325,6 +325,7 @@ pub(crate) async fn run(
                     shared: shared.clone(),
                     failures: std::sync::Mutex::new(HashMap::new()),
                     cleaned: std::sync::Mutex::default(),
+                    written: std::sync::Mutex::default(),
                     placement: placement_context,
                 }),
             )

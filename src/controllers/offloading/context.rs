@@ -6,7 +6,10 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use crate::{context::Shared, model::api::RemoteCluster};
+use crate::{
+    context::Shared,
+    model::api::{NamespaceOffloadingStatus, RemoteCluster},
+};
 
 pub(crate) struct Context {
     pub(crate) shared: Shared,
@@ -19,6 +22,10 @@ pub(crate) struct Context {
     /// cluster ID): nothing there is looked up again before the termination ends (the
     /// look asks the API server each time, and nothing is created there meanwhile).
     pub(crate) cleaned: Mutex<HashSet<(String, String)>>,
+    /// The last status written per offloading (uid), with the resourceVersion the object
+    /// had when it was written: a reconcile that runs before the store shows that write
+    /// (the same object, same version) does not write the same status again.
+    pub(crate) written: Mutex<HashMap<String, (String, NamespaceOffloadingStatus)>>,
 }
 
 impl std::ops::Deref for Context {
@@ -58,6 +65,7 @@ impl Context {
             shared,
             failures: Mutex::default(),
             cleaned: Mutex::default(),
+            written: Mutex::default(),
         }
     }
 }

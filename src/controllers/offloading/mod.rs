@@ -359,6 +359,7 @@ async fn cleanup(nso: &NamespaceOffloading, ctx: &Context) -> Result<Action, Off
             set_scheduling_label(ctx, &namespace, false).await?;
         }
         ctx.placement.forget(&namespace);
+        status::forget(ctx, nso);
         status::record(
             ctx,
             nso,

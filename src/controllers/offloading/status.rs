@@ -109,9 +109,21 @@ pub(crate) async fn write(
     if nso.status.is_some() && current == status {
         return Ok(());
     }
-    let status = serde_json::to_value(&status).map_err(kube::Error::SerdeError)?;
-    crate::context::writes::apply_offloading_status(&ctx.client, nso, FIELD_MANAGER, status)
-        .await?;
+    let uid = nso.uid().unwrap_or_default();
+    let version = nso.resource_version().unwrap_or_default();
+    let just_written = ctx.written.lock().is_ok_and(|w| {
+        w.get(&uid)
+            .is_some_and(|(v, s)| *v == version && same_but_times(s, &status))
+    });
+    if just_written {
+        // The store has not shown our last write yet; it said this already.
+        return Ok(());
+    }
+    let body = serde_json::to_value(&status).map_err(kube::Error::SerdeError)?;
+    crate::context::writes::apply_offloading_status(&ctx.client, nso, FIELD_MANAGER, body).await?;
+    if let Ok(mut w) = ctx.written.lock() {
+        w.insert(uid, (version, status));
+    }
     if let Some(announce) = status::phase_event(previous.offloading_phase, phase) {
         let type_ = match announce {
             status::Announce::Warning => EventType::Warning,
@@ -139,6 +151,29 @@ pub(crate) async fn write(
         );
     }
     Ok(())
+}
+
+/// Whether two statuses say the same, whatever their conditions' times (a condition that
+/// is new in both got `now` twice).
+fn same_but_times(a: &NamespaceOffloadingStatus, b: &NamespaceOffloadingStatus) -> bool {
+    let mut a = a.clone();
+    let mut b = b.clone();
+    for s in [&mut a, &mut b] {
+        for c in s.remote_namespaces_conditions.values_mut().flatten() {
+            c.last_transition_time = None;
+        }
+        for c in &mut s.conditions {
+            c.last_transition_time = Time(Timestamp::UNIX_EPOCH);
+        }
+    }
+    a == b
+}
+
+/// Forgets what was written for an offloading that is gone.
+pub(crate) fn forget(ctx: &Context, nso: &NamespaceOffloading) {
+    if let Ok(mut w) = ctx.written.lock() {
+        w.remove(&nso.uid().unwrap_or_default());
+    }
 }
 
 /// Records an event on the offloading, unless its namespace is being deleted: the API

@@ -136,6 +136,58 @@ async fn an_unchanged_status_is_not_written_again() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_status_just_written_is_not_written_again_while_the_store_lags() {
+    let states = ready_and_unselected();
+    let (ctx, mut local) = context();
+    let nso = testing::offloading("shop");
+    let (written, ()) = exchange(
+        write(&nso, &ctx, REMOTE_NAME, OffloadingPhase::Ready, &states),
+        async {
+            expect_apply(&mut local, &nso).await;
+            local.nothing_more().await;
+        },
+    )
+    .await;
+    written.unwrap();
+    // Woken again before the store shows the write: the same object, the same version.
+    let (again, ()) = exchange(
+        write(&nso, &ctx, REMOTE_NAME, OffloadingPhase::Ready, &states),
+        local.nothing_more(),
+    )
+    .await;
+    again.unwrap();
+    // Something else to say is written, store lag or not.
+    let failing = states_with_c2_failing();
+    let (changed, ()) = exchange(
+        write(
+            &nso,
+            &ctx,
+            REMOTE_NAME,
+            OffloadingPhase::SomeFailed,
+            &failing,
+        ),
+        async {
+            let status = expect_apply(&mut local, &nso).await;
+            assert_eq!(status["offloadingPhase"], "SomeFailed");
+            expect_event(&mut local, "shop", "NamespaceOffloading", "offloading").await;
+            local.nothing_more().await;
+        },
+    )
+    .await;
+    changed.unwrap();
+}
+
+fn states_with_c2_failing() -> BTreeMap<String, ClusterState> {
+    states(&[
+        (
+            "c2",
+            ClusterState::failed(Reason::Forbidden, "may not create namespaces"),
+        ),
+        ("c3", ClusterState::Ready),
+    ])
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_change_within_the_same_phase_is_written_without_an_event() {
     let before = states(&[
         ("c2", ClusterState::Ready),
