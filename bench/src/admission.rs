@@ -115,6 +115,26 @@ pub async fn run(manager: &Path, work: &Path, size: Size) -> Result<Section, Str
         std::net::TcpStream::connect(("127.0.0.1", baseline_port)).is_ok()
     })
     .await?;
+    // The second reference: the same review answered with kube's own admission types.
+    let kube_port = testbed::process::free_port().map_err(|e| e.to_string())?;
+    let kube_reference = setup::spawn(
+        "kube-reference",
+        &this,
+        &[
+            "baseline-server".into(),
+            "--kube".into(),
+            format!("--listen=127.0.0.1:{kube_port}"),
+            format!("--cert={}", cert.display()),
+            format!("--key={}", key.display()),
+        ],
+        &tb.log_dir(),
+    )?;
+    setup::wait_for(
+        "the kube-rs reference server",
+        Duration::from_secs(30),
+        || std::net::TcpStream::connect(("127.0.0.1", kube_port)).is_ok(),
+    )
+    .await?;
 
     let ca = std::fs::read(certs.join("ca.crt")).map_err(|e| e.to_string())?;
     let tls = load::client_tls(&ca)?;
@@ -136,13 +156,23 @@ pub async fn run(manager: &Path, work: &Path, size: Size) -> Result<Section, Str
         tls: tls.clone(),
         bodies: bodies.clone(),
     };
-    let (ours_target, base_target) = (target(ours.webhook_port), target(baseline_port));
+    let (ours_target, base_target, kube_target) = (
+        target(ours.webhook_port),
+        target(baseline_port),
+        target(kube_port),
+    );
 
     // A broken benchmark fails here, not as a slow figure: ours must place the pod.
     check_ours(&load::probe(&ours_target, bodies[bodies.len() - 1].clone()).await?)?;
     let answer = load::probe(&base_target, bodies[0].clone()).await?;
     if answer["response"]["allowed"] != true {
         return Err(format!("the baseline did not allow the pod: {answer}"));
+    }
+    let answer = load::probe(&kube_target, bodies[0].clone()).await?;
+    if answer["response"]["patchType"] != "JSONPatch" {
+        return Err(format!(
+            "the kube-rs reference did not patch the pod: {answer}"
+        ));
     }
 
     let saturation = Shape {
@@ -155,11 +185,12 @@ pub async fn run(manager: &Path, work: &Path, size: Size) -> Result<Section, Str
         "admission: {} rounds at saturation, then half the baseline's rate ({} connections, {:?} each)",
         size.rounds, size.connections, size.duration
     );
-    let mut best: [Option<(Measured, f64)>; 2] = [None, None];
+    let mut best: [Option<(Measured, f64)>; 3] = [None, None, None];
     for _ in 0..size.rounds {
         for (slot, (t, pid)) in [
             (&base_target, baseline.pid()),
             (&ours_target, ours.process.pid()),
+            (&kube_target, kube_reference.pid()),
         ]
         .into_iter()
         .enumerate()
@@ -178,7 +209,12 @@ pub async fn run(manager: &Path, work: &Path, size: Size) -> Result<Section, Str
             }
         }
     }
-    let [Some((base_sat, base_cpu)), Some((ours_sat, ours_cpu))] = best else {
+    let [
+        Some((base_sat, base_cpu)),
+        Some((ours_sat, ours_cpu)),
+        Some((kube_sat, kube_cpu)),
+    ] = best
+    else {
         return Err("no saturation run".into());
     };
     let half = Shape {
@@ -187,7 +223,9 @@ pub async fn run(manager: &Path, work: &Path, size: Size) -> Result<Section, Str
     };
     let base_half = load::run(&base_target, half).await?;
     let ours_half = load::run(&ours_target, half).await?;
+    let kube_half = load::run(&kube_target, half).await?;
     let rss = proc::rss_mib(ours.process.pid());
+    drop(kube_reference);
     drop(baseline);
     drop(ours);
 
@@ -214,6 +252,35 @@ pub async fn run(manager: &Path, work: &Path, size: Size) -> Result<Section, Str
             format!("{ours_cpu:.0} µs"),
             format!("{base_cpu:.0} µs"),
         ),
+        reference(
+            "pod admission, throughput at saturation, against kube-rs's AdmissionReview path",
+            format!("{:.0}/s", ours_sat.per_second),
+            format!(
+                "{:.0}/s (kube-rs types, same TLS and HTTP)",
+                kube_sat.per_second
+            ),
+            format!(
+                "{:.2}x throughput",
+                ours_sat.per_second / kube_sat.per_second
+            ),
+        ),
+        reference(
+            &format!(
+                "pod admission, p50 / p99 / p99.9 at {:.0}/s, against kube-rs's AdmissionReview path",
+                base_sat.per_second / 2.0
+            ),
+            latency(&ours_half),
+            latency(&kube_half),
+            format!(
+                "{:.2}x p99",
+                f64::from(ours_half.p99_us) / f64::from(kube_half.p99_us.max(1))
+            ),
+        ),
+        Line::new(
+            "pod admission, server CPU per review, against kube-rs's AdmissionReview path",
+            format!("{ours_cpu:.0} µs"),
+            format!("{kube_cpu:.0} µs"),
+        ),
     ];
     let figures = json!({
         "namespaces_cached": size.namespaces,
@@ -223,6 +290,7 @@ pub async fn run(manager: &Path, work: &Path, size: Size) -> Result<Section, Str
         "rounds": size.rounds,
         "ours": ServerFigures { saturation: ours_sat, cpu_us_per_review: ours_cpu, half_load: ours_half },
         "baseline": ServerFigures { saturation: base_sat, cpu_us_per_review: base_cpu, half_load: base_half },
+        "kube_reference": ServerFigures { saturation: kube_sat, cpu_us_per_review: kube_cpu, half_load: kube_half },
         "ours_rss_mib": rss,
         "throughput_ratio": throughput,
         "p99_ratio": p99,
@@ -232,6 +300,13 @@ pub async fn run(manager: &Path, work: &Path, size: Size) -> Result<Section, Str
         lines,
         figures,
     })
+}
+
+/// A line compared with the second reference: a ratio, no target.
+fn reference(benchmark: &str, ours: String, kube: String, ratio: String) -> Line {
+    let mut line = Line::new(benchmark, ours, kube);
+    line.ratio = ratio;
+    line
 }
 
 fn latency(m: &Measured) -> String {

@@ -59,7 +59,13 @@ pub fn answer(body: &[u8]) -> Result<Vec<u8>, String> {
     .map_err(|e| e.to_string())
 }
 
-async fn handle(request: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+/// How a server answers a review body.
+pub type Answer = fn(&[u8]) -> Result<Vec<u8>, String>;
+
+async fn handle(
+    request: Request<Incoming>,
+    answer: Answer,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let body = match request.into_body().collect().await {
         Ok(body) => body.to_bytes(),
         Err(e) => return Ok(status(400, e.to_string())),
@@ -83,8 +89,13 @@ fn status(code: u16, message: String) -> Response<Full<Bytes>> {
     response
 }
 
-/// Serves until the process is stopped.
-pub async fn serve(listen: SocketAddr, cert: &Path, key: &Path) -> Result<(), String> {
+/// Serves until the process is stopped, each review answered by `answer`.
+pub async fn serve(
+    listen: SocketAddr,
+    cert: &Path,
+    key: &Path,
+    answer: Answer,
+) -> Result<(), String> {
     namespace_offloading::plumbing::crypto::install_crypto_provider();
     let certs = tls::FileCerts::new(cert, key).map_err(|e| e.to_string())?;
     // Our server's own TLS configuration (versions, ALPN, provider), same certificate.
@@ -105,7 +116,10 @@ pub async fn serve(listen: SocketAddr, cert: &Path, key: &Path) -> Result<(), St
                 return;
             };
             let _ = builder
-                .serve_connection(TokioIo::new(stream), service_fn(handle))
+                .serve_connection(
+                    TokioIo::new(stream),
+                    service_fn(move |request| handle(request, answer)),
+                )
                 .await;
         });
     }

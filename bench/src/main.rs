@@ -47,6 +47,15 @@ struct Common {
     /// 10000, quick 2000).
     #[arg(long)]
     not_offloaded: Option<usize>,
+    /// pods: offloaded namespaces, one Deployment each (default 100, quick 2).
+    #[arg(long)]
+    pod_namespaces: Option<usize>,
+    /// pods: replicas of each Deployment (default 100, quick 25).
+    #[arg(long)]
+    pods_per_namespace: Option<usize>,
+    /// pods: probes of each reflection path (default 40, quick 5).
+    #[arg(long)]
+    samples: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -55,6 +64,9 @@ enum Command {
     Admission(Common),
     /// Offloading at scale on three clusters: against direct API writes; then at rest.
     Scale(Common),
+    /// Offloaded pods at scale on kwok (one virtual node, then two) against the same pods
+    /// created directly, and each reflection path's latency at rest and under that load.
+    Pods(Common),
     /// Adds criterion's mutation and validation timings to the report.
     Criterion {
         #[arg(long, default_value = "target/criterion")]
@@ -77,6 +89,10 @@ enum Command {
         cert: PathBuf,
         #[arg(long)]
         key: PathBuf,
+        /// Answer as a kube-rs webhook usually does (kube's AdmissionReview types, the pod
+        /// placed, json_patch::diff): the second reference.
+        #[arg(long)]
+        kube: bool,
     },
 }
 
@@ -118,6 +134,19 @@ fn main() -> ExitCode {
                 let section = scale::run(&c.manager, &work, size).await?;
                 finish(&c.report, section, c.quick)
             }
+            Command::Pods(c) => {
+                let mut size = if c.quick {
+                    bench::pods::Size::quick()
+                } else {
+                    bench::pods::Size::full()
+                };
+                size.namespaces = c.pod_namespaces.unwrap_or(size.namespaces);
+                size.pods_per_namespace = c.pods_per_namespace.unwrap_or(size.pods_per_namespace);
+                size.samples = c.samples.unwrap_or(size.samples);
+                let work = bench::setup::work_dir(&c.work, "pods")?;
+                let section = bench::pods::run(&c.manager, &work, size).await?;
+                finish(&c.report, section, c.quick)
+            }
             Command::Criterion {
                 criterion,
                 report,
@@ -134,8 +163,18 @@ fn main() -> ExitCode {
                 print!("{}", report::table(&sections));
                 Ok(())
             }
-            Command::BaselineServer { listen, cert, key } => {
-                baseline::serve(listen, &cert, &key).await
+            Command::BaselineServer {
+                listen,
+                cert,
+                key,
+                kube,
+            } => {
+                let answer: baseline::Answer = if kube {
+                    bench::kube_reference::answer
+                } else {
+                    baseline::answer
+                };
+                baseline::serve(listen, &cert, &key, answer).await
             }
         }
     });

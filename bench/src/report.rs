@@ -155,7 +155,7 @@ pub fn write(path: &Path, section: Section, quick: bool) -> Result<Vec<Section>,
 }
 
 fn order(name: &str) -> usize {
-    ["admission", "mutation", "offloading-scale"]
+    ["admission", "mutation", "offloading-scale", "pods"]
         .iter()
         .position(|n| *n == name)
         .unwrap_or(usize::MAX)

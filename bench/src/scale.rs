@@ -72,7 +72,7 @@ const BENCH_LABEL: &str = "bench.offloading.liqo.io/set";
 pub async fn run(manager: &Path, work: &Path, size: Size) -> Result<Section, String> {
     eprintln!("scale: starting three clusters and a manager in each");
     let tb = setup::testbed(&work.join("testbed"), 3).await?;
-    let (managers, local_id) = peered(manager, &tb).await?;
+    let (managers, local_id) = peered(manager, &tb, &[]).await?;
     let ours = &managers[0];
     let pid = ours.process.pid();
     let clients = [
@@ -402,13 +402,17 @@ fn ratio(ours: Duration, base: Duration) -> f64 {
     ours.as_secs_f64() / base.as_secs_f64().max(1e-3)
 }
 
-async fn client(tb: &Testbed, n: usize) -> Result<Client, String> {
+pub(crate) async fn client(tb: &Testbed, n: usize) -> Result<Client, String> {
     tb.cluster(n).client().await.map_err(|e| e.to_string())
 }
 
 /// A manager in each cluster (clusters 2 and 3 labelled region=eu and region=us), cluster
-/// 1 peered with both; the managers, and cluster 1's ID.
-async fn peered(manager: &Path, tb: &Testbed) -> Result<(Vec<Manager>, String), String> {
+/// 1 peered with both (`peer_args` added to each `peer`); the managers, and cluster 1's ID.
+pub(crate) async fn peered(
+    manager: &Path,
+    tb: &Testbed,
+    peer_args: &[&str],
+) -> Result<(Vec<Manager>, String), String> {
     let mut managers = Vec::new();
     for (n, labels) in [(1, "region=local"), (2, "region=eu"), (3, "region=us")] {
         let kubeconfig = tb.cluster(n).kubeconfig();
@@ -446,6 +450,7 @@ async fn peered(manager: &Path, tb: &Testbed) -> Result<(Vec<Manager>, String), 
         .await?;
         let out = std::process::Command::new(manager)
             .args(["peer", &format!("cluster-{n}"), "--namespace", "liqo"])
+            .args(peer_args)
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .arg("--local-kubeconfig")
@@ -539,7 +544,7 @@ async fn not_offloaded(client: &Client, pid: u32, n: usize) -> Result<(f64, f64)
 }
 
 /// Runs `f` for every item, `limit` at a time; the first error, if any.
-async fn for_all<T, F, Fut>(items: &[T], limit: usize, f: F) -> Result<(), String>
+pub(crate) async fn for_all<T, F, Fut>(items: &[T], limit: usize, f: F) -> Result<(), String>
 where
     F: Fn(&T) -> Fut,
     Fut: Future<Output = Result<(), String>>,

@@ -12,8 +12,18 @@ use testbed::{Lifetime, Process, Testbed, TestbedConfig};
 
 /// Starts `clusters` clusters (without schedulers: nothing here runs pods) under `root`.
 pub async fn testbed(root: &Path, clusters: usize) -> Result<Testbed, String> {
+    testbed_with_schedulers(root, clusters, 0).await
+}
+
+/// Starts `clusters` clusters under `root`, the first `schedulers` with a scheduler (kwok
+/// plays the kubelets of the nodes that ask for it).
+pub async fn testbed_with_schedulers(
+    root: &Path,
+    clusters: usize,
+    schedulers: usize,
+) -> Result<Testbed, String> {
     let binaries = testbed::control_plane_binaries().map_err(|e| e.to_string())?;
-    let config = TestbedConfig::new(root.to_owned(), binaries, clusters, 0);
+    let config = TestbedConfig::new(root.to_owned(), binaries, clusters, schedulers);
     Testbed::start(config).await.map_err(|e| e.to_string())
 }
 
