@@ -714,8 +714,8 @@ pub async fn run(manager: &Path, work: &Path, size: Size) -> Result<Section, Str
             delete_namespace(clients[0].clone(), ns.clone())
         })
         .await?;
-        for c in 1..=spread {
-            gone_by_label(&clients[c], ORIGIN_NAMESPACE_LABEL, "off-").await?;
+        for remote in clients.iter().skip(1).take(spread) {
+            gone_by_label(remote, ORIGIN_NAMESPACE_LABEL, "off-").await?;
         }
     }
 
