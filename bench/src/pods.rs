@@ -36,7 +36,7 @@ use testbed::KWOK_ANNOTATION;
 use crate::{
     proc,
     report::{Line, Section},
-    scale::{client, for_all, peered},
+    scale::{client, delete_namespace, for_all, peered},
     setup,
 };
 
@@ -783,14 +783,6 @@ async fn create_namespace(client: Client, name: String) -> Result<(), String> {
         .await
         .map(drop)
         .map_err(|e| format!("cannot create namespace {name}: {e}"))
-}
-
-async fn delete_namespace(client: Client, name: String) -> Result<(), String> {
-    Api::<Namespace>::all(client)
-        .delete(&name, &DeleteParams::default())
-        .await
-        .map(drop)
-        .map_err(|e| format!("cannot delete namespace {name}: {e}"))
 }
 
 /// A namespace with a NamespaceOffloading (`Remote`) selecting the clusters of `regions`.

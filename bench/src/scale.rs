@@ -576,7 +576,7 @@ async fn create_namespace(
         .map_err(|e| format!("cannot create namespace {name}: {e}"))
 }
 
-async fn delete_namespace(client: Client, name: String) -> Result<(), String> {
+pub(crate) async fn delete_namespace(client: Client, name: String) -> Result<(), String> {
     Api::<Namespace>::all(client)
         .delete(&name, &DeleteParams::default())
         .await
