@@ -86,14 +86,13 @@ fn offloadings(c: &mut Criterion) {
     group.finish();
 }
 
-/// The same review through the webhook router (routing, body, metrics, encoding), as the
-/// server runs it minus TLS and HTTP parsing: what the framework adds to `pod/Remote+own`.
-fn router(c: &mut Criterion) {
+/// The same review through the webhook server's service (path, body, metrics, encoding),
+/// as the server runs it minus TLS and HTTP parsing: what serving adds to `pod/Remote+own`.
+fn server(c: &mut Criterion) {
     use namespace_offloading::{
         plumbing::metrics::Metrics,
-        webhooks::server::{AppState, webhook_router},
+        webhooks::server::{AppState, WebhookService},
     };
-    use tower::ServiceExt;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -106,19 +105,19 @@ fn router(c: &mut Criterion) {
         metrics: Arc::new(Metrics::new()),
         client: None,
     });
-    let router = webhook_router(state);
+    let service = WebhookService::new(state);
     let body = bytes::Bytes::from(
         serde_json::to_vec(&fixtures::pod_review("u", &fixtures::pod("shop", 1))).unwrap(),
     );
     let mut group = c.benchmark_group("server");
-    group.bench_function("router-Remote+own", |b| {
+    group.bench_function("service-Remote+own", |b| {
         b.iter(|| {
             let request = http::Request::post("/mutate/pod")
                 .header("content-type", "application/json")
-                .body(axum::body::Body::from(body.clone()))
+                .body(http_body_util::Full::new(body.clone()))
                 .unwrap();
             runtime.block_on(async {
-                let response = router.clone().oneshot(request).await.unwrap();
+                let response = service.answer(request).await;
                 axum::body::to_bytes(response.into_body(), usize::MAX)
                     .await
                     .unwrap()
@@ -139,5 +138,5 @@ fn floor(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, pods, offloadings, router, floor);
+criterion_group!(benches, pods, offloadings, server, floor);
 criterion_main!(benches);

@@ -31,8 +31,8 @@ pub const BENCHMARKS: &[(&str, &str)] = &[
     ("offloading/validation", "NamespaceOffloading validation"),
     ("offloading/defaults", "NamespaceOffloading defaults"),
     (
-        "server/router-Remote+own",
-        "pod review, Remote, with its own affinity, through the webhook router",
+        "server/service-Remote+own",
+        "pod review, Remote, with its own affinity, through the webhook server's service",
     ),
     (
         "baseline/parse-and-allow",

@@ -425,7 +425,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), RunError> {
     });
     https::serve_tls(
         webhook_listener,
-        crate::webhooks::server::webhook_router(state),
+        crate::webhooks::server::WebhookService::new(state),
         tls_config,
         callers,
         stop_rx,

@@ -4,18 +4,18 @@
 //! made here.
 
 use std::{
+    convert::Infallible,
+    pin::Pin,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use axum::{
-    Router,
-    body::{Body, Bytes},
-    extract::State,
-    http::{StatusCode, header},
+    body::Bytes,
+    http::{Method, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::post,
 };
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api, Client,
@@ -30,6 +30,8 @@ use crate::{
     },
     plumbing::metrics::Metrics,
 };
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// AdmissionReviews carry the object and, on UPDATE, the old one; the API server caps a
 /// request at 3 MiB, so 8 MiB leaves room without letting a client exhaust memory.
@@ -51,37 +53,80 @@ pub struct AppState {
     pub client: Option<Client>,
 }
 
-/// The webhook routes, with the body limit and request timeout applied.
-pub fn webhook_router(state: Arc<AppState>) -> Router {
-    let mut router = Router::new();
-    for webhook in Webhook::ALL {
-        router = router.route(
-            webhook.path(),
-            post(move |state: State<Arc<AppState>>, body: Body| {
-                within_limits(webhook, state, body)
-            }),
-        );
+/// The webhook server's service: each webhook's path answered directly, with the body
+/// limit and request timeout applied. No router and no middleware stand between: this is
+/// the admission hot path, where a router cost a twelfth of a review (docs/benchmarks.md).
+#[derive(Clone)]
+pub struct WebhookService(Arc<AppState>);
+
+impl WebhookService {
+    pub fn new(state: Arc<AppState>) -> Self {
+        Self(state)
     }
-    router.with_state(state)
+
+    /// Answers one request: a review on a webhook's path, a 405 for another method there,
+    /// a 404 anywhere else.
+    pub async fn answer<B>(&self, request: http::Request<B>) -> Response
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        let Some(webhook) = Webhook::from_path(request.uri().path()) else {
+            let message = format!(
+                "not found: this server answers admission reviews at {}\n",
+                Webhook::ALL.map(Webhook::path).join(", ")
+            );
+            return (StatusCode::NOT_FOUND, message).into_response();
+        };
+        if request.method() != Method::POST {
+            let message = format!(
+                "method {} not allowed: admission reviews are POSTed\n",
+                request.method()
+            );
+            return (
+                StatusCode::METHOD_NOT_ALLOWED,
+                [(header::ALLOW, "POST")],
+                message,
+            )
+                .into_response();
+        }
+        within_limits(webhook, &self.0, request.into_body()).await
+    }
+}
+
+impl<B> hyper::service::Service<http::Request<B>> for WebhookService
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn call(&self, request: http::Request<B>) -> Self::Future {
+        let service = self.clone();
+        Box::pin(async move { Ok(service.answer(request).await) })
+    }
 }
 
 /// Reads the body (at most [`MAX_BODY_BYTES`]) and answers, all within
 /// [`REQUEST_TIMEOUT`], so a client trickling its body holds nothing for long. One timer
-/// per request and no middleware: this is the admission hot path (docs/benchmarks.md).
-async fn within_limits(webhook: Webhook, state: State<Arc<AppState>>, body: Body) -> Response {
+/// per request.
+async fn within_limits<B>(webhook: Webhook, state: &AppState, body: B) -> Response
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
     let answered = tokio::time::timeout(REQUEST_TIMEOUT, async move {
-        match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-            Ok(bytes) => answer(webhook, state, bytes).await,
+        match Limited::new(body, MAX_BODY_BYTES).collect().await {
+            Ok(collected) => answer(webhook, state, collected.to_bytes()).await,
+            Err(e) if e.is::<LengthLimitError>() => {
+                let message = format!("the body is larger than {MAX_BODY_BYTES} bytes\n");
+                (StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
+            }
             Err(e) => {
-                let too_large = std::error::Error::source(&e)
-                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-                if too_large {
-                    let message = format!("the body is larger than {MAX_BODY_BYTES} bytes\n");
-                    (StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
-                } else {
-                    let message = format!("cannot read the body: {e}\n");
-                    (StatusCode::BAD_REQUEST, message).into_response()
-                }
+                let message = format!("cannot read the body: {e}\n");
+                (StatusCode::BAD_REQUEST, message).into_response()
             }
         }
     });
@@ -100,7 +145,7 @@ const MARK_TIMEOUT: Duration = Duration::from_secs(3);
 /// Pauses before reading a NamespaceOffloading again that a marked namespace lacks.
 const ABSENT_RETRIES: [Duration; 2] = [Duration::from_millis(100), Duration::from_millis(400)];
 
-async fn answer(webhook: Webhook, State(state): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn answer(webhook: Webhook, state: &AppState, body: Bytes) -> Response {
     let started = Instant::now();
     let outcome = admission::review(
         webhook,
@@ -115,7 +160,7 @@ async fn answer(webhook: Webhook, State(state): State<Arc<AppState>>, body: Byte
     let answered = match outcome {
         Ok(Outcome::Answered(answer)) => Ok(answer),
         Ok(Outcome::ReadOffloading(pending)) => {
-            let mut found = read_offloading(&state, pending.namespace()).await;
+            let mut found = read_offloading(state, pending.namespace()).await;
             // In a marked namespace the NamespaceOffloading is most likely being stored
             // this very moment (marking comes just before): look again, briefly.
             for delay in ABSENT_RETRIES {
@@ -123,12 +168,12 @@ async fn answer(webhook: Webhook, State(state): State<Arc<AppState>>, body: Byte
                     break;
                 }
                 tokio::time::sleep(delay).await;
-                found = read_offloading(&state, pending.namespace()).await;
+                found = read_offloading(state, pending.namespace()).await;
             }
             Ok(pending.resume(found, state.lookup.as_ref()))
         }
         Ok(Outcome::MarkNamespace(pending)) => {
-            Ok(match mark_namespace(&state, pending.namespace()).await {
+            Ok(match mark_namespace(state, pending.namespace()).await {
                 Ok(()) => pending.marked(),
                 Err(e) => pending.failed(&e),
             })
@@ -223,11 +268,11 @@ async fn mark_namespace(state: &AppState, namespace: &str) -> Result<(), String>
 mod tests {
     use std::path::Path;
 
-    use axum::body::Body;
+    use axum::{Router, body::Body};
     use http::Request;
+    use hyper_util::service::TowerToHyperService;
     use rustls::pki_types::{CertificateDer, ServerName, pem::PemObject};
     use serde_json::json;
-    use tower::ServiceExt;
 
     use tokio::{net::TcpListener, sync::watch};
 
@@ -253,7 +298,7 @@ mod tests {
         }
     }
 
-    fn router() -> (Router, Arc<Metrics>) {
+    fn service() -> (WebhookService, Arc<Metrics>) {
         let metrics = Arc::new(Metrics::new());
         let state = Arc::new(AppState {
             lookup: Arc::new(NoCaches),
@@ -263,24 +308,24 @@ mod tests {
             metrics: metrics.clone(),
             client: None,
         });
-        (webhook_router(state), metrics)
+        (WebhookService::new(state), metrics)
     }
 
-    async fn post(router: Router, path: &str, body: Vec<u8>) -> (StatusCode, String) {
-        let response = router
-            .oneshot(
-                Request::post(path)
-                    .header("content-type", "application/json")
-                    .body(Body::from(body))
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
+    async fn send(service: &WebhookService, request: Request<Body>) -> (StatusCode, String) {
+        let response = service.answer(request).await;
         let status = response.status();
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .unwrap();
         (status, String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    async fn post(service: &WebhookService, path: &str, body: Vec<u8>) -> (StatusCode, String) {
+        let request = Request::post(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body))
+            .unwrap();
+        send(service, request).await
     }
 
     fn review(uid: &str) -> Vec<u8> {
@@ -300,19 +345,14 @@ mod tests {
 
     #[tokio::test]
     async fn routes_answer_reviews_and_count_them() {
-        let (router, metrics) = router();
-        let (status, body) = post(
-            router.clone(),
-            "/mutate/namespace-offloading",
-            review("abc"),
-        )
-        .await;
+        let (service, metrics) = service();
+        let (status, body) = post(&service, "/mutate/namespace-offloading", review("abc")).await;
         assert_eq!(status, StatusCode::OK);
         let out: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(out["apiVersion"], "admission.k8s.io/v1");
         assert_eq!(out["response"]["uid"], "abc");
         assert_eq!(out["response"]["allowed"], true);
-        let (status, _) = post(router, "/validate/namespace-offloading", review("def")).await;
+        let (status, _) = post(&service, "/validate/namespace-offloading", review("def")).await;
         assert_eq!(status, StatusCode::OK);
         let text = metrics.encode();
         assert!(
@@ -327,26 +367,42 @@ mod tests {
 
     #[tokio::test]
     async fn malformed_and_oversized_bodies_are_rejected() {
-        let (router, metrics) = router();
-        let (status, body) = post(router.clone(), "/mutate/pod", b"{not json".to_vec()).await;
+        let (service, metrics) = service();
+        let (status, body) = post(&service, "/mutate/pod", b"{not json".to_vec()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(
             body.contains("cannot parse the body as an AdmissionReview"),
             "{body}"
         );
-        let (status, _) = post(
-            router.clone(),
-            "/mutate/pod",
-            vec![b' '; MAX_BODY_BYTES + 1],
-        )
-        .await;
-        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
-        let (status, _) = post(router, "/nowhere", review("x")).await;
-        assert_eq!(status, StatusCode::NOT_FOUND);
+        let (status, body) = post(&service, "/mutate/pod", vec![b' '; MAX_BODY_BYTES + 1]).await;
+        assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
         assert!(
             metrics
                 .encode()
                 .contains("webhook=\"pod\",result=\"invalid\"} 1")
+        );
+    }
+
+    #[tokio::test]
+    async fn other_paths_and_methods_are_refused_with_what_is_served() {
+        let (service, metrics) = service();
+        let (status, body) = post(&service, "/nowhere", review("x")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert!(body.contains("/mutate/pod, "), "{body}");
+        // A prefix of a webhook's path is not that webhook.
+        let (status, _) = post(&service, "/mutate/pod/", review("x")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let get = Request::get("/validate/namespace-offloading")
+            .body(Body::empty())
+            .unwrap();
+        let response = service.answer(get).await;
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::ALLOW], "POST");
+        // Nothing was reviewed.
+        assert!(
+            !metrics.encode().contains("result=\""),
+            "{}",
+            metrics.encode()
         );
     }
 
@@ -404,17 +460,28 @@ mod tests {
             .to_vec()
     }
 
-    async fn start(
-        router: Router,
+    async fn start<S>(
+        service: S,
         resolver: Arc<dyn rustls::server::ResolvesServerCert>,
-    ) -> (u16, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    ) -> (u16, watch::Sender<bool>, tokio::task::JoinHandle<()>)
+    where
+        S: hyper::service::Service<
+                Request<hyper::body::Incoming>,
+                Response = Response,
+                Error = Infallible,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
         crate::plumbing::crypto::install_crypto_provider();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(serve_tls(
             listener,
-            router,
+            service,
             tls::server_config(resolver),
             None,
             stop_rx,
@@ -431,7 +498,7 @@ mod tests {
         let first = leaf_der(dir.path());
         let files =
             tls::FileCerts::new(&dir.path().join("tls.crt"), &dir.path().join("tls.key")).unwrap();
-        let (port, stop, task) = start(router().0, Arc::new(files)).await;
+        let (port, stop, task) = start(service().0, Arc::new(files)).await;
         assert_eq!(
             served_certificate(port, std::slice::from_ref(&first_ca)).await,
             first
@@ -488,7 +555,7 @@ mod tests {
         let ca = write_pair(dir.path());
         let files =
             tls::FileCerts::new(&dir.path().join("tls.crt"), &dir.path().join("tls.key")).unwrap();
-        let (port, stop, task) = start(router().0, Arc::new(files)).await;
+        let (port, stop, task) = start(service().0, Arc::new(files)).await;
         let roots = std::slice::from_ref(&ca);
 
         // The API server offers h2 first: ALPN must pick it and the review be answered over it.
@@ -531,7 +598,7 @@ mod tests {
                 "done"
             }),
         );
-        let (port, stop, task) = start(slow, Arc::new(files)).await;
+        let (port, stop, task) = start(TowerToHyperService::new(slow), Arc::new(files)).await;
 
         let mut tls = tls_connect(port, std::slice::from_ref(&ca)).await;
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

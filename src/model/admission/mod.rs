@@ -8,6 +8,7 @@ pub(crate) mod wire;
 
 use std::{borrow::Cow, sync::Arc};
 
+use k8s_openapi::api::core::v1::NodeSelectorTerm;
 use kube::core::admission::Operation;
 use serde_json::Value;
 
@@ -30,6 +31,12 @@ pub trait Lookup: Send + Sync {
     fn node(&self, name: &str) -> Option<NodeInfo>;
     /// Every NamespaceOffloading of the cluster (read when one is created, never for pods).
     fn offloadings(&self) -> Vec<Arc<NamespaceOffloading>>;
+    /// The required node-affinity terms `nso`'s strategy imposes on its pods
+    /// ([`pod::imposed_terms`]). The spec never changes once created (the CRD's CEL rule),
+    /// so a cache may compute them once per object instead of once per pod.
+    fn imposed_terms(&self, nso: &NamespaceOffloading) -> Arc<[NodeSelectorTerm]> {
+        pod::imposed_terms(&nso.spec).into()
+    }
 }
 
 /// The webhooks this server answers.
@@ -63,6 +70,11 @@ impl Webhook {
             Webhook::OffloadingValidation => "/validate/namespace-offloading",
             Webhook::PodOptIn => "/validate/pod/opt-in",
         }
+    }
+
+    /// The webhook served at `path`, if any.
+    pub(crate) fn from_path(path: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|w| w.path() == path)
     }
 
     /// The metrics label.
@@ -100,33 +112,33 @@ impl Verdict {
 #[error("{0}")]
 pub struct BadRequest(pub String);
 
-/// The review to send back, and how it ended.
-pub type Answer = (Review, Verdict);
+/// The review to send back, and how it ended; it borrows from the request's body.
+pub type Answer<'a> = (Review<'a>, Verdict);
 
 /// Where a review stands after the pure decision: answered, or waiting for one API call
 /// that the caller makes (this module makes none).
 // Lives for one call on the stack; boxing the answer would allocate on the hot path.
 #[allow(clippy::large_enum_variant)]
-pub enum Outcome {
-    Answered(Answer),
+pub enum Outcome<'a> {
+    Answered(Answer<'a>),
     /// The namespace's NamespaceOffloading is not in the cache (just created, or the cache
     /// is catching up): read it, then [`PendingPod::resume`].
-    ReadOffloading(PendingPod),
+    ReadOffloading(PendingPod<'a>),
     /// A NamespaceOffloading `offloading` is about to be created: label its namespace
     /// `liqo.io/scheduling-enabled=true` first, so the pod webhook covers the very next pod,
     /// then [`PendingMark::marked`] or [`PendingMark::failed`].
-    MarkNamespace(PendingMark),
+    MarkNamespace(PendingMark<'a>),
 }
 
 /// A pod review waiting for its namespace's NamespaceOffloading to be read.
-pub struct PendingPod {
-    request: Request<PodView>,
+pub struct PendingPod<'a> {
+    request: Request<'a, PodView>,
     webhook: Webhook,
     local_cluster_id: String,
     runtime_class: String,
 }
 
-impl PendingPod {
+impl<'a> PendingPod<'a> {
     pub(crate) fn namespace(&self) -> &str {
         &self.request.namespace
     }
@@ -143,7 +155,7 @@ impl PendingPod {
         self,
         found: Result<Option<NamespaceOffloading>, String>,
         lookup: &dyn Lookup,
-    ) -> Answer {
+    ) -> Answer<'a> {
         let nso = match found {
             Ok(nso) => nso,
             Err(e) => {
@@ -165,21 +177,21 @@ impl PendingPod {
 }
 
 /// A NamespaceOffloading creation, allowed once its namespace carries the scheduling label.
-pub struct PendingMark {
-    request: Request,
+pub struct PendingMark<'a> {
+    request: Request<'a>,
     warnings: Vec<String>,
 }
 
-impl PendingMark {
+impl<'a> PendingMark<'a> {
     pub(crate) fn namespace(&self) -> &str {
         &self.request.namespace
     }
 
-    pub(crate) fn marked(self) -> Answer {
+    pub(crate) fn marked(self) -> Answer<'a> {
         answer(&self.request, Ok(Decision::Allow(self.warnings)))
     }
 
-    pub(crate) fn failed(self, error: &str) -> Answer {
+    pub(crate) fn failed(self, error: &str) -> Answer<'a> {
         let message = format!(
             "cannot label namespace {:?} {SCHEDULING_ENABLED_LABEL}=true, which makes the pod webhook place its pods from the first one: {error}; try again",
             self.namespace()
@@ -200,12 +212,12 @@ pub struct Site<'a> {
 }
 
 /// Decides one AdmissionReview body, from the caches alone.
-pub fn review(
+pub fn review<'a>(
     webhook: Webhook,
-    body: &[u8],
+    body: &'a [u8],
     lookup: &dyn Lookup,
     site: Site<'_>,
-) -> Result<Outcome, BadRequest> {
+) -> Result<Outcome<'a>, BadRequest> {
     if matches!(webhook, Webhook::Pod | Webhook::PodEnabledLabel) {
         return review_pod(webhook, body, lookup, site);
     }
@@ -231,12 +243,12 @@ pub fn review(
 
 /// A pod review: its object decoded with the review, in one pass, for the three fields
 /// placement reads.
-fn review_pod(
+fn review_pod<'a>(
     webhook: Webhook,
-    body: &[u8],
+    body: &'a [u8],
     lookup: &dyn Lookup,
     site: Site<'_>,
-) -> Result<Outcome, BadRequest> {
+) -> Result<Outcome<'a>, BadRequest> {
     let request = match Request::<PodView>::parse(body) {
         Ok(request) => request,
         Err(ReadError::Malformed(e)) => return undecodable(body, &e).map(Outcome::Answered),
@@ -264,7 +276,7 @@ fn review_pod(
 
 /// A pod naming the offloading RuntimeClass in a namespace that is not offloaded: the
 /// class would send it to a virtual node, where nothing would ever run it.
-fn review_opt_in(body: &[u8], site: Site<'_>) -> Result<Outcome, BadRequest> {
+fn review_opt_in<'a>(body: &'a [u8], site: Site<'_>) -> Result<Outcome<'a>, BadRequest> {
     let request = match Request::<PodView>::parse(body) {
         Ok(request) => request,
         Err(ReadError::Malformed(e)) => return undecodable(body, &e).map(Outcome::Answered),
@@ -294,25 +306,27 @@ fn needs_mark(request: &Request) -> bool {
     request.operation == Operation::Create && !request.dry_run
 }
 
-fn answer<O>(request: &Request<O>, decided: Result<Decision, String>) -> Answer {
-    let (version, uid) = (&request.api_version, &request.uid);
+fn answer<'a, O>(request: &Request<'a, O>, decided: Result<Decision, String>) -> Answer<'a> {
+    let echo = echo(request);
     match decided {
-        Ok(Decision::Allow(warnings)) => {
-            (Review::allowed(version, uid, warnings), Verdict::Allowed)
+        Ok(Decision::Allow(warnings)) => (Review::allowed(echo, warnings), Verdict::Allowed),
+        Ok(Decision::Patch(patch, warnings)) => {
+            (Review::patched(echo, patch, warnings), Verdict::Patched)
         }
-        Ok(Decision::Patch(patch, warnings)) => (
-            Review::patched(version, uid, patch, warnings),
-            Verdict::Patched,
-        ),
-        Err(message) => (Review::denied(version, uid, message), Verdict::Denied),
+        Err(message) => (Review::denied(echo, message), Verdict::Denied),
     }
+}
+
+/// What the answer echoes; borrowed from the body, like the request's own.
+fn echo<'a, O>(request: &Request<'a, O>) -> wire::Echo<'a> {
+    (request.api_version.clone(), request.uid.clone())
 }
 
 /// A refusal that a retry may overcome (an API call that failed or timed out): HTTP 503,
 /// which the API server passes on, so clients and controllers retry instead of taking the
 /// refusal for a verdict on the object.
-fn unavailable<O>(request: &Request<O>, message: String) -> Answer {
-    let review = Review::unavailable(&request.api_version, &request.uid, message);
+fn unavailable<'a, O>(request: &Request<'a, O>, message: String) -> Answer<'a> {
+    let review = Review::unavailable(echo(request), message);
     (review, Verdict::Denied)
 }
 
@@ -325,7 +339,7 @@ enum Decision {
 /// A body that parses as JSON with a request uid, but whose object cannot be decoded, gets
 /// a denial echoing the uid (the API server discards answers without it); anything else
 /// is a bad request.
-fn undecodable(body: &[u8], error: &str) -> Result<Answer, BadRequest> {
+fn undecodable(body: &[u8], error: &str) -> Result<Answer<'static>, BadRequest> {
     let bad = || {
         BadRequest(format!(
             "cannot parse the body as an AdmissionReview: {error}"
@@ -341,7 +355,8 @@ fn undecodable(body: &[u8], error: &str) -> Result<Answer, BadRequest> {
         .and_then(Value::as_str)
         .unwrap_or("admission.k8s.io/v1");
     let message = format!("cannot decode the admission request: {error}");
-    Ok((Review::denied(version, uid, message), Verdict::Denied))
+    let echo = (version.to_owned().into(), uid.to_owned().into());
+    Ok((Review::denied(echo, message), Verdict::Denied))
 }
 
 fn patch_between(before: &Value, after: &Value, warnings: Vec<String>) -> Result<Decision, String> {
@@ -409,7 +424,7 @@ pub(crate) fn placement_for<'a>(
 }
 
 fn place_pod(
-    request: &Request<PodView>,
+    request: &Request<'_, PodView>,
     webhook: Webhook,
     nso: Option<&NamespaceOffloading>,
     lookup: &dyn Lookup,
@@ -451,7 +466,12 @@ fn place_pod(
         ));
         Cow::Owned(pod::without_clusters(&spec, &taken))
     };
-    let ops = pod::patch(pod, &spec)
+    // The object's own strategy, unchanged (the common case): its terms from the cache.
+    let imposed = match (&spec, nso) {
+        (Cow::Borrowed(_), Some(nso)) => lookup.imposed_terms(nso),
+        _ => pod::imposed_terms(&spec).into(),
+    };
+    let ops = pod::patch(pod, &spec, &imposed)
         .map_err(|e| format!("cannot apply the offloading policy to the pod: {e}"))?;
     if ops.is_empty() {
         return Ok(Decision::Allow(warnings));
@@ -610,14 +630,11 @@ mod tests {
         runtime_class: "liqo",
     };
 
-    /// The pure decision on a review, with nothing in the caches.
-    fn decide(webhook: Webhook, body: &Value) -> Outcome {
-        let Ok(outcome) = review(
-            webhook,
-            &serde_json::to_vec(body).unwrap(),
-            &Fixed::default(),
-            SITE,
-        ) else {
+    /// The pure decision on a review, with nothing in the caches. (The outcome borrows
+    /// from the body, which a test's few reviews can afford to leak.)
+    fn decide(webhook: Webhook, body: &Value) -> Outcome<'static> {
+        let body: &'static [u8] = Vec::leak(serde_json::to_vec(body).unwrap());
+        let Ok(outcome) = review(webhook, body, &Fixed::default(), SITE) else {
             panic!("the review must parse");
         };
         outcome
@@ -626,7 +643,8 @@ mod tests {
     /// Answers as the server does, with the lookup standing in for the API server too (a
     /// namespace it lacks has no NamespaceOffloading; marking always succeeds).
     fn answer(webhook: Webhook, body: &Value, lookup: &Fixed) -> (Value, Verdict) {
-        let outcome = review(webhook, &serde_json::to_vec(body).unwrap(), lookup, SITE).unwrap();
+        let body = serde_json::to_vec(body).unwrap();
+        let outcome = review(webhook, &body, lookup, SITE).unwrap();
         let (review, verdict) = match outcome {
             Outcome::Answered(a) => a,
             Outcome::ReadOffloading(pending) => pending.resume(Ok(None), lookup),

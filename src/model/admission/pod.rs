@@ -298,10 +298,15 @@ const REQUIRED_PATH: &str =
     "/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution";
 
 /// The operations that make `pod` obey `spec`: its required node-affinity terms merged
-/// with the imposed ones, and the virtual-node toleration unless the strategy is Local.
+/// with the imposed ones (`imposed`: [`imposed_terms`] of `spec`, which the caller may have
+/// cached), and the virtual-node toleration unless the strategy is Local.
 /// Nothing else changes (nodeSelector, preferred terms, pod (anti-)affinity stay as they
 /// are). Empty when the pod already obeys, so admitting it again changes nothing.
-pub(crate) fn patch(pod: &PodView, spec: &NamespaceOffloadingSpec) -> Result<Vec<PatchOp>, String> {
+pub(crate) fn patch(
+    pod: &PodView,
+    spec: &NamespaceOffloadingSpec,
+    imposed: &[NodeSelectorTerm],
+) -> Result<Vec<PatchOp>, String> {
     let pod_spec = pod.spec.as_ref().ok_or("the pod has no spec")?;
     let node_affinity = pod_spec
         .affinity
@@ -311,11 +316,10 @@ pub(crate) fn patch(pod: &PodView, spec: &NamespaceOffloadingSpec) -> Result<Vec
     let own: &[NodeSelectorTerm] = required
         .and_then(|r| r.node_selector_terms.as_deref())
         .unwrap_or_default();
-    let imposed = imposed_terms(spec);
     if imposed.is_empty() {
         return Err("the namespace's NamespaceOffloading has podOffloadingStrategy Remote and every clusterSelector term is empty, so no node may run this pod: give the NamespaceOffloading a selector term that matches a cluster (delete and recreate it)".into());
     }
-    let product = merged_len(own, &imposed);
+    let product = merged_len(own, imposed);
     if product > MAX_MERGED_TERMS {
         return Err(format!(
             "the pod's {} required node-affinity terms combined with the {} the offloading imposes would give up to {product} terms, more than {MAX_MERGED_TERMS}: use fewer nodeSelectorTerms",
@@ -324,7 +328,7 @@ pub(crate) fn patch(pod: &PodView, spec: &NamespaceOffloadingSpec) -> Result<Vec
         ));
     }
     let mut ops = Vec::with_capacity(2);
-    let merged = merge_terms(own, &imposed);
+    let merged = merge_terms(own, imposed);
     if required.is_none_or(|r| r.node_selector_terms.as_deref() != Some(&merged[..])) {
         let required = Required {
             node_selector_terms: merged,
@@ -454,7 +458,7 @@ mod tests {
     /// decodes it, patched with the operations placement returns.
     fn mutate(pod: &Value, spec: &NamespaceOffloadingSpec) -> Result<Value, String> {
         let view: PodView = serde_json::from_value(pod.clone()).map_err(|e| e.to_string())?;
-        let ops = patch(&view, spec)?;
+        let ops = patch(&view, spec, &imposed_terms(spec))?;
         let ops: json_patch::Patch =
             serde_json::from_value(serde_json::to_value(ops).unwrap()).unwrap();
         let mut out = pod.clone();

@@ -13,11 +13,16 @@ use std::{
     time::Duration,
 };
 
+use std::convert::Infallible;
+
 use axum::{
     Router,
-    http::{StatusCode, header},
+    http::{Request, StatusCode, header},
+    response::Response,
     routing::get,
 };
+use futures::future::Either;
+use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioTimer},
     server::conn::auto,
@@ -79,17 +84,50 @@ pub(crate) fn admin_router(ready: Arc<AtomicBool>, metrics: Arc<Metrics>) -> Rou
         )
 }
 
-/// Serves the webhook router over TLS until `shutdown` turns true; in-flight requests get
-/// `grace` to finish. Bodies are bounded by the router (`webhooks::server`: size, and one
-/// deadline for reading and answering).
-pub(crate) async fn serve_tls(
+/// A connection's service: the server's own, or the refusal for a caller it does not know.
+#[derive(Clone)]
+enum ConnectionService<S> {
+    Served(S),
+    Refused(TowerToHyperService<Router>),
+}
+
+impl<S> hyper::service::Service<Request<Incoming>> for ConnectionService<S>
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Either<
+        S::Future,
+        <TowerToHyperService<Router> as hyper::service::Service<Request<Incoming>>>::Future,
+    >;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        match self {
+            Self::Served(service) => Either::Left(service.call(request)),
+            Self::Refused(refused) => Either::Right(refused.call(request)),
+        }
+    }
+}
+
+/// Serves the webhooks' `service` over TLS until `shutdown` turns true; in-flight requests
+/// get `grace` to finish. Bodies are bounded by the service (`webhooks::server`: size, and
+/// one deadline for reading and answering).
+pub(crate) async fn serve_tls<S>(
     listener: TcpListener,
-    router: Router,
+    service: S,
     tls: Arc<rustls::ServerConfig>,
     callers: Option<Arc<tls::Callers>>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
-) {
+) where
+    S: hyper::service::Service<Request<Incoming>, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -132,12 +170,12 @@ pub(crate) async fn serve_tls(
     accept::serve_tls(listener, tls, serving, stop, move |session| {
         if callers.as_ref().is_some_and(|c| !c.admits(session)) {
             (
-                TowerToHyperService::new(refused.clone()),
+                ConnectionService::Refused(TowerToHyperService::new(refused.clone())),
                 accept::Lifetime::OneAnswer,
             )
         } else {
             (
-                TowerToHyperService::new(router.clone()),
+                ConnectionService::Served(service.clone()),
                 accept::Lifetime::Served,
             )
         }
