@@ -172,14 +172,21 @@ impl Timeline {
     }
 }
 
-/// Every pod of namespaces starting with `prefix`, by name.
-fn by_name(timeline: &Timeline, prefix: &str) -> HashMap<String, Seen> {
+/// Every pod of namespaces starting with `prefix`, by its home namespace and name. A twin's
+/// namespace (`<namespace>-<cluster ID>`) is read as its home one: the load's Deployments
+/// are alike, so their pods differ only by a 5-letter suffix, and over 10,000 pods a few
+/// names recur in other namespaces (matched by name alone, such a pod was timed against
+/// another's twin, minutes apart).
+fn by_pod(timeline: &Timeline, prefix: &str) -> HashMap<(String, String), Seen> {
     timeline.0.lock().map_or_else(
         |_| HashMap::new(),
         |m| {
             m.iter()
-                .filter(|(k, _)| k.starts_with(prefix))
-                .filter_map(|(k, s)| Some((k.split_once('/')?.1.to_owned(), *s)))
+                .filter_map(|(k, s)| {
+                    let (namespace, name) = k.split_once('/')?;
+                    let index = namespace.strip_prefix(prefix)?.split('-').next()?;
+                    Some(((format!("{prefix}{index}"), name.to_owned()), *s))
+                })
                 .collect()
         },
     )
@@ -192,14 +199,14 @@ fn load_paths(
     remotes: &[&Timeline],
     prefix: &str,
 ) -> (Vec<Duration>, Vec<Duration>) {
-    let locals = by_name(local, prefix);
+    let locals = by_pod(local, prefix);
     let mut twins = HashMap::new();
     for remote in remotes {
-        twins.extend(by_name(remote, prefix));
+        twins.extend(by_pod(remote, prefix));
     }
     let (mut created, mut running) = (Vec::new(), Vec::new());
-    for (name, here) in &locals {
-        let Some(there) = twins.get(name) else {
+    for (pod, here) in &locals {
+        let Some(there) = twins.get(pod) else {
             continue;
         };
         if let (Some(b), Some(t)) = (here.bound, there.created) {
@@ -968,6 +975,33 @@ mod tests {
         assert_eq!(percentiles(&samples), Some((ms(51), ms(99), ms(100))));
         assert_eq!(percentiles(&[ms(7)]), Some((ms(7), ms(7), ms(7))));
         assert_eq!(percentiles(&[]), None);
+    }
+
+    #[test]
+    fn pods_of_the_same_name_in_other_namespaces_are_matched_to_their_own_twins() {
+        let at = Instant::now();
+        let ms = Duration::from_millis;
+        let seen = |bound: Option<u64>, created: u64| Seen {
+            created: Some(at + ms(created)),
+            bound: bound.map(|b| at + ms(b)),
+            ..Seen::default()
+        };
+        let (local, remote) = (Timeline::default(), Timeline::default());
+        {
+            let mut l = local.0.lock().unwrap();
+            l.insert("off-one-001/app-x".into(), seen(Some(0), 0));
+            l.insert("off-one-010/app-x".into(), seen(Some(600_000), 600_000));
+            l.insert("other/app-x".into(), seen(Some(0), 0));
+            let mut r = remote.0.lock().unwrap();
+            r.insert("off-one-001-2f0f64e5-3781/app-x".into(), seen(None, 10));
+            r.insert(
+                "off-one-010-2f0f64e5-3781/app-x".into(),
+                seen(None, 600_020),
+            );
+        }
+        let (mut created, _) = load_paths(&local, &[&remote], "off-one-");
+        created.sort();
+        assert_eq!(created, vec![ms(10), ms(20)]);
     }
 
     #[test]
