@@ -122,10 +122,13 @@ mod tests {
         nso
     }
 
-    fn caches(writer: &reflector::store::Writer<NamespaceOffloading>) -> Caches {
+    /// Caches over a store holding `stored`.
+    fn caches(stored: &NamespaceOffloading) -> Caches {
+        let (offloadings, mut writer) = reflector::store::<NamespaceOffloading>();
+        writer.apply_watcher_event(&Event::Apply(stored.clone()));
         let (nodes, _) = reflector::store::<Node>();
         Caches {
-            offloadings: writer.as_reader(),
+            offloadings,
             nodes,
             listed: [Listed::new().1, Listed::new().1],
             imposed: Arc::default(),
@@ -134,10 +137,8 @@ mod tests {
 
     #[test]
     fn imposed_terms_are_computed_once_per_offloading_and_generation() {
-        let (_, mut writer) = reflector::store::<NamespaceOffloading>();
-        let caches = caches(&writer);
         let remote = offloading("shop", "Remote");
-        writer.apply_watcher_event(&Event::Apply(remote.clone()));
+        let caches = caches(&remote);
         let first = caches.imposed_terms(&remote);
         assert_eq!(&*first, &pod::imposed_terms(&remote.spec)[..]);
         // The same allocation: served from the memo, not computed again.
@@ -159,10 +160,8 @@ mod tests {
 
     #[test]
     fn the_memo_forgets_offloadings_gone_from_the_store() {
-        let (_, mut writer) = reflector::store::<NamespaceOffloading>();
-        let caches = caches(&writer);
         let kept = offloading("kept", "Remote");
-        writer.apply_watcher_event(&Event::Apply(kept.clone()));
+        let caches = caches(&kept);
         caches.imposed_terms(&kept);
         // Offloadings created and deleted again: their entries go once past the slack.
         for i in 0..=IMPOSED_SLACK + 1 {
