@@ -310,12 +310,21 @@ fn reference(benchmark: &str, ours: String, kube: String, ratio: String) -> Line
 }
 
 fn latency(m: &Measured) -> String {
-    format!(
+    let figures = format!(
         "{:.2} / {:.2} / {:.2} ms",
         f64::from(m.p50_us) / 1000.0,
         f64::from(m.p99_us) / 1000.0,
         f64::from(m.p999_us) / 1000.0
-    )
+    );
+    // A server slower than the offered rate: its latencies are those of a growing queue.
+    if m.late > 0 {
+        format!(
+            "{figures} (fell behind: {:.0}/s answered, {} unanswered)",
+            m.per_second, m.late
+        )
+    } else {
+        figures
+    }
 }
 
 fn namespace(i: usize) -> String {

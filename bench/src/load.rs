@@ -118,6 +118,9 @@ pub struct Shape {
 pub struct Measured {
     pub requests: u64,
     pub errors: u64,
+    /// At a fixed rate: requests due in the window and still unanswered at the drain
+    /// deadline (the server could not keep up with the offered rate).
+    pub late: u64,
     pub seconds: f64,
     pub per_second: f64,
     pub p50_us: u32,
@@ -129,19 +132,36 @@ pub struct Measured {
 struct Connection {
     latencies: Vec<u32>,
     errors: u64,
+    late: u64,
+    /// When the last counted answer arrived.
+    last_answer: Option<Instant>,
     first_error: Option<String>,
 }
 
+/// How long after the window requests due in it may still be answered (fixed rate only):
+/// a server slower than the offered rate has a queue to drain, and its latency is the
+/// figure the load exists to measure.
+fn drain(duration: Duration) -> Duration {
+    duration.max(Duration::from_secs(5))
+}
+
 /// Offers `shape` to `target`; fails only when the load could not be offered at all
-/// (no connection, or every request failed).
+/// (no connection, or no request answered).
+///
+/// At saturation, the answers that arrive within the window are counted. At a fixed rate,
+/// the requests due within the window are, however late their answers come (up to the
+/// drain deadline), so an overloaded server shows its queue instead of showing nothing.
 pub async fn run(target: &Target, shape: Shape) -> Result<Measured, String> {
     let mut senders = Vec::with_capacity(shape.connections);
     for _ in 0..shape.connections {
         senders.push(connect(target).await?);
     }
     let started = Instant::now();
-    let measure_from = started + shape.warmup;
-    let until = measure_from + shape.duration;
+    let window = Window {
+        measure_from: started + shape.warmup,
+        until: started + shape.warmup + shape.duration,
+        deadline: started + shape.warmup + shape.duration + drain(shape.duration),
+    };
     let mut tasks = Vec::with_capacity(shape.connections);
     for (i, sender) in senders.into_iter().enumerate() {
         let target = target.clone();
@@ -158,31 +178,42 @@ pub async fn run(target: &Target, shape: Shape) -> Result<Measured, String> {
             i,
             started + offset,
             interval,
-            measure_from,
-            until,
+            window,
         )));
     }
     let mut latencies = Vec::new();
-    let mut errors = 0;
+    let (mut errors, mut late) = (0, 0);
+    let mut last_answer = window.until;
     let mut first_error = None;
     for task in tasks {
         let c = task.await.map_err(|e| e.to_string())?;
         latencies.extend(c.latencies);
         errors += c.errors;
+        late += c.late;
+        last_answer = last_answer.max(c.last_answer.unwrap_or(window.until));
         first_error = first_error.or(c.first_error);
     }
     if latencies.is_empty() {
         return Err(format!(
             "no request succeeded: {}",
-            first_error.unwrap_or_else(|| "none was sent".into())
+            first_error.unwrap_or_else(|| if late > 0 {
+                format!(
+                    "{late} requests were still unanswered {:?} after the window",
+                    drain(shape.duration)
+                )
+            } else {
+                "none was sent".into()
+            })
         ));
     }
     latencies.sort_unstable();
     let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    let seconds = shape.duration.as_secs_f64();
+    // A server that drained a queue after the window answered over a longer time.
+    let seconds = (last_answer - window.measure_from).as_secs_f64();
     Ok(Measured {
         requests: latencies.len() as u64,
         errors,
+        late,
         seconds,
         per_second: latencies.len() as f64 / seconds,
         p50_us: at(0.50),
@@ -192,31 +223,52 @@ pub async fn run(target: &Target, shape: Shape) -> Result<Measured, String> {
     })
 }
 
+#[derive(Clone, Copy)]
+struct Window {
+    measure_from: Instant,
+    until: Instant,
+    /// Past this, nothing more is sent or awaited.
+    deadline: Instant,
+}
+
+impl Window {
+    /// Whether a request begun at `start` (its due time at a fixed rate) and answered at
+    /// `done` counts.
+    fn counts(&self, start: Instant, done: Instant, fixed_rate: bool) -> bool {
+        start >= self.measure_from && start < self.until && (fixed_rate || done <= self.until)
+    }
+}
+
 async fn drive(
     mut sender: Sender,
     target: Target,
     index: usize,
     first_due: Instant,
     interval: Option<Duration>,
-    measure_from: Instant,
-    until: Instant,
+    window: Window,
 ) -> Connection {
     let mut c = Connection {
         latencies: Vec::new(),
         errors: 0,
+        late: 0,
+        last_answer: None,
         first_error: None,
     };
     let mut due = first_due;
     let mut n = index;
     loop {
         let now = Instant::now();
-        if now >= until {
-            break;
-        }
         // Closed loop at saturation; otherwise wait for the request's turn, and measure
         // from then even when the previous answer made it late.
         let start = match interval {
             Some(iv) => {
+                if due >= window.until {
+                    break;
+                }
+                if now >= window.deadline {
+                    c.late += unsent(due, iv, window);
+                    break;
+                }
                 if due > now {
                     tokio::time::sleep_until(due.into()).await;
                 }
@@ -224,17 +276,27 @@ async fn drive(
                 due += iv;
                 start
             }
+            None if now >= window.until => break,
             None => now,
         };
         let body = target.bodies[n % target.bodies.len()].clone();
         n += 1;
-        let result = send(&mut sender, &target, body).await;
+        let Ok(result) =
+            tokio::time::timeout_at(window.deadline.into(), send(&mut sender, &target, body)).await
+        else {
+            if let Some(iv) = interval {
+                c.late += u64::from(start >= window.measure_from) + unsent(due, iv, window);
+            }
+            break;
+        };
         let done = Instant::now();
-        let counted = start >= measure_from && done <= until;
+        let counted = window.counts(start, done, interval.is_some());
         match result {
-            Ok(_) if counted => c
-                .latencies
-                .push(u32::try_from((done - start).as_micros()).unwrap_or(u32::MAX)),
+            Ok(_) if counted => {
+                c.latencies
+                    .push(u32::try_from((done - start).as_micros()).unwrap_or(u32::MAX));
+                c.last_answer = Some(done);
+            }
             Ok(_) => {}
             Err(e) => {
                 c.errors += u64::from(counted);
@@ -250,4 +312,57 @@ async fn drive(
         }
     }
     c
+}
+
+/// Requests of one connection due from `due` on, every `interval`, within the measured
+/// window.
+fn unsent(mut due: Instant, interval: Duration, window: Window) -> u64 {
+    let mut n = 0;
+    while due < window.until {
+        n += u64::from(due >= window.measure_from);
+        due += interval;
+    }
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window() -> (Instant, Window) {
+        let t0 = Instant::now();
+        let w = Window {
+            measure_from: t0 + Duration::from_secs(1),
+            until: t0 + Duration::from_secs(3),
+            deadline: t0 + Duration::from_secs(8),
+        };
+        (t0, w)
+    }
+
+    #[test]
+    fn a_late_answer_counts_at_a_fixed_rate_but_not_at_saturation() {
+        let (t0, w) = window();
+        let due = t0 + Duration::from_millis(2_900);
+        let answered = t0 + Duration::from_secs(6);
+        assert!(w.counts(due, answered, true));
+        assert!(!w.counts(due, answered, false));
+        // Due in the warm-up or after the window: never.
+        assert!(!w.counts(t0, t0 + Duration::from_millis(1_100), true));
+        assert!(!w.counts(w.until, w.until, true));
+    }
+
+    #[test]
+    fn unsent_requests_are_those_due_within_the_window() {
+        let (t0, w) = window();
+        // Due every 500 ms from 0.5 s: 1.0, 1.5, 2.0 and 2.5 s fall in [1 s, 3 s).
+        assert_eq!(
+            unsent(
+                t0 + Duration::from_millis(500),
+                Duration::from_millis(500),
+                w
+            ),
+            4
+        );
+        assert_eq!(unsent(w.until, Duration::from_millis(1), w), 0);
+    }
 }
