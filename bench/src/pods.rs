@@ -555,6 +555,7 @@ pub async fn run(manager: &Path, work: &Path, size: Size) -> Result<Section, Str
         })
         .await?;
         nsos_ready(&clients[0], &offloaded).await?;
+        proc::reset_peak(pid)?;
         let cpu = proc::cpu_seconds(pid);
         let marks = [logs[0].mark(), logs[1].mark(), logs[2].mark()];
         let began = Instant::now();

@@ -45,6 +45,13 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
     status_kib(pid, "VmHWM") as f64 / 1024.0
 }
 
+/// Starts the peak (`VmHWM`) over from the resident memory now, so that a scenario's peak
+/// is its own and not an earlier one's (what an earlier one left resident still counts).
+pub fn reset_peak(pid: u32) -> Result<(), String> {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5")
+        .map_err(|e| format!("cannot reset the peak memory of process {pid}: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,5 +64,20 @@ mod tests {
         assert!(rss_mib(pid) > 1.0);
         assert!(peak_rss_mib(pid) >= rss_mib(pid) - 1.0);
         assert!(cpu_seconds(pid) >= 0.0);
+    }
+
+    #[test]
+    fn the_peak_starts_over_from_now() {
+        let pid = std::process::id();
+        let big = vec![1u8; 64 << 20];
+        assert!(big.iter().map(|&b| u64::from(b)).sum::<u64>() > 0);
+        drop(big);
+        let high = peak_rss_mib(pid);
+        reset_peak(pid).unwrap();
+        assert!(
+            peak_rss_mib(pid) < high - 32.0,
+            "{} then {high}",
+            peak_rss_mib(pid)
+        );
     }
 }

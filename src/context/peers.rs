@@ -41,7 +41,7 @@ use crate::model::{api::is_virtual_node, markers::REMOTE_CLUSTER_ID_LABEL};
 use crate::{
     model::{
         api::{NamespaceOffloading, OFFLOADING_NAME, RemoteCluster},
-        forge::twin::{RemoteClasses, twin_selector},
+        forge::twin::{RemoteClasses, trim_twin, twin_selector},
         markers::{MANAGED_BY_LABEL, ORIGIN_NAMESPACE_ANNOTATION, SLICE_MANAGER},
         reason::Problem,
         remote_namespace::origin_of,
@@ -336,8 +336,8 @@ impl Peers {
             move |_: &Node| changed.unbounded_send(target.clone()).ok(),
         );
         let changed = self.pod_changed.clone();
-        // Every pod there: our twins in full, the others reduced to what they ask of their
-        // node (the virtual node offers what is left).
+        // Every pod there: our twins as reflection reads them (`trim_twin`), the others
+        // reduced to what they ask of their node (the virtual node offers what is left).
         let local_cluster_id = self.local_cluster_id.clone();
         let (pods, pods_task) = watch(
             cluster_id,
@@ -345,7 +345,9 @@ impl Peers {
             watcher::Config::default(),
             Wake::Always,
             move |pod: &mut Pod| {
-                if !is_twin_of(pod, &local_cluster_id) {
+                if is_twin_of(pod, &local_cluster_id) {
+                    trim_twin(pod);
+                } else {
                     reduce_to_requests(pod);
                 }
             },

@@ -717,7 +717,8 @@ pub(crate) fn error_policy(pod: Arc<Pod>, error: &PodError, ctx: Arc<Context>) -
     Action::requeue(ctx.backoff.failed(&backoff::key(WORKER, &*pod)))
 }
 
-/// A local pod gone (even forced, without the graceful steps): its twin goes too.
+/// A local pod gone (even forced, without the graceful steps): its twin goes too, unless
+/// its deletion is already under way (the graceful steps began it).
 pub(crate) async fn delete_twin_of(ctx: &Context, pod: &Pod) {
     let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) else {
         return;
@@ -728,24 +729,51 @@ pub(crate) async fn delete_twin_of(ctx: &Context, pod: &Pod) {
     let Some(peer) = ctx.peers.get(&cluster_id) else {
         return;
     };
+    let Some(twin) = twin_of_gone(ctx, &peer, pod) else {
+        return;
+    };
+    if twin.metadata.deletion_timestamp.is_some() {
+        return;
+    }
     let namespace = pod.namespace().unwrap_or_default();
     let name = pod.name_any();
-    for twin in peer.pods.store.state() {
-        if twin.name_any() == name
-            && forge::owner(&twin, pod, &ctx.replica.local_cluster_id) == TwinOwner::This
-        {
-            let api = Api::<Pod>::namespaced(
-                peer.client.clone(),
-                twin.metadata.namespace.as_deref().unwrap_or_default(),
-            );
-            let params = DeleteParams {
-                preconditions: only_this(&twin.metadata),
-                ..DeleteParams::default()
-            };
-            if let Err(e) = remote(&cluster_id, api.delete(&name, &params)).await {
-                tracing::warn!(%namespace, pod = %name, %cluster_id, error = %e, "cannot delete the twin of a deleted pod; the sweep tries again");
-            }
+    let api = Api::<Pod>::namespaced(
+        peer.client.clone(),
+        twin.metadata.namespace.as_deref().unwrap_or_default(),
+    );
+    let params = DeleteParams {
+        preconditions: only_this(&twin.metadata),
+        ..DeleteParams::default()
+    };
+    if let Err(e) = remote(&cluster_id, api.delete(&name, &params)).await {
+        tracing::warn!(%namespace, pod = %name, %cluster_id, error = %e, "cannot delete the twin of a deleted pod; the sweep tries again");
+    }
+}
+
+/// The twin of a pod that is gone: looked up where its offloading puts it, or, once the
+/// offloading is gone too (the namespace leaving), found by its origin among the peer's
+/// twins. Under a mass deletion that is one lookup per pod, not a scan.
+fn twin_of_gone(ctx: &Context, peer: &Peer, pod: &Pod) -> Option<Arc<Pod>> {
+    let namespace = pod.namespace()?;
+    let name = pod.name_any();
+    let local_cluster_id = &ctx.replica.local_cluster_id;
+    let ours = |twin: &Pod| {
+        twin.metadata.name.as_deref() == Some(name.as_str())
+            && forge::owner(twin, pod, local_cluster_id) == TwinOwner::This
+    };
+    match ctx
+        .stores
+        .offloadings
+        .get(&ObjectRef::new(OFFLOADING_NAME).within(&namespace))
+    {
+        Some(offloading) => {
+            let remote_namespace = offloading.spec.remote_name(&namespace, local_cluster_id);
+            peer.pods
+                .store
+                .get(&ObjectRef::new(&name).within(&remote_namespace))
+                .filter(|twin| ours(twin))
         }
+        None => peer.pods.store.find(|twin| ours(twin)),
     }
 }
 

@@ -496,6 +496,45 @@ pub(crate) fn status_current(local: Option<&PodStatus>, wanted: &PodStatus) -> b
         && local.reason == wanted.reason
 }
 
+/// Our twin as the peer's pod watch keeps it: what reflection reads, not the whole pod
+/// (memory scales with offloaded pods, and every twin is kept beside its local pod). Kept:
+/// identity, deletion, our markers (labels and annotations), container names, the volumes
+/// that may mount the home token's Secret, and the whole status (it becomes the local
+/// pod's). Reflection never compares a twin's spec with its pod's: a pod's spec does not
+/// change once it is bound, and a twin is replaced, not updated.
+pub(crate) fn trim_twin(twin: &mut Pod) {
+    let ours = |key: &String| key.starts_with("offloading.liqo.io/") || key.starts_with("liqo.io/");
+    let meta = &mut twin.metadata;
+    for map in [meta.labels.as_mut(), meta.annotations.as_mut()]
+        .into_iter()
+        .flatten()
+    {
+        map.retain(|k, _| ours(k));
+    }
+    meta.owner_references = None;
+    let name_only = |c: &Container| Container {
+        name: c.name.clone(),
+        ..Container::default()
+    };
+    twin.spec = twin.spec.take().map(|spec| PodSpec {
+        node_name: spec.node_name,
+        containers: spec.containers.iter().map(name_only).collect(),
+        init_containers: spec
+            .init_containers
+            .map(|cs| cs.iter().map(name_only).collect()),
+        volumes: spec.volumes.map(|vs| {
+            vs.into_iter()
+                .filter(|v| {
+                    v.projected
+                        .as_ref()
+                        .is_some_and(|p| p.sources.iter().flatten().any(|s| s.secret.is_some()))
+                })
+                .collect()
+        }),
+        ..PodSpec::default()
+    });
+}
+
 /// Labels that mark a remote pod as one of our twins (the peer's pod watch selects on it).
 pub(crate) fn twin_selector(local_cluster_id: &str) -> String {
     format!("{ORIGIN_CLUSTER_LABEL}={local_cluster_id}")
@@ -965,5 +1004,49 @@ mod tests {
             ..PodStatus::default()
         };
         assert!(!status_current(Some(&pending), &local));
+    }
+
+    #[test]
+    fn a_stored_twin_keeps_what_reflection_reads() {
+        let mut pod = twin(
+            &admitted(),
+            &offloading(PodOffloadingStrategy::Remote),
+            "c1",
+            "shop-c1",
+        );
+        let home = super::super::home_api::secret_name("web-1");
+        let spec = pod.spec.as_mut().unwrap();
+        spec.volumes = Some(serde_json::from_value(json!([
+            {"name": "kube-api-access-x", "projected": {"sources": [{"serviceAccountToken": {"path": "token"}}]}},
+            {"name": "home", "projected": {"sources": [{"secret": {"name": home}}]}},
+            {"name": "data", "emptyDir": {}}])).unwrap());
+        pod.metadata.uid = Some("remote-uid".into());
+        pod.metadata.resource_version = Some("7".into());
+        pod.status = Some(serde_json::from_value(json!({
+            "phase": "Running", "podIP": "10.244.2.7",
+            "containerStatuses": [{"name": "app", "image": "nginx", "imageID": "", "ready": true, "restartCount": 0}]})).unwrap());
+        let full = pod.clone();
+        trim_twin(&mut pod);
+
+        // What reflection reads is unchanged.
+        let local = admitted();
+        assert_eq!(owner(&pod, &local, "c1"), TwinOwner::This);
+        assert!(super::super::home_api::mounts_home_secret(&pod, &local));
+        assert_eq!(pod.status, full.status);
+        assert_eq!(pod.metadata.uid, full.metadata.uid);
+        assert_eq!(
+            pod.metadata.resource_version,
+            full.metadata.resource_version
+        );
+        let spec = pod.spec.as_ref().unwrap();
+        assert_eq!(spec.node_name, full.spec.as_ref().unwrap().node_name);
+        assert_eq!(spec.containers[0].name, "app");
+        // What it does not read is gone.
+        assert_eq!(spec.containers[0].image, None);
+        assert_eq!(spec.volumes.as_ref().unwrap().len(), 1);
+        assert!(spec.tolerations.is_none() && spec.affinity.is_none());
+        let v = serde_json::to_value(&pod.metadata).unwrap();
+        assert!(v["labels"].get("app").is_none() && v["annotations"].get("note").is_none());
+        assert!(serde_json::to_vec(&pod).unwrap().len() < serde_json::to_vec(&full).unwrap().len());
     }
 }

@@ -1168,6 +1168,50 @@ async fn a_gone_pods_twin_is_deleted_and_nothing_else() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_gone_pods_twin_is_found_by_its_origin_once_the_offloading_is_gone() {
+    let mut earlier = pod();
+    earlier.metadata.uid = Some("u-0".into());
+    let mut stale = twin_of(&earlier);
+    stale.metadata.namespace = Some("other-c1".into());
+    stale.metadata.uid = Some("twin-0".into());
+    let stores = Stores {
+        offloadings: store([]),
+        ..local_stores()
+    };
+    let World {
+        ctx,
+        mut local,
+        mut remote,
+    } = world_with(stores, vec![stale, twin_of(&pod())], |_| {});
+    let ((), ()) = exchange(delete_twin_of(&ctx, &pod()), async {
+        let call = remote.expect(Method::DELETE, TWIN_PATH).await;
+        assert_eq!(call.body, json!({"preconditions": {"uid": "twin-1"}}));
+        call.ok(&serde_json::to_value(twin_of(&pod())).unwrap());
+        remote.nothing_more().await;
+        local.nothing_more().await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_gone_pods_twin_already_being_deleted_is_left_to_finish() {
+    let mut leaving = twin_of(&pod());
+    leaving.metadata.deletion_timestamp = Some(
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now()),
+    );
+    let World {
+        ctx,
+        mut local,
+        mut remote,
+    } = world(vec![leaving]);
+    let ((), ()) = exchange(delete_twin_of(&ctx, &pod()), async {
+        remote.nothing_more().await;
+        local.nothing_more().await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_gone_pods_twin_that_cannot_be_deleted_is_left_to_the_sweep() {
     let World {
         ctx,
