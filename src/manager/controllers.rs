@@ -656,6 +656,9 @@ pub(crate) async fn run(
     .await;
 }
 
+/// Changes already waiting that one look at the scopes takes in at once.
+const SCOPE_BURST: usize = 4096;
+
 /// What the scoped watches keep, and what it is computed from.
 struct Scopes {
     scope: watch::Sender<Namespaces>,
@@ -670,13 +673,14 @@ impl Scopes {
     fn set(&self) {
         let wanted = scope_of(&self.offloadings.state(), &self.remote_clusters.state());
         let mut pods_wanted = wanted.clone();
-        pods_wanted.extend(
-            self.pods
-                .state()
-                .iter()
-                .filter(|p| crate::reflection::pods::on_virtual_node(&self.nodes, p))
-                .filter_map(|p| p.metadata.namespace.clone()),
-        );
+        for pod in self.pods.state() {
+            if let Some(namespace) = &pod.metadata.namespace
+                && !pods_wanted.contains(namespace)
+                && crate::reflection::pods::on_virtual_node(&self.nodes, &pod)
+            {
+                pods_wanted.insert(namespace.clone());
+            }
+        }
         for (sender, wanted) in [(&self.scope, wanted), (&self.pods_scope, pods_wanted)] {
             sender.send_if_modified(|now| {
                 let changed = now.as_ref() != &wanted;
@@ -689,11 +693,21 @@ impl Scopes {
     }
 
     /// Keeps the scopes to what the stores say, as they change.
+    ///
+    /// A burst of changes (a namespace's thousands of pods deleted at once) is one look,
+    /// not one per change: each look reads every pod, and while changes wait their turn
+    /// they hold the deleted pods.
     async fn keep(self, changes: impl futures::Stream<Item = ()> + Send) {
-        let mut changes = std::pin::pin!(changes);
-        while changes.next().await.is_some() {
-            self.set();
-        }
+        per_burst(changes, || self.set()).await;
+    }
+}
+
+/// Calls `look` once for each burst of `changes`: all those already waiting, up to
+/// [`SCOPE_BURST`].
+async fn per_burst(changes: impl futures::Stream<Item = ()>, mut look: impl FnMut()) {
+    let mut changes = std::pin::pin!(changes.ready_chunks(SCOPE_BURST));
+    while changes.next().await.is_some() {
+        look();
     }
 }
 
@@ -720,5 +734,29 @@ async fn count_cached(shared: Shared) {
         m.cached("ingresses", s.ingresses.len());
         m.cached("networkpolicies", s.network_policies.len());
         m.cached("persistentvolumeclaims", s.claims.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_burst_of_changes_is_one_look() {
+        let mut looks = 0;
+        per_burst(futures::stream::iter(vec![(); 10_000]), || looks += 1).await;
+        assert_eq!(looks, 10_000usize.div_ceil(SCOPE_BURST));
+
+        // Changes that come one at a time are each looked at.
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let mut looks = 0;
+        let feeding = async move {
+            for _ in 0..3 {
+                tx.unbounded_send(()).ok();
+                tokio::task::yield_now().await;
+            }
+        };
+        futures::join!(feeding, per_burst(rx, || looks += 1));
+        assert_eq!(looks, 3);
     }
 }
