@@ -652,14 +652,6 @@ pub async fn run(manager: &Path, work: &Path, size: Size) -> Result<Section, Str
             )
             .against(ratio, "time", false, 1.2),
         );
-        lines.push(
-            Line::new(
-                &format!("{n} offloaded pods on {clusters}: manager peak RSS and CPU"),
-                format!("{peak:.1} MiB peak ({rss:.1} after), {cpu_seconds:.1} CPU s"),
-                String::new(),
-            )
-            .target("<= 256 MiB", peak <= 256.0),
-        );
         lines.push(Line::new(
             &format!("{n} offloaded pods on {clusters}: API requests per pod"),
             format!(
@@ -724,6 +716,25 @@ pub async fn run(manager: &Path, work: &Path, size: Size) -> Result<Section, Str
         .await?;
         for remote in clients.iter().skip(1).take(spread) {
             gone_by_label(remote, ORIGIN_NAMESPACE_LABEL, "off-").await?;
+        }
+        // The deletion of all those pods at once is part of their life: its peak counts.
+        let peak_deleting = proc::peak_rss_mib(pid);
+        let worst = peak.max(peak_deleting);
+        lines.push(
+            Line::new(
+                &format!("{n} offloaded pods on {clusters}: manager peak RSS and CPU"),
+                format!(
+                    "{peak:.1} MiB peak ({rss:.1} after), {peak_deleting:.1} MiB with their deletion; {cpu_seconds:.1} CPU s"
+                ),
+                String::new(),
+            )
+            .target("<= 256 MiB", worst <= 256.0),
+        );
+        if let Some(f) = figures.get_mut(scenario).and_then(|f| f.as_object_mut()) {
+            f.insert(
+                "manager_peak_rss_with_deletion_mib".into(),
+                json!(peak_deleting),
+            );
         }
     }
 
