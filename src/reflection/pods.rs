@@ -735,8 +735,14 @@ pub(crate) async fn delete_twin_of(ctx: &Context, pod: &Pod) {
     if twin.metadata.deletion_timestamp.is_some() {
         return;
     }
-    let namespace = pod.namespace().unwrap_or_default();
-    let name = pod.name_any();
+    if let Err(e) = delete_this_twin(&peer, &cluster_id, &twin).await {
+        let (namespace, name) = (pod.namespace().unwrap_or_default(), pod.name_any());
+        tracing::warn!(%namespace, pod = %name, %cluster_id, error = %e, "cannot delete the twin of a deleted pod; the sweep tries again");
+    }
+}
+
+/// Deletes this very twin (its uid), not whatever may bear its name there by then.
+async fn delete_this_twin(peer: &Peer, cluster_id: &str, twin: &Pod) -> Result<(), RemoteError> {
     let api = Api::<Pod>::namespaced(
         peer.client.clone(),
         twin.metadata.namespace.as_deref().unwrap_or_default(),
@@ -745,9 +751,9 @@ pub(crate) async fn delete_twin_of(ctx: &Context, pod: &Pod) {
         preconditions: only_this(&twin.metadata),
         ..DeleteParams::default()
     };
-    if let Err(e) = remote(&cluster_id, api.delete(&name, &params)).await {
-        tracing::warn!(%namespace, pod = %name, %cluster_id, error = %e, "cannot delete the twin of a deleted pod; the sweep tries again");
-    }
+    remote(cluster_id, api.delete(&twin.name_any(), &params))
+        .await
+        .map(|_| ())
 }
 
 /// The twin of a pod that is gone: looked up where its offloading puts it, or, once the
@@ -808,16 +814,8 @@ pub(crate) async fn sweep(ctx: &Context, local_pods: &Store<Pod>) {
                 }
             };
             if orphan && twin.metadata.deletion_timestamp.is_none() {
-                let api = Api::<Pod>::namespaced(
-                    peer.client.clone(),
-                    twin.metadata.namespace.as_deref().unwrap_or_default(),
-                );
-                let params = DeleteParams {
-                    preconditions: only_this(&twin.metadata),
-                    ..DeleteParams::default()
-                };
-                match remote(&cluster_id, api.delete(&twin.name_any(), &params)).await {
-                    Ok(_) => {
+                match delete_this_twin(&peer, &cluster_id, &twin).await {
+                    Ok(()) => {
                         tracing::info!(%cluster_id, pod = %twin.name_any(), "orphaned twin deleted")
                     }
                     Err(e) => {

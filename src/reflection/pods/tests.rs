@@ -1143,6 +1143,9 @@ async fn a_pod_on_a_real_node_or_no_node_is_not_ours() {
 
 // A pod gone without the graceful steps, and the sweep.
 
+/// The pod's twin is deleted, and nothing else: neither the twin of an earlier pod of that
+/// name elsewhere nor a pod not ours. Looked up where the offloading puts it, or found by
+/// its origin once the offloading is gone too.
 #[tokio::test(start_paused = true)]
 async fn a_gone_pods_twin_is_deleted_and_nothing_else() {
     let mut earlier = pod();
@@ -1152,45 +1155,26 @@ async fn a_gone_pods_twin_is_deleted_and_nothing_else() {
     stale.metadata.uid = Some("twin-0".into());
     let mut foreign_elsewhere = foreign_watched();
     foreign_elsewhere.metadata.namespace = Some("else".into());
-    let World {
-        ctx,
-        mut local,
-        mut remote,
-    } = world(vec![twin_of(&pod()), stale, foreign_elsewhere]);
-    let ((), ()) = exchange(delete_twin_of(&ctx, &pod()), async {
-        let call = remote.expect(Method::DELETE, TWIN_PATH).await;
-        assert_eq!(call.body, json!({"preconditions": {"uid": "twin-1"}}));
-        call.ok(&serde_json::to_value(twin_of(&pod())).unwrap());
-        remote.nothing_more().await;
-        local.nothing_more().await;
-    })
-    .await;
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_gone_pods_twin_is_found_by_its_origin_once_the_offloading_is_gone() {
-    let mut earlier = pod();
-    earlier.metadata.uid = Some("u-0".into());
-    let mut stale = twin_of(&earlier);
-    stale.metadata.namespace = Some("other-c1".into());
-    stale.metadata.uid = Some("twin-0".into());
-    let stores = Stores {
+    let without_offloading = Stores {
         offloadings: store([]),
         ..local_stores()
     };
-    let World {
-        ctx,
-        mut local,
-        mut remote,
-    } = world_with(stores, vec![stale, twin_of(&pod())], |_| {});
-    let ((), ()) = exchange(delete_twin_of(&ctx, &pod()), async {
-        let call = remote.expect(Method::DELETE, TWIN_PATH).await;
-        assert_eq!(call.body, json!({"preconditions": {"uid": "twin-1"}}));
-        call.ok(&serde_json::to_value(twin_of(&pod())).unwrap());
-        remote.nothing_more().await;
-        local.nothing_more().await;
-    })
-    .await;
+    for stores in [local_stores(), without_offloading] {
+        let twins = vec![stale.clone(), foreign_elsewhere.clone(), twin_of(&pod())];
+        let World {
+            ctx,
+            mut local,
+            mut remote,
+        } = world_with(stores, twins, |_| {});
+        let ((), ()) = exchange(delete_twin_of(&ctx, &pod()), async {
+            let call = remote.expect(Method::DELETE, TWIN_PATH).await;
+            assert_eq!(call.body, json!({"preconditions": {"uid": "twin-1"}}));
+            call.ok(&serde_json::to_value(twin_of(&pod())).unwrap());
+            remote.nothing_more().await;
+            local.nothing_more().await;
+        })
+        .await;
+    }
 }
 
 #[tokio::test(start_paused = true)]
