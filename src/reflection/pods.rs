@@ -296,12 +296,7 @@ pub(crate) async fn reconcile(pod: Arc<Pod>, ctx: Arc<Context>) -> Result<Action
         }
         (Some(twin), Some(TwinOwner::Stale)) => {
             // The twin of an earlier pod of this name: it goes first.
-            let params = DeleteParams {
-                preconditions: only_this(&twin.metadata),
-                ..DeleteParams::default()
-            };
-            let api = Api::<Pod>::namespaced(peer.client.clone(), &remote_namespace);
-            match remote(&cluster_id, api.delete(&name, &params)).await {
+            match delete_this_twin(&peer, &cluster_id, &twin).await {
                 Err(RemoteError::Api { source, .. }) if is_not_found(&source) => {}
                 other => {
                     other?;
